@@ -1,0 +1,43 @@
+"""Where e2p keeps its artefacts: every path is defined here once.
+
+Artefacts flow one way (data -> embeddings -> store -> models -> reports) and are never edited by hand.
+`E2P_DATA_DIR`, `E2P_FIGURES_DIR` and `E2P_REPORTS_DIR` move them elsewhere (tests point them at a temporary
+folder). Secrets are read from the environment (or a git-ignored `.env`) by the component that needs them,
+never stored in a config object, so they cannot leak into a saved config or a rendered report.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# A `.env` beside the README may hold OPENAI_API_KEY / PINECONE_API_KEY; real environment variables win.
+load_dotenv(PROJECT_ROOT / ".env", override=False)
+
+
+def _dir(env_var: str, default: Path) -> Path:
+    return Path(os.environ.get(env_var) or default).expanduser()
+
+
+def data_dir() -> Path:
+    """Caches and downloads (git-ignored)."""
+    return _dir("E2P_DATA_DIR", PROJECT_ROOT / "data")
+
+
+def figures_dir() -> Path:
+    """Plots written by the notebooks."""
+    return _dir("E2P_FIGURES_DIR", PROJECT_ROOT / "figures")
+
+
+def reports_dir() -> Path:
+    """Executed notebooks and their HTML renders."""
+    return _dir("E2P_REPORTS_DIR", PROJECT_ROOT / "reports")
+
+
+def embeddings_dir() -> Path:
+    """Embedding caches, one file per (model, dimensions)."""
+    return data_dir() / "embeddings"
