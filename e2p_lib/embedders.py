@@ -17,7 +17,7 @@ minute) lives in `e2p_lib.openai_embedder`; `make_embedder("openai")` builds it.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -57,6 +57,9 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     if np.any(norms == 0) or not np.all(np.isfinite(norms)):
         raise ValueError("An embedding came back as a zero or non-finite vector; it cannot be normalised.")
     return vectors / norms
+
+
+DEFAULT_LOCAL_MODEL = "all-MiniLM-L6-v2"
 
 
 def default_local_model_path() -> str:
@@ -111,11 +114,25 @@ class LocalEmbedder:
         )
         return np.asarray(vectors, dtype=np.float32)
 
+    def iter_embed(self, texts: Sequence[str], chunk_rows: int = 512) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(row positions, vectors) chunk by chunk, so a caller can save each chunk before the next is computed."""
+        texts = check_texts(texts)
+        for start in range(0, len(texts), chunk_rows):
+            chunk = texts[start:start + chunk_rows]
+            vectors = self._model.encode(chunk, batch_size=self.batch_size, normalize_embeddings=True,
+                                         convert_to_numpy=True, show_progress_bar=False)
+            yield np.arange(start, start + len(chunk)), np.asarray(vectors, dtype=np.float32)
+
 
 def _model_label(path: str) -> str:
-    """A short stable label for a model path or hub name ("…/all-MiniLM-L6-v2" -> "all-MiniLM-L6-v2")."""
+    """A short stable label for a model path or hub name: its folder name, e.g. "all-MiniLM-L6-v2".
+
+    The packaged default sits in a folder called plain "model", so it is named after its package instead.
+    """
     from pathlib import Path
 
+    if path == default_local_model_path():
+        return DEFAULT_LOCAL_MODEL
     return Path(path.rstrip("/")).name or path
 
 

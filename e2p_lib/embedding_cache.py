@@ -1,0 +1,306 @@
+"""The embedding cache: every text is embedded (and paid for) once, and a killed run resumes where it stopped.
+
+One SQLite file per vector space, `<cache_dir>/<model>-<dimensions>d.sqlite`, holds
+
+- `meta`: the embedder's name and dimensions, when the file was made, the schema version. Opening a file with
+  another embedder or dimension raises: vectors from two spaces are never silently mixed.
+- `vectors`: one row per distinct text, keyed by the sha256 of the text, with its float32 vector and token count.
+  Keying by content means duplicate outputs (Alpaca has about 1,160) are embedded once, and a text shared by two
+  datasets is never paid for twice.
+- `records`: the dataset rows last embedded into this file (`id`, `prompt`, `output`, `tokens`, `type`, text key),
+  so later notebooks load ids, metadata and vectors from this one file without re-reading Alpaca.
+
+Why SQLite rather than .npy chunks: each batch is committed in one transaction, so a SIGKILL at any point leaves either
+the whole batch or none of it (no lost or duplicated rows, no half-written file), and several processes may write to
+the same cache at once. It ships with Python.
+
+    >>> from e2p_lib.data import load_alpaca
+    >>> from e2p_lib.embedders import make_embedder
+    >>> ds = embed_dataset(load_alpaca(limit=100), make_embedder("local"))
+    >>> ds.vectors.shape, ds.frame.columns.tolist()
+    ((100, 384), ['id', 'prompt', 'output', 'tokens', 'type'])
+    >>> ds = load_embedded_dataset(model="local/all-MiniLM-L6-v2", dimensions=384)   # in the next notebook
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import sqlite3
+import time
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from e2p_lib import config
+from e2p_lib.embedders import Embedder, check_texts
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+RECORD_COLUMNS = ["id", "prompt", "output", "tokens", "type"]
+# Rows handed to an embedder without an `iter_embed` of its own, and so committed, at a time: small enough that a
+# crash loses little work, large enough that the per-commit cost (~1 ms) is noise next to embedding them.
+DEFAULT_CHUNK_ROWS = 512
+
+
+def text_key(text: str) -> str:
+    """Content key of a text: sha256 of its UTF-8 bytes."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def cache_path(model: str, dimensions: int, cache_dir: str | Path | None = None) -> Path:
+    """File that holds the vectors of `model` at `dimensions` (a readable, filesystem-safe name)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_")
+    return Path(cache_dir or config.embeddings_dir()) / f"{slug}-{int(dimensions)}d.sqlite"
+
+
+class EmbeddingCache:
+    """Vectors of one embedder at one dimension, keyed by text content; safe against crashes and concurrent writers."""
+
+    def __init__(self, path: str | Path, model: str, dimensions: int):
+        self.path = Path(path)
+        self.model = model
+        self.dimensions = int(dimensions)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we open transactions ourselves, one per batch. timeout: wait for other writers.
+        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; commits survive SIGKILL
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
+        self._init_schema()
+
+    def _init_schema(self) -> None:
+        with self._transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL, "
+                "tokens INTEGER, created_at REAL NOT NULL)"
+            )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS records (position INTEGER NOT NULL, id TEXT PRIMARY KEY, prompt TEXT, "
+                "output TEXT, tokens INTEGER, type TEXT, key TEXT NOT NULL)"
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO meta VALUES (?, ?)",
+                [("model", self.model), ("dimensions", str(self.dimensions)),
+                 ("created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+                 ("schema_version", str(SCHEMA_VERSION))],
+            )
+        meta = self.meta()
+        if meta["model"] != self.model or int(meta["dimensions"]) != self.dimensions:
+            self.close()
+            raise ValueError(
+                f"The embedding cache {self.path} holds vectors of {meta['model']!r} at {meta['dimensions']} "
+                f"dimensions, not {self.model!r} at {self.dimensions}. Use another cache_dir, or delete the file "
+                "to re-embed."
+            )
+        self.created_at = meta["created_at"]
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all of it is committed, or (on error or a killed process) none of it."""
+        self._db.execute("BEGIN IMMEDIATE")  # take the write lock now, so concurrent writers queue, not fail
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def meta(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+
+    def missing(self, keys: Sequence[str]) -> list[str]:
+        """The keys (deduplicated, first-seen order) that have no vector yet."""
+        have = set()
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 900):  # SQLite caps bound parameters per statement
+            part = unique[start:start + 900]
+            rows = self._db.execute(
+                f"SELECT key FROM vectors WHERE key IN ({','.join('?' * len(part))})", part
+            ).fetchall()
+            have.update(r[0] for r in rows)
+        return [k for k in unique if k not in have]
+
+    def put(self, keys: Sequence[str], vectors: np.ndarray, tokens: Sequence[int | None] | None = None) -> None:
+        """Store vectors for `keys` in one transaction (all or nothing); an existing key keeps its first vector."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape != (len(keys), self.dimensions):
+            raise ValueError(
+                f"put() got vectors of shape {vectors.shape} for {len(keys)} keys; this cache holds "
+                f"{self.dimensions}-d vectors of {self.model!r}."
+            )
+        if not np.all(np.isfinite(vectors)):
+            raise ValueError("put() got NaN or infinite values; the embedder returned a broken vector.")
+        tokens = list(tokens) if tokens is not None else [None] * len(keys)
+        now = time.time()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO vectors VALUES (?, ?, ?, ?)",
+                [(k, v.tobytes(), t, now) for k, v, t in zip(keys, vectors, tokens)],
+            )
+
+    def get(self, keys: Sequence[str]) -> np.ndarray:
+        """Vectors for `keys` in order, (len(keys), dimensions); KeyError names any key not cached."""
+        found: dict[str, bytes] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 900):
+            part = unique[start:start + 900]
+            found.update(self._db.execute(
+                f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(part))})", part
+            ).fetchall())
+        absent = [k for k in unique if k not in found]
+        if absent:
+            raise KeyError(f"{len(absent)} text(s) are not in {self.path.name} (first key {absent[0][:12]}…).")
+        out = np.empty((len(keys), self.dimensions), dtype=np.float32)
+        for i, k in enumerate(keys):
+            out[i] = np.frombuffer(found[k], dtype=np.float32)
+        return out
+
+    def write_records(self, frame: pd.DataFrame, keys: Sequence[str]) -> None:
+        """Replace the stored dataset rows with `frame` (one transaction), remembering row order."""
+        rows = [
+            (pos, r.id, r.prompt, r.output, int(r.tokens), r.type, k)
+            for pos, (r, k) in enumerate(zip(frame[RECORD_COLUMNS].itertuples(index=False), keys))
+        ]
+        with self._transaction() as db:
+            db.execute("DELETE FROM records")
+            db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def read_records(self) -> tuple[pd.DataFrame, list[str]]:
+        rows = self._db.execute(
+            f"SELECT {', '.join(RECORD_COLUMNS)}, key FROM records ORDER BY position"
+        ).fetchall()
+        frame = pd.DataFrame([r[:-1] for r in rows], columns=RECORD_COLUMNS)
+        return frame, [r[-1] for r in rows]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "EmbeddingCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class EmbeddedDataset:
+    """Dataset rows with their output embeddings: `frame` row i goes with `vectors[i]`."""
+
+    frame: pd.DataFrame  # columns id, prompt, output, tokens, type
+    vectors: np.ndarray  # (n, dimensions) float32, L2-normalised
+    model: str
+    dimensions: int
+    path: Path
+    created_at: str
+    stats: dict = field(default_factory=dict)  # rows, embedded_now, cached, seconds
+
+    @property
+    def ids(self) -> list[str]:
+        return self.frame["id"].tolist()
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def embed_dataset(
+    frame: pd.DataFrame,
+    embedder: Embedder,
+    cache_dir: str | Path | None = None,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    show_progress: bool = True,
+) -> EmbeddedDataset:
+    """Embed `frame["output"]` into the cache of `embedder`, embedding only texts not cached yet.
+
+    Progress is committed batch by batch, so after a crash (even SIGKILL) a rerun embeds only what is missing.
+    If the embedder fails half-way, every batch finished before the failure stays cached and the error is re-raised.
+    """
+    missing_cols = [c for c in RECORD_COLUMNS if c not in frame.columns]
+    if missing_cols:
+        raise ValueError(f"embed_dataset needs columns {RECORD_COLUMNS}; missing {missing_cols}. Use load_alpaca().")
+    if frame["id"].duplicated().any():
+        dup = frame.loc[frame["id"].duplicated(), "id"].iloc[0]
+        raise ValueError(f"Row ids must be unique; {dup!r} appears more than once.")
+    texts = check_texts(frame["output"].tolist())
+    keys = [text_key(t) for t in texts]
+    started = time.perf_counter()
+
+    with EmbeddingCache(cache_path(embedder.name, embedder.dimensions, cache_dir), embedder.name,
+                        embedder.dimensions) as cache:
+        todo_keys = cache.missing(keys)
+        first_text = dict(zip(keys, texts))
+        first_tokens = dict(zip(keys, frame["tokens"].tolist()))
+        todo_texts = [first_text[k] for k in todo_keys]
+        log.info("%s: %d rows, %d distinct texts to embed, the rest cached in %s",
+                 embedder.name, len(frame), len(todo_keys), cache.path)
+        if todo_texts and hasattr(embedder, "estimate_cost"):
+            tokens, dollars = embedder.estimate_cost(todo_texts)
+            print(f"Embedding {len(todo_texts):,} texts ({tokens:,} tokens, about ${dollars:.4f}) with {embedder.name}")
+        with tqdm(total=len(todo_texts), desc="embed", unit="text", disable=not show_progress or not todo_texts) as bar:
+            for positions, vectors in _batches(embedder, todo_texts, chunk_rows):
+                batch_keys = [todo_keys[p] for p in positions]
+                cache.put(batch_keys, vectors, [first_tokens[k] for k in batch_keys])
+                bar.update(len(positions))
+        cache.write_records(frame, keys)
+        vectors = cache.get(keys)
+        return EmbeddedDataset(
+            frame=frame[RECORD_COLUMNS].reset_index(drop=True), vectors=vectors, model=embedder.name,
+            dimensions=embedder.dimensions, path=cache.path, created_at=cache.created_at,
+            stats={"rows": len(frame), "embedded_now": len(todo_keys), "cached": len(set(keys)) - len(todo_keys),
+                   "seconds": round(time.perf_counter() - started, 3)},
+        )
+
+
+def _batches(embedder: Embedder, texts: list[str], chunk_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(positions, vectors) as the embedder finishes them: its own `iter_embed` if it has one, else fixed chunks."""
+    if not texts:
+        return
+    if hasattr(embedder, "iter_embed"):
+        yield from embedder.iter_embed(texts)
+        return
+    for start in range(0, len(texts), chunk_rows):
+        chunk = texts[start:start + chunk_rows]
+        yield np.arange(start, start + len(chunk)), embedder.embed(chunk)
+
+
+def load_embedded_dataset(
+    path: str | Path | None = None,
+    *,
+    model: str | None = None,
+    dimensions: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> EmbeddedDataset:
+    """Read what `embed_dataset` last wrote: by file `path`, or by `model` and `dimensions` under `cache_dir`.
+
+    Raises FileNotFoundError (saying to run 01_embed) when there is no such cache.
+    """
+    if path is None:
+        if model is None or dimensions is None:
+            raise ValueError("Give either the cache file `path`, or both `model` and `dimensions`.")
+        path = cache_path(model, dimensions, cache_dir)
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"No embedding cache at {path}. Run notebooks/01_embed.ipynb (or embed_dataset) with the same model "
+            "and dimensions first."
+        )
+    with closing(sqlite3.connect(path, timeout=60)) as db:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    with EmbeddingCache(path, meta["model"], int(meta["dimensions"])) as cache:
+        frame, keys = cache.read_records()
+        if frame.empty:
+            raise ValueError(f"The embedding cache {path} holds vectors but no dataset rows; run embed_dataset.")
+        return EmbeddedDataset(frame=frame, vectors=cache.get(keys), model=cache.model,
+                               dimensions=cache.dimensions, path=path, created_at=cache.created_at,
+                               stats={"rows": len(frame)})
