@@ -1,0 +1,24 @@
+"""Shared pytest fixtures. Keep each one small and documented; append new ones below."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from e2p_lib.config import PROJECT_ROOT
+
+ALPACA_5000_SHA256 = "fc1add24c93c9fbbe585a64a6c9bf6165eb110225f4470efbff382a913558ec0"
+
+
+@pytest.fixture(scope="session")
+def alpaca_5000_path() -> Path:
+    """The real 5,000-row Alpaca subset in ../shared (never copied into the repo), checked by sha256."""
+    path = PROJECT_ROOT.parent / "shared" / "data" / "alpaca_5000.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"The shared Alpaca subset is missing: {path}")
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    if actual != ALPACA_5000_SHA256:
+        raise ValueError(f"{path} has sha256 {actual}, expected {ALPACA_5000_SHA256}: the shared subset changed.")
+    return path
