@@ -136,12 +136,21 @@ def _model_label(path: str) -> str:
     return Path(path.rstrip("/")).name or path
 
 
-def make_embedder(backend: str = "local", **kwargs) -> Embedder:
-    """Build an embedder by backend name: "local" (default, offline) or "openai"."""
+def make_embedder(backend: str = "local", model: str | None = None, dimensions: int | None = None,
+                  **options) -> Embedder:
+    """Build an embedder by backend name: "local" (default, offline) or "openai".
+
+    `model` None picks the backend's default (all-MiniLM-L6-v2 / text-embedding-3-small); `dimensions` is for OpenAI
+    models, which can shorten their vectors (None: 1,024). `options` go to the embedder's constructor.
+    """
     if backend == "local":
-        return LocalEmbedder(**kwargs)
+        if dimensions is not None:
+            raise ValueError("Local sentence-transformers models have a fixed size: leave dimensions=None "
+                             "(it is an OpenAI option).")
+        return LocalEmbedder(model, **options)
     if backend == "openai":
         from e2p_lib.openai_embedder import OpenAIEmbedder
 
-        return OpenAIEmbedder(**kwargs)
+        given = {k: v for k, v in (("model", model), ("dimensions", dimensions)) if v is not None}
+        return OpenAIEmbedder(**given, **options)
     raise ValueError(f"Unknown embedder backend {backend!r}: use 'local' or 'openai'.")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing
 import os
 import signal
@@ -26,7 +25,6 @@ from e2p_lib.embedding_cache import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-ALPACA_5000 = REPO.parent / "shared" / "data" / "alpaca_5000.json"
 
 
 class CountingEmbedder:
@@ -157,8 +155,8 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 
 
 CRASH_SCRIPT = textwrap.dedent("""
-    import json, sys
-    import pandas as pd
+    import sys
+    from e2p_lib.data import load_alpaca
     from e2p_lib.embedders import LocalEmbedder
     from e2p_lib.embedding_cache import embed_dataset
 
@@ -169,25 +167,21 @@ CRASH_SCRIPT = textwrap.dedent("""
                 print("chunk", flush=True)
                 yield item
 
-    rows = json.load(open(sys.argv[1]))[: int(sys.argv[3])]
-    df = pd.DataFrame({"id": [f"alpaca-{i}" for i in range(len(rows))],
-                       "prompt": [r["instruction"] for r in rows], "output": [r["output"] for r in rows],
-                       "tokens": 0, "type": "alpaca"})
-    df = df[df["output"].str.strip() != ""]
+    df = load_alpaca(sys.argv[1], limit=int(sys.argv[3]))
     embed_dataset(df, Announcing(show_progress=False), sys.argv[2], show_progress=False)
     print("done", flush=True)
 """)
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_resumes_without_lost_or_duplicated_rows(tmp_path):
+def test_sigkill_mid_run_resumes_without_lost_or_duplicated_rows(tmp_path, alpaca_5000_path):
     rows = "256"
     script = tmp_path / "embed_and_die.py"
     script.write_text(CRASH_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
 
-    child = subprocess.Popen([sys.executable, str(script), str(ALPACA_5000), str(killed_dir), rows],
+    child = subprocess.Popen([sys.executable, str(script), str(alpaca_5000_path), str(killed_dir), rows],
                              stdout=subprocess.PIPE, text=True, env=env)
     chunks_seen = 0
     for line in child.stdout:  # kill it once three chunks are out: it is then busy with the fourth
@@ -204,9 +198,9 @@ def test_sigkill_mid_run_resumes_without_lost_or_duplicated_rows(tmp_path):
     # The third "chunk" line is printed just before that chunk is saved, so at least two chunks are committed.
     assert 2 * 32 <= survived < int(rows), "committed chunks survive the kill; the rest is missing"
 
-    resumed = subprocess.run([sys.executable, str(script), str(ALPACA_5000), str(killed_dir), rows],
+    resumed = subprocess.run([sys.executable, str(script), str(alpaca_5000_path), str(killed_dir), rows],
                              capture_output=True, text=True, env=env, timeout=300)
-    clean = subprocess.run([sys.executable, str(script), str(ALPACA_5000), str(clean_dir), rows],
+    clean = subprocess.run([sys.executable, str(script), str(alpaca_5000_path), str(clean_dir), rows],
                            capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0 and clean.returncode == 0, resumed.stderr[-2000:] + clean.stderr[-2000:]
     total_chunks = clean.stdout.count("chunk")

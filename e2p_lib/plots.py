@@ -1,0 +1,60 @@
+"""Figures the notebooks show and save: one function per plot, each returning the matplotlib Figure.
+
+Notebooks call these and then `save_figure(fig, "01_lengths")`, which writes `figures/01_lengths.png` (the prefix
+is the notebook's number, so a figure can be traced to the report that made it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from e2p_lib import config
+
+
+def save_figure(fig: plt.Figure, name: str, folder: str | Path | None = None) -> Path:
+    """Write `fig` as `<figures>/<name>.png` (150 dpi, tight) and return the path."""
+    folder = Path(folder or config.figures_dir())
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    return path
+
+
+def plot_length_histograms(frame: pd.DataFrame, prompt_tokens: np.ndarray) -> plt.Figure:
+    """Token-length distributions of prompts and outputs (log-spaced bins: both have long tails)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, values, label in ((axes[0], np.asarray(prompt_tokens), "prompt"),
+                              (axes[1], frame["tokens"].to_numpy(), "output")):
+        values = np.maximum(values, 1)
+        bins = np.logspace(0, np.log10(values.max() + 1), 40)
+        ax.hist(values, bins=bins, color="#4c72b0")
+        ax.set_xscale("log")
+        ax.axvline(np.median(values), color="#c44e52", ls="--", label=f"median {np.median(values):.0f}")
+        ax.set(xlabel=f"{label} length (cl100k tokens)", ylabel="rows", title=f"{label.capitalize()} lengths")
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def project_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A 2-D PCA projection (fast and deterministic; enough to see clusters and outliers at a glance)."""
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=2, random_state=seed).fit_transform(np.asarray(vectors, dtype=np.float32))
+
+
+def plot_embedding_map(vectors: np.ndarray, color: np.ndarray | None = None, color_label: str = "",
+                       title: str = "Output embeddings (PCA)") -> plt.Figure:
+    """Scatter of a 2-D projection of `vectors`, coloured by `color` (e.g. log output length)."""
+    xy = project_2d(vectors)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    points = ax.scatter(xy[:, 0], xy[:, 1], s=4, alpha=0.6, c=color, cmap="viridis")
+    if color is not None:
+        fig.colorbar(points, ax=ax, label=color_label)
+    ax.set(title=title, xlabel="PC 1", ylabel="PC 2")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,120 @@
+"""Run the numbered notebooks headless with papermill, into executed copies and HTML renders under `reports/`.
+
+    python -m e2p_lib.run_notebooks                    # the demo profile: all notebooks, offline defaults
+    python -m e2p_lib.run_notebooks --profile smoke    # tiny sizes, minutes (what the test suite runs)
+    python -m e2p_lib.run_notebooks --only 01_embed -p limit=500
+
+Each notebook reads the previous one's outputs from disk, so one can be rerun alone. A profile is a set of
+parameter overrides per notebook, injected by papermill after the notebook's `parameters` cell; `-p key=value`
+overrides (a YAML/JSON literal: numbers, true/false, null, strings) apply to every notebook that declares `key`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from e2p_lib import config
+
+NOTEBOOKS_DIR = config.PROJECT_ROOT / "notebooks"
+
+# Parameter overrides per profile and notebook. Unlisted parameters keep the notebook's own defaults, which are
+# the offline defaults (local MiniLM embedder, on-disk store, local SmolLM2).
+PROFILES: dict[str, dict[str, dict]] = {
+    # What CI runs inside the test suite: small enough for minutes on 2 cores.
+    "smoke": {"01_embed": {"limit": 200}},
+    # The default: the whole 5,000-row subset (or the 52,002 rows where downloaded) on 2 cores.
+    "demo": {},
+    # A GPU box with keys: OpenAI embeddings at 1,024 dimensions on all 52,002 rows.
+    "full": {"01_embed": {"backend": "openai", "dimensions": 1024}},
+}
+
+
+def notebook_paths(only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks in order (`only` filters by stem, e.g. ["01_embed"])."""
+    paths = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        unknown = sorted(set(only) - {p.stem for p in paths})
+        if unknown:
+            raise ValueError(f"No notebook named {unknown}; have {[p.stem for p in paths]}.")
+        paths = [p for p in paths if p.stem in only]
+    return paths
+
+
+def declared_parameters(path: Path) -> set[str]:
+    """Names assigned in the notebook's `parameters` cell."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            tree = ast.parse(cell.source)
+            return {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                    if isinstance(t, ast.Name)}
+    raise ValueError(f"{path.name} has no cell tagged 'parameters'; papermill needs one.")
+
+
+def render_html(executed: Path) -> Path:
+    """An HTML copy of an executed notebook, for sharing without Jupyter."""
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_filename(str(executed))
+    html = executed.with_suffix(".html")
+    html.write_text(body, encoding="utf-8")
+    return html
+
+
+def run_notebooks(profile: str = "demo", only: list[str] | None = None, overrides: dict | None = None,
+                  reports_dir: str | Path | None = None, kernel_name: str = "python3") -> list[Path]:
+    """Execute the notebooks in order; return the executed copies. Stops at the first failing notebook."""
+    import papermill
+
+    if profile not in PROFILES:
+        raise ValueError(f"Unknown profile {profile!r}; choose one of {sorted(PROFILES)}.")
+    out_dir = Path(reports_dir or config.reports_dir())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = []
+    for path in notebook_paths(only):
+        declared = declared_parameters(path)
+        params = {**PROFILES[profile].get(path.stem, {}),
+                  **{k: v for k, v in (overrides or {}).items() if k in declared}}
+        undeclared = sorted(set(PROFILES[profile].get(path.stem, {})) - declared)
+        if undeclared:
+            raise ValueError(f"Profile {profile!r} sets {undeclared} that {path.name} does not declare.")
+        target = out_dir / path.name
+        print(f"[e2p] {path.name} ({profile}) {json.dumps(params)} -> {target}", flush=True)
+        papermill.execute_notebook(str(path), str(target), parameters=params, cwd=str(NOTEBOOKS_DIR),
+                                   kernel_name=kernel_name, progress_bar=sys.stderr.isatty())
+        render_html(target)
+        executed.append(target)
+    return executed
+
+
+def _parse_override(text: str) -> tuple[str, object]:
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"Override {text!r} is not key=value.")
+    return key, yaml.safe_load(value)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="demo", choices=sorted(PROFILES))
+    parser.add_argument("--only", nargs="*", help="notebook stems to run, e.g. 01_embed")
+    parser.add_argument("-p", "--param", action="append", type=_parse_override, default=[],
+                        help="key=value parameter override (repeatable)")
+    parser.add_argument("--reports-dir", default=None)
+    args = parser.parse_args(argv)
+    done = run_notebooks(args.profile, args.only, dict(args.param), args.reports_dir)
+    print(f"[e2p] {len(done)} notebook(s) executed into {Path(done[0]).parent if done else '-'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The numbered notebooks run headless with papermill on the smoke profile, and write what the next one reads."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from e2p_lib.embedders import DEFAULT_LOCAL_MODEL
+from e2p_lib.embedding_cache import load_embedded_dataset
+from e2p_lib.run_notebooks import PROFILES, declared_parameters, notebook_paths, run_notebooks
+
+
+@pytest.fixture
+def isolated_dirs(tmp_path, monkeypatch, alpaca_5000_path):
+    """Point every artefact folder at tmp_path (the kernel inherits the environment) and the data at the subset."""
+    for var, sub in (("E2P_DATA_DIR", "data"), ("E2P_FIGURES_DIR", "figures"), ("E2P_REPORTS_DIR", "reports")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("E2P_ALPACA_PATH", str(alpaca_5000_path))
+    return tmp_path
+
+
+def test_every_notebook_declares_the_parameters_its_profiles_set():
+    for path in notebook_paths():
+        for profile in PROFILES.values():
+            assert set(profile.get(path.stem, {})) <= declared_parameters(path), (path.name, profile)
+        nb = nbformat.read(path, as_version=4)
+        code_cells = [c for c in nb.cells if c.cell_type == "code"]
+        assert not any(c.outputs or c.execution_count for c in code_cells), f"{path.name} is committed with outputs"
+
+
+def test_unknown_notebook_or_profile_is_a_clear_error():
+    with pytest.raises(ValueError, match="No notebook named \\['99_nothing'\\]"):
+        notebook_paths(["99_nothing"])
+    with pytest.raises(ValueError, match="Unknown profile 'huge'"):
+        run_notebooks("huge")
+
+
+@pytest.mark.slow
+def test_01_embed_runs_headless_and_writes_cache_figures_and_report(isolated_dirs):
+    [executed] = run_notebooks("smoke", only=["01_embed"])
+    nb = json.loads(executed.read_text())
+    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    assert executed.with_suffix(".html").stat().st_size > 10_000
+    for figure in ("01_lengths.png", "01_embedding_map.png"):
+        assert (isolated_dirs / "figures" / figure).stat().st_size > 5_000
+    dataset = load_embedded_dataset(model=f"local/{DEFAULT_LOCAL_MODEL}", dimensions=384,
+                                    cache_dir=isolated_dirs / "data" / "embeddings")
+    assert len(dataset) == PROFILES["smoke"]["01_embed"]["limit"]
+    assert dataset.ids[0] == "alpaca-0"
