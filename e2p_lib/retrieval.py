@@ -1,0 +1,74 @@
+"""The retrieval baseline: answer a target embedding with the prompt of the nearest stored output.
+
+Every learned method must beat this in evaluation. For each target vector it finds the stored output whose embedding
+is closest (cosine) and returns that record's prompt, never the target's own row: a target that is in the store would
+otherwise retrieve its own prompt, which is not a baseline but a lookup.
+
+    >>> store = make_vector_store("local", name="alpaca-minilm", dimensions=384)
+    >>> store.upsert(train.ids, train.vectors, train.frame.to_dict("records"))
+    >>> baseline = nearest_prompt(store, test.vectors, test.ids)          # k=1: one row per target
+    >>> baseline.prompt.tolist()[:2]
+    ['Give three tips for staying healthy.', ...]
+    >>> nearest_prompt(store, test.vectors, test.ids, k=5)               # the 5 nearest, rank 1..5 per target
+
+Inputs: any `VectorStore` whose records carry the seed metadata (a "prompt" key); `target_vectors` (n, d) or (d,);
+`target_ids` (one per target, or None when the targets are not in the store). Queries go out in batches of
+`batch_size` targets with a progress bar.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from e2p_lib.vectorstore import DEFAULT_NAMESPACE, VectorStore, check_ids, check_query_vectors
+
+COLUMNS = ["target", "target_id", "rank", "id", "score", "prompt"]
+
+
+def nearest_prompt(store: VectorStore, target_vectors: Any, target_ids: Sequence[str] | None = None, *, k: int = 1,
+                   namespace: str = DEFAULT_NAMESPACE, prompt_key: str = "prompt", batch_size: int = 1024,
+                   show_progress: bool | None = None) -> pd.DataFrame:
+    """The prompts of the `k` stored outputs nearest to each target, other than the target's own row.
+
+    Returns a DataFrame with one row per (target, neighbour), ordered by target then rank: `target` (position in
+    `target_vectors`), `target_id`, `rank` (1 = nearest), `id`, `score` (cosine similarity) and `prompt`. A target
+    gets fewer than `k` rows only when the store holds fewer than `k` other records.
+
+    Raises:
+        ValueError: `target_ids` does not have one id per target, `k` is not a positive integer, the namespace is
+            empty, or a neighbour's metadata has no `prompt_key` (store the seed's metadata with the vectors).
+    """
+    targets = check_query_vectors(target_vectors, store.dimensions)
+    if target_ids is not None:
+        target_ids = check_ids(target_ids, "target_ids")
+        if len(target_ids) != len(targets):
+            raise ValueError(f"Got {len(target_ids)} target_ids for {len(targets)} target vectors; give one per target "
+                             "(or None when the targets are not in the store).")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer; got {k!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    if store.count(namespace=namespace) == 0:
+        raise ValueError(f"{store!r} holds no records in namespace {namespace!r}: upsert the stored outputs first.")
+
+    rows = []
+    show = len(targets) > batch_size if show_progress is None else show_progress
+    for start in tqdm(range(0, len(targets), batch_size), desc="nearest prompt", unit="batch", disable=not show):
+        stop = start + batch_size
+        excluded = target_ids[start:stop] if target_ids is not None else None
+        results = store.query(targets[start:stop], top_k=k, exclude_ids=excluded, namespace=namespace)
+        for offset, matches in enumerate(results):
+            position = start + offset
+            for rank, match in enumerate(matches, start=1):
+                if prompt_key not in match.metadata:
+                    raise ValueError(
+                        f"Stored record {match.id!r} has no {prompt_key!r} in its metadata (keys: "
+                        f"{sorted(match.metadata)}). Upsert the seed metadata (id, prompt, output, tokens, type)."
+                    )
+                rows.append((position, target_ids[position] if target_ids is not None else None, rank, match.id,
+                             match.score, match.metadata[prompt_key]))
+    return pd.DataFrame(rows, columns=COLUMNS)
