@@ -200,7 +200,9 @@ class PineconeServer:
 
         listener = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         listener.daemon_threads = True
-        threading.Thread(target=listener.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True, name="pinecone-test-server").start()
+        # a short poll interval: shutdown() waits up to one interval, and every test closes its server
+        threading.Thread(target=listener.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True,
+                         name="pinecone-test-server").start()
         return listener
 
     def _dispatch(self, index_name: str | None, method: str, target: str, headers: dict[str, str],

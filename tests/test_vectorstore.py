@@ -160,7 +160,8 @@ FILTERS = [  # (Pinecone filter, the same condition as plain Python)
     ({"tags": "even"}, lambda m: "even" in m["tags"]),
     ({"tags": {"$in": ["odd"]}, "type": "alpaca"}, lambda m: "odd" in m["tags"] and m["type"] == "alpaca"),
     ({"$or": [{"tokens": {"$lt": 4}}, {"type": {"$eq": "dolly"}}]}, lambda m: m["tokens"] < 4 or m["type"] == "dolly"),
-    ({"$and": [{"tokens": {"$gt": 5}}, {"tags": {"$nin": ["even"]}}]}, lambda m: m["tokens"] > 5 and "even" not in m["tags"]),
+    ({"$and": [{"tokens": {"$gt": 5}}, {"tags": {"$nin": ["even"]}}]},
+     lambda m: m["tokens"] > 5 and "even" not in m["tags"]),
 ]
 
 
@@ -387,7 +388,8 @@ def test_binary_search_with_enough_candidates_is_exact_under_filters_and_exclusi
         store.upsert(ids, vectors, metadata)
     for filter, _ in FILTERS + [(None, None)]:
         arguments = {"top_k": 7, "filter": filter, "exclude_ids": [ids[0], None, [ids[5], ids[9]]]}
-        for got, want in zip(binary.query(vectors[[0, 4, 9]], **arguments), exact.query(vectors[[0, 4, 9]], **arguments)):
+        queries = vectors[[0, 4, 9]]
+        for got, want in zip(binary.query(queries, **arguments), exact.query(queries, **arguments)):
             assert [(m.id, m.metadata) for m in got] == [(m.id, m.metadata) for m in want]
             np.testing.assert_allclose([m.score for m in got], [m.score for m in want], atol=1e-6)
 
