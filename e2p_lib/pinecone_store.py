@@ -22,7 +22,7 @@ Upload, within Pinecone's limits:
 - 429 and 5xx answers are retried with backoff by the SDK itself (3 retries, decorrelated jitter, honouring
   `Retry-After`); what still fails is reported after the other requests finish;
 - resumable: each acknowledged record's digest (id, vector, metadata) is appended to a journal under
-  `data/pinecone_uploads/`, so rerunning an interrupted `upsert` with the same arguments sends only what is missing
+  `data/pinecone_uploads/` (one per index host and namespace), so rerunning an interrupted `upsert` with the same arguments sends only what is missing
   (or changed). If the index holds fewer records than the journal claims (it was recreated or cleared), the journal
   is dropped and everything is sent again.
 
@@ -320,7 +320,9 @@ class PineconeVectorStore(VectorStore):
 
     def _journal(self, namespace: str) -> UploadJournal:
         if namespace not in self._journals:
-            name = f"{quote(self.index_name, safe='')}.ns-{quote(namespace, safe='')}.jsonl"
+            # The host names the index instance: a recreated index (new host) or another server starts a new journal.
+            host = hashlib.blake2b(self.host.encode(), digest_size=4).hexdigest()
+            name = f"{quote(self.index_name, safe='')}-{host}.ns-{quote(namespace, safe='')}.jsonl"
             self._journals[namespace] = UploadJournal(self.journal_dir / name)
         return self._journals[namespace]
 

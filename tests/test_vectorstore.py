@@ -83,6 +83,7 @@ def filled(store):
 def test_upsert_then_fetch_round_trips_vectors_and_metadata(filled):
     store, ids, vectors, metadata = filled
     assert store.count() == N_RECORDS
+    assert store.upsert([], np.zeros((0, DIMENSIONS))) == 0 and store.count() == N_RECORDS
     fetched = store.fetch(["alpaca-3", "alpaca-0", "missing"])
     assert list(fetched) == ["alpaca-3", "alpaca-0"]  # in the order asked; missing ids are left out
     np.testing.assert_allclose(fetched["alpaca-3"].vector, vectors[3], rtol=1e-6)
@@ -131,11 +132,13 @@ def test_upserting_an_existing_id_replaces_it(filled):
 
 
 def test_delete_removes_records_and_ignores_unknown_ids(filled):
-    store, ids, vectors, _ = filled
+    store, ids, vectors, metadata = filled
     store.delete([ids[0], ids[1], "never-stored"])
     assert store.count() == N_RECORDS - 2
     assert store.fetch([ids[0], ids[2]]).keys() == {ids[2]}
     assert ids[0] not in [m.id for m in store.query(vectors[0], top_k=N_RECORDS)[0]]
+    store.upsert(ids[:2], vectors[:2], metadata[:2])  # deleted records can come back (Pinecone: not skipped as sent)
+    assert store.count() == N_RECORDS and store.query(vectors[0], top_k=1)[0][0].id == ids[0]
 
 
 def test_namespaces_keep_records_apart(filled):
@@ -188,6 +191,7 @@ BAD_UPSERTS = [  # (what to change, exception, words the message must contain)
     ("nested", TypeError, ["dict", "'prompt'", "alpaca-0"]),
     ("dollar-key", ValueError, ["'$bad'", "alpaca-0"]),
     ("bad-id", ValueError, ["valid record ids", "''"]),
+    ("count", ValueError, ["2 vectors for 3 ids"]),
 ]
 
 
@@ -211,6 +215,8 @@ def test_bad_upserts_raise_clear_errors_and_write_nothing(filled, change, error,
         metadata[0]["$bad"] = 1
     elif change == "bad-id":
         ids[1] = ""
+    elif change == "count":
+        vectors = vectors[:2]
     with pytest.raises(error) as raised:
         store.upsert(ids, vectors, metadata)
     for word in words:
