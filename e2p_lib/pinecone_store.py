@@ -51,9 +51,7 @@ import orjson
 from tqdm.auto import tqdm
 
 from e2p_lib import config
-from e2p_lib.vectorstore import (
-    DEFAULT_NAMESPACE, MAX_TOP_K, METRIC, Match, Record, VectorStore, _atomic_file, _fsync_dir, _shown,
-)
+from e2p_lib.vectorstore import MAX_TOP_K, METRIC, Match, Record, VectorStore, _atomic_file, _fsync_dir, _shown
 
 log = logging.getLogger(__name__)
 
@@ -417,5 +415,4 @@ class PineconeVectorStore(VectorStore):
         return [ns for ns, n in self._stats().items() if n]
 
 
-__all__ = ["DEFAULT_NAMESPACE", "PineconeVectorStore", "UploadJournal", "fit_metadata", "pack_requests",
-           "record_digest"]
+__all__ = ["PineconeVectorStore", "UploadJournal", "fit_metadata", "pack_requests", "record_digest"]

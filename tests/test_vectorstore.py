@@ -451,7 +451,10 @@ def test_pinecone_checks_an_existing_indexs_dimension_and_metric(pinecone_server
     pinecone_store(pinecone_server, tmp_path, name="dims-8")
     with pytest.raises(ValueError, match="dimension 8 .* e2p needs dimension 16"):
         pinecone_store(pinecone_server, tmp_path, name="dims-8", dimensions=16)
-    assert pinecone_store(pinecone_server, tmp_path, name="dims-8", dimensions=None).dimensions == 8
+    reopened = pinecone_store(pinecone_server, tmp_path, name="dims-8", dimensions=None)
+    assert reopened.dimensions == 8
+    direct = pinecone_store(pinecone_server, tmp_path, name="dims-8", index_host=reopened.host)  # host overridable
+    assert direct.host == reopened.host and direct.count() == 0
     Pinecone(api_key=API_KEY, host=pinecone_server.url).indexes.create(
         name="euclid", schema={"fields": {"_values": {"type": "dense_vector", "dimension": 8, "metric": "euclidean"}}},
         timeout=-1)
