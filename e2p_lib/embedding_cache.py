@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from e2p_lib import config
 from e2p_lib.embedders import Embedder, check_texts
+from e2p_lib.tokens import count_tokens
 
 log = logging.getLogger(__name__)
 
@@ -238,28 +239,50 @@ def embed_dataset(
 
     with EmbeddingCache(cache_path(embedder.name, embedder.dimensions, cache_dir), embedder.name,
                         embedder.dimensions) as cache:
-        todo_keys = cache.missing(keys)
-        first_text = dict(zip(keys, texts))
-        first_tokens = dict(zip(keys, frame["tokens"].tolist()))
-        todo_texts = [first_text[k] for k in todo_keys]
-        log.info("%s: %d rows, %d distinct texts to embed, the rest cached in %s",
-                 embedder.name, len(frame), len(todo_keys), cache.path)
-        if todo_texts and hasattr(embedder, "estimate_cost"):
-            tokens, dollars = embedder.estimate_cost(todo_texts)
-            print(f"Embedding {len(todo_texts):,} texts ({tokens:,} tokens, about ${dollars:.4f}) with {embedder.name}")
-        with tqdm(total=len(todo_texts), desc="embed", unit="text", disable=not show_progress or not todo_texts) as bar:
-            for positions, vectors in _batches(embedder, todo_texts, chunk_rows):
-                batch_keys = [todo_keys[p] for p in positions]
-                cache.put(batch_keys, vectors, [first_tokens[k] for k in batch_keys])
-                bar.update(len(positions))
+        embedded_now = _embed_missing(cache, embedder, texts, keys, frame["tokens"].tolist(), chunk_rows,
+                                      show_progress)
         cache.write_records(frame, keys)
         vectors = cache.get(keys)
         return EmbeddedDataset(
             frame=frame[RECORD_COLUMNS].reset_index(drop=True), vectors=vectors, model=embedder.name,
             dimensions=embedder.dimensions, path=cache.path, created_at=cache.created_at,
-            stats={"rows": len(frame), "embedded_now": len(todo_keys), "cached": len(set(keys)) - len(todo_keys),
+            stats={"rows": len(frame), "embedded_now": embedded_now, "cached": len(set(keys)) - embedded_now,
                    "seconds": round(time.perf_counter() - started, 3)},
         )
+
+
+def embed_texts(texts: Sequence[str], embedder: Embedder, cache_dir: str | Path | None = None, *,
+                chunk_rows: int = DEFAULT_CHUNK_ROWS, show_progress: bool = True) -> np.ndarray:
+    """Vectors of any texts (prompts, generated answers), in order, through the same cache as `embed_dataset`.
+
+    Only texts never embedded before by this embedder are sent to it; nothing is written to the dataset records.
+    """
+    texts = check_texts(texts)
+    keys = [text_key(t) for t in texts]
+    with EmbeddingCache(cache_path(embedder.name, embedder.dimensions, cache_dir), embedder.name,
+                        embedder.dimensions) as cache:
+        _embed_missing(cache, embedder, texts, keys, count_tokens(texts), chunk_rows, show_progress)
+        return cache.get(keys)
+
+
+def _embed_missing(cache: EmbeddingCache, embedder: Embedder, texts: list[str], keys: list[str],
+                   tokens: list, chunk_rows: int, show_progress: bool) -> int:
+    """Embed the texts whose keys the cache lacks, committing batch by batch; returns how many were embedded."""
+    todo_keys = cache.missing(keys)
+    if not todo_keys:
+        return 0
+    first_text, first_tokens = dict(zip(keys, texts)), dict(zip(keys, tokens))
+    todo_texts = [first_text[k] for k in todo_keys]
+    log.info("%s: %d texts, %d not cached yet (cache %s)", embedder.name, len(texts), len(todo_keys), cache.path)
+    if hasattr(embedder, "estimate_cost"):
+        n_tokens, dollars = embedder.estimate_cost(todo_texts)
+        print(f"Embedding {len(todo_texts):,} texts ({n_tokens:,} tokens, about ${dollars:.4f}) with {embedder.name}")
+    with tqdm(total=len(todo_texts), desc="embed", unit="text", disable=not show_progress) as bar:
+        for positions, vectors in _batches(embedder, todo_texts, chunk_rows):
+            batch_keys = [todo_keys[p] for p in positions]
+            cache.put(batch_keys, vectors, [first_tokens[k] for k in batch_keys])
+            bar.update(len(positions))
+    return len(todo_keys)
 
 
 def _batches(embedder: Embedder, texts: list[str], chunk_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

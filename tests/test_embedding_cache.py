@@ -20,6 +20,7 @@ from e2p_lib.embedding_cache import (
     EmbeddingCache,
     cache_path,
     embed_dataset,
+    embed_texts,
     load_embedded_dataset,
     text_key,
 )
@@ -82,6 +83,15 @@ def test_duplicate_outputs_are_embedded_once_and_new_rows_only_are_added(tmp_pat
     ds = embed_dataset(frame(["same", "other", "new one"]), emb, tmp_path, show_progress=False)
     assert emb.calls[1] == ["new one"]
     assert len(ds) == 3
+
+
+def test_embed_texts_shares_the_cache_and_leaves_dataset_records_alone(tmp_path):
+    emb = CountingEmbedder()
+    ds = embed_dataset(frame(["an answer", "another"]), emb, tmp_path, show_progress=False)
+    vectors = embed_texts(["a prompt", "an answer", "a prompt"], emb, tmp_path, show_progress=False)
+    assert emb.calls[1] == ["a prompt"], "cached texts are not embedded again, repeats only once"
+    np.testing.assert_array_equal(vectors, np.stack([emb.vector(t) for t in ["a prompt", "an answer", "a prompt"]]))
+    assert load_embedded_dataset(ds.path).ids == ds.ids
 
 
 def test_another_model_or_dimension_is_never_mixed_in(tmp_path):
