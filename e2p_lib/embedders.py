@@ -125,15 +125,9 @@ class LocalEmbedder:
 
 
 def _model_label(path: str) -> str:
-    """A short stable label for a model path or hub name: its folder name, e.g. "all-MiniLM-L6-v2".
-
-    The packaged default sits in a folder called plain "model", so it is named after its package instead.
-    """
-    from pathlib import Path
-
-    if path == default_local_model_path():
-        return DEFAULT_LOCAL_MODEL
-    return Path(path.rstrip("/")).name or path
+    """How a model is named in caches and stores: "all-MiniLM-L6-v2" for the packaged default, else the path or hub
+    name as given, so `embedder_from_name` can rebuild the same embedder later."""
+    return DEFAULT_LOCAL_MODEL if path == default_local_model_path() else path
 
 
 def make_embedder(backend: str = "local", model: str | None = None, dimensions: int | None = None,
@@ -154,3 +148,20 @@ def make_embedder(backend: str = "local", model: str | None = None, dimensions: 
         given = {k: v for k, v in (("model", model), ("dimensions", dimensions)) if v is not None}
         return OpenAIEmbedder(**given, **options)
     raise ValueError(f"Unknown embedder backend {backend!r}: use 'local' or 'openai'.")
+
+
+def embedder_from_name(name: str, dimensions: int, **options) -> Embedder:
+    """Rebuild the embedder behind a cache or store from its recorded `name` and `dimensions`.
+
+    "local/all-MiniLM-L6-v2" -> the packaged default; "local/<path>" -> that model; "openai/<model>" -> OpenAI.
+    """
+    backend, sep, model = name.partition("/")
+    if not sep or backend not in ("local", "openai"):
+        raise ValueError(f"Embedder name {name!r} is not 'local/<model>' or 'openai/<model>'.")
+    if backend == "local":
+        embedder = make_embedder("local", None if model == DEFAULT_LOCAL_MODEL else model, **options)
+    else:
+        embedder = make_embedder("openai", model, dimensions, **options)
+    if embedder.dimensions != dimensions:
+        raise ValueError(f"{name} gives {embedder.dimensions}-d vectors, not {dimensions}.")
+    return embedder

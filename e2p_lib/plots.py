@@ -58,3 +58,17 @@ def plot_embedding_map(vectors: np.ndarray, color: np.ndarray | None = None, col
     ax.set(title=title, xlabel="PC 1", ylabel="PC 2")
     fig.tight_layout()
     return fig
+
+
+def plot_similarity_histograms(series: dict[str, np.ndarray], title: str = "", xlabel: str = "cosine similarity"
+                               ) -> plt.Figure:
+    """Overlaid histograms of several similarity distributions (one per name), each with its median marked."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    bins = np.linspace(min(float(np.min(v)) for v in series.values()), 1.0, 50)
+    for (name, values), colour in zip(series.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        ax.hist(values, bins=bins, alpha=0.55, color=colour, label=f"{name} (median {np.median(values):.2f})")
+        ax.axvline(np.median(values), color=colour, ls="--")
+    ax.set(xlabel=xlabel, ylabel="targets", title=title)
+    ax.legend()
+    fig.tight_layout()
+    return fig

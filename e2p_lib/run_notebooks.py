@@ -28,7 +28,9 @@ PROFILES: dict[str, dict[str, dict]] = {
     # The default: the whole 5,000-row subset (or the 52,002 rows where downloaded) on 2 cores.
     "demo": {},
     # A GPU box with keys: OpenAI embeddings at 1,024 dimensions on all 52,002 rows.
-    "full": {"01_embed": {"backend": "openai", "dimensions": 1024}},
+    "full": {"01_embed": {"backend": "openai", "dimensions": 1024},
+             "02_pinecone": {"backend": "pinecone", "embedding_model": "openai/text-embedding-3-small",
+                             "embedding_dimensions": 1024}},
 }
 
 

@@ -869,12 +869,18 @@ def _best(scores: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
 BACKENDS = ("local", "pinecone")
 
 
-def make_vector_store(backend: str = "local", **kwargs: Any) -> VectorStore:
-    """Build a store by backend name: "local" (default, offline; `LocalVectorStore`) or "pinecone"."""
+def make_vector_store(backend: str = "local", name: str | None = None, dimensions: int | None = None,
+                      **kwargs: Any) -> VectorStore:
+    """Build a store by backend name: "local" (default, offline; `LocalVectorStore`) or "pinecone".
+
+    `name` is the local store's folder or the Pinecone index name (lowercase letters, digits and '-' there), so a
+    notebook switches backends by changing one parameter.
+    """
+    named = {} if name is None else {"name" if backend == "local" else "index_name": name}
     if backend == "local":
-        return LocalVectorStore(**kwargs)
+        return LocalVectorStore(dimensions=dimensions, **named, **kwargs)
     if backend == "pinecone":
         from e2p_lib.pinecone_store import PineconeVectorStore
 
-        return PineconeVectorStore(**kwargs)
+        return PineconeVectorStore(dimensions=dimensions, **named, **kwargs)
     raise ValueError(f"Unknown vector store backend {backend!r}: use one of {BACKENDS}.")

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from e2p_lib.embedders import DEFAULT_LOCAL_MODEL, Embedder, LocalEmbedder, check_texts, make_embedder
+from e2p_lib.embedders import (
+    DEFAULT_LOCAL_MODEL,
+    Embedder,
+    LocalEmbedder,
+    check_texts,
+    embedder_from_name,
+    make_embedder,
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +52,16 @@ def test_bad_inputs_are_refused_not_embedded_as_zero_vectors():
         check_texts("a bare string")
     with pytest.raises(ValueError, match="Unknown embedder backend 'cohere'"):
         make_embedder("cohere")
+    with pytest.raises(ValueError, match="is not 'local/<model>' or 'openai/<model>'"):
+        embedder_from_name("cohere-embed", 384)
+    with pytest.raises(ValueError, match="fixed size"):
+        make_embedder("local", dimensions=128)
+
+
+@pytest.mark.slow
+def test_embedder_is_rebuilt_from_its_recorded_name(embedder):
+    rebuilt = embedder_from_name(embedder.name, embedder.dimensions, show_progress=False)
+    assert rebuilt.name == embedder.name
+    np.testing.assert_allclose(rebuilt.embed(["hello"]), embedder.embed(["hello"]), atol=1e-6)
+    with pytest.raises(ValueError, match="gives 384-d vectors, not 1024"):
+        embedder_from_name(embedder.name, 1024)

@@ -9,6 +9,7 @@ import pytest
 
 from e2p_lib.embedders import DEFAULT_LOCAL_MODEL
 from e2p_lib.embedding_cache import load_embedded_dataset
+from e2p_lib.vectorstore import make_vector_store
 from e2p_lib.run_notebooks import PROFILES, declared_parameters, notebook_paths, run_notebooks
 
 
@@ -38,15 +39,22 @@ def test_unknown_notebook_or_profile_is_a_clear_error():
 
 
 @pytest.mark.slow
-def test_01_embed_runs_headless_and_writes_cache_figures_and_report(isolated_dirs):
-    [executed] = run_notebooks("smoke", only=["01_embed"])
-    nb = json.loads(executed.read_text())
-    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors
-    assert executed.with_suffix(".html").stat().st_size > 10_000
-    for figure in ("01_lengths.png", "01_embedding_map.png"):
-        assert (isolated_dirs / "figures" / figure).stat().st_size > 5_000
+def test_smoke_profile_runs_every_notebook_headless(isolated_dirs):
+    executed = run_notebooks("smoke")
+    assert [p.stem for p in executed] == [p.stem for p in notebook_paths()]
+    for path in executed:
+        nb = json.loads(path.read_text())
+        errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, f"{path.name}: {errors[:1]}"
+        assert path.with_suffix(".html").stat().st_size > 10_000
+        figures = list((isolated_dirs / "figures").glob(f"{path.stem[:2]}_*.png"))
+        assert figures and all(f.stat().st_size > 5_000 for f in figures), f"{path.name} saved no figure"
+
+    # 01 left the cache that 02 (and later notebooks) read.
     dataset = load_embedded_dataset(model=f"local/{DEFAULT_LOCAL_MODEL}", dimensions=384,
                                     cache_dir=isolated_dirs / "data" / "embeddings")
     assert len(dataset) == PROFILES["smoke"]["01_embed"]["limit"]
     assert dataset.ids[0] == "alpaca-0"
+    # 02 filled the store with every embedded row.
+    store = make_vector_store("local", name="alpaca", dimensions=384, root=isolated_dirs / "data" / "vectorstores")
+    assert store.count() == len(dataset)
