@@ -114,7 +114,7 @@ class OpenAIEmbedder:
         send_dimensions: bool = True,
         requests_per_minute: float | None = 3_000,
         tokens_per_minute: float | None = 1_000_000,
-        burst_seconds: float = 55.0,
+        burst_seconds: float = 58.0,
         batch_size: int = 200,
         max_concurrency: int = 16,
         max_attempts: int = 6,

@@ -7,8 +7,8 @@ event loop, where `asyncio.run` fails):
 
 - `RateLimiter`: two token buckets (requests, tokens), refilled with elapsed time and capped at a burst, plus a
   shared cooldown. A job's token cost is estimated before it is sent. A 429 pauses EVERY worker for as long as the
-  server's `retry-after-ms` / `retry-after` says (the cookbook pauses a fixed 15 s), lowers the buckets to the
-  server's `x-ratelimit-remaining-*`, and slows the refill rate a little; successes bring the rate back.
+  server's `retry-after-ms` / `retry-after` says (the cookbook pauses a fixed 15 s) and lowers the buckets to the
+  server's `x-ratelimit-remaining-*`; 429s that recur slow the refill rate, and successes bring it back.
 - `RetryPolicy`: which errors are retried (429, 408, 409, 5xx, timeouts, connection errors) and for how long
   (the server's retry headers when it sends them, else exponential backoff with jitter), for at most
   `max_attempts` attempts. Everything else (400, 401, 404, ...) fails at once: retrying cannot fix it.
@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Generic, Iterator, Literal, Mapping, Sequence, TypeVar
 
 import openai
+from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -175,10 +176,15 @@ class RateLimiter:
     Parameters that control capacity:
         requests_per_minute / tokens_per_minute: the account's limits (None: no limit of that kind).
         burst_seconds: each bucket holds this many seconds of its limit. OpenAI's own buckets hold a full minute;
-            keeping a little below it (the default, 55 s) leaves headroom for requests still in flight and for
-            other users of the same key. Small values pace evenly from the start.
-    Parameters that control adaptation to 429s:
-        slowdown_factor: a 429 multiplies the refill rate by this (once per cooldown), down to `min_rate_fraction`.
+            keeping a little below it (the default, 58 s) leaves headroom for requests still on their way. Small
+            values pace evenly from the start.
+    Parameters that control adaptation to 429s (every 429 pauses all workers for the server's retry-after and
+    lowers the buckets to the server's `x-ratelimit-remaining-*`):
+        successes_to_trust: a 429 after at least this many successes since the last one is taken as a one-off
+            (a burst the server did not have room for, e.g. after another run on the same key): the sync is
+            enough. A 429 sooner than that means the limits are set too high, and slows the pace.
+        slowdown_factor: each such 429 multiplies the refill rate by this, down to `min_rate_fraction`.
+            Simultaneous 429s from one overload count once.
         recovery_per_success: each success adds this back to the rate fraction, up to 1.0.
     """
 
@@ -187,7 +193,8 @@ class RateLimiter:
         requests_per_minute: float | None,
         tokens_per_minute: float | None,
         *,
-        burst_seconds: float = 55.0,
+        burst_seconds: float = 58.0,
+        successes_to_trust: int = 10,
         slowdown_factor: float = 0.8,
         min_rate_fraction: float = 0.25,
         recovery_per_success: float = 0.01,
@@ -196,7 +203,9 @@ class RateLimiter:
         _check_limit("requests_per_minute", requests_per_minute)
         _check_limit("tokens_per_minute", tokens_per_minute)
         if not burst_seconds > 0:
-            raise ValueError(f"burst_seconds={burst_seconds!r} must be positive (55 suits OpenAI's buckets).")
+            raise ValueError(f"burst_seconds={burst_seconds!r} must be positive (58 suits OpenAI's one-minute buckets).")
+        if not (isinstance(successes_to_trust, int) and successes_to_trust >= 0):
+            raise ValueError(f"successes_to_trust={successes_to_trust!r} must be an integer >= 0.")
         if not (0 < slowdown_factor <= 1 and 0 < min_rate_fraction <= 1 and recovery_per_success >= 0):
             raise ValueError(
                 f"slowdown_factor={slowdown_factor!r} and min_rate_fraction={min_rate_fraction!r} must be in (0, 1], "
@@ -212,8 +221,10 @@ class RateLimiter:
         self._slowdown_factor = slowdown_factor
         self._min_rate_fraction = min_rate_fraction
         self._recovery_per_success = recovery_per_success
+        self._successes_to_trust = successes_to_trust
+        self._successes_since_rate_limit = math.inf  # a first 429 is a one-off
         self._cooldown_until = -math.inf
-        self._no_slowdown_before = -math.inf
+        self._episode_until = -math.inf  # 429s before this belong to the episode that set the cooldown
 
     def _capacity(self, per_minute: float | None) -> float:
         return math.inf if per_minute is None else per_minute * self.burst_seconds / 60.0
@@ -250,27 +261,37 @@ class RateLimiter:
         with self._lock:
             return max(0.0, self._cooldown_until - self._clock())
 
-    def report_rate_limited(self, pause_seconds: float, hints: RetryHints | None = None) -> None:
-        """A 429 came back: pause every worker, trust the server's remaining capacity, and slow down a little."""
+    def report_rate_limited(self, pause_seconds: float, hints: RetryHints | None = None,
+                            refund_tokens: float = 0.0) -> None:
+        """A 429 came back: pause every worker, trust the server's remaining capacity, slow down if it recurs.
+
+        `refund_tokens` (and one request) go back into the buckets: the server did not charge the refused request,
+        and its retry will be charged again.
+        """
         hints = hints or RetryHints()
         with self._lock:
             now = self._clock()
             self._refill(now)
+            self.requests.level = min(self.requests.capacity, self.requests.level + 1)
+            self.tokens.level = min(self.tokens.capacity, self.tokens.level + refund_tokens)
             self._cooldown_until = max(self._cooldown_until, now + max(0.0, pause_seconds))
             for bucket, remaining in ((self.requests, hints.remaining_requests), (self.tokens, hints.remaining_tokens)):
                 if remaining is not None:
                     bucket.level = min(bucket.level, remaining)
-            # Concurrent 429s from one overload count once: slow down again only after this cooldown.
-            if now >= self._no_slowdown_before:
+            if now < self._episode_until:
+                return  # another worker's 429 from the same overload
+            self._episode_until = self._cooldown_until
+            if self._successes_since_rate_limit < self._successes_to_trust:
                 self.rate_fraction = max(self._min_rate_fraction, self.rate_fraction * self._slowdown_factor)
-                self._no_slowdown_before = self._cooldown_until
-                logger.info("Rate limited: pausing all workers %.2f s, pace now %.0f%% of the limits.",
-                            pause_seconds, 100 * self.rate_fraction)
+            self._successes_since_rate_limit = 0
+            logger.info("Rate limited: pausing all workers %.2f s, pace now %.0f%% of the limits.",
+                        pause_seconds, 100 * self.rate_fraction)
 
     def report_success(self) -> None:
         with self._lock:
             self._refill(self._clock())
             self.rate_fraction = min(1.0, self.rate_fraction + self._recovery_per_success)
+            self._successes_since_rate_limit += 1
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -430,7 +451,7 @@ def _attempt_job(job: Job[P], call: Callable[[P], R], limiter: RateLimiter, poli
             tracker.add(retries=1, **{f"{kind}_errors": 1})
             logger.debug("Attempt %d failed (%s); retrying in %.2f s.", job.attempts, type(error).__name__, delay)
             if kind == "rate_limit":
-                limiter.report_rate_limited(delay, hints)  # every worker waits, in _acquire
+                limiter.report_rate_limited(delay, hints, refund_tokens=job.token_cost)  # all wait, in _acquire
             else:
                 stop.wait(delay)
             continue
@@ -462,8 +483,6 @@ def run_rate_limited(
         RunFailedError: a job failed with a non-retryable error or ran out of attempts.
         ValueError: `max_concurrency` is not a positive integer.
     """
-    from tqdm.auto import tqdm
-
     if not (isinstance(max_concurrency, int) and max_concurrency >= 1):
         raise ValueError(f"max_concurrency={max_concurrency!r} must be an integer >= 1.")
     jobs = list(jobs)

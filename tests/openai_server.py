@@ -23,9 +23,11 @@ tests can check what a client really sent.
     ...     client = openai.OpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0)
     ...     client.embeddings.create(model="text-embedding-3-small", input=["hi"], dimensions=8)
 
-Routing is a table from path to handler (`routes`); a `/v1/chat/completions` handler can be added beside
-`_embeddings` without touching auth, rate limiting, fault injection or recording.
-Outline: deterministic vectors -> records and errors -> the embeddings route -> the server.
+Routing is a table from path to handler (`routes`). `POST /v1/chat/completions` answers chat requests
+(`model`, `messages`, `max_tokens` / `max_completion_tokens`, `temperature`, `top_p`, `seed`) in OpenAI's format with
+a deterministic answer, `expected_chat_answer(...)`, that depends on each of those fields, so tests can check what
+the client forwarded; a request costs its prompt tokens plus `max_tokens` against the token limit, as at OpenAI.
+Outline: deterministic vectors -> records and errors -> the embeddings route -> the chat route -> the server.
 """
 
 from __future__ import annotations
@@ -177,6 +179,93 @@ def _embeddings(body: dict) -> RoutedRequest:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# POST /v1/chat/completions (added for e2p_lib.openai_lm)
+
+CHAT_MODELS = {"gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1-nano"}
+CHAT_ROLES = {"system", "developer", "user", "assistant"}
+DEFAULT_CHAT_MAX_TOKENS = 4096
+
+
+def expected_chat_answer(messages: list[dict], model: str = "gpt-4o-mini", max_tokens: int = DEFAULT_CHAT_MAX_TOKENS,
+                         temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None) -> tuple[str, str]:
+    """(answer, finish_reason) the server gives: a function of every field a client must forward.
+
+    The last user message with its words reversed; before it, a sample tag hashed from (model, temperature, top_p,
+    seed, user message) when temperature > 0, and before that "[system prompt]" when there is one; all cut to
+    `max_tokens` cl100k_base tokens (finish_reason "length") or whole ("stop").
+    """
+    system = " ".join(m["content"] for m in messages if m["role"] in ("system", "developer"))
+    user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+    answer = " ".join(reversed(user.split()))
+    if temperature > 0:
+        digest = hashlib.sha256(f"{model}\n{temperature}\n{top_p}\n{seed}\n{user}".encode()).hexdigest()
+        answer = f"(sample {digest[:8]}) {answer}"
+    if system:
+        answer = f"[{system}] {answer}"
+    ids = encoding().encode_ordinary(answer)
+    if len(ids) > max_tokens:
+        return encoding().decode(ids[:max_tokens]), "length"
+    return answer, "stop"
+
+
+def _number_in(body: dict, name: str, low: float, high: float, default: float) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise APIError(400, f"Invalid '{name}': expected a number between {low} and {high}, got {value!r}.",
+                       param=name, code="invalid_value")
+    return float(value)
+
+
+def _chat_completions(body: dict) -> RoutedRequest:
+    model = body.get("model")
+    if not isinstance(model, str):
+        raise APIError(400, "you must provide a model parameter", param="model")
+    if model not in CHAT_MODELS:
+        raise APIError(404, f"The model `{model}` does not exist or you do not have access to it.",
+                       code="model_not_found")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and m.get("role") in CHAT_ROLES and isinstance(m.get("content"), str)
+            for m in messages):
+        raise APIError(400, "Invalid 'messages': expected a non-empty array of {role, content} objects.",
+                       param="messages")
+    if not any(m["role"] == "user" for m in messages):
+        raise APIError(400, "Invalid 'messages': this server answers the last user message; none was sent.",
+                       param="messages")
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens", DEFAULT_CHAT_MAX_TOKENS))
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise APIError(400, f"Invalid 'max_tokens': integer below minimum value. Expected a value >= 1, but got "
+                            f"{max_tokens!r} instead.", param="max_tokens", code="integer_below_min_value")
+    temperature = _number_in(body, "temperature", 0, 2, 1.0)
+    top_p = _number_in(body, "top_p", 0, 1, 1.0)
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise APIError(400, f"Invalid 'seed': expected an integer, got {seed!r}.", param="seed")
+    if body.get("n", 1) != 1:
+        raise APIError(400, "This test server answers n=1 only.", param="n")
+    contents = [m["content"] for m in messages]
+    # OpenAI reserves max_tokens against the tokens-per-minute limit when it admits a request.
+    prompt_tokens = sum(count_tokens(contents)) + 4 * len(messages) + 2
+
+    def answer() -> dict:
+        text, finish_reason = expected_chat_answer(messages, model, max_tokens, temperature, top_p, seed)
+        completion_tokens = len(encoding().encode_ordinary(text))
+        return {
+            "id": "chatcmpl-" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24],
+            "object": "chat.completion", "created": int(time.time()), "model": model,
+            "system_fingerprint": "fp_local_test",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                         "logprobs": None, "finish_reason": finish_reason}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+
+    return RoutedRequest(model, [prompt_tokens + max_tokens], answer, tuple(contents))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # The server
 
 
@@ -218,7 +307,8 @@ class LocalOpenAIServer:
     records: list[RequestRecord] = field(default_factory=list, init=False)
 
     def __post_init__(self):
-        self.routes: dict[str, Callable[[dict], RoutedRequest]] = {"/v1/embeddings": _embeddings}
+        self.routes: dict[str, Callable[[dict], RoutedRequest]] = {"/v1/embeddings": _embeddings,
+                                                                   "/v1/chat/completions": _chat_completions}
         self._limiter = RateLimiter(self.requests_per_minute, self.tokens_per_minute, burst_seconds=self.burst_seconds)
         self._lock = threading.Lock()
         self._rng = random.Random(self.seed)

@@ -135,24 +135,43 @@ def test_rate_limited_pauses_everyone_and_trusts_the_servers_remaining_capacity(
     assert limiter.try_acquire(1) == 0.0  # refilled during the pause, at the slowed rate
 
 
-def test_simultaneous_429s_slow_down_once_and_successes_recover():
+def test_a_refused_request_is_refunded_before_the_sync():
     clock = FakeClock()
-    limiter = RateLimiter(600, 6_000, clock=clock, slowdown_factor=0.5, recovery_per_success=0.25)
-    for _ in range(5):  # five workers hit by one overload
+    limiter = RateLimiter(600, 6_000, burst_seconds=1.0, clock=clock)  # holds 10 requests, 100 tokens
+    assert limiter.try_acquire(80) == 0.0
+    limiter.report_rate_limited(0.0, refund_tokens=80)  # the server did not charge it; no remaining headers
+    assert (limiter.requests.level, limiter.tokens.level) == (10, 100)
+    assert limiter.try_acquire(80) == 0.0
+    limiter.report_rate_limited(0.0, RetryHints(remaining_tokens=30), refund_tokens=80)
+    assert limiter.tokens.level == 30  # the server's count wins when it is lower
+
+
+def test_a_one_off_429_only_syncs_but_recurring_429s_slow_down_once_per_overload():
+    clock = FakeClock()
+    limiter = RateLimiter(600, 6_000, clock=clock, successes_to_trust=3, slowdown_factor=0.5,
+                          recovery_per_success=0.25)
+    limiter.report_rate_limited(1.0)  # the first 429: a burst the server had no room for
+    assert limiter.rate_fraction == 1.0
+    clock.advance(1.0)
+    for _ in range(5):  # five workers hit by one recurring overload
         limiter.report_rate_limited(1.0)
     assert limiter.rate_fraction == 0.5
     clock.advance(1.0)
-    limiter.report_rate_limited(1.0)  # a new overload after the pause
+    limiter.report_rate_limited(1.0)  # again, with no success in between
     assert limiter.rate_fraction == 0.25
-    for _ in range(10):
+    for _ in range(3):
         limiter.report_success()
+    assert limiter.rate_fraction == 1.0
+    clock.advance(1.0)
+    limiter.report_rate_limited(1.0)  # after a clean stretch of 3 successes: a one-off again
     assert limiter.rate_fraction == 1.0
 
 
 def test_slowed_rate_refills_slower():
     clock = FakeClock()
-    limiter = RateLimiter(None, 6_000, burst_seconds=1.0, clock=clock, slowdown_factor=0.5)
-    limiter.report_rate_limited(0.0, RetryHints(remaining_tokens=0))
+    limiter = RateLimiter(None, 6_000, burst_seconds=1.0, clock=clock, slowdown_factor=0.5, successes_to_trust=1)
+    limiter.report_rate_limited(0.0)  # a one-off
+    limiter.report_rate_limited(0.0, RetryHints(remaining_tokens=0))  # recurring: half speed
     assert limiter.try_acquire(100) == pytest.approx(2.0)  # 100 tokens at half of 100/s
 
 
@@ -161,6 +180,7 @@ def test_slowed_rate_refills_slower():
     ({"requests_per_minute": 1, "tokens_per_minute": -5}, "tokens_per_minute=-5"),
     ({"requests_per_minute": 1, "tokens_per_minute": 1, "burst_seconds": 0}, "burst_seconds=0"),
     ({"requests_per_minute": 1, "tokens_per_minute": 1, "slowdown_factor": 1.5}, "slowdown_factor=1.5"),
+    ({"requests_per_minute": 1, "tokens_per_minute": 1, "successes_to_trust": -1}, "successes_to_trust=-1"),
 ])
 def test_bad_limiter_settings_are_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
