@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import warnings
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from e2p_lib.embedders import check_texts, l2_normalise
-from e2p_lib.ratelimit import Job, RateLimiter, RetryPolicy, RunFailedError, StatusTracker, run_rate_limited
+from e2p_lib.openai_client import chainable, make_client, make_pacing, redact
+from e2p_lib.ratelimit import Job, RunFailedError, StatusTracker, check_max_concurrency, run_rate_limited
 from e2p_lib.tokens import count_tokens, truncate_to_tokens
 
 logger = logging.getLogger(__name__)
@@ -76,10 +76,6 @@ def plan_batches(token_counts: Sequence[int], max_inputs: int, max_tokens: int) 
     if current:
         batches.append(np.asarray(current, dtype=np.int64))
     return batches
-
-
-def _redact(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text
 
 
 class OpenAIEmbedder:
@@ -123,21 +119,15 @@ class OpenAIEmbedder:
         price_per_million_tokens: float = 0.02,
         verbose: bool = True,
     ):
-        import openai
-
         if not (isinstance(dimensions, int) and dimensions >= 1):
             raise ValueError(f"dimensions={dimensions!r} must be a positive integer (text-embedding-3-small: 1..1536).")
         if not (isinstance(batch_size, int) and 1 <= batch_size <= MAX_INPUTS_PER_REQUEST):
             raise ValueError(f"batch_size={batch_size!r} must be an integer in 1..{MAX_INPUTS_PER_REQUEST} "
                              "(OpenAI's limit on inputs per request).")
+        check_max_concurrency(max_concurrency)
         if price_per_million_tokens < 0:
             raise ValueError(f"price_per_million_tokens={price_per_million_tokens!r} must be >= 0.")
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key:
-            raise ValueError(
-                "No OpenAI API key: set the OPENAI_API_KEY environment variable (or put it in the .env beside the "
-                "README), or pass api_key=... . For a local server that needs no key, pass api_key='EMPTY'."
-            )
+        self._client, self._secret = make_client(api_key, base_url, timeout_seconds)  # the key: only to redact it
         self.model = model
         self.name = f"openai/{model}"
         self.dimensions = dimensions
@@ -146,14 +136,11 @@ class OpenAIEmbedder:
         self.max_concurrency = max_concurrency
         self.price_per_million_tokens = price_per_million_tokens
         self.verbose = verbose
-        self.limiter = RateLimiter(requests_per_minute, tokens_per_minute, burst_seconds=burst_seconds)
-        self.retry_policy = RetryPolicy(max_attempts=max_attempts, initial_backoff_seconds=initial_backoff_seconds,
-                                        max_backoff_seconds=max(60.0, initial_backoff_seconds))
+        self.limiter, self.retry_policy = make_pacing(requests_per_minute, tokens_per_minute, burst_seconds,
+                                                      max_attempts, initial_backoff_seconds)
         # One request must always fit in the token bucket, or it would only ever pass by going into debt.
         self.max_tokens_per_request = int(min(MAX_TOKENS_PER_REQUEST, self.limiter.tokens.capacity))
         self.last_status: StatusTracker | None = None  # counts of the latest run
-        self._client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout_seconds)
-        self._secret = key  # only to scrub it from error messages
 
     def __repr__(self) -> str:
         return (f"OpenAIEmbedder(model={self.model!r}, dimensions={self.dimensions}, base_url="
@@ -169,7 +156,8 @@ class OpenAIEmbedder:
         if too_long:
             warnings.warn(
                 f"{len(too_long)} text(s) exceed {MAX_TOKENS_PER_INPUT} tokens (rows {too_long[:10]}"
-                f"{' ...' if len(too_long) > 10 else ''}); each is embedded by its first {MAX_TOKENS_PER_INPUT} tokens.",
+                f"{' ...' if len(too_long) > 10 else ''}); each is embedded by its first "
+                f"{MAX_TOKENS_PER_INPUT} tokens.",
                 stacklevel=3,
             )
             for row in too_long:
@@ -250,13 +238,11 @@ class OpenAIEmbedder:
             rows = np.asarray(error.job.payload if error.job.payload is not None else [], dtype=np.int64)
             done = np.concatenate(completed) if completed else np.zeros(0, dtype=np.int64)
             span = f"rows {rows.min()}-{rows.max()} ({len(rows)} rows)" if len(rows) else "the run"
-            message = _redact(
+            message = redact(
                 f"Embedding with {self.name} failed on {span} after {error.job.attempts} attempt(s): "
                 f"{type(error.cause).__name__}: {error.cause}. {len(done):,} of {len(texts):,} rows completed "
                 "and were returned; embed the rest again to resume.", self._secret)
-            # Chain the SDK error for its traceback, unless its text carries the key.
-            cause = None if self._secret in f"{error.cause!s}{error.cause!r}" else error.cause
-            raise EmbeddingRunError(message, rows, done) from cause
+            raise EmbeddingRunError(message, rows, done) from chainable(error.cause, self._secret)
         finally:
             self._announce(f"{self.name}: {tracker.summary()}")
 

@@ -203,7 +203,7 @@ class RateLimiter:
         _check_limit("requests_per_minute", requests_per_minute)
         _check_limit("tokens_per_minute", tokens_per_minute)
         if not burst_seconds > 0:
-            raise ValueError(f"burst_seconds={burst_seconds!r} must be positive (58 suits OpenAI's one-minute buckets).")
+            raise ValueError(f"burst_seconds={burst_seconds!r} must be positive (58 suits OpenAI's 1-minute buckets).")
         if not (isinstance(successes_to_trust, int) and successes_to_trust >= 0):
             raise ValueError(f"successes_to_trust={successes_to_trust!r} must be an integer >= 0.")
         if not (0 < slowdown_factor <= 1 and 0 < min_rate_fraction <= 1 and recovery_per_success >= 0):
@@ -435,13 +435,15 @@ def _acquire(limiter: RateLimiter, tokens: float, stop: threading.Event) -> bool
 
 
 def _attempt_job(job: Job[P], call: Callable[[P], R], limiter: RateLimiter, policy: RetryPolicy,
-                 tracker: StatusTracker, stop: threading.Event, rng: random.Random) -> tuple[Job[P], R] | _Failure | None:
+                 tracker: StatusTracker, stop: threading.Event,
+                 rng: random.Random) -> tuple[Job[P], R] | _Failure | None:
     """Send one job until it succeeds, fails for good (_Failure), or the run is stopped (None)."""
     while _acquire(limiter, job.token_cost, stop):
         job.attempts += 1
         try:
             result = call(job.payload)
-        except Exception as error:  # noqa: BLE001 - on purpose: every failure is classified, counted, retried or reported
+        # On purpose, every exception: each failure is classified and counted, then retried or reported.
+        except Exception as error:  # noqa: BLE001
             kind = policy.classify(error)
             if kind is None or job.attempts >= policy.max_attempts:
                 tracker.add(requests_failed=1, **({f"{kind}_errors": 1} if kind else {}))
@@ -459,6 +461,11 @@ def _attempt_job(job: Job[P], call: Callable[[P], R], limiter: RateLimiter, poli
         tracker.add(requests_succeeded=1, tokens_sent=job.token_cost)
         return job, result
     return None
+
+
+def check_max_concurrency(max_concurrency: int) -> None:
+    if not (isinstance(max_concurrency, int) and max_concurrency >= 1):
+        raise ValueError(f"max_concurrency={max_concurrency!r} must be an integer >= 1 (requests in flight at once).")
 
 
 def run_rate_limited(
@@ -483,8 +490,7 @@ def run_rate_limited(
         RunFailedError: a job failed with a non-retryable error or ran out of attempts.
         ValueError: `max_concurrency` is not a positive integer.
     """
-    if not (isinstance(max_concurrency, int) and max_concurrency >= 1):
-        raise ValueError(f"max_concurrency={max_concurrency!r} must be an integer >= 1.")
+    check_max_concurrency(max_concurrency)
     jobs = list(jobs)
     policy = retry_policy or RetryPolicy()
     tracker = tracker if tracker is not None else StatusTracker()

@@ -56,7 +56,7 @@ MAX_TOKENS_PER_REQUEST = 300_000
 
 
 def expected_embedding(text: str, model: str = "text-embedding-3-small", dimensions: int | None = None) -> np.ndarray:
-    """The float32 unit vector the server returns for `text`: seeded by a hash of (model, text), truncated, normalised."""
+    """The float32 unit vector the server returns for `text`: seeded by a hash of (model, text), cut, normalised."""
     digest = hashlib.sha256(f"{model}\n{text}".encode()).digest()
     rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
     vector = rng.standard_normal(EMBEDDING_MODELS[model], dtype=np.float32)[: dimensions or None]
@@ -389,7 +389,8 @@ class LocalOpenAIServer:
                            type="server_error", headers=headers)
         return headers
 
-    def handle(self, path: str, headers: dict[str, str], raw_body: bytes) -> tuple[int, dict, dict[str, str], RequestRecord]:
+    def handle(self, path: str, headers: dict[str, str],
+               raw_body: bytes) -> tuple[int, dict, dict[str, str], RequestRecord]:
         """Answer one POST: (status, JSON body, extra headers, record). Order as OpenAI: route, auth, body, limits."""
         arrival = time.monotonic()
         routed: RoutedRequest | None = None
@@ -402,7 +403,8 @@ class LocalOpenAIServer:
                 raise APIError(401, "You didn't provide an API key. You need to provide your API key in an "
                                     "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
             if self.api_key is not None and authorization[7:] != self.api_key:
-                raise APIError(401, f"Incorrect API key provided: {_masked(authorization[7:])}.", code="invalid_api_key")
+                raise APIError(401, f"Incorrect API key provided: {_masked(authorization[7:])}.",
+                               code="invalid_api_key")
             try:
                 body = json.loads(raw_body or b"null")
             except json.JSONDecodeError as error:

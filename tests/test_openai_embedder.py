@@ -66,7 +66,8 @@ def windows_within_limits(records, per_minute: float, capacity: float, cost) -> 
 def test_rows_are_exact_and_in_input_order_despite_429s_and_500s():
     texts = texts_of(300)  # ~3,600 tokens
     # The server allows 1/4 of what the client believes (another user of the key), and fails every 4th request.
-    with LocalOpenAIServer(api_key=KEY, tokens_per_minute=180_000, burst_seconds=0.2, fail_every_nth_request=4) as server:
+    with LocalOpenAIServer(api_key=KEY, tokens_per_minute=180_000, burst_seconds=0.2,
+                           fail_every_nth_request=4) as server:
         embedder = make(server, tokens_per_minute=720_000, burst_seconds=0.2)
         vectors = embedder.embed(texts)
         status = embedder.last_status
@@ -97,8 +98,9 @@ def test_float_and_base64_answers_carry_the_same_values(server):
     as_float = client.embeddings.create(encoding_format="float", **kwargs)
     as_base64 = client.embeddings.create(**kwargs)  # the SDK asks for base64 and decodes it itself
     for item_float, item_base64, text in zip(as_float.data, as_base64.data, ["alpha", "beta"]):
-        np.testing.assert_array_equal(np.float32(item_float.embedding), expected_embedding(text, dimensions=DIMENSIONS))
-        np.testing.assert_array_equal(np.float32(item_base64.embedding), expected_embedding(text, dimensions=DIMENSIONS))
+        want = expected_embedding(text, dimensions=DIMENSIONS)
+        np.testing.assert_array_equal(np.float32(item_float.embedding), want)
+        np.testing.assert_array_equal(np.float32(item_base64.embedding), want)
     assert as_float.usage.prompt_tokens == sum(count_tokens(["alpha", "beta"]))
 
 
@@ -216,6 +218,13 @@ def test_wrong_vector_size_is_a_clear_error(server):
     assert len(server.records) == 1  # not retried: retrying cannot fix it
     assert make(server, model="text-embedding-ada-002", send_dimensions=False, dimensions=1536).embed(["a"]).shape == (
         1, 1536)
+
+
+@pytest.mark.parametrize("setting, value", [("batch_size", 0), ("batch_size", 2049), ("dimensions", 0),
+                                            ("max_concurrency", 0), ("max_attempts", 0), ("tokens_per_minute", 0)])
+def test_bad_settings_are_named_before_anything_is_sent(server, setting, value):
+    with pytest.raises(ValueError, match=f"{setting}={value}"):
+        make(server, **{setting: value})
 
 
 # --- failures --------------------------------------------------------------------------------------------------------
