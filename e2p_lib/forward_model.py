@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from e2p_lib.embedders import Embedder, check_texts, default_local_model_path, embedder_from_name, l2_normalise
-from e2p_lib.embedding_cache import DEFAULT_CHUNK_ROWS, EmbeddingCache, _batches, cache_path, text_key
+from e2p_lib import embedding_cache
 from e2p_lib.training import (TrainingConfig, TrainState, batch_indices, check_int_field, check_number_field,
                               check_resumable, data_fingerprint, load_checkpoint, resolve_device, restore_rng_state,
                               run_training_loop, save_checkpoint, seed_everything)
@@ -296,22 +296,12 @@ def forward_loss(predictions: torch.Tensor, targets: torch.Tensor, loss: str) ->
 
 
 def embed_texts(texts: Sequence[str], embedder: Embedder, cache_dir: str | Path | None = None) -> np.ndarray:
-    """(n, d) unit vectors of `texts`; with `cache_dir`, through the content-keyed embedding cache of `embedder`
-    (each text embedded once, ever), else straight from the embedder (`cache_dir=None` is a pass-through).
-
-    Unlike `embed_dataset`, this stores vectors only and leaves the cache's dataset rows alone.
-    """
+    """(n, d) unit vectors of `texts`: through the shared embedding cache under `cache_dir`, or straight from the
+    embedder when `cache_dir` is None (a pass-through, so tests and one-off calls leave no files)."""
     texts = check_texts(texts)
     if cache_dir is None or not texts:
         return embedder.embed(texts) if texts else np.zeros((0, embedder.dimensions), dtype=np.float32)
-    keys = [text_key(t) for t in texts]
-    with EmbeddingCache(cache_path(embedder.name, embedder.dimensions, cache_dir), embedder.name,
-                        embedder.dimensions) as cache:
-        todo = cache.missing(keys)
-        first_text = dict(zip(keys, texts))
-        for positions, vectors in _batches(embedder, [first_text[k] for k in todo], DEFAULT_CHUNK_ROWS):
-            cache.put([todo[p] for p in positions], vectors)
-        return cache.get(keys)
+    return embedding_cache.embed_texts(texts, embedder, cache_dir, show_progress=False)
 
 
 class PromptVectors:

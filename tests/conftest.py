@@ -22,3 +22,11 @@ def alpaca_5000_path() -> Path:
     if actual != ALPACA_5000_SHA256:
         raise ValueError(f"{path} has sha256 {actual}, expected {ALPACA_5000_SHA256}: the shared subset changed.")
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """SmolLM2's real tokenizer (chat template included), from the converted cache; tiny test models share it."""
+    from e2p_lib.smollm import load_smollm2
+
+    return load_smollm2(device="cpu")[1]

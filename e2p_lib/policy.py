@@ -1,0 +1,323 @@
+"""The prompt policy: a language model that writes a prompt for a target embedding.
+
+SmolLM2-135M-Instruct is conditioned on the target vector through a small mapping network that turns it into
+`prefix_tokens` soft tokens (ClipCap, Mokady et al. 2021; vec2text conditions its corrector the same way). The soft
+tokens sit in the user turn of SmolLM2's own chat format, so the instruction-tuned model keeps writing fluent text:
+
+    <|im_start|>system\\n{system}<|im_end|>\\n<|im_start|>user\\n[k soft tokens]<|im_end|>\\n<|im_start|>assistant\\n
+    {prompt}<|im_end|>
+
+Everything before `{prompt}` (the *context*) has the same length for every target, so batches need no padding on the
+left: generation and log-probabilities run on plain (B, C + T) tensors.
+
+Fine-tuning modes (`PolicyConfig.finetune`): "lora" (adapters on the attention projections, via `peft`; the base
+weights stay frozen, so the RL stage gets its reference model for free by disabling the adapters), "full" (every
+weight), or "prefix" (the mapping network only). The mapping network always trains.
+
+    >>> policy = PromptPolicy.from_pretrained_base(PolicyConfig(embedding_dim=384))
+    >>> policy.generate(target_vectors, temperature=0.0)          # greedy prompts, one per row
+    >>> policy.save("data/models/policy-sft"); PromptPolicy.load("data/models/policy-sft")
+
+Outline: PolicyConfig -> PrefixMapper -> PromptPolicy (build, context, generate, log-probs, loss, save/load).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from trl.trainer.utils import entropy_from_logits, selective_log_softmax
+
+from e2p_lib.smollm import load_smollm2
+
+FINETUNE_MODES = ("lora", "full", "prefix")
+CONFIG_FILE = "policy_config.json"
+MAPPER_FILE = "mapper.pt"
+
+
+@dataclass
+class PolicyConfig:
+    """How the policy is conditioned and which weights train.
+
+    Parameters that control the conditioning:
+        embedding_dim (`int`, defaults to 384): size of the target vectors (384 for MiniLM, 1,024 for OpenAI's
+            text-embedding-3-small as e2p uses it). Must match the embedder.
+        prefix_tokens (`int`, defaults to 8): soft tokens the target becomes. More carry more detail and cost
+            attention time; ClipCap uses 10.
+        mapper_hidden (`int`, defaults to 1024): width of the mapping network's hidden layer.
+        system_prompt (`str`): the system turn before the soft tokens; it tells the instruct model its job.
+
+    Parameters that control fine-tuning:
+        finetune (`str`, defaults to "lora"): "lora", "full" or "prefix" (see the module docstring).
+        lora_rank (`int`, defaults to 16), lora_alpha (`int`, defaults to 32), lora_dropout (`float`, 0.05).
+        lora_target_modules (`list[str]`): SmolLM2's attention and MLP projections by default.
+
+    Parameters that control generation:
+        max_prompt_tokens (`int`, defaults to 64): the longest prompt written (Alpaca prompts: median 14 tokens,
+            99th percentile about 100 with their inputs).
+    """
+
+    embedding_dim: int = 384
+    prefix_tokens: int = 8
+    mapper_hidden: int = 1024
+    system_prompt: str = "You write the instruction that a user gave to an AI assistant."
+    finetune: str = "lora"
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    max_prompt_tokens: int = 64
+
+    def __post_init__(self):
+        if self.finetune not in FINETUNE_MODES:
+            raise ValueError(f"finetune={self.finetune!r}; choose one of {FINETUNE_MODES}.")
+        for name in ("embedding_dim", "prefix_tokens", "mapper_hidden", "max_prompt_tokens", "lora_rank"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}.")
+
+
+class PrefixMapper(nn.Module):
+    """Target vector (B, d) -> soft tokens (B, k, H): an MLP, then LayerNorm so the soft tokens start at the scale
+    of real token embeddings (the affine weight is initialised to their standard deviation)."""
+
+    def __init__(self, embedding_dim: int, hidden: int, prefix_tokens: int, model_dim: int, token_std: float):
+        super().__init__()
+        self.prefix_tokens, self.model_dim = prefix_tokens, model_dim
+        self.net = nn.Sequential(nn.Linear(embedding_dim, hidden), nn.GELU(),
+                                 nn.Linear(hidden, prefix_tokens * model_dim))
+        self.norm = nn.LayerNorm(model_dim)
+        with torch.no_grad():
+            self.norm.weight.fill_(token_std)
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.net(vectors).view(-1, self.prefix_tokens, self.model_dim))  # (B, k, H)
+
+
+class PromptPolicy(nn.Module):
+    """SmolLM2 + PrefixMapper: target embeddings in, prompts out."""
+
+    def __init__(self, config: PolicyConfig, lm, tokenizer):
+        super().__init__()
+        self.config, self.lm, self.tokenizer = config, lm, tokenizer
+        embeddings = lm.get_input_embeddings().weight
+        self.mapper = PrefixMapper(config.embedding_dim, config.mapper_hidden, config.prefix_tokens,
+                                   embeddings.shape[1], float(embeddings.detach().std())).to(embeddings.device)
+        self.end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        # The context around the soft tokens, as token ids: (head, tail); see the module docstring.
+        marker = "\x00SOFT\x00"
+        text = tokenizer.apply_chat_template(
+            [{"role": "system", "content": config.system_prompt}, {"role": "user", "content": marker}],
+            tokenize=False, add_generation_prompt=True)
+        head, tail = text.split(marker)
+        self.register_buffer("head_ids", torch.tensor(tokenizer(head, add_special_tokens=False)["input_ids"]),
+                             persistent=False)
+        self.register_buffer("tail_ids", torch.tensor(tokenizer(tail, add_special_tokens=False)["input_ids"]),
+                             persistent=False)
+
+    # --- building -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained_base(cls, config: PolicyConfig, device: str = "auto") -> "PromptPolicy":
+        """A fresh policy on SmolLM2-135M-Instruct, with the weights that `config.finetune` trains unfrozen."""
+        lm, tokenizer = load_smollm2(device=device)
+        return cls(config, _prepare_lm(lm, config), tokenizer)
+
+    @property
+    def device(self) -> torch.device:
+        return self.head_ids.device
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # --- the context: [head tokens][soft tokens][tail tokens] ----------------------------------------------
+
+    def context_embeddings(self, target_vectors: torch.Tensor) -> torch.Tensor:
+        """(B, C, H) input embeddings of the context for each target; C = len(head) + k + len(tail)."""
+        target_vectors = self._as_tensor(target_vectors)
+        embed = self.lm.get_input_embeddings()
+        batch = target_vectors.shape[0]
+        head = embed(self.head_ids).unsqueeze(0).expand(batch, -1, -1)
+        tail = embed(self.tail_ids).unsqueeze(0).expand(batch, -1, -1)
+        soft = self.mapper(target_vectors).to(head.dtype)
+        return torch.cat([head, soft, tail], dim=1)
+
+    def _as_tensor(self, vectors) -> torch.Tensor:
+        vectors = torch.as_tensor(np.asarray(vectors, dtype=np.float32) if not torch.is_tensor(vectors) else vectors)
+        if vectors.ndim != 2 or vectors.shape[1] != self.config.embedding_dim:
+            raise ValueError(f"Target vectors must have shape (n, {self.config.embedding_dim}); got "
+                             f"{tuple(vectors.shape)}. Use the embedder the policy was trained with.")
+        return vectors.to(self.device, torch.float32)
+
+    # --- generation -----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate_ids(self, target_vectors, temperature: float = 0.0, top_p: float = 1.0,
+                     num_return_sequences: int = 1, max_new_tokens: int | None = None,
+                     seed: int | None = None) -> torch.Tensor:
+        """Prompt token ids (B * num_return_sequences, T), padded after `<|im_end|>` with the pad id.
+
+        temperature 0 is greedy (and num_return_sequences must then be 1). Rows for one target are adjacent.
+        """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}.")
+        if temperature == 0 and num_return_sequences != 1:
+            raise ValueError("Greedy decoding (temperature=0) gives one prompt per target; "
+                             "set temperature > 0 to sample several.")
+        if seed is not None:
+            torch.manual_seed(seed)
+        context = self.context_embeddings(target_vectors)
+        context = context.repeat_interleave(num_return_sequences, dim=0)
+        mask = torch.ones(context.shape[:2], dtype=torch.long, device=self.device)
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else \
+            {"do_sample": False}
+        was_training = self.training
+        self.eval()
+        try:
+            out = self.lm.generate(inputs_embeds=context, attention_mask=mask,
+                                   max_new_tokens=max_new_tokens or self.config.max_prompt_tokens,
+                                   eos_token_id=self.end_id, pad_token_id=self.tokenizer.pad_token_id,
+                                   top_k=None, **sampling)
+        finally:
+            self.train(was_training)
+        return out  # inputs_embeds without input_ids: generate returns only the new tokens
+
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    def generate(self, target_vectors, temperature: float = 0.0, **kwargs) -> list[str]:
+        """Prompts for each target (see `generate_ids` for the options)."""
+        return self.decode(self.generate_ids(target_vectors, temperature=temperature, **kwargs))
+
+    # --- scoring: teacher forcing over [context][prompt tokens] --------------------------------------------
+
+    def completion_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        """1 for each prompt token up to and including the first `<|im_end|>`, 0 after it: (B, T)."""
+        is_end = (ids == self.end_id).long()
+        ended_before = torch.cumsum(is_end, dim=1) - is_end  # ends strictly before this position
+        return (ended_before == 0).long()
+
+    def token_logprobs(self, target_vectors, ids: torch.Tensor, mask: torch.Tensor | None = None,
+                       with_entropy: bool = False):
+        """Log-probability of each prompt token given the target (B, T) (and the per-token entropy, if asked).
+
+        `ids` are prompt tokens as `generate_ids` returns them; positions where `mask` is 0 are padding and are
+        fed as `<|im_end|>` so they cost nothing but a few FLOPs; callers must mask them out.
+        """
+        mask = self.completion_mask(ids) if mask is None else mask
+        context = self.context_embeddings(target_vectors)
+        fed = torch.where(mask.bool(), ids, torch.full_like(ids, self.end_id))
+        inputs = torch.cat([context, self.lm.get_input_embeddings()(fed)], dim=1)
+        attention = torch.cat([torch.ones(context.shape[:2], dtype=torch.long, device=self.device), mask], dim=1)
+        logits = self.lm(inputs_embeds=inputs, attention_mask=attention).logits
+        logits = logits[:, context.shape[1] - 1:-1].float()  # (B, T, V): position t predicts token t
+        # TRL's helpers avoid materialising a (B, T, V) log-softmax (49k-token vocabulary).
+        chosen = selective_log_softmax(logits, fed)
+        if not with_entropy:
+            return chosen
+        with torch.no_grad():
+            entropy = entropy_from_logits(logits)
+        return chosen, entropy
+
+    def tokenize_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts as training targets: ids (B, T) ending in `<|im_end|>`, right-padded, and their mask."""
+        rows = [self.tokenizer(p, add_special_tokens=False)["input_ids"][: self.config.max_prompt_tokens - 1]
+                + [self.end_id] for p in prompts]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.end_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, :len(row)] = torch.tensor(row)
+            mask[i, :len(row)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def supervised_loss(self, target_vectors, prompts: Sequence[str]) -> torch.Tensor:
+        """Mean cross-entropy of the original prompts given their output embeddings (the SFT objective)."""
+        ids, mask = self.tokenize_prompts(prompts)
+        logprobs = self.token_logprobs(target_vectors, ids, mask)
+        return -(logprobs * mask).sum() / mask.sum()
+
+    # --- persistence ------------------------------------------------------------------------------------------
+
+    def save(self, folder: str | Path, extra: dict | None = None) -> Path:
+        """Write config, mapping network and LM weights (the adapters only, for LoRA) to `folder`, atomically."""
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".part"))
+        try:
+            (staging / CONFIG_FILE).write_text(json.dumps({"policy": asdict(self.config), **(extra or {})}, indent=2))
+            torch.save(self.mapper.state_dict(), staging / MAPPER_FILE)
+            if self.config.finetune != "prefix":
+                self.lm.save_pretrained(staging / "lm")  # peft saves only the adapters
+            _replace_folder(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "auto", trainable: bool = False) -> "PromptPolicy":
+        """Rebuild a saved policy from its folder (the config saved with it says how)."""
+        folder = Path(folder)
+        if not (folder / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"No saved policy in {folder} (no {CONFIG_FILE}). Train one with 03_sft first.")
+        config = PolicyConfig(**json.loads((folder / CONFIG_FILE).read_text())["policy"])
+        lm, tokenizer = load_smollm2(device=device)
+        if config.finetune == "lora":
+            from peft import PeftModel
+
+            lm = PeftModel.from_pretrained(lm, folder / "lm", is_trainable=trainable)
+        elif config.finetune == "full":
+            from transformers import AutoModelForCausalLM
+
+            lm = AutoModelForCausalLM.from_pretrained(folder / "lm", dtype=lm.dtype, device_map=lm.device)
+        policy = cls(config, lm, tokenizer)
+        policy.mapper.load_state_dict(torch.load(folder / MAPPER_FILE, map_location=policy.device))
+        for p in policy.parameters():
+            p.requires_grad_(False)
+        if trainable:
+            _set_trainable(policy, config)
+        policy.train(trainable)
+        return policy
+
+
+def _prepare_lm(lm, config: PolicyConfig):
+    """Freeze or wrap the LM as `config.finetune` says (the mapper is always trainable)."""
+    if config.finetune == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        return get_peft_model(lm, LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
+                                             lora_dropout=config.lora_dropout,
+                                             target_modules=list(config.lora_target_modules), task_type="CAUSAL_LM"))
+    for p in lm.parameters():
+        p.requires_grad_(config.finetune == "full")
+    return lm
+
+
+def _set_trainable(policy: PromptPolicy, config: PolicyConfig) -> None:
+    for p in policy.mapper.parameters():
+        p.requires_grad_(True)
+    for name, p in policy.lm.named_parameters():
+        p.requires_grad_(config.finetune == "full" or (config.finetune == "lora" and "lora_" in name))
+
+
+def _replace_folder(staging: Path, folder: Path) -> None:
+    """Move `staging` to `folder`, replacing an older copy; at every moment one complete copy exists on disk."""
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+        os.replace(staging, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, folder)

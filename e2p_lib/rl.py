@@ -1,0 +1,323 @@
+"""Stage 2: PPO fine-tuning of the prompt policy against the real reward.
+
+Why the loop lives here: TRL 1.16 has no PPOTrainer (removed in 1.13), and its GRPO/RLOO trainers take only text
+prompts as the policy's input, while e2p's policy is conditioned on a vector. So this module owns a compact PPO loop
+on torch; what libraries do provide is used: TRL's memory-light log-softmax and entropy (inside
+`PromptPolicy.token_logprobs`), its `create_reference_model` and `disable_dropout_in_model`, transformers'
+schedulers, peft's LoRA, and `e2p_lib.training`'s loop, checkpoints and resume (shared with Stage 1).
+
+One PPO step, for `targets_per_step` target embeddings:
+  1. rollout: sample `samples_per_target` (K) prompts per target from the policy (temperature, top-p);
+  2. score: log-probs of the sampled tokens under the policy (old) and the frozen SFT reference;
+  3. reward: the real reward (`e2p_lib.rewards.AnswerCosineReward`: environment answer -> embedding -> cosine),
+     plus optional shaping (forward-model cosine, degeneracy penalty), minus `kl_coef` x the sequence's KL to the
+     reference (k1 estimator, summed over tokens, as in Ziegler et al. 2019 and TRL's RLOO);
+  4. advantages: the reward minus the mean reward of the same target's K samples (group baseline, as in RLOO/GRPO:
+     no value network to train on 2 cores), whitened over the batch;
+  5. update: `ppo_epochs` passes of the clipped surrogate objective over minibatches, gradient clipping;
+  6. adapt `kl_coef` towards `kl_target` when `adaptive_kl` (Ziegler et al.'s proportional controller).
+
+Logged per step: real reward mean/std, shaped reward, KL, entropy, clip fraction, approximate policy KL, prompt
+length, and the time split (policy generation, environment, embedding, update).
+
+    >>> policy = PromptPolicy.load("data/models/policy-sft/policy", trainable=True)
+    >>> reward = AnswerCosineReward(make_lm("local"), make_embedder("local"))
+    >>> config = PPOConfig(output_dir="data/models/policy-rl", max_steps=30)
+    >>> policy, history = train_ppo(policy, reward, train_vectors, config, val_vectors=val_vectors[:16])
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from e2p_lib.policy import PromptPolicy
+from e2p_lib.rewards import RewardResult, degeneracy
+from e2p_lib.sft import POLICY_FOLDER, TrainableWeights
+from e2p_lib.training import (
+    LossHistory,
+    TrainingConfig,
+    TrainState,
+    batch_indices,
+    check_resumable,
+    data_fingerprint,
+    load_checkpoint,
+    restore_rng_state,
+    run_training_loop,
+    save_checkpoint,
+    seed_everything,
+)
+
+
+@dataclass
+class PPOConfig(TrainingConfig):
+    """How PPO runs. Inherits `TrainingConfig`; `max_steps` counts PPO steps (rollout + update).
+
+    Parameters that control rollouts:
+        targets_per_step (`int`, defaults to `4`): target embeddings per PPO step.
+        samples_per_target (`int`, defaults to `4`): K prompts sampled per target; the group baseline needs >= 2.
+        temperature (`float`, defaults to `1.0`), top_p (`float`, defaults to `1.0`): sampling of prompts.
+        max_prompt_tokens (`int` or `None`, defaults to `None`): prompt length cap (None: the policy's own).
+
+    Parameters that control the reward:
+        surrogate_weight (`float`, defaults to `0.0`): weight of the forward model's predicted cosine. If `0.0`,
+            the forward model is not called.
+        degeneracy_weight (`float`, defaults to `0.1`): weight of the degenerate-prompt penalty. If `0.0`, off.
+        kl_coef (`float`, defaults to `0.05`): weight of the KL to the SFT reference in the reward.
+        adaptive_kl (`bool`, defaults to `False`): adapt `kl_coef` so the KL tracks `kl_target`.
+        kl_target (`float`, defaults to `4.0`), kl_horizon (`int`, defaults to `1000`): the controller's target
+            (nats per prompt) and horizon (samples).
+
+    Parameters that control the update:
+        ppo_epochs (`int`, defaults to `2`): passes over each rollout batch.
+        batch_size (`int`, defaults to `8`): prompts per gradient step (minibatch).
+        clip_range (`float`, defaults to `0.2`): PPO's epsilon.
+        learning_rate (`float`, defaults to `5e-5`), mapper_learning_rate (`float`, defaults to `1e-4`).
+        whiten_advantages (`bool`, defaults to `True`).
+    """
+
+    max_steps: int | None = 20
+    learning_rate: float = 5e-5
+    mapper_learning_rate: float = 1e-4
+    lr_scheduler: str = "constant"
+    batch_size: int = 8
+    eval_every_steps: int = 5
+    save_every_steps: int = 5
+    targets_per_step: int = 4
+    samples_per_target: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_prompt_tokens: int | None = None
+    surrogate_weight: float = 0.0
+    degeneracy_weight: float = 0.1
+    kl_coef: float = 0.05
+    adaptive_kl: bool = False
+    kl_target: float = 4.0
+    kl_horizon: int = 1000
+    ppo_epochs: int = 2
+    clip_range: float = 0.2
+    whiten_advantages: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_steps is None:
+            raise ValueError("PPOConfig needs max_steps (the number of PPO steps); num_epochs does not apply.")
+        if self.samples_per_target < 2:
+            raise ValueError(f"samples_per_target={self.samples_per_target}: the group baseline needs at least 2 "
+                             "samples per target.")
+        for name in ("targets_per_step", "ppo_epochs", "kl_horizon"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature}: PPO samples prompts, so it must be > 0.")
+        if not 0 < self.top_p <= 1 or not 0 < self.clip_range < 1:
+            raise ValueError(f"top_p ({self.top_p}) must be in (0, 1] and clip_range ({self.clip_range}) in (0, 1).")
+        for name in ("surrogate_weight", "degeneracy_weight", "kl_coef", "mapper_learning_rate", "kl_target"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+
+    @property
+    def rollout_size(self) -> int:
+        return self.targets_per_step * self.samples_per_target
+
+
+# --- small pure helpers (testable without a model) ---------------------------------------------------------------
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    mask = mask.to(values.dtype)
+    if dim is None:
+        return (values * mask).sum() / mask.sum().clamp(min=1)
+    return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def group_advantages(rewards: torch.Tensor, samples_per_target: int, whiten: bool = True) -> torch.Tensor:
+    """Each reward minus the mean of its target's group (rows of one target are adjacent), then whitened."""
+    if rewards.numel() % samples_per_target:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {samples_per_target}.")
+    grouped = rewards.view(-1, samples_per_target)
+    advantages = (grouped - grouped.mean(dim=1, keepdim=True)).reshape(-1)
+    if whiten and advantages.numel() > 1:
+        advantages = advantages / (advantages.std() + 1e-8)
+    return advantages
+
+
+def clipped_surrogate_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                           mask: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO's clipped objective over tokens (B, T); `advantages` (B,) apply to every token of a prompt."""
+    ratio = torch.exp(new_logprobs - old_logprobs)
+    adv = advantages.unsqueeze(1)
+    losses = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_range, 1 + clip_range))
+    loss = masked_mean(losses, mask)
+    with torch.no_grad():
+        stats = {"clip_fraction": float(masked_mean(((ratio - 1).abs() > clip_range).float(), mask)),
+                 "approx_kl": float(masked_mean(0.5 * (new_logprobs - old_logprobs) ** 2, mask))}
+    return loss, stats
+
+
+def adapt_kl_coef(kl_coef: float, observed_kl: float, target: float, samples: int, horizon: int) -> float:
+    """Ziegler et al. (2019), eq. 2: move the coefficient by the clipped proportional error of the KL."""
+    error = float(np.clip(observed_kl / target - 1, -0.2, 0.2))
+    return kl_coef * (1 + error * samples / horizon)
+
+
+# --- the loop ----------------------------------------------------------------------------------------------------
+
+
+RewardFn = Callable[[Sequence[str], np.ndarray], "RewardResult | np.ndarray"]
+
+
+def train_ppo(policy: PromptPolicy, reward_fn: RewardFn, train_vectors: np.ndarray, config: PPOConfig | None = None,
+              *, reference: PromptPolicy | None = None, val_vectors: np.ndarray | None = None,
+              forward_model=None) -> tuple[PromptPolicy, LossHistory]:
+    """Fine-tune `policy` with PPO; return it with its history (see the module docstring).
+
+    Args:
+        policy: the SFT policy, loaded trainable (`PromptPolicy.load(folder, trainable=True)`).
+        reward_fn: `(prompts, targets) -> RewardResult or array` of real rewards, e.g. `AnswerCosineReward`.
+        train_vectors: (n, d) target embeddings to draw from.
+        reference: the frozen KL anchor; None copies `policy` as it is now (the SFT weights).
+        val_vectors: fixed targets scored with greedy prompts at each validation (None: no validation).
+        forward_model: needed when `config.surrogate_weight > 0`.
+    """
+    config = config or PPOConfig()
+    train_vectors = np.asarray(train_vectors, dtype=np.float32)
+    if train_vectors.ndim != 2 or train_vectors.shape[1] != policy.config.embedding_dim:
+        raise ValueError(f"train_vectors must be (n, {policy.config.embedding_dim}); got {train_vectors.shape}.")
+    if config.surrogate_weight > 0 and forward_model is None:
+        raise ValueError("surrogate_weight > 0 needs a forward_model (or set surrogate_weight=0).")
+    from transformers import get_scheduler
+    from trl.experimental.utils import create_reference_model
+    from trl.trainer.utils import disable_dropout_in_model
+
+    seed_everything(config.seed)
+    fingerprint = data_fingerprint([], train_vectors)
+    checkpoint = load_checkpoint(config.output_dir) if config.output_dir else None
+    if checkpoint is not None:
+        check_resumable(checkpoint, config, fingerprint)
+
+    # 1. models: the reference is the policy as given (before any resumed weights), dropout off so ratios start at 1
+    reference = reference if reference is not None else create_reference_model(policy)
+    for model in (policy, reference):
+        disable_dropout_in_model(model)
+    reference.eval()
+    mapper = list(policy.mapper.parameters())
+    lm = [p for p in policy.lm.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([{"params": mapper, "lr": config.mapper_learning_rate}]
+                                  + ([{"params": lm, "lr": config.learning_rate}] if lm else []),
+                                  weight_decay=config.weight_decay)
+    scheduler = get_scheduler(config.lr_scheduler, optimizer, int(config.warmup_fraction * config.max_steps),
+                              config.max_steps)
+    weights = TrainableWeights(policy)
+    state, kl_coef = TrainState(), config.kl_coef
+    if checkpoint is not None:
+        weights.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        state = TrainState.from_checkpoint(checkpoint)
+        kl_coef = float(checkpoint["extra"]["kl_coef"])
+        restore_rng_state(checkpoint["rng"])
+    max_new_tokens = config.max_prompt_tokens or policy.config.max_prompt_tokens
+
+    def train_step(step: int) -> dict[str, float]:
+        nonlocal kl_coef
+        seconds = {}
+        # 1. rollout: K sampled prompts per target, rows of one target adjacent
+        started = time.perf_counter()
+        rows = batch_indices(len(train_vectors), config.targets_per_step, config.seed, step)
+        targets = np.repeat(train_vectors[rows], config.samples_per_target, axis=0)
+        ids = policy.generate_ids(train_vectors[rows], temperature=config.temperature, top_p=config.top_p,
+                                  num_return_sequences=config.samples_per_target, max_new_tokens=max_new_tokens,
+                                  seed=config.seed * 1_000_003 + step)
+        mask = policy.completion_mask(ids)
+        prompts = policy.decode(ids)
+        seconds["policy_generation"] = time.perf_counter() - started
+
+        # 2. log-probs of what was sampled, under the policy (old) and the reference
+        with torch.no_grad():
+            policy.eval()
+            old_logprobs = policy.token_logprobs(targets, ids, mask)
+            ref_logprobs = reference.token_logprobs(targets, ids, mask)
+            policy.train()
+        kl_per_prompt = ((old_logprobs - ref_logprobs) * mask).sum(1)
+
+        # 3. rewards: the real one, shaping, and the KL penalty
+        result = reward_fn(prompts, targets)
+        if not isinstance(result, RewardResult):
+            result = RewardResult(np.asarray(result, dtype=np.float32), [], {})
+        seconds.update(result.seconds)
+        real = torch.as_tensor(result.rewards, dtype=torch.float32, device=policy.device)
+        shaped = real.clone()
+        metrics: dict[str, float] = {}
+        if config.surrogate_weight > 0:
+            surrogate = torch.as_tensor(forward_model.predict_cosine([p or "(empty)" for p in prompts], targets),
+                                        dtype=torch.float32, device=policy.device)
+            shaped += config.surrogate_weight * surrogate
+            metrics["surrogate_cosine"] = float(surrogate.mean())
+        if config.degeneracy_weight > 0:
+            ended = (ids == policy.end_id).any(dim=1).tolist()
+            penalty = torch.as_tensor(degeneracy(prompts, mask.sum(1).tolist(), ended), device=policy.device)
+            shaped -= config.degeneracy_weight * penalty
+            metrics["degeneracy"] = float(penalty.mean())
+        total = shaped - kl_coef * kl_per_prompt
+
+        # 4. advantages from the group baseline
+        advantages = group_advantages(total, config.samples_per_target, config.whiten_advantages)
+
+        # 5. PPO epochs over minibatches
+        started = time.perf_counter()
+        update_stats: list[dict[str, float]] = []
+        entropies = []
+        for epoch in range(config.ppo_epochs):
+            order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(step * 97 + epoch))
+            for start in range(0, len(prompts), config.batch_size):
+                mb = order[start:start + config.batch_size].to(policy.device)
+                new_logprobs, entropy = policy.token_logprobs(targets[mb.cpu().numpy()], ids[mb], mask[mb],
+                                                              with_entropy=True)
+                loss, stats = clipped_surrogate_loss(new_logprobs, old_logprobs[mb], advantages[mb], mask[mb],
+                                                     config.clip_range)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(mapper + lm, config.max_grad_norm)
+                optimizer.step()
+                update_stats.append({"policy_loss": float(loss.detach()), **stats})
+                entropies.append(float(masked_mean(entropy, mask[mb])))
+        scheduler.step()
+        seconds["update"] = time.perf_counter() - started
+
+        # 6. the KL controller
+        observed_kl = float(kl_per_prompt.mean())
+        if config.adaptive_kl:
+            kl_coef = adapt_kl_coef(kl_coef, observed_kl, config.kl_target, len(prompts), config.kl_horizon)
+        metrics.update({
+            "reward": float(real.mean()), "reward_std": float(real.std()), "shaped_reward": float(shaped.mean()),
+            "kl": observed_kl, "kl_coef": kl_coef, "entropy": float(np.mean(entropies)),
+            "prompt_tokens": float(mask.sum(1).float().mean()),
+            **{k: float(np.mean([s[k] for s in update_stats])) for k in update_stats[0]},
+            **{f"seconds_{k}": v for k, v in seconds.items()},
+        })
+        return metrics
+
+    def evaluate() -> dict[str, float]:
+        prompts = policy.generate(val_vectors, temperature=0.0, max_new_tokens=max_new_tokens)
+        result = reward_fn(prompts, np.asarray(val_vectors, dtype=np.float32))
+        rewards = result.rewards if isinstance(result, RewardResult) else np.asarray(result)
+        return {"reward": float(np.mean(rewards))}
+
+    def save(current: TrainState) -> None:
+        save_checkpoint(config.output_dir, config=config, state=current, model=weights, optimizer=optimizer,
+                        scheduler=scheduler, extra={"data_fingerprint": fingerprint, "kl_coef": kl_coef})
+
+    state = run_training_loop(train_step, total_steps=config.max_steps, state=state, config=config,
+                              evaluate=evaluate if val_vectors is not None else None,
+                              save=save if config.output_dir else None, desc="PPO")
+    policy.eval()
+    if config.output_dir:
+        policy.save(Path(config.output_dir) / POLICY_FOLDER, extra={"ppo": config.to_dict(), "step": state.step})
+    return policy, state.history

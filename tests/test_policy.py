@@ -1,0 +1,114 @@
+"""The prompt policy: conditioning, generation, log-probabilities, SFT training, save/load.
+
+Unit tests use a tiny randomly initialised Llama (SmolLM2's architecture, 2 layers of width 32) with SmolLM2's real
+tokenizer, so they run in seconds; the save/load round trip and one SFT run use the real SmolLM2-135M weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from e2p_lib.policy import PolicyConfig, PromptPolicy
+from e2p_lib.sft import PolicyTrainingConfig, train_policy
+from tiny import tiny_policy, unit_vectors
+
+
+def test_context_has_fixed_length_and_soft_tokens_in_the_user_turn(smollm2_tokenizer):
+    policy = tiny_policy(smollm2_tokenizer)
+    context = policy.context_embeddings(unit_vectors(5))
+    assert context.shape == (5, len(policy.head_ids) + 3 + len(policy.tail_ids), 32)
+    head = smollm2_tokenizer.decode(policy.head_ids)
+    assert head.endswith("<|im_start|>user\n") and policy.config.system_prompt in head
+    assert smollm2_tokenizer.decode(policy.tail_ids) == "<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_generation_shapes_masks_and_seeded_sampling(smollm2_tokenizer):
+    policy = tiny_policy(smollm2_tokenizer)
+    targets = unit_vectors(2)
+    ids = policy.generate_ids(targets, temperature=1.0, num_return_sequences=3, max_new_tokens=6, seed=7)
+    assert ids.shape[0] == 6 and ids.shape[1] <= 6
+    again = policy.generate_ids(targets, temperature=1.0, num_return_sequences=3, max_new_tokens=6, seed=7)
+    assert torch.equal(ids, again), "sampling with a seed is reproducible"
+    greedy = policy.generate(targets, max_new_tokens=6)
+    assert len(greedy) == 2 and all(isinstance(p, str) for p in greedy)
+    with pytest.raises(ValueError, match="set temperature > 0"):
+        policy.generate_ids(targets, temperature=0.0, num_return_sequences=2)
+    with pytest.raises(ValueError, match=r"shape \(n, 12\)"):
+        policy.generate(unit_vectors(2, dims=5))
+
+
+def test_completion_mask_stops_after_the_first_end_token(smollm2_tokenizer):
+    policy = tiny_policy(smollm2_tokenizer)
+    end = policy.end_id
+    ids = torch.tensor([[5, 6, end, end, end], [5, 6, 7, 8, 9], [end, 3, end, 4, 4]])
+    assert policy.completion_mask(ids).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+
+
+def test_logprobs_match_the_generator_and_gradients_reach_the_mapper(smollm2_tokenizer):
+    policy = tiny_policy(smollm2_tokenizer)
+    targets = unit_vectors(3)
+    ids = policy.generate_ids(targets, max_new_tokens=5)  # greedy: each token is the argmax of its distribution
+    logprobs, entropy = policy.token_logprobs(targets, ids, with_entropy=True)
+    assert logprobs.shape == ids.shape == entropy.shape
+    mask = policy.completion_mask(ids).bool()
+    # Greedy tokens are the most likely ones, so their log-prob is the max over the vocabulary (entropy > 0).
+    assert torch.all(logprobs[mask] <= 0) and torch.all(entropy[mask] > 0)
+    loss = policy.supervised_loss(targets, ["Name three colours.", "Sum 2 and 3.", "Write a haiku."])
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.mapper.parameters())
+
+
+def test_lora_freezes_the_base_and_trains_adapters_and_mapper(smollm2_tokenizer):
+    policy = tiny_policy(smollm2_tokenizer, finetune="lora")
+    trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith("mapper.") for n in trainable)
+    assert any(n.startswith("mapper.") for n in trainable)
+
+
+def test_overfitting_a_batch_of_8_lowers_the_loss_by_more_than_90_percent(smollm2_tokenizer):
+    policy = tiny_policy(smollm2_tokenizer)
+    prompts = ["Name three primary colours.", "Translate 'cat' into French.", "What is 2 + 2?",
+               "Write a haiku about rain.", "Summarise the plot of Hamlet.", "List four planets.",
+               "Explain photosynthesis briefly.", "Give a synonym for happy."]
+    targets = unit_vectors(8)
+    config = PolicyTrainingConfig(batch_size=8, max_steps=60, learning_rate=1e-2, mapper_learning_rate=1e-2,
+                                  lr_scheduler="constant", warmup_fraction=0.0, eval_every_steps=0,
+                                  show_progress=False, val_rows=8)
+    _, history = train_policy(targets, prompts, targets, prompts, config, policy=policy)
+    losses = history.to_frame().query("split == 'train'")["value"].to_numpy()
+    assert losses[-1] < 0.1 * losses[0], (losses[0], losses[-1])
+    # And the trained policy now writes those prompts from their vectors.
+    assert policy.generate(targets[:2], max_new_tokens=12) == prompts[:2]
+
+
+def test_bad_config_is_refused_before_any_model_loads():
+    with pytest.raises(ValueError, match="finetune='adapters'"):
+        PolicyConfig(finetune="adapters")
+    with pytest.raises(ValueError, match="prefix_tokens must be at least 1"):
+        PolicyConfig(prefix_tokens=0)
+    with pytest.raises(ValueError, match="mapper_learning_rate must be > 0"):
+        PolicyTrainingConfig(mapper_learning_rate=0)
+
+
+@pytest.mark.slow
+def test_sft_checkpoint_resumes_and_saved_policy_generates_identically(tmp_path):
+    """Real SmolLM2 + LoRA: 2 steps, resume to 3, save; the reloaded policy's greedy prompts are identical."""
+    rng = np.random.default_rng(0)
+    vectors = unit_vectors(6, dims=16)
+    prompts = [f"Write a sentence about the number {i}." for i in range(6)]
+    policy_config = PolicyConfig(embedding_dim=16, prefix_tokens=2, lora_rank=4)
+    base = dict(batch_size=3, learning_rate=1e-3, lr_scheduler="constant", warmup_fraction=0.0,
+                eval_every_steps=0, save_every_steps=1, show_progress=False, val_rows=3, output_dir=str(tmp_path))
+    train_policy(vectors, prompts, vectors, prompts, PolicyTrainingConfig(max_steps=2, **base), policy_config)
+    policy, history = train_policy(vectors, prompts, vectors, prompts, PolicyTrainingConfig(max_steps=3, **base),
+                                   policy_config)
+    steps = history.to_frame().query("split == 'train'")["step"].tolist()
+    assert steps == [1, 2, 3], "the resumed run continued the same history"
+    reloaded = PromptPolicy.load(tmp_path / "policy", device="cpu")
+    targets = vectors[:2] + 0.01 * rng.standard_normal((2, 16)).astype(np.float32)
+    assert reloaded.generate(targets, max_new_tokens=16) == policy.generate(targets, max_new_tokens=16)
+    with pytest.raises(ValueError, match="another PolicyConfig"):
+        train_policy(vectors, prompts, vectors, prompts, PolicyTrainingConfig(max_steps=4, **base),
+                     PolicyConfig(embedding_dim=16, prefix_tokens=3, lora_rank=4))

@@ -1,0 +1,141 @@
+"""PPO: the pure helpers, learning a synthetic reward on a tiny policy, resume, and one real step.
+
+The tiny policy is SmolLM2's architecture at 2 layers of width 32 with random weights (tests/tiny.py); the real
+step uses the real SmolLM2 environment and MiniLM embedder.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from e2p_lib.rl import (
+    PPOConfig,
+    adapt_kl_coef,
+    clipped_surrogate_loss,
+    group_advantages,
+    masked_mean,
+    train_ppo,
+)
+from tiny import tiny_policy, unit_vectors
+
+
+def red_reward(prompts, targets):
+    """A reward the policy can learn in a few steps: the share of its words that are "red" (rather than "blue")."""
+    return np.array([p.split().count("red") / max(len(p.split()), 1) for p in prompts], dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def red_blue_policy(smollm2_tokenizer):
+    """A tiny policy taught by SFT to write four words, each "red" or "blue" at random: a 50/50 starting point.
+
+    A randomly initialised model spreads its probability over 49k tokens, where no reward is learnable in a few
+    steps; after this SFT it writes only those two words, so PPO's effect on their balance shows at once.
+    """
+    from e2p_lib.sft import PolicyTrainingConfig, train_policy
+
+    rng = np.random.default_rng(0)
+    prompts = [" ".join(rng.choice(["red", "blue"], 4)) for _ in range(32)]
+    policy = tiny_policy(smollm2_tokenizer)
+    config = PolicyTrainingConfig(batch_size=16, max_steps=40, learning_rate=1e-2, mapper_learning_rate=1e-2,
+                                  lr_scheduler="constant", warmup_fraction=0.0, eval_every_steps=0,
+                                  show_progress=False, val_rows=4)
+    train_policy(unit_vectors(32, seed=1), prompts, unit_vectors(4), prompts[:4], config, policy=policy)
+    return policy
+
+
+def tiny_config(**overrides) -> PPOConfig:
+    # Shrunk for 2 cores: 4 targets x 4 samples of at most 6 tokens, one PPO epoch of 2 minibatches per step.
+    values = dict(max_steps=12, targets_per_step=4, samples_per_target=4, batch_size=8, ppo_epochs=1,
+                  learning_rate=3e-3, mapper_learning_rate=3e-3, max_prompt_tokens=6, kl_coef=0.01,
+                  degeneracy_weight=0.0, eval_every_steps=0, save_every_steps=0, show_progress=False)
+    return PPOConfig(**{**values, **overrides})
+
+
+def test_group_advantages_center_each_target_and_whiten():
+    rewards = torch.tensor([1.0, 2.0, 3.0, 10.0, 10.0, 16.0])
+    adv = group_advantages(rewards, samples_per_target=3, whiten=False)
+    assert torch.allclose(adv, torch.tensor([-1.0, 0.0, 1.0, -2.0, -2.0, 4.0]))
+    assert torch.allclose(group_advantages(rewards, 3).std(), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="groups of 4"):
+        group_advantages(rewards, 4)
+
+
+def test_clipped_surrogate_is_minus_advantage_at_ratio_one_and_clips_beyond():
+    old = torch.zeros(2, 3)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    adv = torch.tensor([1.0, -1.0])
+    loss, stats = clipped_surrogate_loss(old.clone(), old, adv, mask, clip_range=0.2)
+    assert torch.isclose(loss, torch.tensor((-1 * 2 + 1 * 3) / 5)) and stats["clip_fraction"] == 0
+    far = torch.full((2, 3), 1.0)  # ratio e: beyond 1.2, so positive advantages stop pulling
+    _, stats = clipped_surrogate_loss(far, old, adv, mask, clip_range=0.2)
+    assert stats["clip_fraction"] == 1.0 and stats["approx_kl"] == pytest.approx(0.5)
+    assert masked_mean(torch.tensor([[1.0, 5.0]]), torch.tensor([[1, 0]])) == 1.0
+
+
+def test_adaptive_kl_moves_towards_its_target():
+    assert adapt_kl_coef(0.1, observed_kl=10.0, target=4.0, samples=100, horizon=1000) > 0.1
+    assert adapt_kl_coef(0.1, observed_kl=1.0, target=4.0, samples=100, horizon=1000) < 0.1
+
+
+def test_bad_ppo_config_fails_before_any_model_loads():
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        PPOConfig(samples_per_target=1)
+    with pytest.raises(ValueError, match="temperature=0"):
+        PPOConfig(temperature=0)
+    with pytest.raises(ValueError, match="needs max_steps"):
+        PPOConfig(max_steps=None)
+
+
+def test_ppo_raises_a_learnable_reward_while_kl_stays_bounded(red_blue_policy):
+    policy = copy.deepcopy(red_blue_policy)
+    targets = unit_vectors(16)
+    _, history = train_ppo(policy, red_reward, targets, tiny_config())
+    frame = history.to_frame().query("split == 'train'").pivot(index="step", columns="metric", values="value")
+    first, last = frame["reward"].iloc[:3].mean(), frame["reward"].iloc[-3:].mean()
+    assert 0.2 < first < 0.8 and last > first + 0.15, (first, last)
+    assert frame["kl"].abs().max() < 20, "the policy stayed near its reference"
+    for metric in ("entropy", "clip_fraction", "approx_kl", "prompt_tokens", "seconds_policy_generation",
+                   "seconds_update", "reward_std"):
+        assert np.isfinite(frame[metric]).all(), metric
+
+
+def test_resume_continues_the_same_run(red_blue_policy, tmp_path):
+    targets = unit_vectors(16)
+    straight = copy.deepcopy(red_blue_policy)
+    train_ppo(straight, red_reward, targets, tiny_config(max_steps=4))
+
+    interrupted = copy.deepcopy(red_blue_policy)
+    reference = copy.deepcopy(red_blue_policy)
+    config = dict(output_dir=str(tmp_path), save_every_steps=1)
+    train_ppo(interrupted, red_reward, targets, tiny_config(max_steps=2, **config), reference=reference)
+    resumed = copy.deepcopy(red_blue_policy)  # a fresh process reloads the SFT policy, then resumes
+    _, history = train_ppo(resumed, red_reward, targets, tiny_config(max_steps=4, **config),
+                           reference=reference)
+    assert sorted(set(history.to_frame()["step"])) == [1, 2, 3, 4]
+    for (name, a), b in zip(straight.named_parameters(), resumed.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert (tmp_path / "policy" / "policy_config.json").is_file()
+
+
+@pytest.mark.slow
+def test_one_real_step_with_smollm2_environment_and_minilm(smollm2_tokenizer, tmp_path):
+    from e2p_lib.embedders import LocalEmbedder
+    from e2p_lib.lm import make_lm
+    from e2p_lib.rewards import AnswerCosineReward
+
+    embedder = LocalEmbedder(show_progress=False)
+    targets = embedder.embed(["Paris is the capital of France.", "Water boils at 100 degrees Celsius."])
+    reward = AnswerCosineReward(make_lm("local", cache_dir=tmp_path / "answers"), embedder, max_new_tokens=16,
+                                embedding_cache_dir=tmp_path / "embeddings")
+    policy = tiny_policy(smollm2_tokenizer, embedding_dim=384)
+    _, history = train_ppo(policy, reward, targets, tiny_config(max_steps=1, targets_per_step=2, samples_per_target=2,
+                                                                degeneracy_weight=0.1),
+                           val_vectors=targets)
+    frame = history.to_frame()
+    train = frame.query("split == 'train'").set_index("metric")["value"]
+    assert -1 <= train["reward"] <= 1 and train["seconds_environment"] > 0 and train["seconds_embedding"] > 0
+    assert frame.query("split == 'val'")["metric"].tolist() == ["reward"]
