@@ -41,3 +41,8 @@ def reports_dir() -> Path:
 def embeddings_dir() -> Path:
     """Embedding caches, one file per (model, dimensions)."""
     return data_dir() / "embeddings"
+
+
+def models_dir() -> Path:
+    """Trained models and their checkpoints."""
+    return data_dir() / "models"

@@ -72,3 +72,28 @@ def plot_similarity_histograms(series: dict[str, np.ndarray], title: str = "", x
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def plot_training_curves(history: pd.DataFrame, title: str, metrics: tuple[str, ...] = ("loss",)) -> plt.Figure:
+    """Train and validation curves from a tidy history (step, split, metric, value), one panel per metric.
+
+    Training values are noisy per batch, so a rolling mean over ~5% of the steps is drawn over them.
+    """
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        rows = history[history["metric"] == metric]
+        for split, colour in (("train", "#4c72b0"), ("val", "#dd8452")):
+            part = rows[rows["split"] == split].sort_values("step")
+            if part.empty:
+                continue
+            if split == "train" and len(part) > 20:
+                ax.plot(part["step"], part["value"], color=colour, alpha=0.25, lw=0.8)
+                smooth = part["value"].rolling(max(len(part) // 20, 2), min_periods=1).mean()
+                ax.plot(part["step"], smooth, color=colour, label="train (smoothed)")
+            else:
+                ax.plot(part["step"], part["value"], color=colour, marker="o" if split == "val" else None,
+                        label=split)
+        ax.set(xlabel="step", ylabel=metric, title=f"{title}: {metric}")
+        ax.legend()
+    fig.tight_layout()
+    return fig

@@ -24,7 +24,9 @@ NOTEBOOKS_DIR = config.PROJECT_ROOT / "notebooks"
 # the offline defaults (local MiniLM embedder, on-disk store, local SmolLM2).
 PROFILES: dict[str, dict[str, dict]] = {
     # What CI runs inside the test suite: small enough for minutes on 2 cores.
-    "smoke": {"01_embed": {"limit": 200}},
+    "smoke": {"01_embed": {"limit": 200},
+              "03_sft": {"train_rows": 64, "forward_kinds": ["mlp"], "policy_max_steps": 3, "policy_batch_size": 8,
+                         "validation_examples": 2}},
     # The default: the whole 5,000-row subset (or the 52,002 rows where downloaded) on 2 cores.
     "demo": {},
     # A GPU box with keys: OpenAI embeddings at 1,024 dimensions on all 52,002 rows.
