@@ -6,9 +6,9 @@ L2-normalised, input order) with the official `openai` SDK. `base_url` points it
 
     >>> embedder = OpenAIEmbedder(tokens_per_minute=1_000_000)   # key from OPENAI_API_KEY (or .env)
     >>> embedder.estimate_cost(texts)                            # (tokens, dollars), before spending anything
-    (281771, 0.0056)
+    (281771, 0.00563542)
     >>> for rows, vectors in embedder.iter_embed(texts):         # batches in completion order: save each one
-    ...     cache.write(rows, vectors)
+    ...     save(rows, vectors)                                  # (e2p_lib.embedding_cache does this)
 
 What happens to the texts:
 1. `check_texts` refuses None, non-strings and blank strings, naming their positions.
@@ -26,8 +26,9 @@ If a request still fails after `max_attempts`, `iter_embed` first yields every b
 `EmbeddingRunError` saying which rows failed and how many succeeded; `embed` attaches the completed rows to it
 (`completed_rows`, `completed_vectors`), so nothing that was paid for is lost.
 
-The key comes from `api_key` or the `OPENAI_API_KEY` environment variable. It is handed to the SDK client and never
-kept on the embedder, printed, logged, or left in an exception message.
+The key comes from `api_key` or the `OPENAI_API_KEY` environment variable (`e2p_lib.openai_client`). It is handed
+to the SDK client, kept privately only to scrub it from error text, and never printed, logged, shown by `repr`, or
+left in an exception message or its chained cause.
 """
 
 from __future__ import annotations

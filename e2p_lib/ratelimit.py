@@ -7,8 +7,9 @@ event loop, where `asyncio.run` fails):
 
 - `RateLimiter`: two token buckets (requests, tokens), refilled with elapsed time and capped at a burst, plus a
   shared cooldown. A job's token cost is estimated before it is sent. A 429 pauses EVERY worker for as long as the
-  server's `retry-after-ms` / `retry-after` says (the cookbook pauses a fixed 15 s) and lowers the buckets to the
-  server's `x-ratelimit-remaining-*`; 429s that recur slow the refill rate, and successes bring it back.
+  server's `retry-after-ms` / `retry-after` says (the cookbook pauses a fixed 15 s), lowers the buckets to the
+  server's `x-ratelimit-remaining-*`, and adopts its `x-ratelimit-limit-*` when they are below the configured
+  limits; 429s that still recur (another user of the key) slow the refill rate, and successes bring it back.
 - `RetryPolicy`: which errors are retried (429, 408, 409, 5xx, timeouts, connection errors) and for how long
   (the server's retry headers when it sends them, else exponential backoff with jitter), for at most
   `max_attempts` attempts. Everything else (400, 401, 404, ...) fails at once: retrying cannot fix it.
@@ -85,6 +86,8 @@ class RetryHints:
     """What a response's headers say about when to retry and how much capacity is left (None: not sent)."""
 
     retry_after_seconds: float | None = None
+    limit_requests: float | None = None  # the account's limits per minute, as the server enforces them
+    limit_tokens: float | None = None
     remaining_requests: float | None = None
     remaining_tokens: float | None = None
     reset_requests_seconds: float | None = None
@@ -111,6 +114,8 @@ class RetryHints:
         should_retry = {"true": True, "false": False}.get(str(headers.get("x-should-retry", "")).lower())
         return cls(
             retry_after_seconds=None if retry_after is None else max(0.0, retry_after),
+            limit_requests=_header_float(headers, "x-ratelimit-limit-requests"),
+            limit_tokens=_header_float(headers, "x-ratelimit-limit-tokens"),
             remaining_requests=_header_float(headers, "x-ratelimit-remaining-requests"),
             remaining_tokens=_header_float(headers, "x-ratelimit-remaining-tokens"),
             reset_requests_seconds=parse_duration_seconds(headers.get("x-ratelimit-reset-requests")),
@@ -178,8 +183,8 @@ class RateLimiter:
         burst_seconds: each bucket holds this many seconds of its limit. OpenAI's own buckets hold a full minute;
             keeping a little below it (the default, 58 s) leaves headroom for requests still on their way. Small
             values pace evenly from the start.
-    Parameters that control adaptation to 429s (every 429 pauses all workers for the server's retry-after and
-    lowers the buckets to the server's `x-ratelimit-remaining-*`):
+    Parameters that control adaptation to 429s (every 429 pauses all workers for the server's retry-after, lowers
+    the buckets to the server's `x-ratelimit-remaining-*` and adopts lower `x-ratelimit-limit-*`):
         successes_to_trust: a 429 after at least this many successes since the last one is taken as a one-off
             (a burst the server did not have room for, e.g. after another run on the same key): the sync is
             enough. A 429 sooner than that means the limits are set too high, and slows the pace.
@@ -211,7 +216,7 @@ class RateLimiter:
                 f"slowdown_factor={slowdown_factor!r} and min_rate_fraction={min_rate_fraction!r} must be in (0, 1], "
                 f"recovery_per_success={recovery_per_success!r} must be >= 0."
             )
-        self._clock = clock
+        self.clock = clock
         self._lock = threading.Lock()
         now = clock()
         self.burst_seconds = float(burst_seconds)
@@ -224,6 +229,7 @@ class RateLimiter:
         self._successes_to_trust = successes_to_trust
         self._successes_since_rate_limit = math.inf  # a first 429 is a one-off
         self._cooldown_until = -math.inf
+        self._episode_started = -math.inf  # when the last 429 episode began (requests sent before it are stale)
         self._episode_until = -math.inf  # 429s before this belong to the episode that set the cooldown
 
     def _capacity(self, per_minute: float | None) -> float:
@@ -244,7 +250,7 @@ class RateLimiter:
         if tokens < 0:
             raise ValueError(f"A job's token cost must be >= 0, got {tokens!r}.")
         with self._lock:
-            now = self._clock()
+            now = self.clock()
             if now < self._cooldown_until:
                 return self._cooldown_until - now
             self._refill(now)
@@ -259,29 +265,41 @@ class RateLimiter:
     def cooldown_seconds(self) -> float:
         """Time left in the shared pause after a 429 (0 when there is none)."""
         with self._lock:
-            return max(0.0, self._cooldown_until - self._clock())
+            return max(0.0, self._cooldown_until - self.clock())
 
     def report_rate_limited(self, pause_seconds: float, hints: RetryHints | None = None,
-                            refund_tokens: float = 0.0) -> None:
-        """A 429 came back: pause every worker, trust the server's remaining capacity, slow down if it recurs.
+                            refund_tokens: float = 0.0, sent_at_seconds: float | None = None) -> None:
+        """A 429 came back: pause every worker, trust the server's limits and remaining capacity, slow if it recurs.
 
         `refund_tokens` (and one request) go back into the buckets: the server did not charge the refused request,
-        and its retry will be charged again.
+        and its retry will be charged again. A server limit (`x-ratelimit-limit-*`) below the configured one
+        replaces it for good: that explains the 429, so it does not also slow the pace. `sent_at_seconds` (this
+        limiter's clock) marks a request sent before the last adaptation: its 429 is old news and slows nothing.
         """
         hints = hints or RetryHints()
         with self._lock:
-            now = self._clock()
+            now = self.clock()
             self._refill(now)
             self.requests.level = min(self.requests.capacity, self.requests.level + 1)
             self.tokens.level = min(self.tokens.capacity, self.tokens.level + refund_tokens)
             self._cooldown_until = max(self._cooldown_until, now + max(0.0, pause_seconds))
-            for bucket, remaining in ((self.requests, hints.remaining_requests), (self.tokens, hints.remaining_tokens)):
+            lowered_limit = False
+            for name, bucket, limit, remaining in (
+                ("requests", self.requests, hints.limit_requests, hints.remaining_requests),
+                ("tokens", self.tokens, hints.limit_tokens, hints.remaining_tokens),
+            ):
+                if limit is not None and limit > 0 and bucket.per_minute is not None and limit < bucket.per_minute:
+                    logger.warning("The server limits %s to %s per minute, not the configured %s: using its limit.",
+                                   name, f"{limit:,.0f}", f"{bucket.per_minute:,.0f}")
+                    bucket.per_minute, bucket.capacity = limit, self._capacity(limit)
+                    lowered_limit = True
                 if remaining is not None:
                     bucket.level = min(bucket.level, remaining)
-            if now < self._episode_until:
-                return  # another worker's 429 from the same overload
-            self._episode_until = self._cooldown_until
-            if self._successes_since_rate_limit < self._successes_to_trust:
+                bucket.level = min(bucket.level, bucket.capacity)
+            if now < self._episode_until or (sent_at_seconds is not None and sent_at_seconds < self._episode_started):
+                return  # another worker's 429 from the same overload, or one sent before we adapted to it
+            self._episode_started, self._episode_until = now, self._cooldown_until
+            if self._successes_since_rate_limit < self._successes_to_trust and not lowered_limit:
                 self.rate_fraction = max(self._min_rate_fraction, self.rate_fraction * self._slowdown_factor)
             self._successes_since_rate_limit = 0
             logger.info("Rate limited: pausing all workers %.2f s, pace now %.0f%% of the limits.",
@@ -289,7 +307,7 @@ class RateLimiter:
 
     def report_success(self) -> None:
         with self._lock:
-            self._refill(self._clock())
+            self._refill(self.clock())
             self.rate_fraction = min(1.0, self.rate_fraction + self._recovery_per_success)
             self._successes_since_rate_limit += 1
 
@@ -440,6 +458,7 @@ def _attempt_job(job: Job[P], call: Callable[[P], R], limiter: RateLimiter, poli
     """Send one job until it succeeds, fails for good (_Failure), or the run is stopped (None)."""
     while _acquire(limiter, job.token_cost, stop):
         job.attempts += 1
+        sent_at_seconds = limiter.clock()
         try:
             result = call(job.payload)
         # On purpose, every exception: each failure is classified and counted, then retried or reported.
@@ -453,7 +472,8 @@ def _attempt_job(job: Job[P], call: Callable[[P], R], limiter: RateLimiter, poli
             tracker.add(retries=1, **{f"{kind}_errors": 1})
             logger.debug("Attempt %d failed (%s); retrying in %.2f s.", job.attempts, type(error).__name__, delay)
             if kind == "rate_limit":
-                limiter.report_rate_limited(delay, hints, refund_tokens=job.token_cost)  # all wait, in _acquire
+                # Every worker now waits, in _acquire.
+                limiter.report_rate_limited(delay, hints, refund_tokens=job.token_cost, sent_at_seconds=sent_at_seconds)
             else:
                 stop.wait(delay)
             continue

@@ -135,6 +135,20 @@ def test_rate_limited_pauses_everyone_and_trusts_the_servers_remaining_capacity(
     assert limiter.try_acquire(1) == 0.0  # refilled during the pause, at the slowed rate
 
 
+def test_a_429_for_a_request_sent_before_the_last_adaptation_slows_nothing():
+    clock = FakeClock()
+    limiter = RateLimiter(600, 6_000, clock=clock, successes_to_trust=3, slowdown_factor=0.5)
+    sent_early = clock.now
+    clock.advance(0.1)
+    limiter.report_rate_limited(0.5, sent_at_seconds=sent_early)  # the first 429: adapts
+    clock.advance(1.0)  # after that cooldown, another request sent before it comes back refused
+    limiter.report_rate_limited(0.5, sent_at_seconds=sent_early)
+    assert limiter.rate_fraction == 1.0
+    assert limiter.cooldown_seconds() == pytest.approx(0.5)  # it still pauses everyone
+    limiter.report_rate_limited(0.5, sent_at_seconds=clock.now)  # sent after the adaptation: it recurs
+    assert limiter.rate_fraction == 0.5
+
+
 def test_a_refused_request_is_refunded_before_the_sync():
     clock = FakeClock()
     limiter = RateLimiter(600, 6_000, burst_seconds=1.0, clock=clock)  # holds 10 requests, 100 tokens
@@ -144,6 +158,17 @@ def test_a_refused_request_is_refunded_before_the_sync():
     assert limiter.try_acquire(80) == 0.0
     limiter.report_rate_limited(0.0, RetryHints(remaining_tokens=30), refund_tokens=80)
     assert limiter.tokens.level == 30  # the server's count wins when it is lower
+
+
+def test_a_lower_server_limit_replaces_the_configured_one_without_slowing_down():
+    clock = FakeClock()
+    limiter = RateLimiter(600, 12_000, burst_seconds=1.0, clock=clock, successes_to_trust=5)
+    limiter.report_rate_limited(0.0)  # a first 429, so that the next one would count as recurring
+    limiter.report_rate_limited(0.0, RetryHints(limit_tokens=6_000, limit_requests=900, remaining_tokens=0))
+    assert (limiter.tokens.per_minute, limiter.tokens.capacity) == (6_000, 100)  # lowered, burst kept in seconds
+    assert limiter.requests.per_minute == 600  # a higher server limit changes nothing
+    assert limiter.rate_fraction == 1.0
+    assert limiter.try_acquire(50) == pytest.approx(0.5)  # 50 tokens at the server's 100 tokens/s
 
 
 def test_a_one_off_429_only_syncs_but_recurring_429s_slow_down_once_per_overload():
@@ -207,9 +232,11 @@ def test_retry_hints_prefer_milliseconds_and_read_ratelimit_headers():
     hints = RetryHints.from_headers({
         "retry-after-ms": "250", "retry-after": "1", "x-ratelimit-remaining-tokens": "12",
         "x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-tokens": "1.2s", "x-ratelimit-reset-requests": "5ms",
+        "x-ratelimit-limit-requests": "3000", "x-ratelimit-limit-tokens": "1000000",
     })
-    assert hints == RetryHints(retry_after_seconds=0.25, remaining_requests=3, remaining_tokens=12,
-                               reset_requests_seconds=0.005, reset_tokens_seconds=1.2)
+    assert hints == RetryHints(retry_after_seconds=0.25, limit_requests=3000, limit_tokens=1_000_000,
+                               remaining_requests=3, remaining_tokens=12, reset_requests_seconds=0.005,
+                               reset_tokens_seconds=1.2)
 
 
 def test_retry_hints_read_an_http_date():
