@@ -40,7 +40,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import numpy as np
 
@@ -133,13 +133,19 @@ def _embedding_inputs(raw: Any) -> list[str]:
     return texts
 
 
-def _embeddings(body: dict) -> RoutedRequest:
+def _known_model(body: dict, models: Collection[str]) -> str:
+    """The request's `model`, which must be one of `models` (400 when missing, 404 when unknown, as OpenAI)."""
     model = body.get("model")
     if not isinstance(model, str):
         raise APIError(400, "you must provide a model parameter", param="model")
-    if model not in EMBEDDING_MODELS:
+    if model not in models:
         raise APIError(404, f"The model `{model}` does not exist or you do not have access to it.",
                        code="model_not_found")
+    return model
+
+
+def _embeddings(body: dict) -> RoutedRequest:
+    model = _known_model(body, EMBEDDING_MODELS)
     texts = _embedding_inputs(body.get("input"))
     if len(texts) > MAX_INPUTS_PER_REQUEST:
         raise APIError(400, f"'$.input' is invalid: {len(texts)} inputs, at most {MAX_INPUTS_PER_REQUEST} "
@@ -219,12 +225,7 @@ def _number_in(body: dict, name: str, low: float, high: float, default: float) -
 
 
 def _chat_completions(body: dict) -> RoutedRequest:
-    model = body.get("model")
-    if not isinstance(model, str):
-        raise APIError(400, "you must provide a model parameter", param="model")
-    if model not in CHAT_MODELS:
-        raise APIError(404, f"The model `{model}` does not exist or you do not have access to it.",
-                       code="model_not_found")
+    model = _known_model(body, CHAT_MODELS)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(
             isinstance(m, dict) and m.get("role") in CHAT_ROLES and isinstance(m.get("content"), str)
