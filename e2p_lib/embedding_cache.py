@@ -274,9 +274,7 @@ def _embed_missing(cache: EmbeddingCache, embedder: Embedder, texts: list[str], 
     first_text, first_tokens = dict(zip(keys, texts)), dict(zip(keys, tokens))
     todo_texts = [first_text[k] for k in todo_keys]
     log.info("%s: %d texts, %d not cached yet (cache %s)", embedder.name, len(texts), len(todo_keys), cache.path)
-    if hasattr(embedder, "estimate_cost"):
-        n_tokens, dollars = embedder.estimate_cost(todo_texts)
-        print(f"Embedding {len(todo_texts):,} texts ({n_tokens:,} tokens, about ${dollars:.4f}) with {embedder.name}")
+    # A paid embedder (OpenAI) prints its own token count and cost estimate before it sends anything.
     with tqdm(total=len(todo_texts), desc="embed", unit="text", disable=not show_progress) as bar:
         for positions, vectors in _batches(embedder, todo_texts, chunk_rows):
             batch_keys = [todo_keys[p] for p in positions]

@@ -84,7 +84,7 @@ class OpenAIChatLM(ChatLM):
         top_p: float = 1.0,
         requests_per_minute: float | None = 500,
         tokens_per_minute: float | None = 200_000,
-        burst_seconds: float = 55.0,
+        burst_seconds: float = 58.0,
         max_concurrency: int = 16,
         max_attempts: int = 6,
         initial_backoff_seconds: float = 1.0,
