@@ -1,0 +1,545 @@
+"""Inversion: the best prompt for a target embedding (or a text), with best-of-N, refinement and interpolation.
+
+This is e2p's top-level API, modelled on vec2text's `api.py`: load the trained pieces once, then ask for prompts.
+
+    >>> import e2p_lib
+    >>> inverter = e2p_lib.load_inverter()                    # trained policy, forward model, SmolLM2 environment
+    >>> inverter.invert(["Paris is the capital of France."])[0].prompt            # greedy, no environment call
+    >>> inverter.invert(vectors, best_of=8)                                       # re-ranked by the forward model
+    >>> inverter.invert(vectors, best_of=8, rerank="environment")                 # re-ranked by real answers
+    >>> inverter.invert(vectors, best_of=4, refine_steps=3)                       # feedback loop, trajectory kept
+    >>> inverter.interpolate("A poem about the sea.", "A recipe for bread.", steps=5)   # DataFrame, one row a point
+    >>> e2p_lib.invert_strings(["A haiku about rain."])        # the same, through a default inverter loaded once
+
+Targets are texts (embedded first with the inverter's embedder, through the embedding cache) or vectors of shape
+(d,) or (n, d) from that same embedder; they are L2-normalised, so raw vectors are fine. Every call returns one
+`InversionResult` per target, in order; `results_frame` turns them into a DataFrame.
+
+How a prompt is chosen (`Inverter.invert`):
+    best_of=1    the policy's greedy prompt. No forward model or environment is needed.
+    best_of=N    the greedy prompt plus N-1 sampled ones (`temperature`, `top_p`), re-ranked by `rerank`:
+                 "forward": the forward model's predicted answer cosine (cheap: no environment call);
+                 "environment": the real answer cosine: each distinct candidate is answered by the environment
+                 LM, its answer embedded and compared with the target (up to N calls per target).
+                 None picks "forward" when there is a forward model, else "environment". The greedy prompt is
+                 always a candidate, so re-ranking never returns a prompt that scores lower than greedy's by that score.
+    refine_steps=k  k rounds of feedback after the first pick (needs the environment). Each round answers the
+                 latest pick, embeds the answer `a`, and conditions the policy on a corrected vector
+                     c <- normalise(c + (t - a))          (c starts at the target t; see `feedback_target`)
+                 (a pick without an answer, such as an empty prompt, leaves c as it was)
+                 then proposes candidates again (greedy + samples from c), picks one by `rerank` and answers it.
+                 The result is the pick with the best real cosine over all rounds; every round's pick is kept in
+                 `trajectory`. This is vec2text's corrector loop (Morris et al. 2023: hypothesis -> embed ->
+                 condition on target and hypothesis -> new hypothesis) done in embedding space with a fixed rule
+                 instead of a learned corrector, so it needs no training; whether it beats plain best-of-N depends
+                 on the policy and is for the trajectories to show, not assumed here.
+    measure=True answer the final prompt with the environment even when nothing above needed it (1 call per target),
+                 so `achieved_cosine` and `answer` are filled in.
+
+Environment calls are counted exactly per target (`environment_calls`): one per distinct non-empty prompt sent.
+A prompt already answered for the same target is not sent again, and an empty prompt is never sent (it has no answer);
+empty prompts score NaN and are never picked over a non-empty one. The environment answers greedily, up to
+`answer_max_new_tokens` tokens (128: the answer a user gets; `make_lm` caches answers, so a repeat costs nothing).
+
+Sampling is seeded: the same targets, in the same order, with the same `seed` give the same candidates. Samples for
+one target depend on the other targets in the call (the policy samples them all from one random stream).
+
+Interpolation (`Inverter.interpolate`): prompts for points on the great circle between two targets (`slerp`,
+Shoemake 1985), the seed write-up's "future work": does the answer move smoothly from one meaning to the other?
+
+Loading (`load_inverter`): the RL policy (`models_dir()/policy-rl/policy`) when 04_rl has run, else the SFT one
+(`policy-sft/policy`, from 03_sft); the forward model `forward-transformer`, else `forward-mlp`, when present; the
+embedder of the forward model's vector space (else the local MiniLM); the local SmolLM2 environment with its answer
+cache. Each can be given instead.
+
+Outline: pure helpers (slerp, feedback_target) -> results -> Inverter (targets, proposals, scores, picks, invert,
+interpolate) -> loading -> top-level functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from e2p_lib.embedders import Embedder, check_texts, l2_normalise
+from e2p_lib.embedding_cache import embed_texts
+from e2p_lib.lm import DEFAULT_MAX_NEW_TOKENS
+from e2p_lib.rewards import AnswerCosineReward
+
+RERANK_METHODS = ("forward", "environment")
+POLICY_RUNS = ("policy-rl", "policy-sft")  # under models_dir(), most trained first (04_rl, then 03_sft)
+FORWARD_MODEL_RUNS = ("forward-transformer", "forward-mlp")  # under models_dir(), better model first (03_sft table)
+ANTIPODAL_TOLERANCE = 1e-6  # cosine within this of -1: no single great circle joins the two vectors
+IDENTICAL_TOLERANCE = 1e-6  # sin(angle) below this: the two vectors are (numerically) the same direction
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: float | Sequence[float] | np.ndarray) -> np.ndarray:
+    """Spherical linear interpolation from direction `a` (t=0) to direction `b` (t=1) along their great circle.
+
+    `a` and `b` are (d,) vectors, normalised here. A scalar `t` gives a (d,) unit vector, an array of m values
+    gives (m, d). The angle to `a` grows linearly with t (a straight line between unit vectors would cut through the
+    sphere and bunch the points near the middle); t outside [0, 1] continues along the same circle.
+
+    Raises:
+        ValueError: shapes differ or are not (d,), a zero or non-finite vector or t, or `a` and `b` point in
+            opposite directions (every great circle through one passes through the other: pick a midpoint).
+    """
+    a, b = (np.asarray(v, dtype=np.float64) for v in (a, b))
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"slerp needs two (d,) vectors of one size; got shapes {a.shape} and {b.shape}.")
+    a, b = (l2_normalise(v[None])[0].astype(np.float64) for v in (a, b))
+    ts = np.asarray(t, dtype=np.float64)
+    if not np.all(np.isfinite(ts)):
+        raise ValueError(f"t must be finite; got {t!r}.")
+    cosine = float(np.clip(a @ b, -1.0, 1.0))
+    if cosine < -1.0 + ANTIPODAL_TOLERANCE:
+        raise ValueError(f"a and b point in opposite directions (cosine {cosine:.6f}); no single great circle "
+                         "joins them. Interpolate through a chosen midpoint: slerp(a, m, t) then slerp(m, b, t).")
+    angle = math.acos(cosine)
+    weights_t = np.atleast_1d(ts)[:, None]  # (m, 1)
+    if math.sin(angle) < IDENTICAL_TOLERANCE:
+        points = (1 - weights_t) * a + weights_t * b  # same direction: the straight line is the arc
+    else:
+        points = (np.sin((1 - weights_t) * angle) * a + np.sin(weights_t * angle) * b) / math.sin(angle)
+    points = l2_normalise(points)  # (m, d) float32; exact unit length despite rounding
+    return points[0] if ts.ndim == 0 else points
+
+
+def feedback_target(condition: np.ndarray, target: np.ndarray, achieved: np.ndarray) -> np.ndarray:
+    """The next vector to condition the policy on: normalise(condition + (target - achieved)), all (d,).
+
+    The policy conditioned on `condition` wrote a prompt whose answer landed at `achieved`; the miss
+    `target - achieved` is added to what the policy was asked for, so the next prompt is aimed past the target on
+    the side the answer fell short. Applied round after round, the misses accumulate (an integral controller, step
+    size 1). When the answer hits the target exactly, the condition is unchanged.
+    """
+    condition, target, achieved = (l2_normalise(np.asarray(v, dtype=np.float32)[None])[0]
+                                   for v in (condition, target, achieved))
+    corrected = condition + (target - achieved)
+    if np.linalg.norm(corrected) < IDENTICAL_TOLERANCE:  # only when condition = -target and achieved = target
+        return condition
+    return l2_normalise(corrected[None])[0]
+
+
+def _best(scores: Sequence[float]) -> int:
+    """Index of the highest score, NaN counting as lowest, the first on ties (so greedy, first, wins a tie)."""
+    values = np.asarray(scores, dtype=np.float64)
+    return int(np.argmax(np.where(np.isnan(values), -np.inf, values)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class Candidate:
+    """One prompt considered for one target, with what is known about it."""
+
+    prompt: str
+    step: int  # 0: the first round; k: the k-th refinement round
+    source: str  # "greedy" or "sampled"
+    condition_cosine: float  # cosine(vector the policy was conditioned on, target): 1.0 in round 0
+    predicted_cosine: float = math.nan  # forward model's cosine to the target; NaN without one, or for ""
+    achieved_cosine: float = math.nan  # cosine(target, embedded answer); NaN when not answered
+    answer: str | None = None  # the environment's answer, when it was asked
+
+
+@dataclass
+class InversionResult:
+    """The chosen prompt for one target, its scores, the environment calls it cost, and how it was found."""
+
+    prompt: str
+    predicted_cosine: float  # NaN without a forward model
+    achieved_cosine: float  # NaN when the environment was not used
+    answer: str | None
+    environment_calls: int  # distinct non-empty prompts the environment answered for this target
+    rerank: str | None  # "forward", "environment", or None (best_of=1: the greedy prompt)
+    candidates: list[Candidate] = field(default_factory=list)  # every prompt proposed, all rounds, in order
+    trajectory: list[Candidate] = field(default_factory=list)  # each round's pick: round 0, then each refinement
+
+    def candidates_frame(self) -> pd.DataFrame:
+        """The candidates as a DataFrame (one row each), with a `picked` column marking each round's pick."""
+        picked = {id(c) for c in self.trajectory}
+        return pd.DataFrame([{**asdict(c), "picked": id(c) in picked} for c in self.candidates],
+                            columns=[*Candidate.__dataclass_fields__, "picked"])
+
+
+RESULT_COLUMNS = ["prompt", "predicted_cosine", "achieved_cosine", "answer", "environment_calls", "rerank"]
+
+
+def results_frame(results: Sequence[InversionResult]) -> pd.DataFrame:
+    """One row per result, in order: prompt, predicted and achieved cosine, answer, environment calls, rerank."""
+    return pd.DataFrame([{c: getattr(r, c) for c in RESULT_COLUMNS} for r in results], columns=RESULT_COLUMNS)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The inverter
+
+
+class Inverter:
+    """A trained prompt policy with what it needs to aim and check its prompts.
+
+    Args:
+        policy: a `PromptPolicy` (`PromptPolicy.load(...)`).
+        embedder: the embedder of the policy's vector space: it embeds text targets and the environment's answers.
+        forward_model: a `ForwardModel` of that same space, for cheap re-ranking (`rerank="forward"`); optional.
+        environment: the LM that answers prompts (a `ChatLM`, e.g. `make_lm("local")`), for `rerank="environment"`,
+            refinement and `measure`; optional.
+        answer_max_new_tokens: answer length cap in the environment (128, `e2p_lib.lm`'s default: the answer a
+            user gets; RL trains with a shorter cap for speed).
+        generation_batch_size: prompts the policy writes per forward pass (targets x candidates); bounds memory.
+        embedding_cache_dir: where text and answer embeddings are cached (None: the embedder's usual cache).
+
+    Raises:
+        ValueError: the pieces disagree on the vector space (dimensions, or the forward model's space name).
+    """
+
+    def __init__(self, policy, embedder: Embedder, forward_model=None, environment=None, *,
+                 answer_max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, generation_batch_size: int = 64,
+                 embedding_cache_dir: str | Path | None = None):
+        dims = int(policy.config.embedding_dim)
+        if int(embedder.dimensions) != dims:
+            raise ValueError(f"The policy reads {dims}-d targets but the embedder {embedder.name} gives "
+                             f"{embedder.dimensions}-d vectors; pass the embedder the policy was trained with.")
+        if forward_model is not None and (forward_model.target_space, int(forward_model.dimensions)) != \
+                (embedder.name, dims):
+            raise ValueError(f"The forward model predicts {forward_model.target_space} vectors "
+                             f"({forward_model.dimensions}-d), but the embedder is {embedder.name} ({dims}-d); pass "
+                             "a forward model trained in the embedder's space, or forward_model=None.")
+        if environment is not None and not callable(getattr(environment, "generate", None)):
+            raise TypeError(f"environment must be an LM with generate(prompts, ...) (e.g. make_lm('local')); got "
+                            f"{type(environment).__name__}.")
+        if isinstance(generation_batch_size, bool) or not isinstance(generation_batch_size, int) or \
+                generation_batch_size < 1:
+            raise ValueError(f"generation_batch_size={generation_batch_size!r} must be a positive integer.")
+        self.policy, self.embedder, self.forward_model, self.environment = policy, embedder, forward_model, environment
+        self.dimensions = dims
+        self.generation_batch_size = generation_batch_size
+        self.embedding_cache_dir = embedding_cache_dir
+        self.reward = None if environment is None else AnswerCosineReward(
+            environment, embedder, max_new_tokens=answer_max_new_tokens, embedding_cache_dir=embedding_cache_dir)
+
+    # --- 1. targets -----------------------------------------------------------------------------------------------
+
+    def target_vectors(self, targets) -> np.ndarray:
+        """(n, d) unit float32 targets from texts (embedded here), one (d,) vector, or (n, d) vectors.
+
+        Raises:
+            ValueError: no targets, a blank text, a vector of the wrong size (naming the size expected), a zero,
+                NaN or infinite vector, or texts and vectors mixed.
+        """
+        if isinstance(targets, str):
+            targets = [targets]
+        if isinstance(targets, (list, tuple)) and not targets:
+            raise ValueError("No targets given: pass at least one text or vector.")
+        if isinstance(targets, (list, tuple)) and any(isinstance(t, str) for t in targets):
+            if not all(isinstance(t, str) for t in targets):
+                raise TypeError("Targets mix texts and vectors; pass a list of texts or an array of vectors.")
+            return embed_texts(check_texts(targets), self.embedder, self.embedding_cache_dir, show_progress=False)
+        if hasattr(targets, "detach"):  # a torch tensor, possibly on the GPU
+            targets = targets.detach().cpu().numpy()
+        vectors = np.asarray(targets, dtype=np.float32)
+        if vectors.ndim == 1:
+            vectors = vectors[None]
+        if vectors.ndim != 2 or vectors.shape[1] != self.dimensions:
+            raise ValueError(f"Targets have shape {vectors.shape}; expected ({self.dimensions},) or (n, "
+                             f"{self.dimensions}): vectors of {self.embedder.name}, the policy's space. Embed texts "
+                             "with that embedder, or pass them as strings.")
+        if len(vectors) == 0:
+            raise ValueError("No targets given: pass at least one text or vector.")
+        norms = np.linalg.norm(vectors, axis=1)
+        bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
+        if len(bad):
+            raise ValueError(f"{len(bad)} target(s) are zero, NaN or infinite (first at row {bad[0]}); such a vector "
+                             "has no direction. Drop those rows.")
+        return vectors / norms[:, None]
+
+    # --- 2. proposals: the greedy prompt, then best_of - 1 samples, per conditioning vector --------------------------
+
+    def propose(self, conditions: np.ndarray, best_of: int, temperature: float, top_p: float, seed: int,
+                max_prompt_tokens: int | None) -> list[list[str]]:
+        """For each row of `conditions` (n, d): [greedy prompt, best_of - 1 sampled prompts]."""
+        greedy = self._generate(conditions, max_new_tokens=max_prompt_tokens)
+        sampled = [[] for _ in conditions]
+        if best_of > 1:
+            # One stream for the whole call: reproducible for the same targets and order. Like
+            # PromptPolicy.generate(seed=...), this reseeds torch's global generator.
+            torch.manual_seed(seed)
+            rows = self._generate(conditions, temperature=temperature, top_p=top_p, num_return_sequences=best_of - 1,
+                                  max_new_tokens=max_prompt_tokens)
+            sampled = [rows[i * (best_of - 1):(i + 1) * (best_of - 1)] for i in range(len(conditions))]
+        return [[g, *s] for g, s in zip(greedy, sampled)]
+
+    def _generate(self, conditions: np.ndarray, num_return_sequences: int = 1, **options) -> list[str]:
+        """`policy.generate` over chunks of targets, at most `generation_batch_size` prompts per pass."""
+        per_chunk = max(1, self.generation_batch_size // num_return_sequences)
+        prompts: list[str] = []
+        for start in range(0, len(conditions), per_chunk):
+            prompts += self.policy.generate(conditions[start:start + per_chunk],
+                                            num_return_sequences=num_return_sequences, **options)
+        return prompts
+
+    # --- 3. scores: predicted (forward model) and achieved (environment) cosines ---------------------------------
+
+    def predict(self, candidates: list[list[Candidate]], targets: np.ndarray) -> None:
+        """Fill in each candidate's forward-model cosine to its target (one batched call; "" stays NaN)."""
+        if self.forward_model is None:
+            return
+        pairs = [(c, i) for i, row in enumerate(candidates) for c in row if c.prompt.strip()]
+        if not pairs:
+            return
+        cosines = self.forward_model.predict_cosine([c.prompt for c, _ in pairs], targets[[i for _, i in pairs]])
+        for (candidate, _), cosine in zip(pairs, cosines):
+            candidate.predicted_cosine = float(cosine)
+
+    def answer(self, candidates: list[list[Candidate]], targets: np.ndarray, memo: list[dict]) -> None:
+        """Fill in the achieved cosine and answer of each candidate, asking the environment only for prompts not
+        answered before for that target (`memo[i]`: prompt -> (cosine, answer)), in one batched call."""
+        asks = list(dict.fromkeys((i, c.prompt) for i, row in enumerate(candidates) for c in row
+                                  if c.prompt.strip() and c.prompt not in memo[i]))
+        if asks:
+            result = self.reward([p for _, p in asks], targets[[i for i, _ in asks]])
+            for (i, prompt), cosine, answer in zip(asks, result.rewards, result.answers):
+                memo[i][prompt] = (float(cosine), answer)
+        for i, row in enumerate(candidates):
+            self._fill(row, memo[i])
+
+    @staticmethod
+    def _fill(candidates: list[Candidate], memo: dict[str, tuple[float, str]]) -> None:
+        for c in candidates:
+            if c.prompt in memo:
+                c.achieved_cosine, c.answer = memo[c.prompt]
+
+    # --- 4. the search ---------------------------------------------------------------------------------------------
+
+    def invert(self, targets, *, best_of: int = 1, temperature: float = 0.8, top_p: float = 1.0,
+               rerank: str | None = None, refine_steps: int = 0, measure: bool = False, seed: int = 0,
+               max_prompt_tokens: int | None = None) -> list[InversionResult]:
+        """The best prompt for each target (see the module docstring for how it is chosen).
+
+        Args:
+            targets: a text, a list of texts, a (d,) vector or (n, d) vectors of the embedder's space.
+            best_of: candidates per target and round: the greedy prompt plus best_of - 1 samples.
+            temperature, top_p: how candidates are sampled (ignored when best_of=1); temperature must be > 0.
+            rerank: "forward", "environment", or None ("forward" when there is a forward model); unused when
+                best_of=1 (one candidate per round: nothing to rank).
+            refine_steps: feedback rounds after the first pick (needs the environment).
+            measure: answer the final prompt with the environment even when nothing else needed it.
+            seed: seeds the sampling (round k uses seed + k).
+            max_prompt_tokens: the longest prompt written (None: the policy's own cap).
+
+        Raises:
+            ValueError: bad targets (see `target_vectors`) or options, or an option that needs a missing piece
+                (the message says which to pass).
+        """
+        rerank = self._check_options(best_of, temperature, rerank, refine_steps, measure)
+        targets = self.target_vectors(targets)
+        uses_environment = rerank == "environment" or refine_steps > 0 or measure
+        memo: list[dict[str, tuple[float, str]]] = [{} for _ in targets]  # per target: prompt -> (cosine, answer)
+        history: list[list[Candidate]] = [[] for _ in targets]
+        trajectory: list[list[Candidate]] = [[] for _ in targets]
+        conditions = targets.copy()
+        for step in range(refine_steps + 1):
+            # 1. propose: greedy + samples from the current conditioning vectors
+            proposals = self.propose(conditions, best_of, temperature, top_p, seed + step, max_prompt_tokens)
+            candidates = [[Candidate(p, step, "greedy" if j == 0 else "sampled", float(conditions[i] @ targets[i]))
+                           for j, p in enumerate(row)] for i, row in enumerate(proposals)]
+            # 2. score: the forward model always (cheap), the environment for every candidate when it re-ranks
+            self.predict(candidates, targets)
+            if rerank == "environment":
+                self.answer(candidates, targets, memo)
+            # 3. pick one per target by the re-ranking score (the greedy prompt when best_of=1)
+            picks = [row[_best([self._score(c, rerank) for c in row])] for row in candidates]
+            # 4. answer the picks (free when re-ranked by the environment: already answered)
+            if uses_environment:
+                self.answer([[p] for p in picks], targets, memo)
+            for i, pick in enumerate(picks):
+                history[i] += candidates[i]
+                trajectory[i].append(pick)
+            # 5. feedback: aim the next round past the target by the picks' misses
+            if step < refine_steps:
+                # No answer (an empty pick, or a blank answer) gives no direction to correct in: keep the condition.
+                answered = [i for i, pick in enumerate(picks) if pick.answer and pick.answer.strip()]
+                if answered:  # the answers were embedded when scored, so these are embedding-cache hits
+                    achieved = embed_texts([picks[i].answer for i in answered], self.embedder,
+                                           self.embedding_cache_dir, show_progress=False)
+                    for i, vector in zip(answered, achieved):
+                        conditions[i] = feedback_target(conditions[i], targets[i], vector)
+        for i, row in enumerate(history):  # a prompt answered in any round has that answer wherever it appears
+            self._fill(row, memo[i])
+        results = []
+        for i in range(len(targets)):
+            final = trajectory[i][_best([c.achieved_cosine for c in trajectory[i]])] if uses_environment \
+                else trajectory[i][0]
+            results.append(InversionResult(final.prompt, final.predicted_cosine, final.achieved_cosine, final.answer,
+                                           environment_calls=len(memo[i]), rerank=rerank,
+                                           candidates=history[i], trajectory=trajectory[i]))
+        return results
+
+    @staticmethod
+    def _score(candidate: Candidate, rerank: str | None) -> float:
+        return candidate.achieved_cosine if rerank == "environment" else candidate.predicted_cosine
+
+    def _check_options(self, best_of: int, temperature: float, rerank: str | None, refine_steps: int,
+                       measure: bool) -> str | None:
+        """Check `invert`'s options before any work; return the re-ranking method to use (None: nothing to rank)."""
+        for name, value, least in (("best_of", best_of, 1), ("refine_steps", refine_steps, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name}={value!r} must be an integer >= {least}.")
+        if best_of > 1 and not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+                                and temperature > 0):
+            raise ValueError(f"temperature={temperature!r}: best_of={best_of} samples candidates, which needs a "
+                             "finite temperature > 0 (0.8 by default); use best_of=1 for the greedy prompt alone.")
+        if rerank is not None and rerank not in RERANK_METHODS:
+            raise ValueError(f"rerank={rerank!r}; choose one of {RERANK_METHODS} (or None for the default).")
+        needs_ranking = best_of > 1
+        if rerank is None:
+            if needs_ranking and self.forward_model is None and self.environment is None:
+                raise ValueError(f"best_of={best_of} re-ranks candidates, which needs a forward model or an "
+                                 "environment LM; this inverter has neither. Pass one (load_inverter does), or use "
+                                 "best_of=1.")
+            rerank = "forward" if self.forward_model is not None else "environment"
+        if needs_ranking and rerank == "forward" and self.forward_model is None:
+            raise ValueError("rerank='forward' needs a forward model: load one (load_inverter finds it after 03_sft) "
+                             "or use rerank='environment'.")
+        if self.environment is None:
+            wanted = [what for what, on in (("rerank='environment'", needs_ranking and rerank == "environment"),
+                                            (f"refine_steps={refine_steps}", refine_steps > 0),
+                                            ("measure=True", measure)) if on]
+            if wanted:
+                raise ValueError(f"{' and '.join(wanted)} {'needs' if len(wanted) == 1 else 'need'} an environment LM "
+                                 "to answer prompts; pass environment=make_lm('local') (load_inverter does by "
+                                 "default) or drop the option.")
+        return rerank if needs_ranking else None
+
+    # --- 5. interpolation -------------------------------------------------------------------------------------------
+
+    def interpolate(self, a, b, steps: int = 5, **options: Any) -> pd.DataFrame:
+        """Prompts for `steps` evenly spaced points on the great circle from `a` to `b` (texts or (d,) vectors).
+
+        Returns `results_frame` of `invert(points, **options)` with the position `t` (0 at `a`, 1 at `b`) first.
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+            raise ValueError(f"steps={steps!r} must be an integer >= 2 (both ends are included).")
+        ends = []
+        for name, end in (("a", a), ("b", b)):
+            vectors = self.target_vectors(end)
+            if len(vectors) != 1:
+                raise ValueError(f"{name} must be one text or one ({self.dimensions},) vector; got {len(vectors)}.")
+            ends.append(vectors[0])
+        ts = np.linspace(0.0, 1.0, steps)
+        frame = results_frame(self.invert(slerp(ends[0], ends[1], ts), **options))
+        frame.insert(0, "t", ts)
+        return frame
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading the trained pieces
+
+
+def default_policy_dir() -> Path:
+    """The policy `load_inverter` uses: 04_rl's (`models_dir()/policy-rl/policy`) if saved, else 03_sft's.
+
+    Raises:
+        FileNotFoundError: neither exists.
+    """
+    from e2p_lib.config import models_dir
+    from e2p_lib.policy import CONFIG_FILE
+    from e2p_lib.sft import POLICY_FOLDER
+
+    folders = [models_dir() / run / POLICY_FOLDER for run in POLICY_RUNS]
+    for folder in folders:
+        if (folder / CONFIG_FILE).is_file():
+            return folder
+    raise FileNotFoundError(f"No trained policy in {' or '.join(map(str, folders))}. Run notebooks/03_sft.ipynb "
+                            "(and 04_rl.ipynb for the RL policy), or pass policy_dir.")
+
+
+def default_forward_model_dir() -> Path | None:
+    """The forward model `load_inverter` uses: `models_dir()/forward-transformer`, else `forward-mlp`, else None."""
+    from e2p_lib.config import models_dir
+    from e2p_lib.training import CHECKPOINT_FILE
+
+    for run in FORWARD_MODEL_RUNS:
+        if (models_dir() / run / CHECKPOINT_FILE).is_file():
+            return models_dir() / run
+    return None
+
+
+def load_inverter(policy_dir: str | Path | None = None, forward_model_dir: str | Path | None | bool = None,
+                  environment: Any = "local", embedder: Embedder | None = None, device: str = "auto",
+                  **options: Any) -> Inverter:
+    """An `Inverter` over the trained models on disk (see the module docstring for the defaults).
+
+    Args:
+        policy_dir: a saved policy folder (None: `default_policy_dir()`).
+        forward_model_dir: a saved forward model (None: `default_forward_model_dir()`, if any; False: none).
+        environment: "local" or "openai" (`make_lm`, answers cached), an LM object, or None (no environment).
+        embedder: the policy's embedder (None: the forward model's space, else the local MiniLM).
+        device: for the policy and forward model ("auto": CUDA when available).
+        options: passed to `Inverter` (answer_max_new_tokens, generation_batch_size, embedding_cache_dir).
+
+    Raises:
+        FileNotFoundError: no trained policy (run 03_sft / 04_rl), or no forward model in `forward_model_dir`.
+        ValueError: the pieces are of different vector spaces.
+    """
+    from e2p_lib.embedders import embedder_from_name, make_embedder
+    from e2p_lib.forward_model import ForwardModel
+    from e2p_lib.policy import PromptPolicy
+
+    if forward_model_dir is True:
+        raise ValueError("forward_model_dir=True is ambiguous: pass a folder, None (the default one) or False.")
+    policy_dir = policy_dir or default_policy_dir()  # first: a missing policy fails before anything loads
+    forward_dir = default_forward_model_dir() if forward_model_dir is None else forward_model_dir or None
+    forward_model = ForwardModel.load(forward_dir, embedder=embedder, device=device) if forward_dir else None
+    if embedder is None:
+        embedder = (forward_model.embedder or embedder_from_name(forward_model.target_space, forward_model.dimensions)
+                    if forward_model is not None else make_embedder("local"))
+    if isinstance(environment, str):
+        from e2p_lib.lm import make_lm
+
+        environment = make_lm(environment)
+    policy = PromptPolicy.load(policy_dir, device=device)
+    return Inverter(policy, embedder, forward_model, environment, **options)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Top-level functions (vec2text's invert_embeddings / invert_strings)
+
+
+@functools.lru_cache(maxsize=1)
+def default_inverter() -> Inverter:
+    """`load_inverter()` once per process; call `default_inverter.cache_clear()` after training a new model."""
+    return load_inverter()
+
+
+def invert_embeddings(embeddings, inverter: Inverter | None = None, **options: Any) -> list[InversionResult]:
+    """The best prompt for each embedding ((d,) or (n, d)); `options` as in `Inverter.invert`.
+
+    `inverter` None uses `default_inverter()` (the trained models on disk, loaded on first use).
+    """
+    if isinstance(embeddings, str) or (isinstance(embeddings, (list, tuple)) and embeddings
+                                       and isinstance(embeddings[0], str)):
+        raise TypeError("invert_embeddings takes vectors; for texts use invert_strings.")
+    return (inverter or default_inverter()).invert(embeddings, **options)
+
+
+def invert_strings(strings: Sequence[str], inverter: Inverter | None = None, **options: Any) -> list[InversionResult]:
+    """The best prompt for each text's embedding (the text is embedded first): a prompt whose answer means the same.
+
+    `inverter` None uses `default_inverter()`; `options` as in `Inverter.invert`.
+    """
+    if isinstance(strings, str):
+        raise TypeError("invert_strings takes a list of texts, not one string: wrap it as [text].")
+    return (inverter or default_inverter()).invert(check_texts(strings), **options)
