@@ -28,7 +28,8 @@ PROFILES: dict[str, dict[str, dict]] = {
               "03_sft": {"train_rows": 64, "forward_kinds": ["mlp"], "policy_max_steps": 3, "policy_batch_size": 8,
                          "validation_examples": 2},
               "04_rl": {"steps": 2, "targets_per_step": 2, "samples_per_target": 2, "answer_max_new_tokens": 16,
-                        "validation_targets": 2}},
+                        "validation_targets": 2},
+              "05_eval": {"eval_targets": 4, "best_of": 2, "answer_max_new_tokens": 16, "examples": 2}},
     # The default: the whole 5,000-row subset (or the 52,002 rows where downloaded) on 2 cores.
     "demo": {},
     # A GPU box with keys: OpenAI embeddings at 1,024 dimensions on all 52,002 rows.
