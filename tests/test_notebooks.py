@@ -39,6 +39,7 @@ def test_unknown_notebook_or_profile_is_a_clear_error():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # five notebooks, each loading its models afresh: minutes, more on a busy machine
 def test_smoke_profile_runs_every_notebook_headless(isolated_dirs):
     executed = run_notebooks("smoke")
     assert [p.stem for p in executed] == [p.stem for p in notebook_paths()]
