@@ -62,8 +62,8 @@ from torch import nn
 from e2p_lib.embedders import Embedder, check_texts, default_local_model_path, embedder_from_name, l2_normalise
 from e2p_lib import embedding_cache
 from e2p_lib.training import (TrainingConfig, TrainState, batch_indices, check_int_field, check_number_field,
-                              check_resumable, data_fingerprint, load_checkpoint, resolve_device, restore_rng_state,
-                              run_training_loop, save_checkpoint, seed_everything)
+                              check_resumable, data_fingerprint, load_checkpoint, resolve_device,
+                              restore_training_state, run_training_loop, save_checkpoint, seed_everything)
 
 FORWARD_MODEL_KINDS = ("mlp", "transformer")
 LOSSES = ("mse", "cosine")
@@ -528,11 +528,7 @@ def train_forward_model(
     checkpoint = load_checkpoint(config.output_dir) if config.output_dir else None
     if checkpoint is not None:
         check_resumable(checkpoint, config, fingerprint)
-        net.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        state = TrainState.from_checkpoint(checkpoint)
-        restore_rng_state(checkpoint["rng"])
+        state = restore_training_state(checkpoint, model=net, optimizer=optimizer, scheduler=scheduler)
 
     def train_step(step: int) -> dict[str, float]:
         index = batch_indices(len(train_inputs), config.batch_size, config.seed, step)

@@ -38,7 +38,7 @@ import torch
 
 from e2p_lib.policy import PromptPolicy
 from e2p_lib.rewards import RewardResult, degeneracy
-from e2p_lib.sft import POLICY_FOLDER, TrainableWeights
+from e2p_lib.sft import POLICY_FOLDER, TrainableWeights, policy_optimizer
 from e2p_lib.training import (
     LossHistory,
     TrainingConfig,
@@ -47,7 +47,7 @@ from e2p_lib.training import (
     check_resumable,
     data_fingerprint,
     load_checkpoint,
-    restore_rng_state,
+    restore_training_state,
     run_training_loop,
     save_checkpoint,
     seed_everything,
@@ -191,7 +191,6 @@ def train_ppo(policy: PromptPolicy, reward_fn: RewardFn, train_vectors: np.ndarr
         raise ValueError(f"train_vectors must be (n, {policy.config.embedding_dim}); got {train_vectors.shape}.")
     if config.surrogate_weight > 0 and forward_model is None:
         raise ValueError("surrogate_weight > 0 needs a forward_model (or set surrogate_weight=0).")
-    from transformers import get_scheduler
     from trl.experimental.utils import create_reference_model
     from trl.trainer.utils import disable_dropout_in_model
 
@@ -206,22 +205,12 @@ def train_ppo(policy: PromptPolicy, reward_fn: RewardFn, train_vectors: np.ndarr
     for model in (policy, reference):
         disable_dropout_in_model(model)
     reference.eval()
-    mapper = list(policy.mapper.parameters())
-    lm = [p for p in policy.lm.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW([{"params": mapper, "lr": config.mapper_learning_rate}]
-                                  + ([{"params": lm, "lr": config.learning_rate}] if lm else []),
-                                  weight_decay=config.weight_decay)
-    scheduler = get_scheduler(config.lr_scheduler, optimizer, int(config.warmup_fraction * config.max_steps),
-                              config.max_steps)
+    optimizer, scheduler, trainable = policy_optimizer(policy, config, config.max_steps)
     weights = TrainableWeights(policy)
     state, kl_coef = TrainState(), config.kl_coef
     if checkpoint is not None:
-        weights.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        state = TrainState.from_checkpoint(checkpoint)
+        state = restore_training_state(checkpoint, model=weights, optimizer=optimizer, scheduler=scheduler)
         kl_coef = float(checkpoint["extra"]["kl_coef"])
-        restore_rng_state(checkpoint["rng"])
     max_new_tokens = config.max_prompt_tokens or policy.config.max_prompt_tokens
 
     def train_step(step: int) -> dict[str, float]:
@@ -284,7 +273,7 @@ def train_ppo(policy: PromptPolicy, reward_fn: RewardFn, train_vectors: np.ndarr
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(mapper + lm, config.max_grad_norm)
+                    torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
                 optimizer.step()
                 update_stats.append({"policy_loss": float(loss.detach()), **stats})
                 entropies.append(float(masked_mean(entropy, mask[mb])))

@@ -36,7 +36,7 @@ from e2p_lib.training import (
     check_resumable,
     data_fingerprint,
     load_checkpoint,
-    restore_rng_state,
+    restore_training_state,
     run_training_loop,
     save_checkpoint,
     seed_everything,
@@ -95,6 +95,20 @@ class TrainableWeights:
                 self.params[name].copy_(value)
 
 
+def policy_optimizer(policy: PromptPolicy, config: TrainingConfig, total_steps: int):
+    """AdamW with two parameter groups (the mapping network starts from scratch and takes `mapper_learning_rate`;
+    the LM's trainable weights take `learning_rate`), its schedule, and the list of trainable parameters."""
+    from transformers import get_scheduler
+
+    mapper = list(policy.mapper.parameters())
+    lm = [p for p in policy.lm.parameters() if p.requires_grad]
+    groups = [{"params": mapper, "lr": config.mapper_learning_rate}] + (
+        [{"params": lm, "lr": config.learning_rate}] if lm else [])
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    scheduler = get_scheduler(config.lr_scheduler, optimizer, int(config.warmup_fraction * total_steps), total_steps)
+    return optimizer, scheduler, mapper + lm
+
+
 def _check_rows(vectors: np.ndarray, prompts: Sequence[str], dims: int, what: str) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[1] != dims or len(vectors) != len(prompts):
@@ -135,23 +149,12 @@ def train_policy(train_vectors: np.ndarray, train_prompts: Sequence[str], val_ve
     # 2. the model and its optimiser: two parameter groups (the mapper starts from scratch)
     policy = policy or PromptPolicy.from_pretrained_base(policy_config, device=config.device)
     policy.train()
-    mapper = [p for p in policy.mapper.parameters()]
-    lm = [p for p in policy.lm.parameters() if p.requires_grad]
-    groups = [{"params": mapper, "lr": config.mapper_learning_rate}] + (
-        [{"params": lm, "lr": config.learning_rate}] if lm else [])
-    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     total_steps = config.total_steps(len(train_prompts))
-    from transformers import get_scheduler
-
-    scheduler = get_scheduler(config.lr_scheduler, optimizer, int(config.warmup_fraction * total_steps), total_steps)
+    optimizer, scheduler, trainable = policy_optimizer(policy, config, total_steps)
     weights = TrainableWeights(policy)
     state = TrainState()
     if checkpoint is not None:  # resume: same weights, optimiser, schedule, RNG and history
-        weights.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        state = TrainState.from_checkpoint(checkpoint)
-        restore_rng_state(checkpoint["rng"])
+        state = restore_training_state(checkpoint, model=weights, optimizer=optimizer, scheduler=scheduler)
 
     val_take = np.arange(min(config.val_rows, len(val_prompts)))
 
@@ -162,7 +165,7 @@ def train_policy(train_vectors: np.ndarray, train_prompts: Sequence[str], val_ve
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(mapper + lm, config.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
         optimizer.step()
         scheduler.step()
         return {"loss": float(loss.detach())}

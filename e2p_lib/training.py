@@ -397,6 +397,21 @@ def check_resumable(checkpoint: Mapping[str, Any], config: TrainingConfig,
                          f"{saved_fingerprint[:12]}…, now {data_fingerprint[:12]}…). {fix}")
 
 
+def restore_training_state(checkpoint: Mapping[str, Any], *, model: Any, optimizer: torch.optim.Optimizer,
+                           scheduler: Any | None = None) -> TrainState:
+    """Continue a run: load the checkpoint's weights, optimiser, scheduler and RNG states; return its TrainState.
+
+    Call `check_resumable` first. `model` is anything with `load_state_dict` (a module, or a trainer's view of the
+    weights that train).
+    """
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    restore_rng_state(checkpoint["rng"])
+    return TrainState.from_checkpoint(checkpoint)
+
+
 # --- the loop --------------------------------------------------------------------------------------------------
 
 
