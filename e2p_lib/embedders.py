@@ -34,19 +34,20 @@ class Embedder(Protocol):
         ...
 
 
-def check_texts(texts: Sequence[str]) -> list[str]:
-    """Return `texts` as a list, or raise ValueError naming every position that is not a non-blank string."""
+def check_texts(texts: Sequence[str], *, verb: str = "embed()", noun: str = "input",
+                advice: str = "Drop or fill them before embedding; e2p never embeds them as zero vectors.") -> list[str]:
+    """Return `texts` as a list, or raise ValueError naming every position that is not a non-blank string.
+
+    `verb`, `noun` and `advice` word the errors for the caller (the LM environments check prompts with it too).
+    """
     if isinstance(texts, str):
-        raise TypeError("embed() takes a list of strings, not one string: wrap it as [text].")
+        raise TypeError(f"{verb} takes a list of {noun}s, not one string: wrap it as [{noun}].")
     texts = list(texts)
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
     if bad:
         shown = ", ".join(f"{i}: {texts[i]!r}" for i in bad[:5])
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise ValueError(
-            f"{len(bad)} input(s) are not non-empty strings ({shown}{more}). "
-            "Drop or fill them before embedding; e2p never embeds them as zero vectors."
-        )
+        raise ValueError(f"{len(bad)} {noun}(s) are not non-empty strings ({shown}{more}). {advice}")
     return texts
 
 

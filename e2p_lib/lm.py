@@ -59,6 +59,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from e2p_lib.embedders import check_texts
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_NEW_TOKENS = 128  # see the module docstring
@@ -79,18 +81,8 @@ BACKENDS = ("local", "openai")
 
 def check_prompts(prompts: Sequence[str]) -> list[str]:
     """`prompts` as a list, or raise naming every position that is not a non-blank string."""
-    if isinstance(prompts, str):
-        raise TypeError("generate() takes a list of prompts, not one string: wrap it as [prompt].")
-    prompts = list(prompts)
-    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]
-    if bad:
-        shown = ", ".join(f"{i}: {prompts[i]!r}" for i in bad[:5])
-        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise ValueError(
-            f"{len(bad)} prompt(s) are not non-empty strings ({shown}{more}). An LM cannot answer them; drop or "
-            "fill them first."
-        )
-    return prompts
+    return check_texts(prompts, verb="generate()", noun="prompt",
+                       advice="An LM cannot answer them; drop or fill them first.")
 
 
 def check_generation_args(n_prompts: int, max_new_tokens: int, temperature: float,
