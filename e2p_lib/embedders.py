@@ -34,14 +34,14 @@ class Embedder(Protocol):
         ...
 
 
-def check_texts(texts: Sequence[str], *, verb: str = "embed()", noun: str = "input",
+def check_texts(texts: Sequence[str], *, verb: str = "embed()", item: str = "text", noun: str = "input",
                 advice: str = "Drop or fill them before embedding; e2p never embeds them as zero vectors.") -> list[str]:
     """Return `texts` as a list, or raise ValueError naming every position that is not a non-blank string.
 
-    `verb`, `noun` and `advice` word the errors for the caller (the LM environments check prompts with it too).
+    `verb`, `item`, `noun` and `advice` word the errors for the caller (the LM environments check prompts too).
     """
     if isinstance(texts, str):
-        raise TypeError(f"{verb} takes a list of {noun}s, not one string: wrap it as [{noun}].")
+        raise TypeError(f"{verb} takes a list of {item}s, not one string: wrap it as [{item}].")
     texts = list(texts)
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
     if bad:

@@ -81,7 +81,7 @@ BACKENDS = ("local", "openai")
 
 def check_prompts(prompts: Sequence[str]) -> list[str]:
     """`prompts` as a list, or raise naming every position that is not a non-blank string."""
-    return check_texts(prompts, verb="generate()", noun="prompt",
+    return check_texts(prompts, verb="generate()", item="prompt", noun="prompt",
                        advice="An LM cannot answer them; drop or fill them first.")
 
 

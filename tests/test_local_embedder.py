@@ -48,7 +48,7 @@ def test_iter_embed_matches_embed(embedder):
 def test_bad_inputs_are_refused_not_embedded_as_zero_vectors():
     with pytest.raises(ValueError, match=r"2 input\(s\).*1: None.*2: ''"):
         check_texts(["ok", None, ""])
-    with pytest.raises(TypeError, match="wrap it as \\[input\\]"):
+    with pytest.raises(TypeError, match="wrap it as \\[text\\]"):
         check_texts("a bare string")
     with pytest.raises(ValueError, match="Unknown embedder backend 'cohere'"):
         make_embedder("cohere")
