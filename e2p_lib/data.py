@@ -75,6 +75,7 @@ import numpy as np
 import pandas as pd
 
 from e2p_lib import config
+from e2p_lib.atomic import write_atomically
 from e2p_lib.tokens import count_tokens
 
 logger = logging.getLogger(__name__)
@@ -221,19 +222,6 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def verify_sidecar(path: Path) -> None:
     """Raise if `path` has a `.sha256` sidecar and no longer matches it (truncated, edited, half-copied)."""
     sidecar = sidecar_path(path)
@@ -301,7 +289,7 @@ def download_file(remote: RemoteFile, path: Path) -> None:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
-    _write_atomically(sidecar_path(path), f"{observed_sha256}  {path.name}\n".encode("utf-8"))
+    write_atomically(sidecar_path(path), f"{observed_sha256}  {path.name}\n".encode("utf-8"))
     logger.info("Downloaded %s -> %s (%d bytes, sha256 %s)", remote.url, path, received_bytes, observed_sha256)
 
 

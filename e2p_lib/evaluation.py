@@ -48,7 +48,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from e2p_lib.data import _write_atomically
+from e2p_lib.atomic import write_atomically
 from e2p_lib.embedders import l2_normalise
 
 REFERENCE = "original prompt"  # the oracle: the target's own Alpaca prompt
@@ -444,10 +444,10 @@ def save_results(table: pd.DataFrame, folder: str | Path, name: str = "results")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = folder / f"{name}.csv", folder / f"{name}.json"
-    _write_atomically(csv_path, table.to_csv().encode("utf-8"))
+    write_atomically(csv_path, table.to_csv().encode("utf-8"))
     records = [{key: _json_value(value) for key, value in record.items()}
                for record in table.reset_index().to_dict(orient="records")]
-    _write_atomically(json_path, (json.dumps(records, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+    write_atomically(json_path, (json.dumps(records, indent=2, allow_nan=False) + "\n").encode("utf-8"))
     return csv_path, json_path
 
 

@@ -51,7 +51,8 @@ import orjson
 from tqdm.auto import tqdm
 
 from e2p_lib import config
-from e2p_lib.vectorstore import MAX_TOP_K, METRIC, Match, Record, VectorStore, _atomic_file, _fsync_dir, _shown
+from e2p_lib.atomic import atomic_file
+from e2p_lib.vectorstore import MAX_TOP_K, METRIC, Match, Record, VectorStore, _fsync_dir, _shown
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ class UploadJournal:
     def _rewrite(self) -> None:
         if not self.path.exists():
             return
-        with _atomic_file(self.path) as handle:
+        with atomic_file(self.path) as handle:
             handle.write(b"".join(orjson.dumps([d, i]) + b"\n" for i, d in self._digest_of.items()))
         _fsync_dir(self.path.parent)
 

@@ -50,7 +50,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from e2p_lib.data import _write_atomically
+from e2p_lib.atomic import write_atomically
 
 CHECKPOINT_FILE = "checkpoint.pt"  # model, optimiser, scheduler, RNG, history and the resolved config
 CONFIG_FILE = "config.json"  # the same resolved config, readable without torch
@@ -353,9 +353,9 @@ def save_checkpoint(
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     path = directory / CHECKPOINT_FILE
-    _write_atomically(path, buffer.getvalue())
+    write_atomically(path, buffer.getvalue())
     readable = {"config_class": payload["config_class"], "step": state.step, "config": payload["config"]}
-    _write_atomically(directory / CONFIG_FILE, (json.dumps(readable, indent=2) + "\n").encode("utf-8"))
+    write_atomically(directory / CONFIG_FILE, (json.dumps(readable, indent=2) + "\n").encode("utf-8"))
     return path
 
 

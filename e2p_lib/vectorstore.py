@@ -57,7 +57,6 @@ import math
 import numbers
 import os
 import re
-import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -65,7 +64,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -73,6 +72,7 @@ import orjson
 from tqdm.auto import tqdm
 
 from e2p_lib import config
+from e2p_lib.atomic import atomic_file
 
 DEFAULT_NAMESPACE = ""
 METRIC = "cosine"  # the only metric: every e2p embedder returns unit vectors, and cosine is what the seed used
@@ -451,24 +451,8 @@ STORE_FORMAT = "e2p-vectorstore/1"
 MAX_SEGMENTS = 32  # past this many segment files a namespace is compacted, so loading stays a handful of reads
 _MANIFEST = "manifest.json"
 _LOCK = ".lock"
-_TEMP_PREFIX = ".tmp-"
 _QUERY_BLOCK = 256  # query vectors scored at once: a (256, n) float32 score matrix is 53 MB at n = 52,002
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-@contextmanager
-def _atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """Write `path` via a temporary file in the same folder, fsync, then `os.replace`: all or nothing."""
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=_TEMP_PREFIX + path.name + ".")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def _fsync_dir(path: Path) -> None:
@@ -481,7 +465,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    with _atomic_file(path) as handle:
+    with atomic_file(path) as handle:
         handle.write(orjson.dumps(value))
 
 
@@ -707,7 +691,7 @@ class LocalVectorStore(VectorStore):
         number = state.manifest["next_segment"]
         name = f"{number:06d}"
         if vectors is not None:
-            with _atomic_file(folder / f"{name}.npy") as handle:
+            with atomic_file(folder / f"{name}.npy") as handle:
                 np.save(handle, vectors)
         payload = {"kind": kind, "ids": ids} if kind == "delete" else {"kind": kind, "ids": ids, "metadata": metadata}
         _write_json(folder / f"{name}.json", payload)

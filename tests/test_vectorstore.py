@@ -325,7 +325,7 @@ def test_a_process_killed_mid_write_leaves_the_last_commit_intact(tmp_path):
     assert store.query(vectors[25], top_k=20)[0][0].id in ids[:20]
     store.upsert(ids[20:], vectors[20:], metadata[20:])  # the next write works and sweeps the orphans
     assert store.count() == N_RECORDS
-    assert not any(p.name.startswith(".tmp-") for p in folder.iterdir())
+    assert not any(p.name.endswith(".part") for p in folder.iterdir())  # atomic_file's temporary files
 
 
 def test_a_failed_segment_write_leaves_no_partial_file(tmp_path, monkeypatch):
