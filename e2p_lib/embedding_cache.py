@@ -29,7 +29,7 @@ import logging
 import re
 import sqlite3
 import time
-from contextlib import closing, contextmanager
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from e2p_lib import config
 from e2p_lib.embedders import Embedder, check_texts
+from e2p_lib.sqlite_store import connect, select_in, write_transaction
 from e2p_lib.tokens import count_tokens
 
 log = logging.getLogger(__name__)
@@ -69,15 +70,11 @@ class EmbeddingCache:
         self.path = Path(path)
         self.model = model
         self.dimensions = int(dimensions)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we open transactions ourselves, one per batch. timeout: wait for other writers.
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; commits survive SIGKILL
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
+        self._db = connect(self.path)  # WAL, explicit transactions (one per batch), waits for other writers
         self._init_schema()
 
     def _init_schema(self) -> None:
-        with self._transaction() as db:
+        with write_transaction(self._db) as db:
             db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL, "
@@ -103,17 +100,6 @@ class EmbeddingCache:
             )
         self.created_at = meta["created_at"]
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: all of it is committed, or (on error or a killed process) none of it."""
-        self._db.execute("BEGIN IMMEDIATE")  # take the write lock now, so concurrent writers queue, not fail
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
     def meta(self) -> dict[str, str]:
         return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
 
@@ -122,15 +108,8 @@ class EmbeddingCache:
 
     def missing(self, keys: Sequence[str]) -> list[str]:
         """The keys (deduplicated, first-seen order) that have no vector yet."""
-        have = set()
-        unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), 900):  # SQLite caps bound parameters per statement
-            part = unique[start:start + 900]
-            rows = self._db.execute(
-                f"SELECT key FROM vectors WHERE key IN ({','.join('?' * len(part))})", part
-            ).fetchall()
-            have.update(r[0] for r in rows)
-        return [k for k in unique if k not in have]
+        have = {r[0] for r in select_in(self._db, "SELECT key FROM vectors WHERE key IN ({})", keys)}
+        return [k for k in dict.fromkeys(keys) if k not in have]
 
     def put(self, keys: Sequence[str], vectors: np.ndarray, tokens: Sequence[int | None] | None = None) -> None:
         """Store vectors for `keys` in one transaction (all or nothing); an existing key keeps its first vector."""
@@ -144,7 +123,7 @@ class EmbeddingCache:
             raise ValueError("put() got NaN or infinite values; the embedder returned a broken vector.")
         tokens = list(tokens) if tokens is not None else [None] * len(keys)
         now = time.time()
-        with self._transaction() as db:
+        with write_transaction(self._db) as db:
             db.executemany(
                 "INSERT OR IGNORE INTO vectors VALUES (?, ?, ?, ?)",
                 [(k, v.tobytes(), t, now) for k, v, t in zip(keys, vectors, tokens)],
@@ -152,14 +131,8 @@ class EmbeddingCache:
 
     def get(self, keys: Sequence[str]) -> np.ndarray:
         """Vectors for `keys` in order, (len(keys), dimensions); KeyError names any key not cached."""
-        found: dict[str, bytes] = {}
-        unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), 900):
-            part = unique[start:start + 900]
-            found.update(self._db.execute(
-                f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(part))})", part
-            ).fetchall())
-        absent = [k for k in unique if k not in found]
+        found: dict[str, bytes] = dict(select_in(self._db, "SELECT key, vector FROM vectors WHERE key IN ({})", keys))
+        absent = [k for k in dict.fromkeys(keys) if k not in found]
         if absent:
             raise KeyError(f"{len(absent)} text(s) are not in {self.path.name} (first key {absent[0][:12]}…).")
         out = np.empty((len(keys), self.dimensions), dtype=np.float32)
@@ -173,7 +146,7 @@ class EmbeddingCache:
             (pos, r.id, r.prompt, r.output, int(r.tokens), r.type, k)
             for pos, (r, k) in enumerate(zip(frame[RECORD_COLUMNS].itertuples(index=False), keys))
         ]
-        with self._transaction() as db:
+        with write_transaction(self._db) as db:
             db.execute("DELETE FROM records")
             db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
