@@ -20,6 +20,9 @@ from e2p_lib import config
 
 NOTEBOOKS_DIR = config.PROJECT_ROOT / "notebooks"
 
+# The target space of the full profile: what 01 embeds with and every later notebook reads.
+_OPENAI_SPACE = {"embedding_model": "openai/text-embedding-3-small", "embedding_dimensions": 1024}
+
 # Parameter overrides per profile and notebook. Unlisted parameters keep the notebook's own defaults, which are
 # the offline defaults (local MiniLM embedder, on-disk store, local SmolLM2).
 PROFILES: dict[str, dict[str, dict]] = {
@@ -32,10 +35,15 @@ PROFILES: dict[str, dict[str, dict]] = {
               "05_eval": {"eval_targets": 4, "best_of": 2, "answer_max_new_tokens": 16, "examples": 2}},
     # The default: the whole 5,000-row subset (or the 52,002 rows where downloaded) on 2 cores.
     "demo": {},
-    # A GPU box with keys: OpenAI embeddings at 1,024 dimensions on all 52,002 rows.
+    # A GPU box with OPENAI_API_KEY and PINECONE_API_KEY: OpenAI embeddings at 1,024 dimensions on all 52,002 rows,
+    # Pinecone for the store, the GPU presets and bigger training and evaluation. The environment stays the local
+    # SmolLM2 (fast on a GPU); -p environment=openai -p environment_model=... moves it to a chat endpoint.
     "full": {"01_embed": {"backend": "openai", "dimensions": 1024},
-             "02_pinecone": {"backend": "pinecone", "embedding_model": "openai/text-embedding-3-small",
-                             "embedding_dimensions": 1024}},
+             "02_pinecone": {"backend": "pinecone", **_OPENAI_SPACE},
+             "03_sft": {**_OPENAI_SPACE, "forward_preset": "gpu", "finetune": "full", "policy_batch_size": 32,
+                        "policy_max_steps": None, "policy_epochs": 1},
+             "04_rl": {**_OPENAI_SPACE, "steps": 200, "targets_per_step": 16, "samples_per_target": 8},
+             "05_eval": {**_OPENAI_SPACE, "store_backend": "pinecone", "eval_targets": 1000, "best_of": 8}},
 }
 
 

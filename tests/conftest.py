@@ -30,3 +30,12 @@ def smollm2_tokenizer():
     from e2p_lib.smollm import load_smollm2
 
     return load_smollm2(device="cpu")[1]
+
+
+@pytest.fixture
+def isolated_dirs(tmp_path, monkeypatch, alpaca_5000_path):
+    """Every artefact folder under tmp_path (a notebook kernel inherits the environment), the data at the subset."""
+    for var, sub in (("E2P_DATA_DIR", "data"), ("E2P_FIGURES_DIR", "figures"), ("E2P_REPORTS_DIR", "reports")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("E2P_ALPACA_PATH", str(alpaca_5000_path))
+    return tmp_path

@@ -13,15 +13,6 @@ from e2p_lib.vectorstore import make_vector_store
 from e2p_lib.run_notebooks import PROFILES, declared_parameters, notebook_paths, run_notebooks
 
 
-@pytest.fixture
-def isolated_dirs(tmp_path, monkeypatch, alpaca_5000_path):
-    """Point every artefact folder at tmp_path (the kernel inherits the environment) and the data at the subset."""
-    for var, sub in (("E2P_DATA_DIR", "data"), ("E2P_FIGURES_DIR", "figures"), ("E2P_REPORTS_DIR", "reports")):
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    monkeypatch.setenv("E2P_ALPACA_PATH", str(alpaca_5000_path))
-    return tmp_path
-
-
 def test_every_notebook_declares_the_parameters_its_profiles_set():
     for path in notebook_paths():
         for profile in PROFILES.values():
