@@ -168,6 +168,11 @@ class InversionResult:
     candidates: list[Candidate] = field(default_factory=list)  # every prompt proposed, all rounds, in order
     trajectory: list[Candidate] = field(default_factory=list)  # each round's pick: round 0, then each refinement
 
+    @property
+    def greedy_prompt(self) -> str:
+        """The first round's greedy prompt, what `best_of=1` returns: one best-of-N call also scores plain greedy."""
+        return next(c.prompt for c in self.candidates if c.step == 0 and c.source == "greedy")
+
     def candidates_frame(self) -> pd.DataFrame:
         """The candidates as a DataFrame (one row each), with a `picked` column marking each round's pick."""
         picked = {id(c) for c in self.trajectory}

@@ -184,6 +184,7 @@ def test_greedy_needs_no_environment_and_measure_answers_once(parts, policy):
     assert environment.received == [] and all(r.environment_calls == 0 and r.rerank is None for r in results)
     assert all(math.isnan(r.achieved_cosine) and r.answer is None for r in results)
     assert all(len(r.candidates) == 1 and r.trajectory == r.candidates for r in results)
+    assert [r.greedy_prompt for r in results] == [r.prompt for r in results]
     for r, target in zip(results, targets):  # the forward model's cosine, to the real target
         if r.prompt.strip():
             assert r.predicted_cosine == pytest.approx(float(inverter.forward_model.predict_cosine([r.prompt],
@@ -206,7 +207,7 @@ def test_best_of_n_by_the_environment_never_loses_to_greedy(parts, policy):
     for r, greedy_prompt in zip(results, greedy):
         assert r.rerank == "environment" and len(r.candidates) == 5
         assert [c.source for c in r.candidates] == ["greedy"] + ["sampled"] * 4
-        assert r.candidates[0].prompt == greedy_prompt
+        assert r.candidates[0].prompt == r.greedy_prompt == greedy_prompt
         achieved = [c.achieved_cosine for c in r.candidates]
         assert r.achieved_cosine == np.nanmax(achieved), "the pick is the candidate with the best real cosine"
         assert not r.achieved_cosine < r.candidates[0].achieved_cosine, "never below greedy (NaN if it is empty)"
