@@ -40,7 +40,8 @@ PROFILES: dict[str, dict[str, dict]] = {
     # SmolLM2 (fast on a GPU); -p environment=openai -p environment_model=... moves it to a chat endpoint.
     "full": {"01_embed": {"backend": "openai", "dimensions": 1024},
              "02_pinecone": {"backend": "pinecone", **_OPENAI_SPACE},
-             "03_sft": {**_OPENAI_SPACE, "forward_preset": "gpu", "finetune": "full", "policy_batch_size": 32, "policy_max_steps": None, "policy_epochs": 1},
+             "03_sft": {**_OPENAI_SPACE, "forward_preset": "gpu", "finetune": "full", "policy_batch_size": 32,
+                        "policy_max_steps": None, "policy_epochs": 1},
              "04_rl": {**_OPENAI_SPACE, "steps": 200, "targets_per_step": 16, "samples_per_target": 8},
              "05_eval": {**_OPENAI_SPACE, "store_backend": "pinecone", "eval_targets": 1000, "best_of": 8}},
 }
