@@ -116,7 +116,7 @@ def answer_cosines(answer_vectors: np.ndarray, target_vectors: np.ndarray) -> np
     """cosine(answer_i, target_i) per target, shape (n,); rows are L2-normalised first, so any scale is fine.
 
     A zero row (an answer that was never embedded) raises rather than scoring 0: embed a placeholder such as
-    "(no answer)" as `e2p_lib.rewards` does, or set that target's cosine to 0 yourself.
+    `NO_ANSWER` as `e2p_lib.rewards.embed_answers` does, or set that target's cosine to 0 yourself.
     """
     answers, targets = np.asarray(answer_vectors), np.asarray(target_vectors)
     if answers.ndim != 2 or answers.shape != targets.shape:

@@ -25,6 +25,16 @@ from e2p_lib.embedders import Embedder
 from e2p_lib.embedding_cache import embed_texts
 
 
+# What a blank answer (the LM stopped at once) is embedded as: a placeholder that scores like nothing said.
+NO_ANSWER = "(no answer)"
+
+
+def embed_answers(answers: Sequence[str], embedder: Embedder, cache_dir=None, show_progress: bool = True) -> np.ndarray:
+    """Embeddings of the environment's answers (cached), a blank answer embedded as `NO_ANSWER`."""
+    return embed_texts([a if a.strip() else NO_ANSWER for a in answers], embedder, cache_dir,
+                       show_progress=show_progress)
+
+
 @dataclass
 class RewardResult:
     """Real rewards for a batch of prompts, with the answers behind them and where the time went."""
@@ -66,9 +76,7 @@ class AnswerCosineReward:
                                    temperature=self.temperature, seed=self.seed)
             seconds["environment"] = time.perf_counter() - started
             started = time.perf_counter()
-            # An answer can be blank (the LM stopped at once): embed a placeholder that scores like nothing said.
-            vectors = embed_texts([a if a.strip() else "(no answer)" for a in got], self.embedder,
-                                  self.embedding_cache_dir, show_progress=False)
+            vectors = embed_answers(got, self.embedder, self.embedding_cache_dir, show_progress=False)
             seconds["embedding"] = time.perf_counter() - started
             for j, i in enumerate(answered):
                 answers[i] = got[j]

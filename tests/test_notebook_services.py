@@ -44,7 +44,8 @@ def test_openai_and_pinecone_notebooks_leave_no_key_in_reports_or_data(isolated_
         monkeypatch.setenv("PINECONE_API_KEY", PINECONE_KEY)
         monkeypatch.setenv("PINECONE_CONTROLLER_HOST", pinecone_server.url)
         run_notebooks("smoke", only=["01_embed"],
-                      overrides={"backend": "openai", "dimensions": 64, "limit": LIMIT})
+                      overrides={"backend": "openai", "dimensions": OPENAI_SPACE["embedding_dimensions"],
+                                 "limit": LIMIT})
         run_notebooks("smoke", only=["02_pinecone"], overrides={"backend": "pinecone", **OPENAI_SPACE})
 
         assert len(pinecone_server.stored("alpaca")) == LIMIT
@@ -80,7 +81,7 @@ def test_environment_set_to_openai_without_a_key_fails_before_loading_models(iso
 @pytest.mark.timeout(600)
 def test_notebook_set_to_pinecone_without_a_key_fails_naming_the_variable(isolated_dirs, no_keys, alpaca_5000_path):
     with LocalOpenAIServer(api_key="EMPTY") as server:  # only to fill a small cache for 02 to read
-        embedder = make_embedder("openai", dimensions=64, base_url=server.base_url, api_key="EMPTY")
+        embedder = make_embedder("openai", dimensions=OPENAI_SPACE["embedding_dimensions"], base_url=server.base_url, api_key="EMPTY")
         dataset = embed_dataset(load_alpaca(alpaca_5000_path, limit=8), embedder)
     assert np.allclose(np.linalg.norm(dataset.vectors, axis=1), 1, atol=1e-4)
 
