@@ -39,7 +39,7 @@ sys.path.insert(0, str(PROJECT_ROOT / "tests"))  # the local OpenAI server lives
 from openai_server import LocalOpenAIServer  # noqa: E402
 
 from e2p_lib.data import load_alpaca  # noqa: E402
-from e2p_lib.openai_embedder import OpenAIEmbedder  # noqa: E402
+from e2p_lib.embed.openai import OpenAIEmbedder  # noqa: E402
 
 ALPACA_5000 = PROJECT_ROOT.parent / "shared" / "data" / "alpaca_5000.json"
 TIER1_REQUESTS_PER_MINUTE, TIER1_TOKENS_PER_MINUTE = 3_000, 1_000_000
@@ -77,7 +77,7 @@ def wall_and_cpu_seconds_of(work) -> tuple[float, float]:
 
 
 def bench_local(texts: list[str], repeats: int) -> list[Row]:
-    from e2p_lib.embedders import LocalEmbedder
+    from e2p_lib.embed import LocalEmbedder
 
     embedder = LocalEmbedder(show_progress=False)
     model = embedder._model  # the same loaded weights, so only the wrapper differs
@@ -111,8 +111,8 @@ def bench_local(texts: list[str], repeats: int) -> list[Row]:
 
 
 def bench_cache(frame) -> list[Row]:
-    from e2p_lib.embedders import LocalEmbedder
-    from e2p_lib.embedding_cache import embed_dataset
+    from e2p_lib.embed import LocalEmbedder
+    from e2p_lib.embed.cache import embed_dataset
 
     embedder = LocalEmbedder(show_progress=False)
     with tempfile.TemporaryDirectory() as cache_dir:

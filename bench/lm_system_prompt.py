@@ -18,9 +18,9 @@ import argparse
 import numpy as np
 
 from e2p_lib.data import load_alpaca
-from e2p_lib.embedders import make_embedder
+from e2p_lib.embed import make_embedder
 from e2p_lib.lm import LocalChatLM
-from e2p_lib.answer_cache import CachedLM
+from e2p_lib.lm.cache import CachedLM
 from e2p_lib.tokens import count_tokens
 
 CANDIDATES = {

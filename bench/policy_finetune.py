@@ -29,9 +29,9 @@ LEARNING_RATES = {"lora": 2e-4, "full": 3e-5, "prefix": 2e-4}  # prefix: no LM w
 
 def train_one(spec: str, steps: int, batch_size: int, embedding_model: str, dimensions: int) -> dict:
     from e2p_lib.data import add_split
-    from e2p_lib.embedding_cache import load_embedded_dataset
-    from e2p_lib.policy import PolicyConfig
-    from e2p_lib.sft import PolicyTrainingConfig, train_policy
+    from e2p_lib.embed.cache import load_embedded_dataset
+    from e2p_lib.models.policy import PolicyConfig
+    from e2p_lib.train.sft import PolicyTrainingConfig, train_policy
 
     mode, _, rate = spec.partition(":")
     learning_rate = float(rate) if rate else LEARNING_RATES[mode]

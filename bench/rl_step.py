@@ -27,12 +27,12 @@ import pandas as pd
 import torch
 
 from e2p_lib.data import load_alpaca
-from e2p_lib.embedders import LocalEmbedder
-from e2p_lib.embedding_cache import embed_dataset
+from e2p_lib.embed import LocalEmbedder
+from e2p_lib.embed.cache import embed_dataset
 from e2p_lib.lm import LocalChatLM, make_lm
-from e2p_lib.policy import PolicyConfig, PromptPolicy
-from e2p_lib.rewards import AnswerCosineReward
-from e2p_lib.rl import PPOConfig, train_ppo
+from e2p_lib.models.policy import PolicyConfig, PromptPolicy
+from e2p_lib.train.rewards import AnswerCosineReward
+from e2p_lib.train.rl import PPOConfig, train_ppo
 
 
 def ppo_step_split(policy: PromptPolicy, targets: np.ndarray, embedder, steps: int, cache_dir: Path) -> pd.DataFrame:

@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from e2p_lib import config  # noqa: E402
-from e2p_lib.vectorstore import LocalVectorStore  # noqa: E402
+from e2p_lib.store import LocalVectorStore  # noqa: E402
 
 SHARED_ALPACA = config.PROJECT_ROOT.parent / "shared" / "data" / "alpaca_5000.json"
 TOP_K = 10
@@ -57,14 +57,14 @@ def real_workload():
     """Real Alpaca outputs embedded with the local MiniLM: the project's embedding cache if 01_embed filled it,
     else the shared 5,000-row subset embedded into a cache of the benchmark's own (the project cache's record
     list is left as the notebooks wrote it)."""
-    from e2p_lib.embedding_cache import load_embedded_dataset
+    from e2p_lib.embed.cache import load_embedded_dataset
 
     try:
         dataset = load_embedded_dataset(model=MINILM, dimensions=384)
     except FileNotFoundError:
         from e2p_lib.data import load_alpaca
-        from e2p_lib.embedders import LocalEmbedder
-        from e2p_lib.embedding_cache import embed_dataset
+        from e2p_lib.embed import LocalEmbedder
+        from e2p_lib.embed.cache import embed_dataset
 
         dataset = embed_dataset(load_alpaca(SHARED_ALPACA, download=False), LocalEmbedder(),
                                 cache_dir=config.data_dir() / "bench" / "embeddings")

@@ -1,7 +1,14 @@
 """e2p: given a target embedding, write a prompt whose answer lands close to it.
 
-The library behind the numbered notebooks: data (`e2p_lib.data`), embedders (`e2p_lib.embedders`), the embedding
-cache (`e2p_lib.embedding_cache`), and in later stages the vector store, the policy and the RL loop.
+The library behind the numbered notebooks, in packages that follow the data:
+- `data`, `tokens`, `config`: Alpaca loading and splits, token counts, folders and keys.
+- `embed` (base, local, openai, cache): embedders, `make_embedder`, the embedding cache.
+- `store` (base, filters, local, pinecone, retrieval): vector stores, `make_vector_store`, the retrieval baseline.
+- `lm` (base, local, smollm, openai, cache): environment LMs that answer prompts, `make_lm`, the answer cache.
+- `models` (forward, policy) and `train` (loop, sft, rl, rewards): the forward model, the prompt policy, their training.
+- `evaluate` (metrics, plots), `plots` (figures of 01-04), `clients` (OpenAI client set-up, rate limiter).
+- `atomic`, `sqlite_store`: all-or-nothing file writes and the SQLite helpers the caches share.
+- `invert`: the inversion API, re-exported here; `run_notebooks`: runs the notebooks headless.
 """
 
 __version__ = "0.1.0"

@@ -2,7 +2,7 @@
 
 Bytes go to a temporary file in the same folder (so the rename cannot cross filesystems), are flushed and fsync'd,
 then `os.replace`d over the target; any failure removes the temporary file. Callers that also need the rename to
-survive a power cut fsync the folder afterwards (the vector store does).
+survive a power cut fsync the folder afterwards with `fsync_dir` (the vector stores do).
 """
 
 from __future__ import annotations
@@ -34,3 +34,12 @@ def write_atomically(path: str | os.PathLike, data: bytes) -> None:
     """Replace `path` with `data`, all or nothing."""
     with atomic_file(path) as handle:
         handle.write(data)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames inside `path` durable (a crash right after os.replace must not undo it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -68,10 +68,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from e2p_lib.embedders import Embedder, check_texts, l2_normalise
-from e2p_lib.embedding_cache import embed_texts
-from e2p_lib.lm import DEFAULT_MAX_NEW_TOKENS
-from e2p_lib.rewards import AnswerCosineReward
+from e2p_lib.embed.base import Embedder, check_texts, l2_normalise
+from e2p_lib.embed.cache import embed_texts
+from e2p_lib.lm.base import DEFAULT_MAX_NEW_TOKENS
+from e2p_lib.train.rewards import AnswerCosineReward
 
 RERANK_METHODS = ("forward", "environment")
 POLICY_RUNS = ("policy-rl", "policy-sft")  # under models_dir(), most trained first (04_rl, then 03_sft)
@@ -460,8 +460,8 @@ def default_policy_dir() -> Path:
         FileNotFoundError: neither exists.
     """
     from e2p_lib.config import models_dir
-    from e2p_lib.policy import CONFIG_FILE
-    from e2p_lib.sft import POLICY_FOLDER
+    from e2p_lib.models.policy import CONFIG_FILE
+    from e2p_lib.train.sft import POLICY_FOLDER
 
     folders = [models_dir() / run / POLICY_FOLDER for run in POLICY_RUNS]
     for folder in folders:
@@ -474,7 +474,7 @@ def default_policy_dir() -> Path:
 def default_forward_model_dir() -> Path | None:
     """The forward model `load_inverter` uses: `models_dir()/forward-transformer`, else `forward-mlp`, else None."""
     from e2p_lib.config import models_dir
-    from e2p_lib.training import CHECKPOINT_FILE
+    from e2p_lib.train.loop import CHECKPOINT_FILE
 
     for run in FORWARD_MODEL_RUNS:
         if (models_dir() / run / CHECKPOINT_FILE).is_file():
@@ -499,9 +499,9 @@ def load_inverter(policy_dir: str | Path | None = None, forward_model_dir: str |
         FileNotFoundError: no trained policy (run 03_sft / 04_rl), or no forward model in `forward_model_dir`.
         ValueError: the pieces are of different vector spaces.
     """
-    from e2p_lib.embedders import embedder_from_name, make_embedder
-    from e2p_lib.forward_model import ForwardModel
-    from e2p_lib.policy import PromptPolicy
+    from e2p_lib.embed import embedder_from_name, make_embedder
+    from e2p_lib.models.forward import ForwardModel
+    from e2p_lib.models.policy import PromptPolicy
 
     if forward_model_dir is True:
         raise ValueError("forward_model_dir=True is ambiguous: pass a folder, None (the default one) or False.")

@@ -27,7 +27,7 @@ def alpaca_5000_path() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_tokenizer():
     """SmolLM2's real tokenizer (chat template included), from the converted cache; tiny test models share it."""
-    from e2p_lib.smollm import load_smollm2
+    from e2p_lib.lm.smollm import load_smollm2
 
     return load_smollm2(device="cpu")[1]
 

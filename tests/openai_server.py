@@ -44,7 +44,7 @@ from typing import Any, Callable, Collection
 
 import numpy as np
 
-from e2p_lib.ratelimit import RateLimiter
+from e2p_lib.clients.ratelimit import RateLimiter
 from e2p_lib.tokens import count_tokens, encoding
 
 # Native sizes of OpenAI's embedding models; `dimensions` truncates (text-embedding-3-*) before normalising.
@@ -185,7 +185,7 @@ def _embeddings(body: dict) -> RoutedRequest:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# POST /v1/chat/completions (added for e2p_lib.openai_lm)
+# POST /v1/chat/completions (added for e2p_lib.lm.openai)
 
 CHAT_MODELS = {"gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1-nano"}
 CHAT_ROLES = {"system", "developer", "user", "assistant"}

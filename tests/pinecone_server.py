@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 
-from e2p_lib.vectorstore import compile_filter
+from e2p_lib.store import compile_filter
 
 MAX_VECTORS_PER_UPSERT = 1_000
 MAX_REQUEST_BYTES = 2 * 1024 * 1024

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from e2p_lib.embedders import DEFAULT_LOCAL_MODEL
-from e2p_lib.embedding_cache import (
+from e2p_lib.embed import DEFAULT_LOCAL_MODEL
+from e2p_lib.embed.cache import (
     EmbeddingCache,
     cache_path,
     embed_dataset,
@@ -167,8 +167,8 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 CRASH_SCRIPT = textwrap.dedent("""
     import sys
     from e2p_lib.data import load_alpaca
-    from e2p_lib.embedders import LocalEmbedder
-    from e2p_lib.embedding_cache import embed_dataset
+    from e2p_lib.embed import LocalEmbedder
+    from e2p_lib.embed.cache import embed_dataset
 
     class Announcing(LocalEmbedder):
         # Tells the parent each time a chunk has been computed, so it can kill us mid-run.

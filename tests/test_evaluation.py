@@ -1,4 +1,4 @@
-"""Evaluation metrics and plots (e2p_lib.evaluation, e2p_lib.evaluation_plots) on hand-made cases."""
+"""Evaluation metrics and plots (e2p_lib.evaluate.metrics, e2p_lib.evaluate.plots) on hand-made cases."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 import torch
 from matplotlib.collections import LineCollection
 
-from e2p_lib import evaluation as ev
-from e2p_lib import evaluation_plots as evp
+from e2p_lib.evaluate import metrics as ev
+from e2p_lib.evaluate import plots as evp
 from tiny import unit_vectors
 
 N = 30  # targets in the hand-made evaluations: enough for a bootstrap, small enough to be instant

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-import e2p_lib.forward_model as fm
-from e2p_lib.embedders import LocalEmbedder, default_local_model_path
-from e2p_lib.embedding_cache import EmbeddingCache, cache_path
-from e2p_lib.forward_model import (EncoderForwardNet, ForwardModel, ForwardModelConfig, MLPForwardNet, build_network,
-                                   cosine_table, embed_texts, evaluate_forward_model, fit_ridge, forward_baselines,
-                                   forward_model_config, train_forward_model)
-from e2p_lib.training import load_checkpoint
+import e2p_lib.models.forward as fm
+from e2p_lib.embed import LocalEmbedder, default_local_model_path
+from e2p_lib.embed.cache import EmbeddingCache, cache_path
+from e2p_lib.models.forward import (EncoderForwardNet, ForwardModel, ForwardModelConfig, MLPForwardNet, build_network,
+                                    cosine_table, embed_texts, evaluate_forward_model, fit_ridge, forward_baselines,
+                                    forward_model_config, train_forward_model)
+from e2p_lib.train.loop import load_checkpoint
 
 PROMPTS = [
     "Name three primary colours.", "Translate 'good morning' into French.", "Write a haiku about the sea.",

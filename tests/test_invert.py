@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from e2p_lib.forward_model import ForwardModel, MLPForwardNet, forward_model_config
+from e2p_lib.models.forward import ForwardModel, MLPForwardNet, forward_model_config
 from e2p_lib.invert import (Inverter, default_forward_model_dir, default_policy_dir, feedback_target,
                             invert_embeddings, invert_strings, load_inverter, results_frame, slerp)
 from e2p_lib.lm import ChatLM

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from e2p_lib.answer_cache import AnswerCache, CachedLM, answer_key, cache_path, generation_params
+from e2p_lib.lm.cache import AnswerCache, CachedLM, answer_key, cache_path, generation_params
 from e2p_lib.lm import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_SYSTEM_PROMPT,
@@ -27,7 +27,7 @@ from e2p_lib.lm import (
     make_prompt_sampler,
     prompt_seed,
 )
-from e2p_lib.openai_lm import GenerationRunError, OpenAIChatLM
+from e2p_lib.lm.openai import GenerationRunError, OpenAIChatLM
 from e2p_lib.sqlite_store import write_transaction
 from openai_server import LocalOpenAIServer, expected_chat_answer
 
@@ -141,7 +141,7 @@ def test_cache_keeps_the_first_answer_and_rolls_back_a_failed_batch(tmp_path):
 
 WRITER_SCRIPT = textwrap.dedent("""
     import sys
-    from e2p_lib.answer_cache import AnswerCache
+    from e2p_lib.lm.cache import AnswerCache
 
     path, start = sys.argv[1], int(sys.argv[2])
     with AnswerCache(path) as cache:  # keys start..start+199 in batches of 20; the answer is a function of the key
@@ -314,8 +314,8 @@ def test_a_failed_run_keeps_what_finished_and_the_rerun_asks_only_for_the_rest(t
 
 KILLED_SCRIPT = textwrap.dedent("""
     import sys
-    from e2p_lib.answer_cache import CachedLM
-    from e2p_lib.openai_lm import OpenAIChatLM
+    from e2p_lib.lm.cache import CachedLM
+    from e2p_lib.lm.openai import OpenAIChatLM
 
     base_url, cache_dir, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     lm = CachedLM(OpenAIChatLM(base_url=base_url, api_key="sk-test", max_concurrency=1, verbose=False), cache_dir)
@@ -370,7 +370,7 @@ def test_make_lm_refuses_unknown_backends_and_contradictions(tmp_path):
 @pytest.fixture(scope="session")
 def smollm2_dir(tmp_path_factory) -> Path:
     """SmolLM2 converted from the packaged GGUF once per session, into a temporary folder."""
-    from e2p_lib.smollm import smollm2_path
+    from e2p_lib.lm.smollm import smollm2_path
 
     return smollm2_path(tmp_path_factory.mktemp("models") / "smollm2")
 
@@ -402,7 +402,7 @@ def local_lm(shared_local_lm):
 
 
 def test_a_half_written_model_folder_is_refused_not_loaded(tmp_path):
-    from e2p_lib.smollm import smollm2_path
+    from e2p_lib.lm.smollm import smollm2_path
 
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(RuntimeError, match="not a complete SmolLM2 cache.*Delete the folder"):
@@ -410,7 +410,7 @@ def test_a_half_written_model_folder_is_refused_not_loaded(tmp_path):
 
 
 def test_bad_dtype_and_device_are_refused_before_loading(tmp_path):
-    from e2p_lib.smollm import load_smollm2, resolve_device
+    from e2p_lib.lm.smollm import load_smollm2, resolve_device
 
     with pytest.raises(ValueError, match="dtype='fp8' is not one of"):
         load_smollm2("cpu", "fp8", cache_dir=tmp_path)
@@ -423,7 +423,7 @@ def test_bad_dtype_and_device_are_refused_before_loading(tmp_path):
 @pytest.mark.slow
 def test_conversion_is_faithful_and_later_loads_use_the_cache(smollm2_dir, monkeypatch):
     import gguf
-    from e2p_lib import smollm
+    from e2p_lib.lm import smollm
 
     assert sorted(p.name for p in smollm2_dir.parent.iterdir()) == ["smollm2"], "no staging folder left behind"
     assert all((smollm2_dir / name).is_file() for name in smollm.CACHE_FILES)

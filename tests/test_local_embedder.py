@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from e2p_lib.embedders import (
+from e2p_lib.embed import (
     DEFAULT_LOCAL_MODEL,
     Embedder,
     LocalEmbedder,

@@ -8,8 +8,8 @@ import pytest
 from papermill.exceptions import PapermillExecutionError
 
 from e2p_lib.data import load_alpaca
-from e2p_lib.embedding_cache import embed_dataset
-from e2p_lib.embedders import make_embedder
+from e2p_lib.embed.cache import embed_dataset
+from e2p_lib.embed import make_embedder
 from e2p_lib.run_notebooks import run_notebooks
 from tests.openai_server import LocalOpenAIServer
 from tests.pinecone_server import PineconeServer

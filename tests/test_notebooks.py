@@ -7,9 +7,9 @@ import json
 import nbformat
 import pytest
 
-from e2p_lib.embedders import DEFAULT_LOCAL_MODEL
-from e2p_lib.embedding_cache import load_embedded_dataset
-from e2p_lib.vectorstore import make_vector_store
+from e2p_lib.embed import DEFAULT_LOCAL_MODEL
+from e2p_lib.embed.cache import load_embedded_dataset
+from e2p_lib.store import make_vector_store
 from e2p_lib.run_notebooks import PROFILES, declared_parameters, notebook_paths, run_notebooks
 
 

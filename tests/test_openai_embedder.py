@@ -11,8 +11,8 @@ import numpy as np
 import openai
 import pytest
 
-from e2p_lib.embedders import l2_normalise, make_embedder
-from e2p_lib.openai_embedder import EmbeddingRunError, OpenAIEmbedder, plan_batches
+from e2p_lib.embed import l2_normalise, make_embedder
+from e2p_lib.embed.openai import EmbeddingRunError, OpenAIEmbedder, plan_batches
 from e2p_lib.tokens import count_tokens, truncate_to_tokens
 from openai_server import LocalOpenAIServer, expected_embedding
 

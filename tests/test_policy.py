@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from e2p_lib.policy import PolicyConfig, PromptPolicy
-from e2p_lib.sft import PolicyTrainingConfig, train_policy
+from e2p_lib.models.policy import PolicyConfig, PromptPolicy
+from e2p_lib.train.sft import PolicyTrainingConfig, train_policy
 from tiny import tiny_policy, unit_vectors
 
 

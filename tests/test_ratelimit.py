@@ -1,5 +1,5 @@
-"""Unit tests of e2p_lib.ratelimit: buckets and cooldown on a fake clock (no sleeping), header parsing, the retry
-policy on real `openai` exception objects, and the threaded runner on a plain Python call."""
+"""Unit tests of e2p_lib.clients.ratelimit: buckets and cooldown on a fake clock (no sleeping), header parsing, the
+retry policy on real `openai` exception objects, and the threaded runner on a plain Python call."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import openai
 import pytest
 
-from e2p_lib.ratelimit import (
+from e2p_lib.clients.ratelimit import (
     Job,
     RateLimiter,
     RetryHints,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from e2p_lib.retrieval import COLUMNS, nearest_prompt
-from e2p_lib.vectorstore import LocalVectorStore
+from e2p_lib.store.retrieval import COLUMNS, nearest_prompt
+from e2p_lib.store import LocalVectorStore
 
 DIMENSIONS = 16  # tiny: enough for 10 well-separated pairs
 N_PAIRS = 10

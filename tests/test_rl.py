@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from e2p_lib.rl import (
+from e2p_lib.train.rl import (
     PPOConfig,
     adapt_kl_coef,
     clipped_surrogate_loss,
@@ -35,7 +35,7 @@ def red_blue_policy(smollm2_tokenizer):
     A randomly initialised model spreads its probability over 49k tokens, where no reward is learnable in a few
     steps; after this SFT it writes only those two words, so PPO's effect on their balance shows at once.
     """
-    from e2p_lib.sft import PolicyTrainingConfig, train_policy
+    from e2p_lib.train.sft import PolicyTrainingConfig, train_policy
 
     rng = np.random.default_rng(0)
     prompts = [" ".join(rng.choice(["red", "blue"], 4)) for _ in range(32)]
@@ -123,9 +123,9 @@ def test_resume_continues_the_same_run(red_blue_policy, tmp_path):
 
 @pytest.mark.slow
 def test_one_real_step_with_smollm2_environment_and_minilm(smollm2_tokenizer, tmp_path):
-    from e2p_lib.embedders import LocalEmbedder
+    from e2p_lib.embed import LocalEmbedder
     from e2p_lib.lm import make_lm
-    from e2p_lib.rewards import AnswerCosineReward
+    from e2p_lib.train.rewards import AnswerCosineReward
 
     embedder = LocalEmbedder(show_progress=False)
     targets = embedder.embed(["Paris is the capital of France.", "Water boils at 100 degrees Celsius."])

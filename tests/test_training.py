@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from e2p_lib.training import (CHECKPOINT_FILE, CONFIG_FILE, LossHistory, TrainingConfig, TrainState, batch_indices,
-                              capture_rng_state, check_resumable, data_fingerprint, is_due, load_checkpoint,
-                              resolve_device,
-                              restore_rng_state, run_training_loop, save_checkpoint, seed_everything)
+from e2p_lib.train.loop import (CHECKPOINT_FILE, CONFIG_FILE, LossHistory, TrainingConfig, TrainState, batch_indices,
+                                capture_rng_state, check_resumable, data_fingerprint, is_due, load_checkpoint,
+                                resolve_device,
+                                restore_rng_state, run_training_loop, save_checkpoint, seed_everything)
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from e2p_lib.config import PROJECT_ROOT
-from e2p_lib.pinecone_store import MAX_METADATA_BYTES, PineconeVectorStore, fit_metadata, pack_requests
-from e2p_lib.vectorstore import LocalVectorStore, Match, compile_filter, make_vector_store
+from e2p_lib.store.pinecone import MAX_METADATA_BYTES, PineconeVectorStore, fit_metadata, pack_requests
+from e2p_lib.store import LocalVectorStore, Match, compile_filter, make_vector_store
 from pinecone_server import MAX_REQUEST_BYTES, PineconeServer
 
 DIMENSIONS = 8  # tiny: the contract is about behaviour, not scale
@@ -301,7 +301,7 @@ def test_a_process_killed_mid_write_leaves_the_last_commit_intact(tmp_path):
     child = textwrap.dedent(f"""
         import os, sys
         sys.path[:0] = [{str(PROJECT_ROOT)!r}, {str(PROJECT_ROOT / "tests")!r}]
-        from e2p_lib import vectorstore
+        from e2p_lib.store import local as vectorstore
         from test_vectorstore import seed_records
         ids, vectors, metadata = seed_records()
         store = vectorstore.LocalVectorStore("crash", {DIMENSIONS}, root={str(tmp_path)!r})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from e2p_lib.policy import PolicyConfig, PromptPolicy, _prepare_lm
+from e2p_lib.models.policy import PolicyConfig, PromptPolicy, _prepare_lm
 
 DIMS = 12  # target vector size in unit tests (MiniLM's 384 is not needed to test the plumbing)
 

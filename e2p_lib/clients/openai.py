@@ -1,11 +1,11 @@
 """How e2p sets up the official OpenAI SDK: one place for the key, the client, the pacing and the redaction.
 
-Shared by every OpenAI-backed component (the chat LM in `e2p_lib.openai_lm`; the embedder can use it too):
+Shared by every OpenAI-backed component (the chat LM in `e2p_lib.lm.openai`; the embedder can use it too):
 
 - `resolve_api_key(api_key)`: the argument, else OPENAI_API_KEY (from the environment or the git-ignored `.env`);
   a clear error naming the variable when neither is set.
-- `make_client(...)`: an `openai.OpenAI` with the SDK's own retries off (`max_retries=0`), so `e2p_lib.ratelimit`'s
-  policy alone decides when to retry, and a per-request timeout.
+- `make_client(...)`: an `openai.OpenAI` with the SDK's own retries off (`max_retries=0`), so
+  `e2p_lib.clients.ratelimit`'s policy alone decides when to retry, and a per-request timeout.
 - `make_pacing(...)`: the `RateLimiter` and `RetryPolicy` built from a component's user-facing parameters.
 - `redact(text, key)` and `chainable(error, key)`: the key never reaches a message, a repr or a traceback.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from e2p_lib.ratelimit import RateLimiter, RetryPolicy
+from e2p_lib.clients.ratelimit import RateLimiter, RetryPolicy
 
 API_KEY_ENV = "OPENAI_API_KEY"
 

@@ -15,7 +15,7 @@ the whole batch or none of it (no lost or duplicated rows, no half-written file)
 the same cache at once. It ships with Python.
 
     >>> from e2p_lib.data import load_alpaca
-    >>> from e2p_lib.embedders import make_embedder
+    >>> from e2p_lib.embed import make_embedder
     >>> ds = embed_dataset(load_alpaca(limit=100), make_embedder("local"))
     >>> ds.vectors.shape, ds.frame.columns.tolist()
     ((100, 384), ['id', 'prompt', 'output', 'tokens', 'type'])
@@ -39,7 +39,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from e2p_lib import config
-from e2p_lib.embedders import Embedder, check_texts
+from e2p_lib.embed.base import Embedder, check_texts
 from e2p_lib.sqlite_store import connect, select_in, write_transaction
 from e2p_lib.tokens import count_tokens
 

@@ -8,7 +8,7 @@ L2-normalised, input order) with the official `openai` SDK. `base_url` points it
     >>> embedder.estimate_cost(texts)                            # (tokens, dollars), before spending anything
     (281771, 0.00563542)
     >>> for rows, vectors in embedder.iter_embed(texts):         # batches in completion order: save each one
-    ...     save(rows, vectors)                                  # (e2p_lib.embedding_cache does this)
+    ...     save(rows, vectors)                                  # (e2p_lib.embed.cache does this)
 
 What happens to the texts:
 1. `check_texts` refuses None, non-strings and blank strings, naming their positions.
@@ -17,7 +17,7 @@ What happens to the texts:
 3. Texts are grouped in input order into requests of at most `batch_size` inputs (OpenAI allows 2,048) and
    300,000 tokens, and never more tokens than the token bucket holds.
 4. The token count and a dollar estimate (`price_per_million_tokens`) are logged and, with `verbose`, printed.
-5. Requests run on `max_concurrency` threads through `e2p_lib.ratelimit`: paced on requests AND tokens per
+5. Requests run on `max_concurrency` threads through `e2p_lib.clients.ratelimit`: paced on requests AND tokens per
    minute, retried on 429 / 5xx / timeouts with the server's retry headers or backoff with jitter, a 429
    pausing every worker. The SDK's own retries are off (`max_retries=0`) so one policy decides.
 6. A summary (requests, tokens, 429s, retries, failures, seconds) is logged and, with `verbose`, printed.
@@ -26,7 +26,7 @@ If a request still fails after `max_attempts`, `iter_embed` first yields every b
 `EmbeddingRunError` saying which rows failed and how many succeeded; `embed` attaches the completed rows to it
 (`completed_rows`, `completed_vectors`), so nothing that was paid for is lost.
 
-The key comes from `api_key` or the `OPENAI_API_KEY` environment variable (`e2p_lib.openai_client`). It is handed
+The key comes from `api_key` or the `OPENAI_API_KEY` environment variable (`e2p_lib.clients.openai`). It is handed
 to the SDK client, kept privately only to scrub it from error text, and never printed, logged, shown by `repr`, or
 left in an exception message or its chained cause.
 """
@@ -40,9 +40,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from e2p_lib.embedders import check_texts, l2_normalise
-from e2p_lib.openai_client import chainable, make_client, make_pacing, redact
-from e2p_lib.ratelimit import Job, RunFailedError, StatusTracker, check_max_concurrency, run_rate_limited
+from e2p_lib.clients.openai import chainable, make_client, make_pacing, redact
+from e2p_lib.clients.ratelimit import Job, RunFailedError, StatusTracker, check_max_concurrency, run_rate_limited
+from e2p_lib.embed.base import check_texts, l2_normalise
 from e2p_lib.tokens import count_tokens, truncate_to_tokens
 
 logger = logging.getLogger(__name__)

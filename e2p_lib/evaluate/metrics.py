@@ -3,7 +3,7 @@
 Every method is scored the same way: its prompt for each target is answered by the same environment LM
 (`e2p_lib.lm`) and the answer is embedded by the same embedder as the targets, so the headline number,
 `cosine(target, embed(answer))`, is comparable across methods. The notebook builds, per method, one prompt, one
-answer and one answer vector per target; this module turns them into numbers and `e2p_lib.evaluation_plots` into
+answer and one answer vector per target; this module turns them into numbers and `e2p_lib.evaluate.plots` into
 figures.
 
     >>> cosines = {name: answer_cosines(vectors, targets) for name, vectors in answer_vectors.items()}
@@ -49,10 +49,10 @@ import numpy as np
 import pandas as pd
 
 from e2p_lib.atomic import write_atomically
-from e2p_lib.embedders import l2_normalise
+from e2p_lib.embed.base import l2_normalise
 
 REFERENCE = "original prompt"  # the oracle: the target's own Alpaca prompt
-RETRIEVAL = "nearest neighbour"  # the prompt of the nearest stored output (e2p_lib.retrieval)
+RETRIEVAL = "nearest neighbour"  # the prompt of the nearest stored output (e2p_lib.store.retrieval)
 TIE_TOLERANCE = 1e-6  # cosines closer than this tie (float32 rounding, not a real difference)
 CONFIDENCE = 0.95
 # Where SmolLM2-Instruct meets a prompt: a ChatML user turn. Scoring prompts there measures how natural they are as
@@ -116,7 +116,7 @@ def answer_cosines(answer_vectors: np.ndarray, target_vectors: np.ndarray) -> np
     """cosine(answer_i, target_i) per target, shape (n,); rows are L2-normalised first, so any scale is fine.
 
     A zero row (an answer that was never embedded) raises rather than scoring 0: embed a placeholder such as
-    `NO_ANSWER` as `e2p_lib.rewards.embed_answers` does, or set that target's cosine to 0 yourself.
+    `NO_ANSWER` as `e2p_lib.train.rewards.embed_answers` does, or set that target's cosine to 0 yourself.
     """
     answers, targets = np.asarray(answer_vectors), np.asarray(target_vectors)
     if answers.ndim != 2 or answers.shape != targets.shape:
@@ -282,7 +282,7 @@ def perplexity(prompts: Sequence[str], model, tokenizer, *, batch_size: int = 16
     Each prompt is scored after `context`, whose tokens are fed but not scored (the first token of a prompt needs
     something to be predicted from). Context and prompt are tokenised apart, without special tokens, so a prompt's
     tokens are exactly `tokenizer(prompt)`'s. The end-of-turn token is not scored: this measures the wording, not
-    where it stops (`e2p_lib.rewards.degeneracy` covers prompts that run into the length cap).
+    where it stops (`e2p_lib.train.rewards.degeneracy` covers prompts that run into the length cap).
 
     Prompts are sorted by length and batched (right padding, `batch_size` per forward pass) to waste little on
     padding; the model is put in eval mode for the call and restored after. Float32 models give the same values
@@ -290,7 +290,7 @@ def perplexity(prompts: Sequence[str], model, tokenizer, *, batch_size: int = 16
 
     Args:
         prompts: the prompts; blank ones get NaN.
-        model: a causal LM (e.g. SmolLM2 from `e2p_lib.smollm.load_smollm2`), on any device.
+        model: a causal LM (e.g. SmolLM2 from `e2p_lib.lm.smollm.load_smollm2`), on any device.
         tokenizer: its tokenizer.
         batch_size: prompts per forward pass; memory grows with batch_size * length * vocabulary (49k for SmolLM2).
         context: text before each prompt; the default suits ChatML models such as SmolLM2-Instruct.

@@ -1,8 +1,8 @@
 """Figures for 05_eval: how each method's answer cosines are distributed and where its answers land.
 
 Each function returns a matplotlib Figure; save it with `e2p_lib.plots.save_figure(fig, "05_<name>")`. Inputs are
-the same dicts `e2p_lib.evaluation` takes (method name -> one value per target, every method on the same targets in
-the same order), and every figure gives a method the same colour (`method_colours`, by the dict's order), so the
+the same dicts `e2p_lib.evaluate.metrics` takes (method name -> one value per target, every method on the same
+targets in the same order), and every figure gives a method the same colour (`method_colours`, by the dict's order), so the
 figures of one notebook read together.
 
     >>> plot_cosine_distributions(cosines)                 # violins (or kind="box"), mean marked
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.collections import LineCollection
 
-from e2p_lib.evaluation import REFERENCE, RETRIEVAL, check_cosines
+from e2p_lib.evaluate.metrics import REFERENCE, RETRIEVAL, check_cosines
 
 COSINE_LABEL = "cosine(answer, target)"
 
@@ -166,7 +166,7 @@ def plot_win_rates(summary: pd.DataFrame, reference: str = REFERENCE, retrieval:
               if column in summary and summary[column].notna().any()]
     if not series:
         raise ValueError(f"The table has no win rates (columns win_vs_reference / win_vs_retrieval, not all NaN); "
-                         f"its columns are {list(summary.columns)}. Pass the output of evaluation.summarise.")
+                         f"its columns are {list(summary.columns)}. Pass the output of metrics.summarise.")
     positions = np.arange(len(summary))[::-1]  # first method on top
     height = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(7, 0.55 * len(summary) + 1.5))

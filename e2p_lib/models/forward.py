@@ -14,7 +14,7 @@ Both heads are residual with a zero-initialised last layer, so an untrained mode
 embedding (the first baseline) and training only has to learn the correction. The loss is MSE between the raw
 prediction and the unit target ("cosine" = 1 - cosine as an option); predictions are L2-normalised afterwards.
 
-    >>> from e2p_lib.embedders import LocalEmbedder
+    >>> from e2p_lib.embed import LocalEmbedder
     >>> embedder = LocalEmbedder()
     >>> config = forward_model_config("mlp", output_dir="data/models/forward-mlp")       # the CPU preset
     >>> model, history = train_forward_model(train_prompts, train_vectors, val_prompts, val_vectors, config,
@@ -25,7 +25,7 @@ prediction and the unit target ("cosine" = 1 - cosine as an option); predictions
     >>> baselines = forward_baselines(train_prompts, train_vectors, val_prompts, val_vectors, test_prompts, embedder)
     >>> evaluate_forward_model({"mlp": model}, test_prompts, test_vectors, baselines)   # method, mean/median cosine, n
 
-Training (see `e2p_lib.training`) shows a progress bar, validates every `eval_every_steps`, checkpoints to
+Training (see `e2p_lib.train.loop`) shows a progress bar, validates every `eval_every_steps`, checkpoints to
 `output_dir` atomically, and resumes from a checkpoint found there (same config and data required).
 
 Presets (`forward_model_config(kind, preset)`), measured on the 5,000-row Alpaca subset (4,490 train / 244 val /
@@ -59,11 +59,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from e2p_lib.embedders import Embedder, check_texts, default_local_model_path, embedder_from_name, l2_normalise
-from e2p_lib import embedding_cache
-from e2p_lib.training import (TrainingConfig, TrainState, batch_indices, check_int_field, check_number_field,
-                              check_resumable, data_fingerprint, load_checkpoint, resolve_device,
-                              restore_training_state, run_training_loop, save_checkpoint, seed_everything)
+from e2p_lib.embed import cache as embedding_cache
+from e2p_lib.embed import embedder_from_name
+from e2p_lib.embed.base import Embedder, check_texts, l2_normalise
+from e2p_lib.embed.local import default_local_model_path
+from e2p_lib.train.loop import (TrainingConfig, TrainState, batch_indices, check_int_field, check_number_field,
+                                check_resumable, data_fingerprint, load_checkpoint, resolve_device,
+                                restore_training_state, run_training_loop, save_checkpoint, seed_everything)
 
 FORWARD_MODEL_KINDS = ("mlp", "transformer")
 LOSSES = ("mse", "cosine")

@@ -37,7 +37,7 @@ from torch import nn
 
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
-from e2p_lib.smollm import load_smollm2
+from e2p_lib.lm.smollm import load_smollm2
 
 FINETUNE_MODES = ("lora", "full", "prefix")
 CONFIG_FILE = "policy_config.json"

@@ -1,7 +1,7 @@
 """PineconeVectorStore: the `VectorStore` verbs on a Pinecone serverless index, through the official SDK (v10, REST).
 
 For stores that outgrow one machine. Same verbs, same checks and same filter language as `LocalVectorStore`
-(`e2p_lib.vectorstore`), so code and tests move between the two unchanged.
+(`e2p_lib.store`), so code and tests move between the two unchanged.
 
     >>> # PINECONE_API_KEY in the environment or in .env (never in code, logs or reprs)
     >>> store = make_vector_store("pinecone", index_name="e2p-alpaca", dimensions=1024)
@@ -51,8 +51,8 @@ import orjson
 from tqdm.auto import tqdm
 
 from e2p_lib import config
-from e2p_lib.atomic import atomic_file
-from e2p_lib.vectorstore import MAX_TOP_K, METRIC, Match, Record, VectorStore, _fsync_dir, _shown
+from e2p_lib.atomic import atomic_file, fsync_dir
+from e2p_lib.store.base import MAX_TOP_K, METRIC, Match, Record, VectorStore, shown
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class UploadJournal:
             return
         with atomic_file(self.path) as handle:
             handle.write(b"".join(orjson.dumps([d, i]) + b"\n" for i, d in self._digest_of.items()))
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
 
 def _bounded_map(pool: ThreadPoolExecutor, function: Callable[[Any], Any], items: Iterable[Any],
@@ -369,7 +369,7 @@ class PineconeVectorStore(VectorStore):
         if errors:
             raise RuntimeError(
                 f"{len(failed_records)} of {len(ids)} records were not stored in Pinecone index {self.index_name!r} "
-                f"(namespace {namespace!r}) after the SDK's retries, e.g. {_shown(failed_records, 3)}; first error: "
+                f"(namespace {namespace!r}) after the SDK's retries, e.g. {shown(failed_records, 3)}; first error: "
                 f"{errors[0]}. Rerun the same upsert: records already stored are skipped (journal {journal.path})."
             ) from errors[0]
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from e2p_lib.vectorstore import DEFAULT_NAMESPACE, VectorStore, check_ids, check_query_vectors
+from e2p_lib.store.base import DEFAULT_NAMESPACE, VectorStore, check_ids, check_query_vectors
 
 COLUMNS = ["target", "target_id", "rank", "id", "score", "prompt"]
 

@@ -1,7 +1,7 @@
 """Rewards for prompts: how close the environment's answer lands to the target, plus optional shaping.
 
 The real reward is the end objective itself: `cosine(target, embed(lm.generate(prompt)))`. The environment LM
-(`e2p_lib.lm`) and the embedder (`e2p_lib.embedders`) are the same ones evaluation uses; answers and their
+(`e2p_lib.lm`) and the embedder (`e2p_lib.embed`) are the same ones evaluation uses; answers and their
 embeddings are cached, so a prompt seen before costs nothing.
 
 Shaping terms are switchable and reported apart from the real reward, so a curve can never flatter itself:
@@ -21,8 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from e2p_lib.embedders import Embedder
-from e2p_lib.embedding_cache import embed_texts
+from e2p_lib.embed.base import Embedder
+from e2p_lib.embed.cache import embed_texts
 
 
 # What a blank answer (the LM stopped at once) is embedded as: a placeholder that scores like nothing said.

@@ -4,12 +4,12 @@ Why the loop lives here: TRL 1.16 has no PPOTrainer (removed in 1.13), and its G
 prompts as the policy's input, while e2p's policy is conditioned on a vector. So this module owns a compact PPO loop
 on torch; what libraries do provide is used: TRL's memory-light log-softmax and entropy (inside
 `PromptPolicy.token_logprobs`), its `create_reference_model` and `disable_dropout_in_model`, transformers'
-schedulers, peft's LoRA, and `e2p_lib.training`'s loop, checkpoints and resume (shared with Stage 1).
+schedulers, peft's LoRA, and `e2p_lib.train.loop`'s loop, checkpoints and resume (shared with Stage 1).
 
 One PPO step, for `targets_per_step` target embeddings:
   1. rollout: sample `samples_per_target` (K) prompts per target from the policy (temperature, top-p);
   2. score: log-probs of the sampled tokens under the policy (old) and the frozen SFT reference;
-  3. reward: the real reward (`e2p_lib.rewards.AnswerCosineReward`: environment answer -> embedding -> cosine),
+  3. reward: the real reward (`e2p_lib.train.rewards.AnswerCosineReward`: environment answer -> embedding -> cosine),
      plus optional shaping (forward-model cosine, degeneracy penalty), minus `kl_coef` x the sequence's KL to the
      reference (k1 estimator, summed over tokens, as in Ziegler et al. 2019 and TRL's RLOO);
   4. advantages: the reward minus the mean reward of the same target's K samples (group baseline, as in RLOO/GRPO:
@@ -36,10 +36,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from e2p_lib.policy import PromptPolicy
-from e2p_lib.rewards import RewardResult, degeneracy
-from e2p_lib.sft import POLICY_FOLDER, TrainableWeights, policy_optimizer
-from e2p_lib.training import (
+from e2p_lib.models.policy import PromptPolicy
+from e2p_lib.train.rewards import RewardResult, degeneracy
+from e2p_lib.train.sft import POLICY_FOLDER, TrainableWeights, policy_optimizer
+from e2p_lib.train.loop import (
     LossHistory,
     TrainingConfig,
     TrainState,

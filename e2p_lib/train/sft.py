@@ -2,7 +2,7 @@
 
 Stage 1 of e2p. Each training row is (output embedding, original prompt); the loss is the cross-entropy of the
 prompt's tokens given the soft tokens the embedding becomes (`PromptPolicy.supervised_loss`). The loop, checkpoints,
-resume and validation schedule come from `e2p_lib.training`, shared with the forward model.
+resume and validation schedule come from `e2p_lib.train.loop`, shared with the forward model.
 
     >>> config = PolicyTrainingConfig(output_dir="data/models/policy-sft")       # CPU default: LoRA, 1 epoch
     >>> policy, history = train_policy(train_vectors, train_prompts, val_vectors, val_prompts, config)
@@ -27,8 +27,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from e2p_lib.policy import PolicyConfig, PromptPolicy
-from e2p_lib.training import (
+from e2p_lib.models.policy import PolicyConfig, PromptPolicy
+from e2p_lib.train.loop import (
     LossHistory,
     TrainingConfig,
     TrainState,
