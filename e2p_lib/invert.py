@@ -288,9 +288,13 @@ class Inverter:
 
     def _generate(self, conditions: np.ndarray, num_return_sequences: int = 1, **options) -> list[str]:
         """`policy.generate` over chunks of targets, at most `generation_batch_size` prompts per pass."""
+        from tqdm.auto import tqdm
+
         per_chunk = max(1, self.generation_batch_size // num_return_sequences)
         prompts: list[str] = []
-        for start in range(0, len(conditions), per_chunk):
+        # A bar only when there is more than one chunk: a single text inverts in one pass, with nothing to watch.
+        for start in tqdm(range(0, len(conditions), per_chunk), desc="writing prompts", unit="chunk",
+                          disable=len(conditions) <= per_chunk):
             prompts += self.policy.generate(conditions[start:start + per_chunk],
                                             num_return_sequences=num_return_sequences, **options)
         return prompts

@@ -1,7 +1,7 @@
 """Figures the notebooks show and save: one function per plot, each returning the matplotlib Figure.
 
 Notebooks call these and then `save_figure(fig, "01_lengths")`, which writes `figures/01_lengths.png` (the prefix
-is the notebook's number, so a figure can be traced to the report that made it).
+is the notebook's number, so a figure can be traced to the report that made it; `figure_path` says where).
 """
 
 from __future__ import annotations
@@ -15,13 +15,19 @@ import pandas as pd
 from e2p_lib import config
 
 
-def save_figure(fig: plt.Figure, name: str, folder: str | Path | None = None) -> Path:
-    """Write `fig` as `<figures>/<name>.png` (150 dpi, tight) and return the path."""
-    folder = Path(folder or config.figures_dir())
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.png"
+def figure_path(name: str, folder: str | Path | None = None) -> Path:
+    """Where `save_figure(fig, name, folder)` writes: `<figures>/<name>.png`."""
+    return Path(folder or config.figures_dir()) / f"{name}.png"
+
+
+def save_figure(fig: plt.Figure, name: str, folder: str | Path | None = None) -> None:
+    """Write `fig` as `figure_path(name, folder)` (150 dpi, tight).
+
+    Returns None on purpose: it is usually a cell's last line, and a returned path would print under every figure.
+    """
+    path = figure_path(name, folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150, bbox_inches="tight")
-    return path
 
 
 def plot_length_histograms(frame: pd.DataFrame, prompt_tokens: np.ndarray) -> plt.Figure:

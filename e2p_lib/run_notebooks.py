@@ -19,6 +19,8 @@ from pathlib import Path
 from e2p_lib import config
 
 NOTEBOOKS_DIR = config.PROJECT_ROOT / "notebooks"
+# The Jupyter kernel the notebooks declare and papermill runs: .venv's python, registered by `make setup`.
+KERNEL_NAME = "e2p"
 
 # The target space of the full profile: what 01 embeds with and every later notebook reads.
 _OPENAI_SPACE = {"embedding_model": "openai/text-embedding-3-small", "embedding_dimensions": 1024}
@@ -74,6 +76,15 @@ def declared_parameters(path: Path) -> set[str]:
     raise ValueError(f"{path.name} has no cell tagged 'parameters'; papermill needs one.")
 
 
+def check_kernel(name: str = KERNEL_NAME) -> None:
+    """Fail early, naming the fix, when the Jupyter kernel `name` is not registered (papermill's error is vaguer)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if name not in KernelSpecManager().find_kernel_specs():
+        raise RuntimeError(f"No Jupyter kernel named {name!r}. Register the project's: `make setup`, or "
+                           f"`python -m ipykernel install --sys-prefix --name {name} --display-name 'Python (e2p)'`.")
+
+
 def render_html(executed: Path) -> Path:
     """An HTML copy of an executed notebook, for sharing without Jupyter."""
     from nbconvert import HTMLExporter
@@ -85,12 +96,13 @@ def render_html(executed: Path) -> Path:
 
 
 def run_notebooks(profile: str = "demo", only: list[str] | None = None, overrides: dict | None = None,
-                  reports_dir: str | Path | None = None, kernel_name: str = "python3") -> list[Path]:
+                  reports_dir: str | Path | None = None, kernel_name: str = KERNEL_NAME) -> list[Path]:
     """Execute the notebooks in order; return the executed copies. Stops at the first failing notebook."""
     import papermill
 
     if profile not in PROFILES:
         raise ValueError(f"Unknown profile {profile!r}; choose one of {sorted(PROFILES)}.")
+    check_kernel(kernel_name)
     out_dir = Path(reports_dir or config.reports_dir())
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = []

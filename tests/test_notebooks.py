@@ -5,12 +5,67 @@ from __future__ import annotations
 import json
 
 import nbformat
+import pandas as pd
 import pytest
 
 from e2p_lib.embed import DEFAULT_LOCAL_MODEL
 from e2p_lib.embed.cache import load_embedded_dataset
+from e2p_lib.notebook import findings_markdown, method_findings, setup_notebook
 from e2p_lib.store import make_vector_store
-from e2p_lib.run_notebooks import PROFILES, declared_parameters, notebook_paths, run_notebooks
+from e2p_lib.run_notebooks import KERNEL_NAME, PROFILES, declared_parameters, notebook_paths, run_notebooks
+
+
+# Reprs that mean a cell ended on a value nobody meant to show (a path returned by a helper, a bare Figure object).
+STRAY_REPRS = ("PosixPath(", "WindowsPath(", "<Figure size", "<matplotlib.")
+
+
+def stray_outputs(nb: dict) -> list[str]:
+    """The text/plain results of executed cells that are stray reprs."""
+    texts = ["".join(o.get("data", {}).get("text/plain", "")) for c in nb["cells"] for o in c.get("outputs", [])
+             if o.get("output_type") == "execute_result"]
+    return [t for t in texts if t.startswith(STRAY_REPRS)]
+
+
+def test_stray_output_check_catches_a_returned_path():
+    cell = {"outputs": [{"output_type": "execute_result", "data": {"text/plain": "PosixPath('figures/01.png')"}}]}
+    assert stray_outputs({"cells": [cell]}) == ["PosixPath('figures/01.png')"]
+    assert stray_outputs({"cells": [{"outputs": [{"output_type": "stream", "text": "PosixPath("}]}]}) == []
+
+
+def test_setup_notebook_logs_e2p_lib_once_at_info(capsys):
+    import logging
+
+    setup_notebook()
+    setup_notebook()  # a rerun of the import cell must not print every line twice
+    logging.getLogger("e2p_lib.data").info("loaded 3 rows")
+    logging.getLogger("e2p_lib.data").debug("hidden")
+    assert capsys.readouterr().err == "INFO e2p_lib.data: loaded 3 rows\n"
+
+
+def test_method_findings_name_the_best_method_and_its_gaps():
+    table = pd.DataFrame({"mean_cosine": [0.66, 0.46, 0.07, 0.29]},
+                         index=["original prompt", "nearest neighbour", "generic prompt", "SFT best-of-4"])
+    lines = method_findings(table)
+    assert lines[0] == "best method by mean_cosine: **SFT best-of-4** at 0.290 over 4 methods"
+    assert lines[1] == "SFT best-of-4 is 0.370 behind the original prompt (0.660)"
+    assert lines[2] == "SFT best-of-4 is 0.170 behind the nearest neighbour (0.460)"
+    assert lines[3] == "the highest mean_cosine overall is the original prompt's (0.660)"
+    # Without the baselines' rows the best method stands alone.
+    assert method_findings(table.loc[["generic prompt", "SFT best-of-4"]]) == [
+        "best method by mean_cosine: **SFT best-of-4** at 0.290 over 2 methods"]
+    with pytest.raises(KeyError, match="no column 'mean_answer'"):
+        method_findings(table, score="mean_answer")
+    assert findings_markdown("a 1", "b 2") == "**What this run shows**\n\n- a 1\n- b 2"
+
+
+def test_every_notebook_uses_the_project_kernel_and_ends_with_its_findings():
+    for path in notebook_paths():
+        nb = nbformat.read(path, as_version=4)
+        assert nb.metadata["kernelspec"]["name"] == KERNEL_NAME == "e2p", path.name
+        assert nb.metadata["kernelspec"]["display_name"] == "Python (e2p)", path.name
+        imports = next(c.source for c in nb.cells if c.cell_type == "code" and "import" in c.source)
+        assert "setup_notebook(" in imports, f"{path.name} does not set up logging in its import cell"
+        assert "show_findings(" in nb.cells[-1].source, f"{path.name} does not end with its findings"
 
 
 def test_every_notebook_declares_the_parameters_its_profiles_set():
@@ -41,6 +96,12 @@ def test_smoke_profile_runs_every_notebook_headless(isolated_dirs):
         assert path.with_suffix(".html").stat().st_size > 10_000
         figures = list((isolated_dirs / "figures").glob(f"{path.stem[:2]}_*.png"))
         assert figures and all(f.stat().st_size > 5_000 for f in figures), f"{path.name} saved no figure"
+        stray = stray_outputs(nb)
+        assert not stray, f"{path.name} shows stray reprs: {stray[:3]}"
+        last = nb["cells"][-1]["outputs"]
+        assert [o["output_type"] for o in last] == ["display_data"], f"{path.name} ends with {last}"
+        findings = "".join(last[0]["data"]["text/markdown"])
+        assert findings.startswith("**What this run shows**") and any(ch.isdigit() for ch in findings), path.name
 
     # 01 left the cache that 02 (and later notebooks) read.
     dataset = load_embedded_dataset(model=f"local/{DEFAULT_LOCAL_MODEL}", dimensions=384,

@@ -276,7 +276,7 @@ def overlap_summary(pairs: pd.DataFrame) -> dict[str, float]:
 
 
 def perplexity(prompts: Sequence[str], model, tokenizer, *, batch_size: int = 16,
-               context: str = DEFAULT_PERPLEXITY_CONTEXT) -> np.ndarray:
+               context: str = DEFAULT_PERPLEXITY_CONTEXT, show_progress: bool = True) -> np.ndarray:
     """exp(mean negative log-likelihood per token) of each prompt under `model`, shape (n,); NaN for empty prompts.
 
     Each prompt is scored after `context`, whose tokens are fed but not scored (the first token of a prompt needs
@@ -294,8 +294,10 @@ def perplexity(prompts: Sequence[str], model, tokenizer, *, batch_size: int = 16
         tokenizer: its tokenizer.
         batch_size: prompts per forward pass; memory grows with batch_size * length * vocabulary (49k for SmolLM2).
         context: text before each prompt; the default suits ChatML models such as SmolLM2-Instruct.
+        show_progress: a tqdm bar over the batches (minutes for a few thousand prompts on a CPU).
     """
     import torch
+    from tqdm.auto import tqdm
 
     if isinstance(prompts, str):
         raise TypeError("perplexity() takes a list of prompts, not one string: wrap it as [prompt].")
@@ -314,7 +316,8 @@ def perplexity(prompts: Sequence[str], model, tokenizer, *, batch_size: int = 16
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(order), batch_size):
+        for start in tqdm(range(0, len(order), batch_size), desc="perplexity", unit="batch",
+                          disable=not show_progress):
             batch = order[start:start + batch_size]
             sequences = [context_ids + rows[i] for i in batch]
             width = max(len(s) for s in sequences)

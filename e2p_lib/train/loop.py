@@ -34,6 +34,7 @@ Contents, in the order data flows: `TrainingConfig` -> `resolve_device`, `seed_e
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -55,6 +56,7 @@ from e2p_lib.atomic import write_atomically
 CHECKPOINT_FILE = "checkpoint.pt"  # model, optimiser, scheduler, RNG, history and the resolved config
 CONFIG_FILE = "config.json"  # the same resolved config, readable without torch
 CHECKPOINT_FORMAT_VERSION = 1
+TENSORBOARD_FOLDER = "tensorboard"  # under output_dir, when TrainingConfig.track is on
 
 # Learning-rate schedules from transformers.get_scheduler that need nothing beyond warm-up and total steps.
 LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
@@ -62,7 +64,7 @@ LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 # Config fields that may change between a checkpoint and its resumption: how long to run, how often to log and
 # save, and where. Everything else (model, optimiser, data order) must match, or the result is not one run.
 RESUMABLE_FIELDS = frozenset({"num_epochs", "max_steps", "eval_every_steps", "save_every_steps", "show_progress",
-                              "device", "output_dir"})
+                              "track", "device", "output_dir"})
 
 
 # --- config ----------------------------------------------------------------------------------------------------
@@ -96,6 +98,8 @@ class TrainingConfig:
         output_dir (`str` or `None`, defaults to `None`): where `checkpoint.pt` and `config.json` go; training
             resumes from a checkpoint found there. If `None`, nothing is written and nothing can resume.
         show_progress (`bool`, defaults to `True`): show a tqdm progress bar.
+        track (`bool`, defaults to `False`): also write every train and validation scalar to TensorBoard under
+            `<output_dir>/tensorboard` (`make tensorboard` shows them). Needs `output_dir`.
     """
 
     # optimisation
@@ -115,6 +119,7 @@ class TrainingConfig:
     save_every_steps: int = 50
     output_dir: str | None = None
     show_progress: bool = True
+    track: bool = False
 
     def __post_init__(self) -> None:
         check_number_field(self, "learning_rate", minimum=0, exclusive=True)
@@ -134,6 +139,8 @@ class TrainingConfig:
         check_device_name(self.device)
         check_int_field(self, "eval_every_steps", minimum=0)
         check_int_field(self, "save_every_steps", minimum=0)
+        if self.track and self.output_dir is None:
+            raise ValueError("track=True writes TensorBoard logs under output_dir; set output_dir or track=False.")
         if self.output_dir is not None:
             self.output_dir = str(Path(self.output_dir).expanduser())
 
@@ -439,8 +446,10 @@ def run_training_loop(
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}.")
     latest_val = _latest_val(state.history)
-    with tqdm(total=total_steps, initial=min(state.step, total_steps), desc=desc, unit="step",
-              disable=not config.show_progress, dynamic_ncols=True) as bar:
+    tracker = _tensorboard_writer(config)
+    with (tracker or contextlib.nullcontext(),
+          tqdm(total=total_steps, initial=min(state.step, total_steps), desc=desc, unit="step",
+               disable=not config.show_progress, dynamic_ncols=True) as bar):
         while state.step < total_steps:
             # 1. one optimiser step
             started = time.perf_counter()
@@ -448,6 +457,7 @@ def run_training_loop(
             state.train_seconds += time.perf_counter() - started
             state.step += 1
             state.history.log(state.step, "train", metrics)
+            _track(tracker, "train", metrics, state.step)
             bar.update(1)
             shown = {f"train_{k}": v for k, v in metrics.items() if k == "loss"}
             last = state.step == total_steps
@@ -455,12 +465,29 @@ def run_training_loop(
             if evaluate is not None and (last or is_due(state.step, config.eval_every_steps)):
                 latest_val = dict(evaluate())
                 state.history.log(state.step, "val", latest_val)
+                _track(tracker, "val", latest_val, state.step)
             shown.update({f"val_{k}": v for k, v in latest_val.items()})
             bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
             # 3. checkpoint
             if save is not None and (last or is_due(state.step, config.save_every_steps)):
                 save(state)
     return state
+
+
+def _tensorboard_writer(config: TrainingConfig):
+    """A TensorBoard SummaryWriter on `<output_dir>/tensorboard` when `config.track` is on, else None."""
+    if not config.track:
+        return None
+    from torch.utils.tensorboard import SummaryWriter  # needs the `tensorboard` package, a declared dependency
+
+    return SummaryWriter(str(Path(config.output_dir) / TENSORBOARD_FOLDER))
+
+
+def _track(writer, split: str, metrics: Mapping[str, float], step: int) -> None:
+    """Log each metric as the scalar `<split>/<name>` at `step` (nothing when tracking is off)."""
+    if writer is not None:
+        for name, value in metrics.items():
+            writer.add_scalar(f"{split}/{name}", float(value), step)
 
 
 def _latest_val(history: LossHistory) -> dict[str, float]:
