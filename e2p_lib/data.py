@@ -39,7 +39,8 @@ sidecar is verified against it on every load, so a file truncated or edited late
 Row policy (never crashes half-way on a bad row; every drop is counted)
     malformed        not an object; `instruction` or `output` missing or not a string; `input` present but neither
                      a string nor null (a missing or null input means ""); or a blank instruction (there is no
-                     prompt). In .jsonl, a line that is not valid JSON. In .csv a missing field reads as "".
+                     prompt). In .jsonl, a line that is not valid JSON (bad UTF-8 bytes, or nested deeper than
+                     the parser's recursion limit, included). In .csv a missing field reads as "".
     empty_output     output empty after strip.
     duplicate_output the same (stripped) output as an earlier kept row: the first occurrence is kept. Two
                      prompts with one answer would give the embedding-to-prompt inversion two right answers.
@@ -48,7 +49,8 @@ Row policy (never crashes half-way on a bad row; every drop is counted)
 rows_read = malformed + empty_output + duplicate_output + cut_by_limit + rows_kept. The counts go to
 `df.attrs["load_report"]` (a plain dict, so the frame still saves to parquet) and one INFO log line.
 A file that is not Alpaca-shaped at all (not a list of objects, no instruction/output fields anywhere, no rows)
-raises ValueError.
+raises ValueError, and so does a whole-file .json that is not valid UTF-8 (the error names the byte offset) or is
+nested too deeply to parse. A download is held to the same checks before it is kept.
 
 Splits
     `split_of(ids)` maps each id to "train" / "val" / "test" by a blake2b hash of the id string, so a row's split
@@ -277,8 +279,16 @@ def download_file(remote: RemoteFile, path: Path) -> None:
                 "changed upstream or was corrupted in transit. Nothing was saved; retry, or set "
                 f"{ALPACA_PATH_ENV} to a copy you trust."
             )
+        try:  # a server may answer 200 with an HTML page or an error object: never keep what does not parse
+            records = _read_records(tmp_path, suffix=Path(remote.filename).suffix.lower())
+            _check_alpaca_shaped(records, tmp_path)
+        except ValueError as err:
+            raise ValueError(
+                f"Download of {remote.url} is not an Alpaca file: {err} Nothing was saved; the next load asks the "
+                f"server again (or set {ALPACA_PATH_ENV} to a copy you trust)."
+            ) from err
         if remote.rows is not None:
-            rows = len(_read_records(tmp_path, suffix=Path(remote.filename).suffix.lower()))
+            rows = len(records)
             if rows != remote.rows:
                 raise ValueError(
                     f"Download of {remote.url} has {rows} rows, expected {remote.rows}: the file changed upstream "
@@ -301,14 +311,26 @@ _MALFORMED_LINE = object()  # a .jsonl line that is not valid JSON: counted as m
 def _read_records(path: Path, suffix: str | None = None) -> list[Any]:
     suffix = suffix or path.suffix.lower()
     if suffix == ".json":
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"{str(path)!r} is not valid JSON ({err}). Alpaca .json files hold one list of objects; "
-                    "for one object per line, use the .jsonl extension."
-                ) from err
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(
+                f"{str(path)!r} is not valid UTF-8: byte offset {err.start} ({raw[err.start:err.start + 1]!r}) "
+                f"cannot be decoded ({err.reason}). Re-export the file as UTF-8, or fix that byte."
+            ) from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{str(path)!r} is not valid JSON ({err}). Alpaca .json files hold one list of objects; "
+                "for one object per line, use the .jsonl extension."
+            ) from err
+        except RecursionError:
+            raise ValueError(
+                f"{str(path)!r} is nested too deeply to parse (deeper than Python's recursion limit); Alpaca rows "
+                "are flat objects, so this is not an Alpaca file."
+            ) from None
         if not isinstance(data, list):
             keys = f" with keys {sorted(data)[:10]}" if isinstance(data, dict) else ""
             raise ValueError(
@@ -318,13 +340,13 @@ def _read_records(path: Path, suffix: str | None = None) -> list[Any]:
         return data
     if suffix == ".jsonl":
         records: list[Any] = []
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:  # bytes, so one line of bad UTF-8 is one malformed row, not a failed load
             for line in f:
                 if not line.strip():
                     continue  # blank lines (e.g. a trailing newline) are not rows and take no id
                 try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
+                    records.append(json.loads(line.decode("utf-8")))
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
                     records.append(_MALFORMED_LINE)
         return records
     if suffix in (".csv", ".parquet"):

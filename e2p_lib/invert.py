@@ -510,6 +510,7 @@ def load_inverter(policy_dir: str | Path | None = None, forward_model_dir: str |
     if forward_model_dir is True:
         raise ValueError("forward_model_dir=True is ambiguous: pass a folder, None (the default one) or False.")
     policy_dir = policy_dir or default_policy_dir()  # first: a missing policy fails before anything loads
+    policy = PromptPolicy.load(policy_dir, device=device)
     forward_dir = default_forward_model_dir() if forward_model_dir is None else forward_model_dir or None
     forward_model = ForwardModel.load(forward_dir, embedder=embedder, device=device) if forward_dir else None
     if embedder is None:
@@ -519,7 +520,6 @@ def load_inverter(policy_dir: str | Path | None = None, forward_model_dir: str |
         from e2p_lib.lm import make_lm
 
         environment = make_lm(environment)
-    policy = PromptPolicy.load(policy_dir, device=device)
     return Inverter(policy, embedder, forward_model, environment, **options)
 
 

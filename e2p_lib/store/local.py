@@ -3,10 +3,16 @@
 Format and why
 - `<root>/<name>/store.json` fixes the dimension. Each namespace is a folder `ns-<quoted name>/` holding append-only
   *segments* (`000001.npy`: the (n, d) float32 vectors; `000001.json`: ids and metadata, or the ids of a delete) and a
-  `manifest.json` listing the live segments in order. A write puts new segment files in place (temp file, fsync,
-  `os.replace`), then replaces the manifest; a crash at any point leaves the previous manifest and its files intact
-  and the half-written files unreferenced (they are swept on the next write). When dead rows outnumber live ones, or
-  there are more than `MAX_SEGMENTS` segments, the namespace is compacted into one segment the same way.
+  `manifest.json` listing the live segments in order, each with the sha256 of its two files. A write puts new
+  segment files in place (temp file, fsync, `os.replace`), then replaces the manifest; a crash at any point leaves
+  the previous manifest and its files intact and the half-written files unreferenced (they are swept on the next
+  write). When dead rows outnumber live ones, or there are more than `MAX_SEGMENTS` segments, the namespace is
+  compacted into one segment the same way.
+- Damage is refused, never silently read: every file is hashed once when a namespace is loaded (not per query) and
+  checked against the manifest, parsed and shape-checked, and its vectors must be finite; any failure is a
+  `StoreCorruptedError` naming the file. A namespace gets an empty manifest before its first segment is written, so
+  segment files without a manifest can only mean the manifest was lost: the store refuses to open it (a write would
+  otherwise start afresh and sweep the segments away) and `rebuild_manifest` recovers it from the segments.
 - Append-only segments make an upsert cost what it writes, not the size of the store: 52,002 x 1,024 upserts in
   1-2 s on 2 cores and reloads in about 1 s (bench/store.py), and a long upload commits batch by batch. `.npy` plus
   JSON (orjson) meets the goals with nothing beyond numpy, so no database is used; lancedb and chromadb were not
@@ -23,6 +29,8 @@ Format and why
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import io
 import numbers
 import re
 import threading
@@ -38,7 +46,7 @@ from tqdm.auto import tqdm
 
 from e2p_lib import config
 from e2p_lib.atomic import atomic_file, fsync_dir
-from e2p_lib.store.base import METRIC, Match, Record, VectorStore
+from e2p_lib.store.base import DEFAULT_NAMESPACE, METRIC, Match, Record, VectorStore, shown
 from e2p_lib.store.filters import compile_filter
 
 # --- LocalVectorStore: files --------------------------------------------------------------------------------------
@@ -50,15 +58,114 @@ _MANIFEST = "manifest.json"
 _LOCK = ".lock"
 _QUERY_BLOCK = 256  # query vectors scored at once: a (256, n) float32 score matrix is 53 MB at n = 52,002
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SEGMENT_NAME = re.compile(r"[0-9]{6}")
+_SEGMENT_FILE = re.compile(r"[0-9]{6}\.(npy|json)")
+_SEGMENT_KINDS = ("upsert", "delete")
 
 
-def _write_json(path: Path, value: Any) -> None:
+class StoreCorruptedError(ValueError):
+    """A store file is missing, damaged or inconsistent with the manifest; the message names the file."""
+
+
+def _corrupted(path: Path, problem: str) -> StoreCorruptedError:
+    folder = path.parent
+    return StoreCorruptedError(
+        f"{path}: {problem}. The vector store folder {folder} is damaged, so it is not read: restore it from a "
+        f"backup, or delete {folder} and upsert its records again."
+    )
+
+
+def _sha256(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _write_bytes(path: Path, raw: bytes) -> str:
+    """Write `raw` to `path` atomically; returns its sha256 for the manifest."""
     with atomic_file(path) as handle:
-        handle.write(orjson.dumps(value))
+        handle.write(raw)
+    return _sha256(raw)
 
 
-def _read_json(path: Path) -> Any:
-    return orjson.loads(path.read_bytes())
+def _write_json(path: Path, value: Any) -> str:
+    return _write_bytes(path, orjson.dumps(value))
+
+
+def _read_bytes(path: Path, sha256: str | None = None) -> bytes:
+    """The bytes of `path`, checked against the manifest's `sha256` when it has one."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise _corrupted(path, "the file is missing although the manifest lists it") from None
+    if sha256 is not None and _sha256(raw) != sha256:
+        raise _corrupted(path, f"its checksum does not match the manifest's (sha256 {sha256[:12]}…): the file was "
+                               "truncated or changed after it was written")
+    return raw
+
+
+def _read_json(path: Path, sha256: str | None = None) -> Any:
+    raw = _read_bytes(path, sha256)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise _corrupted(path, f"not valid JSON ({err})") from None
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest at `path`, its structure checked (every entry names a segment, its kind and rows)."""
+    manifest = _read_json(path)
+    if (not isinstance(manifest, dict) or not isinstance(manifest.get("segments"), list)
+            or not isinstance(manifest.get("next_segment"), int)):
+        raise _corrupted(path, 'not a manifest (expected {"next_segment": int, "segments": [...]})')
+    for entry in manifest["segments"]:
+        ok = (isinstance(entry, dict) and isinstance(entry.get("name"), str) and _SEGMENT_NAME.fullmatch(entry["name"])
+              and entry.get("kind") in _SEGMENT_KINDS and isinstance(entry.get("rows"), int) and entry["rows"] >= 0
+              and isinstance(entry.get("sha256", {}), dict))
+        if not ok:
+            raise _corrupted(path, f"a manifest entry is malformed: {entry!r}")
+    return manifest
+
+
+def _read_segment(folder: Path, entry: Mapping[str, Any],
+                  dimensions: int) -> tuple[list[str], np.ndarray | None, list[dict[str, Any]] | None]:
+    """(ids, vectors, metadata) of one manifest entry, every file checked; vectors and metadata None for a delete."""
+    name, kind, rows, checksums = entry["name"], entry["kind"], entry["rows"], entry.get("sha256", {})
+    json_path = folder / f"{name}.json"
+    payload = _read_json(json_path, checksums.get("json"))
+    ids = payload.get("ids") if isinstance(payload, dict) else None
+    if not isinstance(ids, list) or len(ids) != rows or not all(isinstance(i, str) for i in ids):
+        raise _corrupted(json_path, f"expected a list of {rows} ids (the manifest's row count)")
+    if payload.get("kind") != kind:
+        raise _corrupted(json_path, f"a {payload.get('kind')!r} segment where the manifest lists a {kind!r} one")
+    if kind == "delete":
+        return ids, None, None
+    metadata = payload.get("metadata")
+    if not isinstance(metadata, list) or len(metadata) != rows or not all(isinstance(m, dict) for m in metadata):
+        raise _corrupted(json_path, f"expected {rows} metadata dicts, one per id")
+    npy_path = folder / f"{name}.npy"
+    raw = _read_bytes(npy_path, checksums.get("npy"))
+    try:
+        vectors = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as err:
+        raise _corrupted(npy_path, f"not a readable .npy array ({err})") from None
+    if vectors.dtype != np.float32 or vectors.shape != (rows, dimensions):
+        raise _corrupted(npy_path, f"holds a {vectors.dtype} array of shape {vectors.shape}, expected float32 "
+                                   f"({rows}, {dimensions})")
+    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+    if len(bad):
+        raise _corrupted(npy_path, f"{len(bad)} vectors hold NaN or infinity (ids {shown([ids[i] for i in bad])})")
+    return ids, vectors, metadata
+
+
+def _refuse_lost_manifest(folder: Path) -> None:
+    """Raise if `folder` holds segment files but no manifest: it was lost, and a write would sweep them away."""
+    segments = sorted(p.name for p in folder.iterdir() if _SEGMENT_FILE.fullmatch(p.name))
+    if segments:
+        raise StoreCorruptedError(
+            f"{folder} holds {len(segments)} segment files ({shown(segments, 3)}) but no {_MANIFEST}, so which of "
+            "them are committed is unknown; the store refuses to open it rather than start it empty. Restore "
+            f"{_MANIFEST} from a backup, or call rebuild_manifest(namespace) on the store to rebuild it from the "
+            "segments (each is checked; a batch a crash left uncommitted is then included)."
+        )
 
 
 @contextmanager
@@ -222,7 +329,7 @@ class LocalVectorStore(VectorStore):
                 _write_json(info_path, {"format": STORE_FORMAT, "dimensions": int(dimensions), "metric": METRIC})
                 fsync_dir(self.path)
             info = _read_json(info_path)
-        if info.get("format") != STORE_FORMAT:
+        if not isinstance(info, dict) or info.get("format") != STORE_FORMAT:
             raise ValueError(f"{info_path} is not an e2p vector store of format {STORE_FORMAT}: {info!r}.")
         if dimensions is not None and int(dimensions) != info["dimensions"]:
             raise ValueError(
@@ -250,15 +357,57 @@ class LocalVectorStore(VectorStore):
         state = _Namespace(self.dimensions)
         state.manifest_key = self._manifest_key(folder)
         if state.manifest_key is None:
+            _refuse_lost_manifest(folder)
             return state
-        state.manifest = _read_json(folder / _MANIFEST)
-        for segment in state.manifest["segments"]:
-            payload = _read_json(folder / f"{segment['name']}.json")
-            if segment["kind"] == "delete":
-                state.remove(payload["ids"])
+        state.manifest = _read_manifest(folder / _MANIFEST)
+        for entry in state.manifest["segments"]:
+            ids, vectors, metadata = _read_segment(folder, entry, self.dimensions)
+            if vectors is None:
+                state.remove(ids)
             else:
-                state.put(payload["ids"], np.load(folder / f"{segment['name']}.npy"), payload["metadata"])
+                state.put(ids, vectors, metadata)
         return state
+
+    def rebuild_manifest(self, namespace: str = DEFAULT_NAMESPACE) -> int:
+        """Recover a namespace whose manifest was lost from its segment files; returns how many records it holds.
+
+        Segments are replayed in order, each checked as on open; a segment whose `.json` is missing was never
+        committed (it is written after the `.npy`) and is left out. A batch a crash left uncommitted but whole is
+        included, so the store may hold one batch more than it last committed.
+
+        Raises:
+            ValueError: the namespace still has a manifest (nothing to rebuild).
+            StoreCorruptedError: a segment is damaged (named).
+        """
+        with self._lock:
+            folder = self._folder(namespace)
+            with _file_lock(folder / _LOCK, exclusive=True):
+                if (folder / _MANIFEST).exists():
+                    raise ValueError(f"{folder} has a manifest; nothing to rebuild (delete it first if it is wrong).")
+                state = _Namespace(self.dimensions)
+                names = sorted({p.stem for p in folder.iterdir() if _SEGMENT_FILE.fullmatch(p.name)})
+                entries = []
+                for name in names:
+                    json_path = folder / f"{name}.json"
+                    if not json_path.exists():
+                        continue
+                    payload = _read_json(json_path)
+                    if not isinstance(payload, dict) or payload.get("kind") not in _SEGMENT_KINDS:
+                        raise _corrupted(json_path, "not a segment (no 'kind' of 'upsert' or 'delete')")
+                    entry = {"name": name, "kind": payload["kind"], "rows": len(payload.get("ids") or [])}
+                    ids, vectors, metadata = _read_segment(folder, entry, self.dimensions)
+                    files = [json_path] + ([folder / f"{name}.npy"] if vectors is not None else [])
+                    entry["sha256"] = {p.suffix[1:]: _sha256(p.read_bytes()) for p in files}
+                    if vectors is None:
+                        state.remove(ids)
+                    else:
+                        state.put(ids, vectors, metadata)
+                    entries.append(entry)
+                next_segment = int(names[-1]) + 1 if names else 1
+                _write_json(folder / _MANIFEST, {"next_segment": next_segment, "segments": entries})
+                fsync_dir(folder)
+                self._loaded.pop(namespace, None)
+                return state.size
 
     def _state(self, namespace: str) -> _Namespace:
         """The namespace as committed on disk now: reloaded only if another process (or a new store) changed it."""
@@ -278,15 +427,15 @@ class LocalVectorStore(VectorStore):
         """Write one segment's files and a manifest that lists it (files first, so the manifest never dangles)."""
         number = state.manifest["next_segment"]
         name = f"{number:06d}"
+        checksums = {}
         if vectors is not None:
-            with atomic_file(folder / f"{name}.npy") as handle:
-                np.save(handle, vectors)
+            buffer = io.BytesIO()
+            np.save(buffer, np.ascontiguousarray(vectors, dtype=np.float32))
+            checksums["npy"] = _write_bytes(folder / f"{name}.npy", buffer.getvalue())
         payload = {"kind": kind, "ids": ids} if kind == "delete" else {"kind": kind, "ids": ids, "metadata": metadata}
-        _write_json(folder / f"{name}.json", payload)
-        manifest = {
-            "next_segment": number + 1,
-            "segments": state.manifest["segments"] + [{"name": name, "kind": kind, "rows": len(ids)}],
-        }
+        checksums["json"] = _write_json(folder / f"{name}.json", payload)
+        entry = {"name": name, "kind": kind, "rows": len(ids), "sha256": checksums}
+        manifest = {"next_segment": number + 1, "segments": state.manifest["segments"] + [entry]}
         _write_json(folder / _MANIFEST, manifest)
         fsync_dir(folder)
         state.manifest = manifest
@@ -297,6 +446,11 @@ class LocalVectorStore(VectorStore):
         folder = self._folder(namespace)
         folder.mkdir(parents=True, exist_ok=True)
         with _file_lock(folder / _LOCK, exclusive=True):
+            if not (folder / _MANIFEST).exists():
+                # A new namespace: an empty manifest comes first, so segment files without one mean a lost manifest.
+                _refuse_lost_manifest(folder)
+                _write_json(folder / _MANIFEST, {"next_segment": 1, "segments": []})
+                fsync_dir(folder)
             state = self._loaded.get(namespace)
             if state is None or state.manifest_key != self._manifest_key(folder):
                 state = self._loaded[namespace] = self._load(namespace)
