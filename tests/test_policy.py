@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from e2p_lib.models.policy import PolicyConfig, PromptPolicy
+from e2p_lib.models.policy import Hypothesis, PolicyConfig, PromptPolicy
 from e2p_lib.train.sft import PolicyTrainingConfig, train_policy
 from tiny import tiny_policy, unit_vectors
 
 
 def test_context_has_fixed_length_and_soft_tokens_in_the_user_turn(smollm2_tokenizer):
     policy = tiny_policy(smollm2_tokenizer)
-    context = policy.context_embeddings(unit_vectors(5))
+    context, mask = policy.context_embeddings(unit_vectors(5))
     assert context.shape == (5, len(policy.head_ids) + 3 + len(policy.tail_ids), 32)
+    assert mask.shape == context.shape[:2] and bool(mask.all())
     head = smollm2_tokenizer.decode(policy.head_ids)
     assert head.endswith("<|im_start|>user\n") and policy.config.system_prompt in head
     assert smollm2_tokenizer.decode(policy.tail_ids) == "<|im_end|>\n<|im_start|>assistant\n"
@@ -112,3 +113,61 @@ def test_sft_checkpoint_resumes_and_saved_policy_generates_identically(tmp_path)
     with pytest.raises(ValueError, match="another PolicyConfig"):
         train_policy(vectors, prompts, vectors, prompts, PolicyTrainingConfig(max_steps=4, **base),
                      PolicyConfig(embedding_dim=16, prefix_tokens=3, lora_rank=4))
+
+
+def hypothesis_policy(tokenizer, most: int = 2):
+    policy = tiny_policy(tokenizer)
+    policy.config.hypotheses = most
+    return policy
+
+
+def test_hypotheses_enter_the_context_left_padded(smollm2_tokenizer):
+    policy = hypothesis_policy(smollm2_tokenizer)
+    rows = [[Hypothesis("Name a fruit.", 0.62), Hypothesis("Write a long poem about the sea and the wind.", 0.4),
+             Hypothesis("never shown: beyond config.hypotheses", 0.1)], []]
+    context, mask = policy.context_embeddings(unit_vectors(2), rows)
+    shown = policy.hypothesis_ids(rows[0])
+    assert len(shown) > 0 and policy.hypothesis_ids([]) == []
+    text = smollm2_tokenizer.decode(shown)
+    assert "62: Name a fruit." in text and "40: Write a long poem" in text and "never shown" not in text
+    base = len(policy.head_ids) + 3 + len(policy.tail_ids)
+    assert context.shape[1] == base + len(shown)
+    assert mask[0].sum() == base + len(shown) and mask[1].sum() == base  # row 1 is left-padded
+    assert bool((mask[1, :len(shown)] == 0).all())
+
+
+def test_hypotheses_change_the_prompt_distribution_and_padding_does_not(smollm2_tokenizer):
+    policy = hypothesis_policy(smollm2_tokenizer)
+    targets = unit_vectors(2)
+    ids, mask = policy.tokenize_prompts(["Name a fruit.", "Name a fruit."])
+    with_hyp = [[Hypothesis("Write a haiku about rain.", 0.5)], [Hypothesis("Write a haiku about rain.", 0.5)]]
+    plain = policy.token_logprobs(targets, ids, mask)
+    conditioned = policy.token_logprobs(targets, ids, mask, hypotheses=with_hyp)
+    assert not torch.allclose(plain, conditioned)
+    # a row's log-probs do not depend on how much left padding its batch mates force on it
+    mixed = policy.token_logprobs(targets, ids, mask, hypotheses=[with_hyp[0], []])
+    torch.testing.assert_close(mixed[1] * mask[1], plain[1] * mask[1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(mixed[0] * mask[0], conditioned[0] * mask[0], atol=1e-4, rtol=1e-4)
+
+
+def test_hypotheses_must_match_the_targets(smollm2_tokenizer):
+    policy = hypothesis_policy(smollm2_tokenizer)
+    with pytest.raises(ValueError, match="one list"):
+        policy.context_embeddings(unit_vectors(2), [[Hypothesis("a", 0.1)]])
+
+
+def test_sft_with_hypotheses_learns_to_copy_the_best_one(smollm2_tokenizer):
+    """The retrieval-conditioned policy can learn the simplest edit: write the best hypothesis it is shown."""
+    policy = hypothesis_policy(smollm2_tokenizer, most=2)
+    prompts = ["Name a fruit.", "List three colours.", "Write a haiku.", "Define gravity."] * 2
+    hypotheses = [[Hypothesis(p, 0.7), Hypothesis("Say hello.", 0.2)] for p in prompts]
+    targets = unit_vectors(len(prompts), seed=3)
+    config = PolicyTrainingConfig(max_steps=60, batch_size=8, learning_rate=1e-2, mapper_learning_rate=1e-2,
+                                  lr_scheduler="constant", warmup_fraction=0.0, eval_every_steps=0,
+                                  show_progress=False, val_rows=8)
+    before = float(policy.supervised_loss(targets, prompts, hypotheses))
+    train_policy(targets, prompts, targets, prompts, config, policy=policy, train_hypotheses=hypotheses,
+                 val_hypotheses=hypotheses)
+    assert float(policy.supervised_loss(targets, prompts, hypotheses)) < 0.3 * before
+    with pytest.raises(ValueError, match="hypotheses for 1 rows"):
+        train_policy(targets, prompts, targets, prompts, config, policy=policy, train_hypotheses=hypotheses[:1])

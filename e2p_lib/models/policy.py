@@ -29,7 +29,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -64,6 +64,11 @@ class PolicyConfig:
     Parameters that control generation:
         max_prompt_tokens (`int`, defaults to 64): the longest prompt written (Alpaca prompts: median 14 tokens,
             99th percentile about 100 with their inputs).
+
+    Parameters that control the hypotheses (retrieval conditioning; 0 turns it off):
+        hypotheses (`int`, defaults to 0): the most hypotheses shown in the context: known prompts with the cosine
+            of their answer to the target (see `Hypothesis`). The policy then edits and combines them.
+        hypothesis_tokens (`int`, defaults to 32): each hypothesis prompt is cut to this many tokens.
     """
 
     embedding_dim: int = 384
@@ -77,15 +82,33 @@ class PolicyConfig:
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     max_prompt_tokens: int = 64
+    hypotheses: int = 0
+    hypothesis_tokens: int = 32
 
     def __post_init__(self):
         if self.finetune not in FINETUNE_MODES:
             raise ValueError(f"finetune={self.finetune!r}; choose one of {FINETUNE_MODES}.")
-        for name in ("embedding_dim", "prefix_tokens", "mapper_hidden", "max_prompt_tokens", "lora_rank"):
+        for name in ("embedding_dim", "prefix_tokens", "mapper_hidden", "max_prompt_tokens", "lora_rank",
+                     "hypothesis_tokens"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if int(self.hypotheses) < 0:
+            raise ValueError(f"hypotheses must be 0 or more, got {self.hypotheses}.")
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}.")
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A known prompt for a target and how close its answer landed: cosine(target, embed(answer))."""
+
+    prompt: str
+    cosine: float
+    id: str | None = None  # the indexed row it came from, if any
+
+
+HYPOTHESES_HEADER = "\nKnown requests, with how close their answers land (0-100):"
+Hypotheses = Optional[Sequence[Sequence[Hypothesis]]]  # one list per target row (None: no hypotheses anywhere)
 
 
 class PrefixMapper(nn.Module):
@@ -141,17 +164,52 @@ class PromptPolicy(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    # --- the context: [head tokens][soft tokens][tail tokens] ----------------------------------------------
+    # --- the context: [head tokens][soft tokens][hypothesis tokens][tail tokens] -----------------------------
 
-    def context_embeddings(self, target_vectors: torch.Tensor) -> torch.Tensor:
-        """(B, C, H) input embeddings of the context for each target; C = len(head) + k + len(tail)."""
+    def hypothesis_ids(self, hypotheses: Sequence[Hypothesis] | None) -> list[int]:
+        """Token ids of the hypotheses shown for one target: a header, then one line "72: prompt" per hypothesis,
+        at most `config.hypotheses` of them, each prompt cut to `config.hypothesis_tokens` tokens."""
+        shown = list(hypotheses or [])[: self.config.hypotheses]
+        if not shown:
+            return []
+        encode = self._encode
+        ids = list(encode(HYPOTHESES_HEADER))
+        for h in shown:
+            ids += encode(f"\n{round(100 * max(float(h.cosine), 0.0))}: ")
+            ids += encode(h.prompt)[: self.config.hypothesis_tokens]
+        return ids
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def context_embeddings(self, target_vectors, hypotheses: Hypotheses = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, H) input embeddings of each target's context and its (B, C) attention mask.
+
+        Without hypotheses every context has the same length; with them, rows are left-padded to the longest
+        (SmolLM2's rotary positions are relative, so the padding does not change what a row sees).
+        """
         target_vectors = self._as_tensor(target_vectors)
-        embed = self.lm.get_input_embeddings()
         batch = target_vectors.shape[0]
-        head = embed(self.head_ids).unsqueeze(0).expand(batch, -1, -1)
-        tail = embed(self.tail_ids).unsqueeze(0).expand(batch, -1, -1)
-        soft = self.mapper(target_vectors).to(head.dtype)
-        return torch.cat([head, soft, tail], dim=1)
+        if hypotheses is not None and len(hypotheses) != batch:
+            raise ValueError(f"Got hypotheses for {len(hypotheses)} targets but {batch} target vectors: pass one "
+                             "list (possibly empty) per target.")
+        embed = self.lm.get_input_embeddings()
+        soft = self.mapper(target_vectors)
+        head, tail = embed(self.head_ids), embed(self.tail_ids)
+        middles = [self.hypothesis_ids(hypotheses[i] if hypotheses is not None else None) for i in range(batch)]
+        width = max(len(m) for m in middles)
+        pad = embed(torch.tensor([self.tokenizer.pad_token_id], device=self.device))[0]
+        rows, masks = [], []
+        for i, middle in enumerate(middles):
+            parts = [head, soft[i].to(head.dtype)]
+            if middle:
+                parts.append(embed(torch.tensor(middle, device=self.device)))
+            parts.append(tail)
+            gap = width - len(middle)
+            rows.append(torch.cat([pad.expand(gap, -1), *parts], dim=0))
+            masks.append(torch.cat([torch.zeros(gap, dtype=torch.long), torch.ones(rows[-1].shape[0] - gap,
+                                                                                   dtype=torch.long)]))
+        return torch.stack(rows), torch.stack(masks).to(self.device)
 
     def _as_tensor(self, vectors) -> torch.Tensor:
         vectors = torch.as_tensor(np.asarray(vectors, dtype=np.float32) if not torch.is_tensor(vectors) else vectors)
@@ -165,7 +223,7 @@ class PromptPolicy(nn.Module):
     @torch.no_grad()
     def generate_ids(self, target_vectors, temperature: float = 0.0, top_p: float = 1.0,
                      num_return_sequences: int = 1, max_new_tokens: int | None = None,
-                     seed: int | None = None) -> torch.Tensor:
+                     seed: int | None = None, hypotheses: Hypotheses = None) -> torch.Tensor:
         """Prompt token ids (B * num_return_sequences, T), padded after `<|im_end|>` with the pad id.
 
         temperature 0 is greedy (and num_return_sequences must then be 1). Rows for one target are adjacent.
@@ -177,9 +235,9 @@ class PromptPolicy(nn.Module):
                              "set temperature > 0 to sample several.")
         if seed is not None:
             torch.manual_seed(seed)
-        context = self.context_embeddings(target_vectors)
+        context, mask = self.context_embeddings(target_vectors, hypotheses)
         context = context.repeat_interleave(num_return_sequences, dim=0)
-        mask = torch.ones(context.shape[:2], dtype=torch.long, device=self.device)
+        mask = mask.repeat_interleave(num_return_sequences, dim=0)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else \
             {"do_sample": False}
         was_training = self.training
@@ -209,17 +267,17 @@ class PromptPolicy(nn.Module):
         return (ended_before == 0).long()
 
     def token_logprobs(self, target_vectors, ids: torch.Tensor, mask: torch.Tensor | None = None,
-                       with_entropy: bool = False):
+                       with_entropy: bool = False, hypotheses: Hypotheses = None):
         """Log-probability of each prompt token given the target (B, T) (and the per-token entropy, if asked).
 
         `ids` are prompt tokens as `generate_ids` returns them; positions where `mask` is 0 are padding and are
         fed as `<|im_end|>` so they cost nothing but a few FLOPs; callers must mask them out.
         """
         mask = self.completion_mask(ids) if mask is None else mask
-        context = self.context_embeddings(target_vectors)
+        context, context_mask = self.context_embeddings(target_vectors, hypotheses)
         fed = torch.where(mask.bool(), ids, torch.full_like(ids, self.end_id))
         inputs = torch.cat([context, self.lm.get_input_embeddings()(fed)], dim=1)
-        attention = torch.cat([torch.ones(context.shape[:2], dtype=torch.long, device=self.device), mask], dim=1)
+        attention = torch.cat([context_mask, mask], dim=1)
         logits = self.lm(inputs_embeds=inputs, attention_mask=attention).logits
         logits = logits[:, context.shape[1] - 1:-1].float()  # (B, T, V): position t predicts token t
         # TRL's helpers avoid materialising a (B, T, V) log-softmax (49k-token vocabulary).
@@ -242,10 +300,10 @@ class PromptPolicy(nn.Module):
             mask[i, :len(row)] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def supervised_loss(self, target_vectors, prompts: Sequence[str]) -> torch.Tensor:
+    def supervised_loss(self, target_vectors, prompts: Sequence[str], hypotheses: Hypotheses = None) -> torch.Tensor:
         """Mean cross-entropy of the original prompts given their output embeddings (the SFT objective)."""
         ids, mask = self.tokenize_prompts(prompts)
-        logprobs = self.token_logprobs(target_vectors, ids, mask)
+        logprobs = self.token_logprobs(target_vectors, ids, mask, hypotheses=hypotheses)
         return -(logprobs * mask).sum() / mask.sum()
 
     # --- persistence ------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from e2p_lib.models.policy import PolicyConfig, PromptPolicy
+from e2p_lib.models.policy import Hypotheses, PolicyConfig, PromptPolicy
 from e2p_lib.train.loop import (
     LossHistory,
     TrainingConfig,
@@ -119,14 +119,34 @@ def _check_rows(vectors: np.ndarray, prompts: Sequence[str], dims: int, what: st
     return vectors
 
 
+def shown_hypotheses(hypotheses: Hypotheses, rows: np.ndarray, most: int, seed: int, step: int) -> Hypotheses:
+    """The hypotheses a training batch sees: all `most` for half the rows, a random 0..most-1 for the others, so
+    the policy also learns to write with fewer (the first search round, a sparse index). Seeded by step."""
+    if hypotheses is None or most == 0:
+        return None
+    rng = np.random.default_rng([seed, step, 1])
+    counts = np.where(rng.random(len(rows)) < 0.5, most, rng.integers(0, most, len(rows)))
+    return [list(hypotheses[r])[:c] for r, c in zip(rows, counts)]
+
+
+def _check_hypotheses(hypotheses: Hypotheses, n: int, what: str) -> Hypotheses:
+    if hypotheses is not None and len(hypotheses) != n:
+        raise ValueError(f"{what}: got hypotheses for {len(hypotheses)} rows but {n} prompts; give one list "
+                         "(possibly empty) per row, e.g. from AnswerIndex.hypotheses.")
+    return hypotheses
+
+
 def train_policy(train_vectors: np.ndarray, train_prompts: Sequence[str], val_vectors: np.ndarray,
                  val_prompts: Sequence[str], config: PolicyTrainingConfig | None = None,
-                 policy_config: PolicyConfig | None = None, policy: PromptPolicy | None = None
+                 policy_config: PolicyConfig | None = None, policy: PromptPolicy | None = None, *,
+                 train_hypotheses: Hypotheses = None, val_hypotheses: Hypotheses = None
                  ) -> tuple[PromptPolicy, LossHistory]:
     """Train (or resume training) the policy; return it with its loss history. See the module docstring.
 
     `policy`: an already built policy to train (e.g. a tiny one in tests); None builds one on SmolLM2 from
     `policy_config` (default: LoRA, conditioned on vectors of the training rows' dimension).
+    `train_hypotheses` / `val_hypotheses`: one list of `Hypothesis` per row (`AnswerIndex.hypotheses`, never
+    holding the row itself) for a policy with `hypotheses > 0`; validation shows each row all of its own.
     """
     config = config or PolicyTrainingConfig()
     if policy is not None:
@@ -135,10 +155,17 @@ def train_policy(train_vectors: np.ndarray, train_prompts: Sequence[str], val_ve
     train_prompts, val_prompts = list(train_prompts), list(val_prompts)
     train_vectors = _check_rows(train_vectors, train_prompts, policy_config.embedding_dim, "training rows")
     val_vectors = _check_rows(val_vectors, val_prompts, policy_config.embedding_dim, "validation rows")
+    train_hypotheses = _check_hypotheses(train_hypotheses, len(train_prompts), "training rows")
+    val_hypotheses = _check_hypotheses(val_hypotheses, len(val_prompts), "validation rows")
+    most = policy_config.hypotheses
     seed_everything(config.seed)
 
     # 1. a checkpoint in output_dir is checked before any model loads: a mismatch fails fast
-    fingerprint = data_fingerprint(train_prompts, train_vectors)
+    # the hypotheses shown are part of the data: a resume with other hypotheses is another run
+    keyed = train_prompts if train_hypotheses is None or not most else [
+        f"{p}\x00{[(h.prompt, round(h.cosine, 4)) for h in list(hs)[:most]]}"
+        for p, hs in zip(train_prompts, train_hypotheses)]
+    fingerprint = data_fingerprint(keyed, train_vectors)
     checkpoint = load_checkpoint(config.output_dir) if config.output_dir else None
     if checkpoint is not None:
         check_resumable(checkpoint, config, fingerprint)
@@ -161,7 +188,8 @@ def train_policy(train_vectors: np.ndarray, train_prompts: Sequence[str], val_ve
     # 3. one optimiser step on the batch that this step number always gets (so a resume sees the same data)
     def train_step(step: int) -> dict[str, float]:
         rows = batch_indices(len(train_prompts), config.batch_size, config.seed, step)
-        loss = policy.supervised_loss(train_vectors[rows], [train_prompts[i] for i in rows])
+        loss = policy.supervised_loss(train_vectors[rows], [train_prompts[i] for i in rows],
+                                      hypotheses=shown_hypotheses(train_hypotheses, rows, most, config.seed, step))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.max_grad_norm is not None:
@@ -178,7 +206,8 @@ def train_policy(train_vectors: np.ndarray, train_prompts: Sequence[str], val_ve
             rows = val_take[start:start + config.batch_size]
             prompts = [val_prompts[i] for i in rows]
             _, mask = policy.tokenize_prompts(prompts)
-            losses += float(policy.supervised_loss(val_vectors[rows], prompts)) * int(mask.sum())
+            hypotheses = None if val_hypotheses is None or not most else [val_hypotheses[i] for i in rows]
+            losses += float(policy.supervised_loss(val_vectors[rows], prompts, hypotheses)) * int(mask.sum())
             tokens += int(mask.sum())
         policy.train()
         return {"loss": losses / tokens}
