@@ -78,6 +78,7 @@ import pandas as pd
 
 from e2p_lib import config
 from e2p_lib.atomic import write_atomically
+from e2p_lib.checks import check_int
 from e2p_lib.tokens import count_tokens
 
 logger = logging.getLogger(__name__)
@@ -444,8 +445,8 @@ def clean_records(records: Sequence[Any], source: str, limit: int | None = None)
 
 
 def _check_limit(limit: int | None) -> None:
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0):
-        raise ValueError(f"limit must be None (all rows) or a non-negative integer, got {limit!r}.")
+    if limit is not None:
+        check_int(limit, "limit", minimum=0, hint=" or None (all rows)")
 
 
 def load_alpaca(

@@ -68,6 +68,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from e2p_lib.checks import check_int, check_positive_int
 from e2p_lib.embed.base import Embedder, check_texts, l2_normalise
 from e2p_lib.embed.cache import embed_texts
 from e2p_lib.lm.base import DEFAULT_MAX_NEW_TOKENS
@@ -132,7 +133,7 @@ def feedback_target(condition: np.ndarray, target: np.ndarray, achieved: np.ndar
     return l2_normalise(corrected[None])[0]
 
 
-def _best(scores: Sequence[float]) -> int:
+def _best_index(scores: Sequence[float]) -> int:
     """Index of the highest score, NaN counting as lowest, the first on ties (so greedy, first, wins a tie)."""
     values = np.asarray(scores, dtype=np.float64)
     return int(np.argmax(np.where(np.isnan(values), -np.inf, values)))
@@ -225,9 +226,7 @@ class Inverter:
         if environment is not None and not callable(getattr(environment, "generate", None)):
             raise TypeError(f"environment must be an LM with generate(prompts, ...) (e.g. make_lm('local')); got "
                             f"{type(environment).__name__}.")
-        if isinstance(generation_batch_size, bool) or not isinstance(generation_batch_size, int) or \
-                generation_batch_size < 1:
-            raise ValueError(f"generation_batch_size={generation_batch_size!r} must be a positive integer.")
+        check_positive_int(generation_batch_size, "generation_batch_size")
         self.policy, self.embedder, self.forward_model, self.environment = policy, embedder, forward_model, environment
         self.dimensions = dims
         self.generation_batch_size = generation_batch_size
@@ -369,7 +368,7 @@ class Inverter:
             if rerank == "environment":
                 self.answer(candidates, targets, memo)
             # 3. pick one per target by the re-ranking score (the greedy prompt when best_of=1)
-            picks = [row[_best([self._score(c, rerank) for c in row])] for row in candidates]
+            picks = [row[_best_index([self._score(c, rerank) for c in row])] for row in candidates]
             # 4. answer the picks (free when re-ranked by the environment: already answered)
             if uses_environment:
                 self.answer([[p] for p in picks], targets, memo)
@@ -389,7 +388,7 @@ class Inverter:
             self._fill(row, memo[i])
         results = []
         for i in range(len(targets)):
-            final = trajectory[i][_best([c.achieved_cosine for c in trajectory[i]])] if uses_environment \
+            final = trajectory[i][_best_index([c.achieved_cosine for c in trajectory[i]])] if uses_environment \
                 else trajectory[i][0]
             results.append(InversionResult(final.prompt, final.predicted_cosine, final.achieved_cosine, final.answer,
                                            environment_calls=len(memo[i]), rerank=rerank,
@@ -403,9 +402,8 @@ class Inverter:
     def _check_options(self, best_of: int, temperature: float, rerank: str | None, refine_steps: int,
                        measure: bool) -> str | None:
         """Check `invert`'s options before any work; return the re-ranking method to use (None: nothing to rank)."""
-        for name, value, least in (("best_of", best_of, 1), ("refine_steps", refine_steps, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name}={value!r} must be an integer >= {least}.")
+        check_positive_int(best_of, "best_of")
+        check_int(refine_steps, "refine_steps", minimum=0)
         if best_of > 1 and not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
                                 and temperature > 0):
             raise ValueError(f"temperature={temperature!r}: best_of={best_of} samples candidates, which needs a "
@@ -439,8 +437,7 @@ class Inverter:
 
         Returns `results_frame` of `invert(points, **options)` with the position `t` (0 at `a`, 1 at `b`) first.
         """
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-            raise ValueError(f"steps={steps!r} must be an integer >= 2 (both ends are included).")
+        check_int(steps, "steps", minimum=2, hint=" (both ends are included)")
         ends = []
         for name, end in (("a", a), ("b", b)):
             vectors = self.target_vectors(end)

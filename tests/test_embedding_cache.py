@@ -18,7 +18,7 @@ import pytest
 from e2p_lib.embed import DEFAULT_LOCAL_MODEL
 from e2p_lib.embed.cache import (
     EmbeddingCache,
-    cache_path,
+    embedding_cache_path,
     embed_dataset,
     embed_texts,
     load_embedded_dataset,
@@ -94,6 +94,14 @@ def test_embed_texts_shares_the_cache_and_leaves_dataset_records_alone(tmp_path)
     assert load_embedded_dataset(ds.path).ids == ds.ids
 
 
+def test_embed_texts_without_the_cache_reads_and_writes_no_file(tmp_path):
+    emb = CountingEmbedder()
+    vectors = embed_texts(["a prompt", "a prompt"], emb, tmp_path, use_cache=False, show_progress=False)
+    np.testing.assert_array_equal(vectors, np.stack([emb.vector("a prompt")] * 2))
+    assert emb.calls == [["a prompt", "a prompt"]] and list(tmp_path.iterdir()) == []
+    assert embed_texts([], emb, tmp_path, use_cache=False).shape == (0, emb.dimensions)
+
+
 def test_another_model_or_dimension_is_never_mixed_in(tmp_path):
     emb = CountingEmbedder(dimensions=8)
     ds = embed_dataset(frame(["a", "b"]), emb, tmp_path, show_progress=False)
@@ -136,7 +144,7 @@ def test_load_returns_what_was_embedded(tmp_path):
     loaded = load_embedded_dataset(model="test/counting", dimensions=8, cache_dir=tmp_path)
     pd.testing.assert_frame_equal(loaded.frame, ds.frame)
     np.testing.assert_array_equal(loaded.vectors, ds.vectors)
-    assert loaded.created_at == ds.created_at and loaded.path == cache_path("test/counting", 8, tmp_path)
+    assert loaded.created_at == ds.created_at and loaded.path == embedding_cache_path("test/counting", 8, tmp_path)
 
 
 def _write_overlapping(path: str, start: int) -> None:
@@ -203,7 +211,7 @@ def test_sigkill_mid_run_resumes_without_lost_or_duplicated_rows(tmp_path, alpac
     assert child.returncode == -signal.SIGKILL, "the run finished before it could be killed"
 
     name, dims = "local/" + DEFAULT_LOCAL_MODEL, 384
-    with EmbeddingCache(cache_path(name, dims, killed_dir), name, dims) as cache:
+    with EmbeddingCache(embedding_cache_path(name, dims, killed_dir), name, dims) as cache:
         survived = len(cache)
     # The third "chunk" line is printed just before that chunk is saved, so at least two chunks are committed.
     assert 2 * 32 <= survived < int(rows), "committed chunks survive the kill; the rest is missing"

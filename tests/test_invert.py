@@ -294,7 +294,7 @@ def test_options_are_checked_before_any_work(policy, tmp_path):
         bare.invert(targets, refine_steps=1, measure=True)
     with pytest.raises(ValueError, match="needs a forward model"):
         bare.invert(targets, best_of=2, rerank="forward")
-    with pytest.raises(ValueError, match="best_of=0 must be an integer >= 1"):
+    with pytest.raises(ValueError, match="best_of=0 must be a positive integer"):
         bare.invert(targets, best_of=0)
     with pytest.raises(ValueError, match="needs a finite temperature > 0"):
         bare.invert(targets, best_of=2, temperature=0.0)

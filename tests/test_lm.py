@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from e2p_lib.lm.cache import AnswerCache, CachedLM, answer_key, cache_path, generation_params
+from e2p_lib.lm.cache import AnswerCache, CachedLM, answer_cache_path, answer_key, generation_params
 from e2p_lib.lm import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_SYSTEM_PROMPT,
@@ -343,7 +343,7 @@ def test_sigkill_mid_run_loses_nothing_committed_and_the_rerun_resumes(tmp_path)
                 break
         child.wait(60)
         assert child.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-        with AnswerCache(cache_path("openai/gpt-4o-mini", tmp_path)) as cache:
+        with AnswerCache(answer_cache_path("openai/gpt-4o-mini", tmp_path)) as cache:
             survived = len(cache)
         assert 5 <= survived < n
         sent_before = len(server.records)
@@ -351,7 +351,7 @@ def test_sigkill_mid_run_loses_nothing_committed_and_the_rerun_resumes(tmp_path)
                                capture_output=True, text=True, env=env, timeout=120)
         assert rerun.returncode == 0, rerun.stderr[-2000:]
         assert len(server.records) - sent_before == n - survived
-    with AnswerCache(cache_path("openai/gpt-4o-mini", tmp_path)) as cache:
+    with AnswerCache(answer_cache_path("openai/gpt-4o-mini", tmp_path)) as cache:
         frame = cache.frame()
     assert len(frame) == n and frame["answer"].tolist() == [
         expected_answers([p])[0] for p in frame["prompt"]]
@@ -410,14 +410,13 @@ def test_a_half_written_model_folder_is_refused_not_loaded(tmp_path):
 
 
 def test_bad_dtype_and_device_are_refused_before_loading(tmp_path):
-    from e2p_lib.lm.smollm import load_smollm2, resolve_device
+    from e2p_lib.lm.smollm import load_smollm2
 
     with pytest.raises(ValueError, match="dtype='fp8' is not one of"):
         load_smollm2("cpu", "fp8", cache_dir=tmp_path)
-    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available here"):
-            resolve_device("cuda")
+        with pytest.raises(ValueError, match="device='cuda' but this machine has 0 CUDA GPU"):
+            load_smollm2("cuda", cache_dir=tmp_path)
 
 
 @pytest.mark.slow

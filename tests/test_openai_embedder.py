@@ -270,6 +270,19 @@ def test_missing_key_names_the_variable(monkeypatch):
         OpenAIEmbedder()
 
 
+def test_pace_settings_come_from_one_dataclass_or_its_keywords(server):
+    from e2p_lib.clients.openai import ClientSettings
+
+    embedder = make(server, client_settings=ClientSettings(max_concurrency=2, max_attempts=3), max_attempts=1)
+    assert embedder.client_settings == ClientSettings(max_concurrency=4, max_attempts=1,
+                                                      initial_backoff_seconds=FAST_BACKOFF_SECONDS)
+    assert embedder.max_concurrency == 4 and embedder.retry_policy.max_attempts == 1
+    with pytest.raises(TypeError, match=r"Unknown keyword argument\(s\) \['max_retries'\]"):
+        make(server, max_retries=3)
+    with pytest.raises(ValueError, match="max_concurrency=0 must be a positive integer"):
+        make(server, max_concurrency=0)
+
+
 def test_key_from_the_environment_is_used(server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     embedder = OpenAIEmbedder(dimensions=DIMENSIONS, base_url=server.base_url, verbose=False)

@@ -68,7 +68,7 @@ def test_bad_inputs_raise_clear_errors(paired, tmp_path):
     store, ids, vectors = paired
     with pytest.raises(ValueError, match="3 target_ids for 20 target vectors"):
         nearest_prompt(store, vectors, ids[:3])
-    with pytest.raises(ValueError, match="k must be a positive integer"):
+    with pytest.raises(ValueError, match="k=0 must be a positive integer"):
         nearest_prompt(store, vectors, ids, k=0)
     with pytest.raises(ValueError, match="dimension 5"):
         nearest_prompt(store, np.ones((2, 5), np.float32))

@@ -6,15 +6,20 @@ Shared by every OpenAI-backed component (the chat LM in `e2p_lib.lm.openai`; the
   a clear error naming the variable when neither is set.
 - `make_client(...)`: an `openai.OpenAI` with the SDK's own retries off (`max_retries=0`), so
   `e2p_lib.clients.ratelimit`'s policy alone decides when to retry, and a per-request timeout.
-- `make_pacing(...)`: the `RateLimiter` and `RetryPolicy` built from a component's user-facing parameters.
+- `ClientSettings`: the pace and failure settings every component shares (limits per minute, burst, concurrency,
+  attempts, backoff, timeout); `ClientSettings.resolve(defaults, settings, overrides)` builds one from a
+  component's keyword arguments, and `pacing()` turns it into the `RateLimiter` and `RetryPolicy`.
 - `redact(text, key)` and `chainable(error, key)`: the key never reaches a message, a repr or a traceback.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass
+from typing import Any, Mapping
 
-from e2p_lib.clients.ratelimit import RateLimiter, RetryPolicy
+from e2p_lib.clients.ratelimit import RateLimiter, RetryPolicy, check_max_concurrency
 
 API_KEY_ENV = "OPENAI_API_KEY"
 
@@ -38,13 +43,53 @@ def make_client(api_key: str | None, base_url: str | None, timeout_seconds: floa
     return openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout_seconds), key
 
 
-def make_pacing(requests_per_minute: float | None, tokens_per_minute: float | None, burst_seconds: float,
-                max_attempts: int, initial_backoff_seconds: float) -> tuple[RateLimiter, RetryPolicy]:
-    """The limiter and retry policy for a component's limits (backoff capped at 60 s, or the initial backoff)."""
-    limiter = RateLimiter(requests_per_minute, tokens_per_minute, burst_seconds=burst_seconds)
-    policy = RetryPolicy(max_attempts=max_attempts, initial_backoff_seconds=initial_backoff_seconds,
-                         max_backoff_seconds=max(60.0, initial_backoff_seconds))
-    return limiter, policy
+@dataclass(frozen=True)
+class ClientSettings:
+    """How an OpenAI-backed component paces and retries its requests (`OpenAIEmbedder`, `OpenAIChatLM`).
+
+    Parameters that control pace (each component's defaults are OpenAI's tier 1 for its default model):
+        requests_per_minute, tokens_per_minute (`float` or `None`): your account's limits; None for no limit.
+        burst_seconds (`float`, defaults to `58.0`): seconds of each limit the client may spend at once.
+        max_concurrency (`int`, defaults to `16`): requests in flight at once.
+    Parameters that control failures:
+        max_attempts (`int`, defaults to `6`): attempts per request before the run fails (1: no retries).
+        initial_backoff_seconds (`float`, defaults to `1.0`): first backoff when the server sends no retry header
+            (doubles per attempt, capped at 60 s or this value).
+        timeout_seconds (`float`, defaults to `60.0`): per-request timeout; a timeout is retried.
+    """
+
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    burst_seconds: float = 58.0
+    max_concurrency: int = 16
+    max_attempts: int = 6
+    initial_backoff_seconds: float = 1.0
+    timeout_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        check_max_concurrency(self.max_concurrency)
+        if not self.timeout_seconds > 0:
+            raise ValueError(f"timeout_seconds={self.timeout_seconds!r} must be > 0 (seconds per request).")
+
+    @classmethod
+    def resolve(cls, defaults: "ClientSettings", settings: "ClientSettings | None",
+                overrides: Mapping[str, Any]) -> "ClientSettings":
+        """`settings` (else the component's `defaults`) with the component's keyword `overrides` applied.
+
+        Raises TypeError naming any keyword that is not a setting, so a typo is never silently dropped.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"Unknown keyword argument(s) {unknown}; the pace and retry settings are {sorted(known)}.")
+        return dataclasses.replace(settings or defaults, **overrides)
+
+    def pacing(self) -> tuple[RateLimiter, RetryPolicy]:
+        """The limiter and retry policy these settings describe."""
+        limiter = RateLimiter(self.requests_per_minute, self.tokens_per_minute, burst_seconds=self.burst_seconds)
+        policy = RetryPolicy(max_attempts=self.max_attempts, initial_backoff_seconds=self.initial_backoff_seconds,
+                             max_backoff_seconds=max(60.0, self.initial_backoff_seconds))
+        return limiter, policy
 
 
 def redact(text: str, key: str) -> str:

@@ -44,6 +44,8 @@ from typing import Callable, Generic, Iterator, Literal, Mapping, Sequence, Type
 import openai
 from tqdm.auto import tqdm
 
+from e2p_lib.checks import check_int
+
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
@@ -334,8 +336,7 @@ class RetryPolicy:
     max_retry_after_seconds: float = 120.0
 
     def __post_init__(self):
-        if not (isinstance(self.max_attempts, int) and self.max_attempts >= 1):
-            raise ValueError(f"max_attempts={self.max_attempts!r} must be an integer >= 1 (1 means no retries).")
+        check_int(self.max_attempts, "max_attempts", hint=" (1 means no retries)")
         if not (0 <= self.initial_backoff_seconds <= self.max_backoff_seconds):
             raise ValueError(
                 f"Need 0 <= initial_backoff_seconds ({self.initial_backoff_seconds!r}) "
@@ -484,8 +485,7 @@ def _attempt_job(job: Job[P], call: Callable[[P], R], limiter: RateLimiter, poli
 
 
 def check_max_concurrency(max_concurrency: int) -> None:
-    if not (isinstance(max_concurrency, int) and max_concurrency >= 1):
-        raise ValueError(f"max_concurrency={max_concurrency!r} must be an integer >= 1 (requests in flight at once).")
+    check_int(max_concurrency, "max_concurrency", hint=" (requests in flight at once)")
 
 
 def run_rate_limited(

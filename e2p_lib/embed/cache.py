@@ -57,7 +57,7 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def cache_path(model: str, dimensions: int, cache_dir: str | Path | None = None) -> Path:
+def embedding_cache_path(model: str, dimensions: int, cache_dir: str | Path | None = None) -> Path:
     """File that holds the vectors of `model` at `dimensions` (a readable, filesystem-safe name)."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_")
     return Path(cache_dir or config.embeddings_dir()) / f"{slug}-{int(dimensions)}d.sqlite"
@@ -210,7 +210,7 @@ def embed_dataset(
     keys = [text_key(t) for t in texts]
     started = time.perf_counter()
 
-    with EmbeddingCache(cache_path(embedder.name, embedder.dimensions, cache_dir), embedder.name,
+    with EmbeddingCache(embedding_cache_path(embedder.name, embedder.dimensions, cache_dir), embedder.name,
                         embedder.dimensions) as cache:
         embedded_now = _embed_missing(cache, embedder, texts, keys, frame["tokens"].tolist(), chunk_rows,
                                       show_progress)
@@ -225,14 +225,19 @@ def embed_dataset(
 
 
 def embed_texts(texts: Sequence[str], embedder: Embedder, cache_dir: str | Path | None = None, *,
-                chunk_rows: int = DEFAULT_CHUNK_ROWS, show_progress: bool = True) -> np.ndarray:
-    """Vectors of any texts (prompts, generated answers), in order, through the same cache as `embed_dataset`.
+                use_cache: bool = True, chunk_rows: int = DEFAULT_CHUNK_ROWS, show_progress: bool = True
+                ) -> np.ndarray:
+    """(n, d) unit vectors of any texts (prompts, generated answers), in order, through the same cache as
+    `embed_dataset` (under `cache_dir`; None: `config.embeddings_dir()`).
 
     Only texts never embedded before by this embedder are sent to it; nothing is written to the dataset records.
+    `use_cache=False` asks the embedder directly and reads or writes no file (tests, one-off calls).
     """
     texts = check_texts(texts)
+    if not use_cache:
+        return embedder.embed(texts) if texts else np.zeros((0, embedder.dimensions), dtype=np.float32)
     keys = [text_key(t) for t in texts]
-    with EmbeddingCache(cache_path(embedder.name, embedder.dimensions, cache_dir), embedder.name,
+    with EmbeddingCache(embedding_cache_path(embedder.name, embedder.dimensions, cache_dir), embedder.name,
                         embedder.dimensions) as cache:
         _embed_missing(cache, embedder, texts, keys, count_tokens(texts), chunk_rows, show_progress)
         return cache.get(keys)
@@ -282,7 +287,7 @@ def load_embedded_dataset(
     if path is None:
         if model is None or dimensions is None:
             raise ValueError("Give either the cache file `path`, or both `model` and `dimensions`.")
-        path = cache_path(model, dimensions, cache_dir)
+        path = embedding_cache_path(model, dimensions, cache_dir)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(

@@ -36,12 +36,12 @@ from __future__ import annotations
 import base64
 import logging
 import warnings
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from e2p_lib.clients.openai import chainable, make_client, make_pacing, redact
-from e2p_lib.clients.ratelimit import Job, RunFailedError, StatusTracker, check_max_concurrency, run_rate_limited
+from e2p_lib.clients.openai import ClientSettings, chainable, make_client, redact
+from e2p_lib.clients.ratelimit import Job, RunFailedError, StatusTracker, run_rate_limited
 from e2p_lib.embed.base import check_texts, l2_normalise
 from e2p_lib.tokens import count_tokens, truncate_to_tokens
 
@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 MAX_INPUTS_PER_REQUEST = 2048  # OpenAI's limit on `input` items
 MAX_TOKENS_PER_REQUEST = 300_000  # OpenAI's limit on the sum over inputs
 MAX_TOKENS_PER_INPUT = 8191  # text-embedding-3-* and ada-002 context
+# OpenAI's tier-1 limits for text-embedding-3-small; raise them to your account's (see `ClientSettings`).
+DEFAULT_CLIENT_SETTINGS = ClientSettings(requests_per_minute=3_000, tokens_per_minute=1_000_000)
 
 
 class EmbeddingRunError(RuntimeError):
@@ -89,13 +91,11 @@ class OpenAIEmbedder:
             returned vectors must then already have `dimensions` entries.
         base_url: an OpenAI-compatible endpoint ("http://localhost:8000/v1"); None uses OpenAI (or OPENAI_BASE_URL).
         api_key: None reads OPENAI_API_KEY. A local server that needs no key still needs a placeholder ("EMPTY").
-    Parameters that control pace (defaults: OpenAI's tier 1 for text-embedding-3-small):
-        requests_per_minute, tokens_per_minute: your account's limits; None for no limit of that kind.
-        burst_seconds: seconds of each limit the client may spend at once (see `RateLimiter`).
-        batch_size: inputs per request (1..2048). max_concurrency: requests in flight at once.
-    Parameters that control failures:
-        max_attempts: attempts per request before the run fails (1: no retries).
-        timeout_seconds: per-request timeout; a timeout is retried.
+    Parameters that control pace and failures:
+        batch_size: inputs per request (1..2048).
+        client_settings: a `ClientSettings` (limits per minute, burst, concurrency, attempts, backoff, timeout);
+            None: `DEFAULT_CLIENT_SETTINGS`, OpenAI's tier 1 for text-embedding-3-small. Any of its fields may
+            also be given as a keyword (`tokens_per_minute=1_000_000`, `max_attempts=2`), overriding it.
     Parameters that control reporting:
         price_per_million_tokens: dollars, for `estimate_cost` (text-embedding-3-small: 0.02).
         verbose: print the estimate and summary and show a progress bar (logging gets them either way).
@@ -109,36 +109,31 @@ class OpenAIEmbedder:
         base_url: str | None = None,
         api_key: str | None = None,
         send_dimensions: bool = True,
-        requests_per_minute: float | None = 3_000,
-        tokens_per_minute: float | None = 1_000_000,
-        burst_seconds: float = 58.0,
         batch_size: int = 200,
-        max_concurrency: int = 16,
-        max_attempts: int = 6,
-        initial_backoff_seconds: float = 1.0,
-        timeout_seconds: float = 60.0,
         price_per_million_tokens: float = 0.02,
         verbose: bool = True,
+        client_settings: ClientSettings | None = None,
+        **settings: Any,
     ):
         if not (isinstance(dimensions, int) and dimensions >= 1):
             raise ValueError(f"dimensions={dimensions!r} must be a positive integer (text-embedding-3-small: 1..1536).")
         if not (isinstance(batch_size, int) and 1 <= batch_size <= MAX_INPUTS_PER_REQUEST):
             raise ValueError(f"batch_size={batch_size!r} must be an integer in 1..{MAX_INPUTS_PER_REQUEST} "
                              "(OpenAI's limit on inputs per request).")
-        check_max_concurrency(max_concurrency)
+        self.client_settings = ClientSettings.resolve(DEFAULT_CLIENT_SETTINGS, client_settings, settings)
         if price_per_million_tokens < 0:
             raise ValueError(f"price_per_million_tokens={price_per_million_tokens!r} must be >= 0.")
-        self._client, self._secret = make_client(api_key, base_url, timeout_seconds)  # the key: only to redact it
+        # the key is kept only to redact it from error text
+        self._client, self._secret = make_client(api_key, base_url, self.client_settings.timeout_seconds)
         self.model = model
         self.name = f"openai/{model}"
         self.dimensions = dimensions
         self.send_dimensions = send_dimensions
         self.batch_size = batch_size
-        self.max_concurrency = max_concurrency
+        self.max_concurrency = self.client_settings.max_concurrency
         self.price_per_million_tokens = price_per_million_tokens
         self.verbose = verbose
-        self.limiter, self.retry_policy = make_pacing(requests_per_minute, tokens_per_minute, burst_seconds,
-                                                      max_attempts, initial_backoff_seconds)
+        self.limiter, self.retry_policy = self.client_settings.pacing()
         # One request must always fit in the token bucket, or it would only ever pass by going into debt.
         self.max_tokens_per_request = int(min(MAX_TOKENS_PER_REQUEST, self.limiter.tokens.capacity))
         self.last_status: StatusTracker | None = None  # counts of the latest run

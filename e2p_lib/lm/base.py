@@ -7,6 +7,7 @@ import math
 from abc import ABC, abstractmethod
 from typing import Any, Iterator, Sequence
 
+from e2p_lib.checks import check_int
 from e2p_lib.embed.base import check_texts
 
 DEFAULT_MAX_NEW_TOKENS = 128  # see e2p_lib.lm's docstring
@@ -34,9 +35,7 @@ def check_prompts(prompts: Sequence[str]) -> list[str]:
 def check_generation_args(n_prompts: int, max_new_tokens: int, temperature: float,
                           seed: int | Sequence[int]) -> list[int]:
     """Check the generation parameters; return one seed per prompt."""
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
-        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive integer "
-                         f"(default {DEFAULT_MAX_NEW_TOKENS}).")
+    check_int(max_new_tokens, "max_new_tokens", hint=f" (default {DEFAULT_MAX_NEW_TOKENS})")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
             or temperature < 0:
         raise ValueError(f"temperature={temperature!r} must be a finite number >= 0 (0 = greedy decoding).")

@@ -47,7 +47,7 @@ def default_cache_dir() -> Path:
     return config.data_dir() / "answers"
 
 
-def cache_path(model: str, cache_dir: str | Path | None = None) -> Path:
+def answer_cache_path(model: str, cache_dir: str | Path | None = None) -> Path:
     """The file that holds `model`'s answers (a readable, filesystem-safe name)."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_")
     return Path(cache_dir or default_cache_dir()) / f"{slug}.sqlite"
@@ -127,7 +127,7 @@ class CachedLM(ChatLM):
             raise TypeError(f"CachedLM wraps a ChatLM (LocalChatLM, OpenAIChatLM), not {type(lm).__name__}.")
         self.lm = lm
         self.name = lm.name
-        self.cache = AnswerCache(cache_path(lm.name, cache_dir))
+        self.cache = AnswerCache(answer_cache_path(lm.name, cache_dir))
         self.last_stats: dict[str, float] = {}
 
     def settings(self) -> dict[str, Any]:

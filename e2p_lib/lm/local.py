@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from e2p_lib.checks import check_int, check_positive_int
 from e2p_lib.lm.base import DEFAULT_SYSTEM_PROMPT, ChatLM, check_answer_settings, prompt_seed
 
 logger = logging.getLogger(__name__)
@@ -85,12 +86,9 @@ class LocalChatLM(ChatLM):
         from e2p_lib.lm.smollm import MODEL_NAME, load_smollm2
 
         self.system_prompt, self.top_p = check_answer_settings(system_prompt, top_p)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be a positive integer.")
+        check_positive_int(batch_size, "batch_size")
         if num_threads is not None:
-            if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-                raise ValueError(f"num_threads={num_threads!r} must be a positive integer or None.")
-            torch.set_num_threads(num_threads)
+            torch.set_num_threads(check_int(num_threads, "num_threads", hint=" or None"))
         self.model, self.tokenizer = load_smollm2(device, dtype, model_dir)
         self.name = f"local/{MODEL_NAME}"
         self.batch_size = batch_size

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from e2p_lib.clients.openai import chainable, make_client, make_pacing, redact
+from e2p_lib.clients.openai import ClientSettings, chainable, make_client, redact
 from e2p_lib.clients.ratelimit import Job, RunFailedError, StatusTracker, run_rate_limited
 from e2p_lib.lm.base import DEFAULT_SYSTEM_PROMPT, ChatLM, check_answer_settings
 from e2p_lib.tokens import count_tokens
@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 # content plus 4 tokens of framing, and the reply is primed with 2 more.
 TOKENS_PER_MESSAGE = 4
 TOKENS_PER_REPLY_PRIMING = 2
+# OpenAI's tier-1 limits for gpt-4o-mini; raise them to your account's (see `ClientSettings`).
+DEFAULT_CLIENT_SETTINGS = ClientSettings(requests_per_minute=500, tokens_per_minute=200_000)
 
 
 class GenerationRunError(RuntimeError):
@@ -62,14 +64,10 @@ class OpenAIChatLM(ChatLM):
         top_p: nucleus sampling (1.0: not sent).
         base_url: an OpenAI-compatible endpoint ("http://localhost:8000/v1"); None uses OpenAI (or OPENAI_BASE_URL).
         api_key: None reads OPENAI_API_KEY. A local server that needs no key still needs a placeholder ("EMPTY").
-    Parameters that control pace (defaults: OpenAI's tier 1 for gpt-4o-mini):
-        requests_per_minute, tokens_per_minute: your account's limits; None for no limit of that kind.
-        burst_seconds: seconds of each limit the client may spend at once (see `RateLimiter`).
-        max_concurrency: requests in flight at once.
-    Parameters that control failures:
-        max_attempts: attempts per request before the run fails (1: no retries).
-        initial_backoff_seconds: first backoff when the server sends no retry header (doubles per attempt).
-        timeout_seconds: per-request timeout; a timeout is retried.
+    Parameters that control pace and failures:
+        client_settings: a `ClientSettings` (limits per minute, burst, concurrency, attempts, backoff, timeout);
+            None: `DEFAULT_CLIENT_SETTINGS`, OpenAI's tier 1 for gpt-4o-mini. Any of its fields may also be given
+            as a keyword (`requests_per_minute=None`, `max_attempts=2`), overriding it.
     Parameters that control reporting:
         verbose: log and print the run's summary and show a progress bar.
     """
@@ -82,25 +80,21 @@ class OpenAIChatLM(ChatLM):
         api_key: str | None = None,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         top_p: float = 1.0,
-        requests_per_minute: float | None = 500,
-        tokens_per_minute: float | None = 200_000,
-        burst_seconds: float = 58.0,
-        max_concurrency: int = 16,
-        max_attempts: int = 6,
-        initial_backoff_seconds: float = 1.0,
-        timeout_seconds: float = 60.0,
         verbose: bool = True,
+        client_settings: ClientSettings | None = None,
+        **settings: Any,
     ):
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"model={model!r} must be a chat model name, e.g. 'gpt-4o-mini'.")
         self.system_prompt, self.top_p = check_answer_settings(system_prompt, top_p)
-        self._client, self._secret = make_client(api_key, base_url, timeout_seconds)  # the key: only to redact it
+        self.client_settings = ClientSettings.resolve(DEFAULT_CLIENT_SETTINGS, client_settings, settings)
+        # the key is kept only to redact it from error text
+        self._client, self._secret = make_client(api_key, base_url, self.client_settings.timeout_seconds)
         self.model = model
         self.name = f"openai/{model}"
-        self.max_concurrency = max_concurrency
+        self.max_concurrency = self.client_settings.max_concurrency
         self.verbose = verbose
-        self.limiter, self.retry_policy = make_pacing(requests_per_minute, tokens_per_minute, burst_seconds,
-                                                      max_attempts, initial_backoff_seconds)
+        self.limiter, self.retry_policy = self.client_settings.pacing()
         self.last_status: StatusTracker | None = None  # counts of the latest run
 
     def settings(self) -> dict[str, Any]:

@@ -122,28 +122,19 @@ def smollm2_path(cache_dir: str | Path | None = None) -> Path:
     return folder
 
 
-def resolve_device(device: str = "auto") -> str:
-    """"auto" -> "cuda" when available, else "cpu"; anything else is checked and returned."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available here; use device='auto' or 'cpu'.")
-    return str(device)
-
-
 def load_smollm2(device: str = "auto", dtype: str = "float32", cache_dir: str | Path | None = None):
     """(model, tokenizer) of SmolLM2-135M-Instruct, in eval mode on `device`, from the safetensors cache.
 
     Args:
-        device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+        device: "auto" (see `e2p_lib.devices.resolve_device`: CUDA, else MPS, else CPU), "cpu", "cuda:1", ...
         dtype: "float32" (the default, also on CUDA: at 135M parameters bfloat16 saves little time, and its
             rounding makes answers depend on batch composition; see `e2p_lib.lm`), "bfloat16" or "float16".
         cache_dir: the converted folder (None: see `smollm2_path`).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from e2p_lib.devices import resolve_device  # here, not at the top: importing this module needs no torch
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not one of {DTYPES}.")

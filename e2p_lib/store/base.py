@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from e2p_lib.checks import check_int
 from e2p_lib.store.filters import compile_filter
 
 DEFAULT_NAMESPACE = ""
@@ -117,9 +118,7 @@ def check_query_vectors(vectors: Any, dimensions: int) -> np.ndarray:
 
 
 def check_top_k(top_k: Any) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or not 1 <= top_k <= MAX_TOP_K:
-        raise ValueError(f"top_k must be an integer from 1 to {MAX_TOP_K:,} (Pinecone's limit); got {top_k!r}.")
-    return int(top_k)
+    return check_int(top_k, "top_k", maximum=MAX_TOP_K, hint=" (Pinecone's limit)")
 
 
 def check_namespace(namespace: Any) -> str:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import io
-import numbers
 import re
 import threading
 from contextlib import contextmanager
@@ -46,6 +45,7 @@ from tqdm.auto import tqdm
 
 from e2p_lib import config
 from e2p_lib.atomic import atomic_file, fsync_dir
+from e2p_lib.checks import check_positive_int
 from e2p_lib.store.base import DEFAULT_NAMESPACE, METRIC, Match, Record, VectorStore, shown
 from e2p_lib.store.filters import compile_filter
 
@@ -317,9 +317,8 @@ class LocalVectorStore(VectorStore):
 
     def _open(self, dimensions: int | None) -> int:
         """Create `store.json` on first use, else check `dimensions` against it; returns the store's dimension."""
-        if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, numbers.Integral)
-                                       or dimensions < 1):
-            raise ValueError(f"dimensions must be a positive integer; got {dimensions!r}.")
+        if dimensions is not None:
+            check_positive_int(dimensions, "dimensions")
         self.path.mkdir(parents=True, exist_ok=True)
         info_path = self.path / "store.json"
         with _file_lock(self.path / _LOCK, exclusive=True):
@@ -559,7 +558,7 @@ class LocalVectorStore(VectorStore):
             scores[:, ~allowed] = -np.inf
         for i, rows in enumerate(excluded):
             scores[i, rows] = -np.inf
-        yield from (_best(row_scores, top_k) for row_scores in scores)
+        yield from (_top_k_scores(row_scores, top_k) for row_scores in scores)
 
     def _binary_top_k(self, state: _Namespace, units: np.ndarray, top_k: int, allowed: np.ndarray | None,
                       excluded: list[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -575,11 +574,11 @@ class LocalVectorStore(VectorStore):
             candidates = np.argpartition(distances, n_candidates - 1)[:n_candidates]
             candidates = candidates[distances[candidates] != unreachable]
             scores = (state.vectors[candidates] @ unit) * state.inverse_norms[candidates]
-            best_rows, best_scores = _best(scores, top_k)
+            best_rows, best_scores = _top_k_scores(scores, top_k)
             yield candidates[best_rows], best_scores
 
 
-def _best(scores: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+def _top_k_scores(scores: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices and values of the `top_k` largest finite scores, best first (-inf marks a row that may not match)."""
     if top_k < len(scores):
         indices = np.argpartition(-scores, top_k - 1)[:top_k]

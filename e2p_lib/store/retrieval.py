@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from e2p_lib.checks import check_positive_int
 from e2p_lib.store.base import DEFAULT_NAMESPACE, VectorStore, check_ids, check_query_vectors
 
 COLUMNS = ["target", "target_id", "rank", "id", "score", "prompt"]
@@ -48,10 +48,8 @@ def nearest_prompt(store: VectorStore, target_vectors: Any, target_ids: Sequence
         if len(target_ids) != len(targets):
             raise ValueError(f"Got {len(target_ids)} target_ids for {len(targets)} target vectors; give one per target "
                              "(or None when the targets are not in the store).")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer; got {k!r}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    check_positive_int(k, "k")
+    check_positive_int(batch_size, "batch_size")
     if store.count(namespace=namespace) == 0:
         raise ValueError(f"{store!r} holds no records in namespace {namespace!r}: upsert the stored outputs first.")
 
