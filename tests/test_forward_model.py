@@ -14,9 +14,9 @@ import torch
 
 import e2p_lib.models.forward as fm
 from e2p_lib.embed import LocalEmbedder, default_local_model_path
-from e2p_lib.embed.cache import EmbeddingCache, cache_path
+from e2p_lib.embed.cache import EmbeddingCache, embed_texts, embedding_cache_path
 from e2p_lib.models.forward import (EncoderForwardNet, ForwardModel, ForwardModelConfig, MLPForwardNet, build_network,
-                                    cosine_table, embed_texts, evaluate_forward_model, fit_ridge, forward_baselines,
+                                    cosine_table, evaluate_forward_model, fit_ridge, forward_baselines,
                                     forward_model_config, train_forward_model)
 from e2p_lib.train.loop import load_checkpoint
 
@@ -84,14 +84,14 @@ def tiny_config(kind: str = "mlp", **overrides) -> ForwardModelConfig:
     (dict(kind="lstm"), r"kind='lstm' is not a forward model; use one of \('mlp', 'transformer'\)"),
     (dict(loss="l1"), r"loss='l1' is not supported; use one of \('mse', 'cosine'\)"),
     (dict(hidden_sizes=512), r"hidden_sizes must be a sequence of layer widths such as \(1024,\), got 512"),
-    (dict(hidden_sizes=(64, 0)), r"hidden_sizes must hold positive integers, got \(64, 0\)"),
+    (dict(hidden_sizes=(64, 0)), r"hidden_sizes\[1\]=0 must be a positive integer"),
     (dict(dropout=1.0), r"dropout must be in \[0, 1\), got 1.0"),
     (dict(dropout=-0.1), "dropout must be a finite number >= 0, got -0.1"),
-    (dict(max_seq_len=1), "max_seq_len must be an integer >= 2, got 1"),
-    (dict(max_seq_len="64"), "max_seq_len must be an integer >= 2, got '64'"),
-    (dict(freeze_encoder_layers=-1), "freeze_encoder_layers must be an integer >= 0"),
+    (dict(max_seq_len=1), "max_seq_len=1 must be an integer >= 2"),
+    (dict(max_seq_len="64"), "max_seq_len='64' must be an integer >= 2"),
+    (dict(freeze_encoder_layers=-1), "freeze_encoder_layers=-1 must be an integer >= 0"),
     (dict(encoder_learning_rate=0), "encoder_learning_rate must be a finite number > 0"),
-    (dict(batch_size=0), "batch_size must be an integer >= 1, got 0"),  # inherited checks still run
+    (dict(batch_size=0), "batch_size=0 must be a positive integer"),  # inherited checks still run
 ])
 def test_bad_configs_fail_before_any_model_loads(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -362,7 +362,7 @@ def test_embed_texts_caches_vectors_without_touching_the_dataset_rows(tiny_embed
     np.testing.assert_allclose(embed_texts(PROMPTS, Counting(), cache_dir=tmp_path), first[:12], atol=0)
     assert Counting.texts == len(PROMPTS)  # the second call was all cache hits
     np.testing.assert_allclose(first[:12], tiny_embedder.embed(PROMPTS), atol=1e-6)
-    with EmbeddingCache(cache_path(tiny_embedder.name, 32, tmp_path), tiny_embedder.name, 32) as cache:
+    with EmbeddingCache(embedding_cache_path(tiny_embedder.name, 32, tmp_path), tiny_embedder.name, 32) as cache:
         assert len(cache) == 12 and cache.read_records()[0].empty
 
 

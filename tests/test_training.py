@@ -14,25 +14,25 @@ import numpy as np
 import pytest
 import torch
 
+from e2p_lib.devices import resolve_device
 from e2p_lib.train.loop import (CHECKPOINT_FILE, CONFIG_FILE, LossHistory, TrainingConfig, TrainState, batch_indices,
                                 capture_rng_state, check_resumable, data_fingerprint, is_due, load_checkpoint,
-                                resolve_device,
                                 restore_rng_state, run_training_loop, save_checkpoint, seed_everything)
 
 
 @pytest.mark.parametrize("field, value, message", [
     ("learning_rate", 0.0, "learning_rate must be a finite number > 0"),
     ("learning_rate", float("nan"), "learning_rate must be a finite number > 0, got nan"),
-    ("batch_size", 0, "batch_size must be an integer >= 1, got 0"),
-    ("batch_size", 8.0, "batch_size must be an integer >= 1, got 8.0"),
-    ("num_epochs", True, "num_epochs must be an integer >= 1, got True"),
-    ("max_steps", 0, "max_steps must be an integer >= 1"),
+    ("batch_size", 0, "batch_size=0 must be a positive integer"),
+    ("batch_size", 8.0, "batch_size=8.0 must be a positive integer"),
+    ("num_epochs", True, "num_epochs=True must be a positive integer"),
+    ("max_steps", 0, "max_steps=0 must be a positive integer"),
     ("lr_scheduler", "cosine_with_restarts", "lr_scheduler='cosine_with_restarts' is not supported"),
     ("warmup_fraction", 1.0, "warmup_fraction=1.0 must be < 1"),
     ("max_grad_norm", -1.0, "max_grad_norm must be a finite number > 0"),
-    ("seed", -1, "seed must be an integer >= 0"),
+    ("seed", -1, "seed=-1 must be an integer >= 0"),
     ("device", "gpu", "device='gpu' is not a device name; use 'auto', 'cpu', 'cuda'"),
-    ("eval_every_steps", -5, "eval_every_steps must be an integer >= 0"),
+    ("eval_every_steps", -5, "eval_every_steps=-5 must be an integer >= 0"),
 ])
 def test_bad_config_values_are_refused_with_the_value_and_the_rule(field, value, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -59,13 +59,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from e2p_lib.embed import cache as embedding_cache
+from e2p_lib.checks import check_positive_int
+from e2p_lib.devices import resolve_device
 from e2p_lib.embed import embedder_from_name
 from e2p_lib.embed.base import Embedder, check_texts, l2_normalise
+from e2p_lib.embed.cache import embed_texts
 from e2p_lib.embed.local import default_local_model_path
 from e2p_lib.train.loop import (TrainingConfig, TrainState, batch_indices, check_int_field, check_number_field,
-                                check_resumable, data_fingerprint, load_checkpoint, resolve_device,
-                                restore_training_state, run_training_loop, save_checkpoint, seed_everything)
+                                check_resumable, data_fingerprint, global_mean, load_checkpoint, local_rows,
+                                prepare_for_processes, restore_training_state, run_training_loop, save_checkpoint,
+                                seed_everything)
 
 FORWARD_MODEL_KINDS = ("mlp", "transformer")
 LOSSES = ("mse", "cosine")
@@ -122,9 +125,8 @@ class ForwardModelConfig(TrainingConfig):
             raise ValueError(f"hidden_sizes must be a sequence of layer widths such as (1024,), "
                              f"got {self.hidden_sizes!r}.")
         self.hidden_sizes = tuple(self.hidden_sizes)
-        bad = [h for h in self.hidden_sizes if isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1]
-        if bad:
-            raise ValueError(f"hidden_sizes must hold positive integers, got {self.hidden_sizes!r}.")
+        for index, width in enumerate(self.hidden_sizes):
+            check_positive_int(width, f"hidden_sizes[{index}]")
         check_number_field(self, "dropout", minimum=0)
         if self.dropout >= 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
@@ -297,13 +299,10 @@ def forward_loss(predictions: torch.Tensor, targets: torch.Tensor, loss: str) ->
 # --- prompt inputs ---------------------------------------------------------------------------------------------
 
 
-def embed_texts(texts: Sequence[str], embedder: Embedder, cache_dir: str | Path | None = None) -> np.ndarray:
-    """(n, d) unit vectors of `texts`: through the shared embedding cache under `cache_dir`, or straight from the
-    embedder when `cache_dir` is None (a pass-through, so tests and one-off calls leave no files)."""
-    texts = check_texts(texts)
-    if cache_dir is None or not texts:
-        return embedder.embed(texts) if texts else np.zeros((0, embedder.dimensions), dtype=np.float32)
-    return embedding_cache.embed_texts(texts, embedder, cache_dir, show_progress=False)
+def prompt_embeddings(prompts: Sequence[str], embedder: Embedder, cache_dir: str | Path | None) -> np.ndarray:
+    """(n, d) MLP inputs: through the embedding cache under `cache_dir`, or straight from the embedder when it is
+    None (the forward model's `cache_dir=None` means no cache, so tests and one-off calls leave no files)."""
+    return embed_texts(prompts, embedder, cache_dir, use_cache=cache_dir is not None, show_progress=False)
 
 
 class PromptVectors:
@@ -384,7 +383,7 @@ class ForwardModel:
         """What the network reads for `prompts`: their embeddings (mlp) or their text, to tokenise (transformer)."""
         prompts = check_texts(prompts)
         if self.kind == "mlp":
-            return PromptVectors(embed_texts(prompts, self.embedder, self.cache_dir))
+            return PromptVectors(prompt_embeddings(prompts, self.embedder, self.cache_dir))
         return PromptTokens(prompts, self.tokenizer, self.config.max_seq_len)
 
     def predict(self, prompts: Sequence[str]) -> np.ndarray:
@@ -532,18 +531,22 @@ def train_forward_model(
         check_resumable(checkpoint, config, fingerprint)
         state = restore_training_state(checkpoint, model=net, optimizer=optimizer, scheduler=scheduler)
 
+    # several processes (`accelerate launch`): each trains on its share of every global batch, gradients averaged
+    accelerator, wrapped = prepare_for_processes(net)
+
     def train_step(step: int) -> dict[str, float]:
-        index = batch_indices(len(train_inputs), config.batch_size, config.seed, step)
+        index, weight = local_rows(batch_indices(len(train_inputs), config.batch_size, config.seed, step),
+                                   accelerator)
         net.train()
-        predictions = net(**train_inputs.batch(index, device))  # (B, d)
-        loss = forward_loss(predictions, targets[torch.as_tensor(index)].to(device), config.loss)
+        predictions = wrapped(**train_inputs.batch(index, device))  # (B, d)
+        loss = forward_loss(predictions, targets[torch.as_tensor(index)].to(device), config.loss) * weight
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        accelerator.backward(loss)
         if config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), config.max_grad_norm)
+            accelerator.clip_grad_norm_(net.parameters(), config.max_grad_norm)
         optimizer.step()
         scheduler.step()
-        return {"loss": loss.item(), "lr": scheduler.get_last_lr()[0]}  # the head's rate
+        return {"loss": global_mean(accelerator, loss), "lr": scheduler.get_last_lr()[0]}  # the head's rate
 
     def evaluate() -> dict[str, float]:
         raw = predict_raw(net, val_inputs, device)
@@ -556,9 +559,10 @@ def train_forward_model(
                         scheduler=scheduler, extra=model._extra(fingerprint))
 
     # 3. the loop: progress bar, periodic validation and checkpoints
+    main = accelerator.is_main_process  # one process validates and writes; the others only train
     state = run_training_loop(train_step, total_steps=total_steps, state=state, config=config,
-                              evaluate=evaluate if val_inputs is not None else None,
-                              save=save if config.output_dir else None, desc=f"forward model ({config.kind})")
+                              evaluate=evaluate if val_inputs is not None and main else None,
+                              save=save if config.output_dir and main else None, desc=f"forward model ({config.kind})")
     net.eval()
     model.state = state
     return model, state.history.to_frame()
@@ -609,7 +613,8 @@ def forward_baselines(
     - "prompt embedding": the prompt's own embedding as the prediction (what an untrained model says);
     - "ridge (alpha=A)": a linear map from prompt embedding to answer embedding, A chosen on val.
     """
-    train_x, val_x, test_x = (embed_texts(p, embedder, cache_dir) for p in (train_prompts, val_prompts, test_prompts))
+    train_x, val_x, test_x = (prompt_embeddings(p, embedder, cache_dir)
+                              for p in (train_prompts, val_prompts, test_prompts))
     ridge, alpha = fit_ridge(train_x, np.asarray(train_targets, dtype=np.float32), val_x,
                              np.asarray(val_targets, dtype=np.float32), alphas)
     return {"prompt embedding": test_x, f"ridge (alpha={alpha:g})": ridge.predict(test_x).astype(np.float32)}

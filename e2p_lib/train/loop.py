@@ -1,4 +1,4 @@
-"""Training-loop utilities shared by e2p's trainers (the forward model now, the prompt policy later).
+"""Training-loop utilities shared by e2p's trainers (the forward model, the policy's SFT and PPO).
 
 A trainer supplies one function, `train_step(step) -> {"loss": ...}`, and optionally `evaluate() -> {...}` and
 `save(state)`; `run_training_loop` does the rest the same way for every model:
@@ -15,7 +15,7 @@ draws the same masks after a restart. `check_resumable` refuses a checkpoint who
 the fields in `RESUMABLE_FIELDS` (run length, logging, device).
 
     >>> config = TrainingConfig(output_dir="data/models/demo", max_steps=200)
-    >>> device = resolve_device(config.device)       # "auto": CUDA when present, as accelerate picks it
+    >>> device = resolve_device(config.device)       # e2p_lib.devices: "auto" is accelerate's choice
     >>> seed_everything(config.seed)
     >>> checkpoint = load_checkpoint(config.output_dir)
     >>> state = TrainState()
@@ -27,7 +27,11 @@ the fields in `RESUMABLE_FIELDS` (run length, logging, device).
     ...                   evaluate=evaluate, save=lambda s: save_checkpoint(config.output_dir, config=config,
     ...                   state=s, model=model, optimizer=optimizer))
 
-Contents, in the order data flows: `TrainingConfig` -> `resolve_device`, `seed_everything` -> `batch_indices`,
+Several processes (`accelerate launch`): `prepare_for_processes(model)` wraps the model so gradients are averaged
+across processes, `local_rows` gives each process its share of the global batch (and the weight of its loss), and
+`global_mean` reduces a metric; one process validates and writes. So far the forward model trains this way.
+
+Contents, in the order data flows: `TrainingConfig` -> `seed_everything` -> several processes -> `batch_indices`,
 `data_fingerprint` -> `LossHistory`, `TrainState` -> RNG capture/restore -> checkpoint save/load/check ->
 `run_training_loop`.
 """
@@ -52,6 +56,8 @@ import torch
 from tqdm.auto import tqdm
 
 from e2p_lib.atomic import write_atomically
+from e2p_lib.checks import check_int
+from e2p_lib.devices import check_device_name
 
 CHECKPOINT_FILE = "checkpoint.pt"  # model, optimiser, scheduler, RNG, history and the resolved config
 CONFIG_FILE = "config.json"  # the same resolved config, readable without torch
@@ -169,9 +175,7 @@ class TrainingConfig:
 
 def check_int_field(config: Any, name: str, minimum: int) -> None:
     """Raise ValueError naming `config.<name>` unless it is an integer >= `minimum` (bools refused)."""
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    check_int(getattr(config, name), name, minimum=minimum)
 
 
 def check_number_field(config: Any, name: str, minimum: float, exclusive: bool = False) -> None:
@@ -186,46 +190,47 @@ def check_number_field(config: Any, name: str, minimum: float, exclusive: bool =
 # --- hardware and seeds ----------------------------------------------------------------------------------------
 
 
-def check_device_name(device: str) -> None:
-    """Raise ValueError unless `device` is "auto" or a torch device name (whether it exists is checked later)."""
-    if device == "auto":
-        return
-    try:
-        kind = torch.device(device).type if isinstance(device, str) else None
-    except RuntimeError:
-        kind = None
-    if kind not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device={device!r} is not a device name; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """The torch device to train on. "auto" asks accelerate's `PartialState`, so under `accelerate launch` each
-    process gets its own GPU, and alone it picks CUDA when present, else MPS, else CPU.
-
-    Raises ValueError when a named device is not present here (e.g. "cuda" on a machine without a GPU).
-    """
-    check_device_name(device)
-    if device == "auto":
-        from accelerate import PartialState
-
-        return PartialState().device
-    resolved = torch.device(device)
-    if resolved.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = resolved.index or 0
-        if index >= count:
-            raise ValueError(f"device={device!r} but this machine has {count} CUDA GPU(s) visible to torch "
-                             f"{torch.__version__}; use device='auto' (falls back to CPU) or 'cpu'.")
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={device!r} but MPS is not available here; use device='auto' or 'cpu'.")
-    return resolved
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy, torch and every CUDA device (accelerate's `set_seed`)."""
     from accelerate.utils import set_seed
 
     set_seed(int(seed))
+
+
+# --- several processes -----------------------------------------------------------------------------------------
+
+
+def prepare_for_processes(model: torch.nn.Module):
+    """(accelerator, wrapped): `model` made ready for every process of this run (`accelerate launch`).
+
+    With several processes `wrapped` is the DistributedDataParallel wrapper: run the forward pass through it and
+    call `accelerator.backward(loss)`, and the gradients are averaged across processes before the optimiser step.
+    Alone, `wrapped` is `model` itself. The model stays where the caller put it (`resolve_device`).
+    """
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(device_placement=False)
+    return accelerator, accelerator.prepare_model(model)
+
+
+def local_rows(index: np.ndarray, accelerator: Any) -> tuple[np.ndarray, float]:
+    """This process's share of the global batch `index`, and the factor for its mean loss.
+
+    Every process computes the same `batch_indices` (the global batch) and trains on one contiguous share of it.
+    DDP averages gradients across processes, so a share's mean loss is weighted by its size (times the number of
+    processes): the update then equals one process's on the whole batch, even when the shares differ in size.
+    """
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if len(index) < world:
+        raise ValueError(f"A batch of {len(index)} rows cannot be shared by {world} processes; use batch_size >= "
+                         f"{world} and a training-row count whose remainder by batch_size is 0 or >= {world}.")
+    share = np.array_split(index, world)[rank]
+    return share, len(share) * world / len(index)
+
+
+def global_mean(accelerator: Any, value: torch.Tensor) -> float:
+    """The mean over processes of a scalar already weighted by `local_rows`: the whole batch's value."""
+    return float(accelerator.reduce(value.detach().reshape(1), reduction="mean")[0])
 
 
 # --- data order ------------------------------------------------------------------------------------------------

@@ -1,0 +1,146 @@
+"""The answer index and the search under an environment budget: no leak, the budget holds, seeded runs repeat.
+
+Same doubles as tests/test_invert.py: the tiny random policy, `ByteEmbedder`, and `EchoLM`, which records every
+prompt it is sent, so the environment calls are counted from what the environment really received.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from e2p_lib.answer_index import AnswerIndex, answer_namespace, build_answer_index, leave_out
+from e2p_lib.evaluate.baselines import best_answered, budget_curve, forward_ranked, retrieval_candidates
+from e2p_lib.invert import Inverter
+from e2p_lib.models.policy import Hypothesis
+from e2p_lib.store import make_vector_store
+from test_invert import ByteEmbedder, EchoLM, tiny_forward_model
+from tiny import DIMS, tiny_policy
+
+PROMPTS = ["Name a fruit.", "List three colours.", "Write a haiku about rain.", "Define gravity.",
+           "Translate cat into French.", "Give a synonym for happy.", "Summarise Hamlet.", "What is 2 + 2?"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def pieces(tmp_path, smollm2_tokenizer):
+    embedder, lm = ByteEmbedder(), EchoLM()
+    store = make_vector_store("local", name="test", dimensions=DIMS, root=tmp_path / "stores")
+    ids = [f"row-{i}" for i in range(len(PROMPTS))]
+    index = build_answer_index(store, lm, embedder, ids, PROMPTS, chunk_size=3, embedding_cache_dir=tmp_path)
+    policy = tiny_policy(smollm2_tokenizer)
+    policy.config.hypotheses = 2
+    inverter = Inverter(policy, embedder, tiny_forward_model(embedder, tmp_path), lm, index=index,
+                        embedding_cache_dir=tmp_path)
+    return {"embedder": embedder, "lm": lm, "store": store, "ids": ids, "index": index, "inverter": inverter,
+            "tmp": tmp_path}
+
+
+def test_the_index_holds_each_prompt_once_with_its_real_answer_and_resumes(pieces):
+    index, lm, store = pieces["index"], pieces["lm"], pieces["store"]
+    assert len(index) == len(PROMPTS) and sorted(lm.received) == sorted(PROMPTS)
+    record = store.fetch(["row-2"], namespace=index.namespace)["row-2"]
+    assert record.metadata == {"prompt": PROMPTS[2], "answer": f"Answer to: {PROMPTS[2]}"}
+    np.testing.assert_allclose(record.vector, pieces["embedder"].vector(f"Answer to: {PROMPTS[2]}"), atol=1e-6)
+    # a rebuild answers nothing again: every id is already indexed
+    again = build_answer_index(store, lm, pieces["embedder"], pieces["ids"], PROMPTS, chunk_size=3,
+                               embedding_cache_dir=pieces["tmp"])
+    assert again.namespace == index.namespace and len(lm.received) == len(PROMPTS)
+
+
+def test_namespaces_differ_by_environment_settings_and_answer_length():
+    embedder, lm = ByteEmbedder(), EchoLM()
+    assert answer_namespace(lm, embedder, 64) != answer_namespace(lm, embedder, 128)
+    other = EchoLM()
+    other.settings = lambda: {"system_prompt": "other"}
+    assert answer_namespace(lm, embedder, 64) != answer_namespace(other, embedder, 64)
+
+
+def test_no_leak_a_row_never_retrieves_itself_or_a_row_with_the_same_output(pieces):
+    index, embedder = pieces["index"], pieces["embedder"]
+    outputs = ["a", "b", "c", "a", "e", "f", "g", "h"]  # rows 0 and 3 share an output
+    exclusions = leave_out(pieces["ids"], outputs)
+    assert sorted(exclusions[0]) == ["row-0", "row-3"] and exclusions[1] == ["row-1"]
+    targets = np.stack([embedder.vector(f"Answer to: {p}") for p in PROMPTS])  # each row's own answer: top-1
+    found = index.hypotheses(targets, k=len(PROMPTS), exclude_ids=exclusions)
+    for i, row in enumerate(found):
+        assert all(h.id not in exclusions[i] for h in row)
+        assert len(row) == len(PROMPTS) - len(exclusions[i])
+        assert [h.cosine for h in row] == sorted((h.cosine for h in row), reverse=True)
+    unfiltered = index.hypotheses(targets, k=1)
+    assert [row[0].id for row in unfiltered] == pieces["ids"]  # without exclusions it would be a lookup
+
+
+@pytest.mark.parametrize("budget", [1, 2, 5])
+def test_the_budget_holds_and_calls_are_counted_from_what_the_environment_received(pieces, budget):
+    inverter, lm = pieces["inverter"], pieces["lm"]
+    targets = np.stack([pieces["embedder"].vector(t) for t in ("A poem about rain.", "Three colours please")])
+    sent_before = len(lm.received)
+    results = inverter.invert(targets, budget=budget, samples=3, seed=1,
+                              exclude_ids=[["row-2"], ["row-1"]], max_prompt_tokens=6)
+    sent = len(lm.received) - sent_before
+    for result in results:
+        assert 1 <= result.environment_calls <= budget
+        assert result.prompt.strip() and not np.isnan(result.achieved_cosine)
+        answered = [c for c in result.candidates if not np.isnan(c.achieved_cosine)]
+        assert result.achieved_cosine == max(c.achieved_cosine for c in answered)  # the best real cosine wins
+    if budget == 1:
+        assert [r.environment_calls for r in results] == [1, 1]
+    # the environment's answer cache is not in play here: every counted call reached EchoLM
+    assert sent == sum(r.environment_calls for r in results)
+
+
+def test_excluded_rows_never_become_candidates(pieces):
+    inverter = pieces["inverter"]
+    target = pieces["embedder"].vector(f"Answer to: {PROMPTS[4]}")[None]
+    result = inverter.invert(target, budget=3, samples=2, exclude_ids=[["row-4"]], max_prompt_tokens=6)[0]
+    assert PROMPTS[4] not in [c.prompt for c in result.candidates if c.source == "index"]
+
+
+def test_seeded_search_repeats_exactly(pieces):
+    inverter = pieces["inverter"]
+    targets = np.stack([pieces["embedder"].vector(t) for t in ("rain and clouds", "a fruit salad")])
+    first = inverter.invert(targets, budget=4, samples=3, seed=5, max_prompt_tokens=6)
+    second = inverter.invert(targets, budget=4, samples=3, seed=5, max_prompt_tokens=6)
+    assert [r.prompt for r in first] == [r.prompt for r in second]
+    assert [[c.prompt for c in r.candidates] for r in first] == [[c.prompt for c in r.candidates] for r in second]
+
+
+def test_search_refuses_a_bad_budget_and_options_without_budget(pieces):
+    with pytest.raises(ValueError, match="budget"):
+        pieces["inverter"].invert(np.ones((1, DIMS)), budget=0)
+    with pytest.raises(TypeError, match="budget"):
+        pieces["inverter"].invert(np.ones((1, DIMS)), samples=3)
+
+
+def test_retrieval_baselines_spend_what_they_say(pieces, tmp_path):
+    store, embedder, lm = pieces["store"], pieces["embedder"], pieces["lm"]
+    store.upsert(pieces["ids"], np.stack([embedder.vector(p) for p in PROMPTS]),
+                 [{"prompt": p} for p in PROMPTS])
+    targets = np.stack([embedder.vector(t) for t in ("rain poem", "colour list")])
+    candidates = retrieval_candidates(store, targets, ["row-2", "not-stored"], k=4)
+    assert all(len(row) == 4 for row in candidates) and PROMPTS[2] not in candidates[0]
+    picked = forward_ranked(candidates, targets, tiny_forward_model(embedder, tmp_path))
+    assert all(p in row for p, row in zip(picked, candidates))
+    from e2p_lib.train.rewards import AnswerCosineReward
+
+    reward = AnswerCosineReward(lm, embedder, embedding_cache_dir=tmp_path)
+    prompts, cosines, calls = best_answered(candidates, targets, reward, budget=3)
+    assert calls == [3, 3] and all(p in row[:3] for p, row in zip(prompts, candidates))
+    curve = budget_curve({"retrieval": lambda b: best_answered(candidates, targets, reward, b)[1:]}, [1, 2, 4])
+    assert list(curve["max_calls"]) == [1, 2, 4]
+    assert curve["mean_cosine"].is_monotonic_increasing  # best of more, from the same ordered list
+
+
+def test_hypothesis_round_trip_into_the_policy_context(pieces):
+    policy = pieces["inverter"].policy
+    ids = policy.hypothesis_ids([Hypothesis("Name a fruit.", 0.5, "row-0")])
+    assert "50: Name a fruit." in policy.tokenizer.decode(ids)
