@@ -72,6 +72,7 @@ from e2p_lib.checks import check_int, check_positive_int
 from e2p_lib.embed.base import Embedder, check_texts, l2_normalise
 from e2p_lib.embed.cache import embed_texts
 from e2p_lib.lm.base import DEFAULT_MAX_NEW_TOKENS
+from e2p_lib.models.policy import Hypotheses, Hypothesis
 from e2p_lib.train.rewards import AnswerCosineReward
 
 RERANK_METHODS = ("forward", "environment")
@@ -137,6 +138,10 @@ def _best_index(scores: Sequence[float]) -> int:
     """Index of the highest score, NaN counting as lowest, the first on ties (so greedy, first, wins a tie)."""
     values = np.asarray(scores, dtype=np.float64)
     return int(np.argmax(np.where(np.isnan(values), -np.inf, values)))
+
+
+def _real_or_lowest(candidate: Candidate) -> float:
+    return -np.inf if math.isnan(candidate.achieved_cosine) else candidate.achieved_cosine
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -206,12 +211,15 @@ class Inverter:
             user gets; RL trains with a shorter cap for speed).
         generation_batch_size: prompts the policy writes per forward pass (targets x candidates); bounds memory.
         embedding_cache_dir: where text and answer embeddings are cached (None: the embedder's usual cache).
+        index: an `AnswerIndex` of this environment and embedder (`e2p_lib.answer_index`): known prompts with their
+            real answers, the first candidates and hypotheses of `search`; optional. Its answers must have the
+            inverter's `answer_max_new_tokens`, or its cosines are not the ones `search` measures.
 
     Raises:
         ValueError: the pieces disagree on the vector space (dimensions, or the forward model's space name).
     """
 
-    def __init__(self, policy, embedder: Embedder, forward_model=None, environment=None, *,
+    def __init__(self, policy, embedder: Embedder, forward_model=None, environment=None, *, index=None,
                  answer_max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, generation_batch_size: int = 64,
                  embedding_cache_dir: str | Path | None = None):
         dims = int(policy.config.embedding_dim)
@@ -228,6 +236,7 @@ class Inverter:
                             f"{type(environment).__name__}.")
         check_positive_int(generation_batch_size, "generation_batch_size")
         self.policy, self.embedder, self.forward_model, self.environment = policy, embedder, forward_model, environment
+        self.index = index  # an AnswerIndex of this environment and embedder: the search's first candidates
         self.dimensions = dims
         self.generation_batch_size = generation_batch_size
         self.embedding_cache_dir = embedding_cache_dir
@@ -272,20 +281,22 @@ class Inverter:
     # --- 2. proposals: the greedy prompt, then best_of - 1 samples, per conditioning vector --------------------------
 
     def propose(self, conditions: np.ndarray, best_of: int, temperature: float, top_p: float, seed: int,
-                max_prompt_tokens: int | None) -> list[list[str]]:
-        """For each row of `conditions` (n, d): [greedy prompt, best_of - 1 sampled prompts]."""
-        greedy = self._generate(conditions, max_new_tokens=max_prompt_tokens)
+                max_prompt_tokens: int | None, hypotheses: Hypotheses = None) -> list[list[str]]:
+        """For each row of `conditions` (n, d): [greedy prompt, best_of - 1 sampled prompts], each written with the
+        row's `hypotheses` in the policy's context when given."""
+        greedy = self._generate(conditions, max_new_tokens=max_prompt_tokens, hypotheses=hypotheses)
         sampled = [[] for _ in conditions]
         if best_of > 1:
             # One stream for the whole call: reproducible for the same targets and order. Like
             # PromptPolicy.generate(seed=...), this reseeds torch's global generator.
             torch.manual_seed(seed)
             rows = self._generate(conditions, temperature=temperature, top_p=top_p, num_return_sequences=best_of - 1,
-                                  max_new_tokens=max_prompt_tokens)
+                                  max_new_tokens=max_prompt_tokens, hypotheses=hypotheses)
             sampled = [rows[i * (best_of - 1):(i + 1) * (best_of - 1)] for i in range(len(conditions))]
         return [[g, *s] for g, s in zip(greedy, sampled)]
 
-    def _generate(self, conditions: np.ndarray, num_return_sequences: int = 1, **options) -> list[str]:
+    def _generate(self, conditions: np.ndarray, num_return_sequences: int = 1, hypotheses: Hypotheses = None,
+                  **options) -> list[str]:
         """`policy.generate` over chunks of targets, at most `generation_batch_size` prompts per pass."""
         from tqdm.auto import tqdm
 
@@ -294,7 +305,8 @@ class Inverter:
         # A bar only when there is more than one chunk: a single text inverts in one pass, with nothing to watch.
         for start in tqdm(range(0, len(conditions), per_chunk), desc="writing prompts", unit="chunk",
                           disable=len(conditions) <= per_chunk):
-            prompts += self.policy.generate(conditions[start:start + per_chunk],
+            chunk = None if hypotheses is None else hypotheses[start:start + per_chunk]
+            prompts += self.policy.generate(conditions[start:start + per_chunk], hypotheses=chunk,
                                             num_return_sequences=num_return_sequences, **options)
         return prompts
 
@@ -333,8 +345,12 @@ class Inverter:
 
     def invert(self, targets, *, best_of: int = 1, temperature: float = 0.8, top_p: float = 1.0,
                rerank: str | None = None, refine_steps: int = 0, measure: bool = False, seed: int = 0,
-               max_prompt_tokens: int | None = None) -> list[InversionResult]:
+               max_prompt_tokens: int | None = None, budget: int | None = None,
+               **search_options: Any) -> list[InversionResult]:
         """The best prompt for each target (see the module docstring for how it is chosen).
+
+        With `budget=B`, the search under an environment budget instead (`search`: at most B calls per target;
+        `best_of`, `rerank`, `refine_steps` and `measure` do not apply, `search_options` go to it).
 
         Args:
             targets: a text, a list of texts, a (d,) vector or (n, d) vectors of the embedder's space.
@@ -351,6 +367,11 @@ class Inverter:
             ValueError: bad targets (see `target_vectors`) or options, or an option that needs a missing piece
                 (the message says which to pass).
         """
+        if budget is not None:
+            return self.search(targets, budget, temperature=temperature, top_p=top_p, seed=seed,
+                               max_prompt_tokens=max_prompt_tokens, **search_options)
+        if search_options:
+            raise TypeError(f"{sorted(search_options)} apply to the budgeted search only: pass budget=B as well.")
         rerank = self._check_options(best_of, temperature, rerank, refine_steps, measure)
         targets = self.target_vectors(targets)
         uses_environment = rerank == "environment" or refine_steps > 0 or measure
@@ -394,6 +415,87 @@ class Inverter:
                                            environment_calls=len(memo[i]), rerank=rerank,
                                            candidates=history[i], trajectory=trajectory[i]))
         return results
+
+    # --- 5. search under an environment budget --------------------------------------------------------------------
+
+    def search(self, targets, budget: int, *, exclude_ids: Sequence | None = None, samples: int = 8,
+               pool: int = 8, rounds: int = 2, temperature: float = 0.8, top_p: float = 1.0, seed: int = 0,
+               switch_margin: float = 0.05, max_prompt_tokens: int | None = None) -> list[InversionResult]:
+        """The best prompt for each target found with at most `budget` environment calls per target.
+
+        Candidates: the `pool` indexed prompts whose real answers land nearest the target (the answer index, free:
+        answered once for all targets) and the policy's rewrites of the best of them (greedy + `samples` - 1 samples
+        per round). The forward model pre-ranks the rewrites at no environment cost; `budget - 1` calls answer the
+        best-ranked ones over `rounds` rounds, each round's answered rewrites joining the hypotheses the next round
+        reads (the corrector loop); the last call answers the final prompt unless it was answered already. The result
+        is the prompt with the best real cosine; with `budget=1` the only call is that final answer, and a rewrite
+        replaces the best indexed prompt only when the forward model predicts it `switch_margin` higher.
+
+        Every call is counted (`environment_calls` <= budget); `trajectory` holds each round's best.
+        """
+        check_positive_int(budget, "budget")
+        for name, value in (("samples", samples), ("pool", pool), ("rounds", rounds)):
+            check_positive_int(value, name)
+        if self.environment is None:
+            raise ValueError("search(budget=...) answers prompts, which needs an environment LM; pass "
+                             "environment=make_lm('local') (load_inverter does by default).")
+        targets = self.target_vectors(targets)
+        n = len(targets)
+        known = self._indexed(targets, pool, exclude_ids)  # per target: indexed candidates, real cosines known
+        memo: list[dict[str, tuple[float, str]]] = [{} for _ in targets]  # prompts answered in this search
+        history = [list(row) for row in known]
+        trajectory: list[list[Candidate]] = [[] for _ in targets]
+        calls = max(budget - 1, 0)  # for rewrites; the last call is kept for the final answer
+        per_round = [calls // rounds + (r < calls % rounds) for r in range(rounds)] if calls else [0]
+        for step, quota in enumerate(per_round):
+            shown = [self._hypotheses(history[i]) for i in range(n)]
+            proposals = self.propose(targets, samples, temperature, top_p, seed + step, max_prompt_tokens,
+                                     hypotheses=shown)
+            fresh = [[Candidate(p, step, "greedy" if j == 0 else "sampled", 1.0) for j, p in enumerate(dict.fromkeys(row))
+                      if p.strip() and p not in {c.prompt for c in history[i]}] for i, row in enumerate(proposals)]
+            self.predict(fresh, targets)
+            for i, row in enumerate(fresh):
+                row.sort(key=lambda c: -np.nan_to_num(c.predicted_cosine, nan=-np.inf))
+                history[i] += row
+            if quota:
+                self.answer([row[:quota] for row in fresh], targets, memo)
+            for i in range(n):
+                trajectory[i].append(max(history[i], key=_real_or_lowest))
+        finals = [self._final(history[i], budget, switch_margin, targets[i]) for i in range(n)]
+        self.answer([[f] for f in finals], targets, memo)  # a cache hit, or the one call of budget=1
+        for i, row in enumerate(history):
+            self._fill(row, memo[i])
+        return [InversionResult(f.prompt, f.predicted_cosine, f.achieved_cosine, f.answer,
+                                environment_calls=len(memo[i]), rerank="search", candidates=history[i],
+                                trajectory=trajectory[i]) for i, f in enumerate(finals)]
+
+    def _indexed(self, targets: np.ndarray, pool: int, exclude_ids) -> list[list[Candidate]]:
+        """The answer index's nearest prompts as candidates whose real cosine is already known (none without one)."""
+        if self.index is None:
+            return [[] for _ in targets]
+        found = self.index.hypotheses(targets, k=pool, exclude_ids=exclude_ids)
+        rows = [[Candidate(h.prompt, 0, "index", 1.0, achieved_cosine=h.cosine) for h in row] for row in found]
+        self.predict(rows, targets)
+        return rows
+
+    def _hypotheses(self, candidates: list[Candidate]) -> list[Hypothesis]:
+        """What the policy reads: the candidates with a real cosine, best first, as many as it was trained on."""
+        answered = sorted((c for c in candidates if not math.isnan(c.achieved_cosine)), key=lambda c: -c.achieved_cosine)
+        unique = list({c.prompt: c for c in reversed(answered)}.values())[::-1]
+        return [Hypothesis(c.prompt, c.achieved_cosine) for c in unique[: self.policy.config.hypotheses]]
+
+    def _final(self, candidates: list[Candidate], budget: int, switch_margin: float, target) -> Candidate:
+        """The best real cosine; at budget 1, a rewrite the forward model rates `switch_margin` above it instead."""
+        best = max(candidates, key=_real_or_lowest) if candidates else None
+        if budget > 1 or self.forward_model is None or best is None or math.isnan(best.achieved_cosine):
+            if best is None or math.isnan(best.achieved_cosine):  # nothing known: the best-ranked rewrite
+                return max(candidates, key=lambda c: np.nan_to_num(c.predicted_cosine, nan=-np.inf))
+            return best
+        rewrite = max((c for c in candidates if c.source != "index"),
+                      key=lambda c: np.nan_to_num(c.predicted_cosine, nan=-np.inf), default=None)
+        if rewrite is not None and rewrite.predicted_cosine > best.predicted_cosine + switch_margin:
+            return rewrite
+        return best
 
     @staticmethod
     def _score(candidate: Candidate, rerank: str | None) -> float:

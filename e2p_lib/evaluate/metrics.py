@@ -378,6 +378,36 @@ def mean_pairwise_cosine(vectors: np.ndarray) -> float:
     return (total - n) / (n * (n - 1))
 
 
+# --- paired differences and collapse -------------------------------------------------------------------------
+
+
+def paired_difference(cosines: np.ndarray, baseline: np.ndarray, n_resamples: int = 2000, seed: int = 0
+                      ) -> tuple[float, float, float]:
+    """Mean of `cosines - baseline` over the same targets and its bootstrap interval: (mean, low, high).
+
+    Paired: the bootstrap resamples targets, each keeping both of its scores, so the interval covers the choice of
+    targets for the *difference*; above 0 means the method beats the baseline on such targets, not just on these.
+    """
+    difference = np.asarray(cosines, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    low, high = mean_ci(difference, n_resamples=n_resamples, seed=seed)
+    return float(difference.mean()), low, high
+
+
+def collapse(prompts: Sequence[str], prefix_words: int = 3) -> dict[str, float | str]:
+    """How much one method's prompts repeat across targets: a prompt should change when the target does.
+
+    `distinct_prompt_share`: distinct prompts / prompts (1.0: every target got its own). `top_prefix` and
+    `top_prefix_share`: the most common first `prefix_words` words (lower-cased) and the share of prompts that
+    start with them ("generate a list" on 40% of unrelated targets is a collapse).
+    """
+    if isinstance(prompts, str) or not len(prompts):
+        raise ValueError("collapse() takes a non-empty list of prompts.")
+    prefixes = pd.Series([" ".join(_words(p)[:prefix_words]) for p in prompts])
+    counts = prefixes.value_counts()
+    return {"distinct_prompt_share": len(set(prompts)) / len(prompts), "top_prefix": str(counts.index[0]),
+            "top_prefix_share": float(counts.iloc[0] / len(prompts))}
+
+
 # --- the results table ---------------------------------------------------------------------------------------------
 
 
@@ -387,14 +417,15 @@ def results_table(target_vectors: np.ndarray, answer_vectors: Mapping[str, np.nd
                   perplexities: Mapping[str, np.ndarray] | None = None,
                   eval_env_calls: Mapping[str, int] | None = None, train_env_calls: Mapping[str, int] | None = None,
                   reference: str | None = REFERENCE, retrieval: str | None = RETRIEVAL, n_resamples: int = 2000,
-                  seed: int = 0) -> pd.DataFrame:
+                  seed: int = 0, baselines: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Everything about each method in one row (index `method`, in `answer_vectors`' order).
 
     Always: the `summarise` columns and `answer_pairwise_cosine` (diversity of the answers). With `prompts`:
     `distinct_1`, `distinct_2` and `empty_prompt_share`; with `reference_prompts` as well (the original prompts, in
     target order), the `overlap_summary` columns `corpus_bleu`, `sentence_bleu`, `rouge_l`, `exact_match`. With
     `answers`: `median_answer_tokens` (cl100k). With `perplexities` (from `perplexity`): `median_perplexity` over
-    non-empty prompts. `eval_env_calls` defaults to one call per target for every method (see the module docstring)
+    non-empty prompts, and the `collapse` columns. With `baselines` ({method: baseline method}): `baseline`,
+    `diff_vs_baseline` and its paired 95% interval `diff_low`, `diff_high` (`paired_difference`). `eval_env_calls` defaults to one call per target for every method (see the module docstring)
     and gives `eval_env_calls_per_target`; `train_env_calls` is NaN where not given. A method missing from an
     optional mapping gets NaN in that mapping's columns.
 
@@ -417,7 +448,8 @@ def results_table(target_vectors: np.ndarray, answer_vectors: Mapping[str, np.nd
         if name in prompts:
             method_prompts = list(prompts[name])
             row.update(distinct_1=distinct_n(method_prompts, 1), distinct_2=distinct_n(method_prompts, 2),
-                       empty_prompt_share=float(np.mean([not p.strip() for p in method_prompts])))
+                       empty_prompt_share=float(np.mean([not p.strip() for p in method_prompts])),
+                       **collapse(method_prompts))
             if reference_prompts is not None:
                 row.update(overlap_summary(prompt_overlap(method_prompts, reference_prompts)))
         if name in answers:
@@ -427,6 +459,12 @@ def results_table(target_vectors: np.ndarray, answer_vectors: Mapping[str, np.nd
         if name in perplexities:
             values = np.asarray(perplexities[name], dtype=np.float64)  # NaN: empty prompt
             row["median_perplexity"] = float(np.nanmedian(values)) if np.any(~np.isnan(values)) else math.nan
+        if name in (baselines or {}):
+            base = baselines[name]
+            if base not in cosines:
+                raise ValueError(f"baselines[{name!r}] = {base!r} is not a method; have {methods}.")
+            mean, low, high = paired_difference(cosines[name], cosines[base], n_resamples=n_resamples, seed=seed)
+            row.update(baseline=base, diff_vs_baseline=mean, diff_low=low, diff_high=high)
         calls = eval_env_calls.get(name, n_targets)
         row.update(eval_env_calls=calls, eval_env_calls_per_target=calls / n_targets,
                    train_env_calls=train_env_calls.get(name, math.nan))

@@ -179,3 +179,25 @@ def plot_win_rates(summary: pd.DataFrame, reference: str = REFERENCE, retrieval:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=len(series), frameon=False)  # below the bars
     fig.tight_layout()
     return fig
+
+
+def plot_budget_curve(curve: pd.DataFrame, references: Mapping[str, float] | None = None) -> plt.Figure:
+    """Mean answer cosine against environment calls per target (log scale), one line per method with its 95%
+    interval as a band (`budget_curve`'s table), and horizontal reference lines (e.g. {"original prompt": 0.66})."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    colours = method_colours(list(curve["method"].unique()) + list(references or {}))
+    for method, rows in curve.groupby("method", sort=False):
+        rows = rows.sort_values("budget")
+        ax.plot(rows["budget"], rows["mean_cosine"], marker="o", color=colours[method], label=method)
+        ax.fill_between(rows["budget"], rows["ci95_low"], rows["ci95_high"], color=colours[method], alpha=0.15)
+    for name, value in (references or {}).items():
+        ax.axhline(value, linestyle="--", color=colours[name], label=name)
+    ax.set_xscale("log", base=2)
+    budgets = sorted(curve["budget"].unique())
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.set_xlabel("environment calls per target (budget)")
+    ax.set_ylabel("mean answer cosine to the target")
+    ax.set_title("Quality against environment budget")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
