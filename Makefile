@@ -16,7 +16,7 @@ export E2P_ALPACA_PATH
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup run test bench clean-venv
+.PHONY: setup run test lint bench clean-venv
 
 setup: $(STAMP)
 
@@ -35,6 +35,10 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: setup
 	$(BIN)/python bench/embed.py
