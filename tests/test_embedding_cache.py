@@ -192,14 +192,14 @@ CRASH_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_resumes_without_lost_or_duplicated_rows(tmp_path, alpaca_5000_path):
+def test_sigkill_mid_run_resumes_without_lost_or_duplicated_rows(tmp_path, alpaca_path):
     rows = "256"
     script = tmp_path / "embed_and_die.py"
     script.write_text(CRASH_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
 
-    child = subprocess.Popen([sys.executable, str(script), str(alpaca_5000_path), str(killed_dir), rows],
+    child = subprocess.Popen([sys.executable, str(script), str(alpaca_path), str(killed_dir), rows],
                              stdout=subprocess.PIPE, text=True, env=env)
     chunks_seen = 0
     for line in child.stdout:  # kill it once three chunks are out: it is then busy with the fourth
@@ -216,9 +216,9 @@ def test_sigkill_mid_run_resumes_without_lost_or_duplicated_rows(tmp_path, alpac
     # The third "chunk" line is printed just before that chunk is saved, so at least two chunks are committed.
     assert 2 * 32 <= survived < int(rows), "committed chunks survive the kill; the rest is missing"
 
-    resumed = subprocess.run([sys.executable, str(script), str(alpaca_5000_path), str(killed_dir), rows],
+    resumed = subprocess.run([sys.executable, str(script), str(alpaca_path), str(killed_dir), rows],
                              capture_output=True, text=True, env=env, timeout=300)
-    clean = subprocess.run([sys.executable, str(script), str(alpaca_5000_path), str(clean_dir), rows],
+    clean = subprocess.run([sys.executable, str(script), str(alpaca_path), str(clean_dir), rows],
                            capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0 and clean.returncode == 0, resumed.stderr[-2000:] + clean.stderr[-2000:]
     total_chunks = clean.stdout.count("chunk")

@@ -79,10 +79,10 @@ def test_environment_set_to_openai_without_a_key_fails_before_loading_models(iso
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_notebook_set_to_pinecone_without_a_key_fails_naming_the_variable(isolated_dirs, no_keys, alpaca_5000_path):
+def test_notebook_set_to_pinecone_without_a_key_fails_naming_the_variable(isolated_dirs, no_keys, alpaca_path):
     with LocalOpenAIServer(api_key="EMPTY") as server:  # only to fill a small cache for 02 to read
         embedder = make_embedder("openai", dimensions=OPENAI_SPACE["embedding_dimensions"], base_url=server.base_url, api_key="EMPTY")
-        dataset = embed_dataset(load_alpaca(alpaca_5000_path, limit=8), embedder)
+        dataset = embed_dataset(load_alpaca(alpaca_path, limit=8), embedder)
     assert np.allclose(np.linalg.norm(dataset.vectors, axis=1), 1, atol=1e-4)
 
     with pytest.raises(PapermillExecutionError, match="PINECONE_API_KEY is not set"):

@@ -1,0 +1,85 @@
+"""The `e2p` command: run the notebooks, or write a prompt for a text from the trained models.
+
+    e2p run                                   # the notebooks on the demo profile (as `make run`)
+    e2p run --profile smoke --only 01_embed   # any option of `python -m e2p_lib.run_notebooks`
+    e2p invert "Paris is the capital of France."
+    e2p invert "A haiku about rain." --best-of 4 --measure   # + the achieved cosine of the environment's answer
+
+`invert` loads what `load_inverter` finds under data/models (the RL policy, else SFT; a forward model when trained)
+and prints, for each text, the prompt and its predicted cosine (NaN without a forward model); `--measure` has the
+environment answer the prompt and adds the achieved cosine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+
+def _cosine(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def invert_command(args: argparse.Namespace) -> int:
+    """Print one block per text: the prompt, its predicted and (with --measure) achieved cosine."""
+    from e2p_lib.invert import load_inverter
+
+    needs_environment = args.measure or args.rerank == "environment"
+    inverter = load_inverter(args.policy, False if args.no_forward_model else args.forward_model,
+                             environment=args.environment if needs_environment else None, device=args.device,
+                             answer_max_new_tokens=args.answer_max_new_tokens)
+    results = inverter.invert(args.texts, best_of=args.best_of, rerank=args.rerank if args.best_of > 1 else None,
+                              measure=args.measure, seed=args.seed)
+    for text, result in zip(args.texts, results):
+        print(f"target:           {text}")
+        print(f"prompt:           {result.prompt}")
+        print(f"predicted cosine: {_cosine(result.predicted_cosine)}")
+        if args.measure:
+            print(f"achieved cosine:  {_cosine(result.achieved_cosine)}")
+            print(f"answer:           {result.answer}")
+        print()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="e2p", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="run the notebooks headless into reports/ (options: e2p run --help)",
+                        add_help=False)
+    invert = commands.add_parser("invert", help="write a prompt whose answer lands near each text's embedding")
+    invert.add_argument("texts", nargs="+", metavar="TEXT", help="target text(s), embedded in the policy's space")
+    invert.add_argument("--policy", default=None, help="a saved policy folder (default: data/models' RL, else SFT)")
+    invert.add_argument("--forward-model", default=None, help="a saved forward model (default: the trained one)")
+    invert.add_argument("--no-forward-model", action="store_true", help="load no forward model")
+    invert.add_argument("--best-of", type=int, default=1, help="candidates per text, re-ranked (default 1: greedy)")
+    invert.add_argument("--rerank", choices=("forward", "environment"), default="forward",
+                        help="how best-of candidates are ranked (environment: one answer per candidate)")
+    invert.add_argument("--measure", action="store_true",
+                        help="have the environment answer the prompt and print the achieved cosine")
+    invert.add_argument("--environment", default="local", choices=("local", "openai"),
+                        help="the LM that answers (openai needs OPENAI_API_KEY)")
+    invert.add_argument("--answer-max-new-tokens", type=int, default=64, help="answer length cap in tokens")
+    invert.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    invert.add_argument("--seed", type=int, default=0, help="seed of the sampled candidates")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["run"]:  # everything after `run` belongs to run_notebooks' own parser (its --help included)
+        from e2p_lib import run_notebooks
+
+        run_notebooks.main(argv[1:], prog="e2p run")
+        return 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return invert_command(args)
+    except (FileNotFoundError, ValueError) as error:  # no trained model, or bad options: a message, not a traceback
+        parser.exit(2, f"e2p: error: {error}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
