@@ -8,6 +8,7 @@ read Alpaca rows must pass on the project's fixture, tests/fixtures/instructions
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -45,7 +46,8 @@ def test_a_clone_without_shared_collects_and_passes_on_the_fixture(tmp_path):
 
     collected = run("-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider")
     assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
-    assert " tests collected" in collected.stdout and "error" not in collected.stdout.lower()
+    summary = collected.stdout.strip().splitlines()[-1]  # "453 tests collected in 24.8s", or "... 1 error ..."
+    assert re.fullmatch(r"\d+ tests collected in [\d.]+s", summary), summary
 
     done = run("-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", *FIXTURE_TESTS)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
