@@ -62,6 +62,14 @@ class AnswerIndex:
     def __repr__(self) -> str:
         return f"AnswerIndex({self.store!r}, namespace={self.namespace!r}, prompts={len(self)})"
 
+    def answer_vectors(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """(the given ids that are indexed, in order; their (m, d) answer embeddings): what the forward model can
+        learn from, the environment's real answers instead of the dataset's outputs."""
+        found = self.store.fetch(list(ids), namespace=self.namespace)
+        present = [i for i in ids if i in found]
+        vectors = np.stack([found[i].vector for i in present]) if present else np.zeros((0, self.store.dimensions))
+        return present, vectors.astype(np.float32)
+
     def hypotheses(self, targets: Any, k: int, exclude_ids: Sequence[Sequence[str] | str | None] | None = None,
                    batch_size: int = 1024) -> list[list[Hypothesis]]:
         """The `k` indexed prompts whose answers land nearest each target, best first, with their real cosines.

@@ -448,7 +448,7 @@ class Inverter:
         calls = max(budget - 1, 0)  # for rewrites; the last call is kept for the final answer
         per_round = [calls // rounds + (r < calls % rounds) for r in range(rounds)] if calls else [0]
         for step, quota in enumerate(per_round):
-            shown = [self._hypotheses(history[i]) for i in range(n)]
+            shown = [self.shown_hypotheses(history[i]) for i in range(n)]
             proposals = self.propose(targets, samples, temperature, top_p, seed + step, max_prompt_tokens,
                                      hypotheses=shown)
             fresh = [[Candidate(p, step, "greedy" if j == 0 else "sampled", 1.0) for j, p in enumerate(dict.fromkeys(row))
@@ -478,7 +478,7 @@ class Inverter:
         self.predict(rows, targets)
         return rows
 
-    def _hypotheses(self, candidates: list[Candidate]) -> list[Hypothesis]:
+    def shown_hypotheses(self, candidates: list[Candidate]) -> list[Hypothesis]:
         """What the policy reads: the candidates with a real cosine, best first, as many as it was trained on."""
         answered = sorted((c for c in candidates if not math.isnan(c.achieved_cosine)), key=lambda c: -c.achieved_cosine)
         unique = list({c.prompt: c for c in reversed(answered)}.values())[::-1]

@@ -30,22 +30,26 @@ _OPENAI_SPACE = {"embedding_model": "openai/text-embedding-3-small", "embedding_
 PROFILES: dict[str, dict[str, dict]] = {
     # What CI runs inside the test suite: small enough for minutes on 2 cores.
     "smoke": {"01_embed": {"limit": 200},
+              "02_pinecone": {"answer_index_rows": 48, "answer_max_new_tokens": 16},
               "03_sft": {"train_rows": 64, "forward_kinds": ["mlp"], "policy_max_steps": 3, "policy_batch_size": 8,
-                         "validation_examples": 2},
+                         "validation_examples": 2, "hypotheses": 2, "answer_max_new_tokens": 16},
               "04_rl": {"steps": 2, "targets_per_step": 2, "samples_per_target": 2, "answer_max_new_tokens": 16,
-                        "validation_targets": 2},
-              "05_eval": {"eval_targets": 4, "best_of": 2, "answer_max_new_tokens": 16, "examples": 2}},
+                        "validation_targets": 2, "ei_targets": 2, "ei_budget": 2, "ei_steps": 1},
+              "05_eval": {"eval_targets": 4, "search_samples": 2, "answer_max_new_tokens": 16, "examples": 2,
+                          "budgets": [1, 2], "budget_targets": 2, "own_targets_limit": 3}},
     # The default: the whole 5,000-row subset (or the 52,002 rows where downloaded) on 2 cores.
     "demo": {},
     # A GPU box with OPENAI_API_KEY and PINECONE_API_KEY: OpenAI embeddings at 1,024 dimensions on all 52,002 rows,
     # Pinecone for the store, the GPU presets and bigger training and evaluation. The environment stays the local
     # SmolLM2 (fast on a GPU); -p environment=openai -p environment_model=... moves it to a chat endpoint.
     "full": {"01_embed": {"backend": "openai", "dimensions": 1024},
-             "02_pinecone": {"backend": "pinecone", **_OPENAI_SPACE},
+             "02_pinecone": {"backend": "pinecone", **_OPENAI_SPACE},  # the answer index: all train prompts
              "03_sft": {**_OPENAI_SPACE, "forward_preset": "gpu", "finetune": "full", "policy_batch_size": 32,
-                        "policy_max_steps": None, "policy_epochs": 1},
-             "04_rl": {**_OPENAI_SPACE, "steps": 200, "targets_per_step": 16, "samples_per_target": 8},
-             "05_eval": {**_OPENAI_SPACE, "store_backend": "pinecone", "eval_targets": 1000, "best_of": 8}},
+                        "policy_max_steps": None, "policy_epochs": 1, "store_backend": "pinecone"},
+             "04_rl": {**_OPENAI_SPACE, "steps": 200, "targets_per_step": 16, "samples_per_target": 8,
+                       "store_backend": "pinecone", "ei_targets": 800, "ei_budget": 16},
+             "05_eval": {**_OPENAI_SPACE, "store_backend": "pinecone", "eval_targets": 1000, "search_samples": 16,
+                         "budget_targets": 200}},
 }
 
 

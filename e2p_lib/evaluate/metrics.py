@@ -408,6 +408,31 @@ def collapse(prompts: Sequence[str], prefix_words: int = 3) -> dict[str, float |
             "top_prefix_share": float(counts.iloc[0] / len(prompts))}
 
 
+def ranking_quality(predicted: Sequence[Sequence[float]], real: Sequence[Sequence[float]]) -> dict[str, float]:
+    """How well predicted cosines rank one target's candidates by their real cosines, averaged over targets.
+
+    `spearman`: mean rank correlation per target (targets with fewer than 3 candidates or constant scores are
+    skipped); `top1_hit`: share of targets where the predicted best is the real best; `picked_real` and `best_real`:
+    mean real cosine of the predicted best and of the real best (the gap is what ranking errors cost).
+    """
+    from scipy.stats import spearmanr
+
+    rhos, hits, picked, best = [], [], [], []
+    for p, r in zip(predicted, real):
+        p, r = np.asarray(p, dtype=np.float64), np.asarray(r, dtype=np.float64)
+        if len(p) == 0:
+            continue
+        picked.append(r[int(np.argmax(p))])
+        best.append(r.max())
+        hits.append(float(np.argmax(p) == np.argmax(r)))
+        if len(p) >= 3 and np.ptp(p) > 0 and np.ptp(r) > 0:
+            rhos.append(spearmanr(p, r).statistic)
+    if not picked:
+        raise ValueError("ranking_quality needs at least one target with candidates.")
+    return {"spearman": float(np.mean(rhos)) if rhos else math.nan, "top1_hit": float(np.mean(hits)),
+            "picked_real": float(np.mean(picked)), "best_real": float(np.mean(best)), "targets": len(picked)}
+
+
 # --- the results table ---------------------------------------------------------------------------------------------
 
 

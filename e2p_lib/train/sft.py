@@ -129,6 +129,25 @@ def shown_hypotheses(hypotheses: Hypotheses, rows: np.ndarray, most: int, seed: 
     return [list(hypotheses[r])[:c] for r, c in zip(rows, counts)]
 
 
+@torch.no_grad()
+def policy_loss(policy: PromptPolicy, vectors: np.ndarray, prompts: Sequence[str], hypotheses: Hypotheses = None,
+                batch_size: int = 16) -> float:
+    """Teacher-forced cross-entropy per prompt token of `prompts` given their targets (and hypotheses), in eval mode.
+
+    With a policy trained on hypotheses, pass each row's list cut to k to compare k = 0, 1, ... on one model.
+    """
+    policy.eval()
+    total, tokens = 0.0, 0
+    for start in range(0, len(prompts), batch_size):
+        rows = np.arange(start, min(start + batch_size, len(prompts)))
+        batch = [prompts[i] for i in rows]
+        _, mask = policy.tokenize_prompts(batch)
+        shown = None if hypotheses is None else [hypotheses[i] for i in rows]
+        total += float(policy.supervised_loss(vectors[rows], batch, shown)) * int(mask.sum())
+        tokens += int(mask.sum())
+    return total / tokens
+
+
 def _check_hypotheses(hypotheses: Hypotheses, n: int, what: str) -> Hypotheses:
     if hypotheses is not None and len(hypotheses) != n:
         raise ValueError(f"{what}: got hypotheses for {len(hypotheses)} rows but {n} prompts; give one list "
@@ -198,19 +217,12 @@ def train_policy(train_vectors: np.ndarray, train_prompts: Sequence[str], val_ve
         scheduler.step()
         return {"loss": float(loss.detach())}
 
-    @torch.no_grad()
     def evaluate() -> dict[str, float]:
-        policy.eval()
-        losses, tokens = 0.0, 0
-        for start in range(0, len(val_take), config.batch_size):
-            rows = val_take[start:start + config.batch_size]
-            prompts = [val_prompts[i] for i in rows]
-            _, mask = policy.tokenize_prompts(prompts)
-            hypotheses = None if val_hypotheses is None or not most else [val_hypotheses[i] for i in rows]
-            losses += float(policy.supervised_loss(val_vectors[rows], prompts, hypotheses)) * int(mask.sum())
-            tokens += int(mask.sum())
+        hypotheses = None if val_hypotheses is None else [val_hypotheses[i] for i in val_take]
+        loss = policy_loss(policy, val_vectors[val_take], [val_prompts[i] for i in val_take], hypotheses,
+                           batch_size=config.batch_size)
         policy.train()
-        return {"loss": losses / tokens}
+        return {"loss": loss}
 
     def save(current: TrainState) -> None:
         save_checkpoint(config.output_dir, config=config, state=current, model=weights, optimizer=optimizer,

@@ -1,0 +1,93 @@
+"""Expert iteration: search with a budget, keep the best prompt found, fine-tune the policy on it.
+
+Stage 2's second method, beside PPO (ReST, Gulcehre et al. 2023; RAFT, Dong et al. 2023). Each round runs the
+budgeted search (`Inverter.search`) on a sample of training targets; the prompt with the best *real* answer cosine
+becomes that target's supervised example, shown with the indexed hypotheses the policy saw, and the policy is
+fine-tuned on those pairs (`train_policy`). It never trains on a sample worse than what search already found, and
+its environment cost is exactly the search's calls, so it compares with PPO at an equal number of calls.
+
+    >>> policy = PromptPolicy.load(sft_folder, trainable=True)
+    >>> inverter = Inverter(policy, embedder, forward_model, lm, index=index, answer_max_new_tokens=64)
+    >>> log = expert_iteration(inverter, train_vectors, exclusions, ExpertIterationConfig(targets_per_round=48))
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from e2p_lib.checks import check_positive_int
+from e2p_lib.train.sft import POLICY_FOLDER, PolicyTrainingConfig, train_policy
+
+
+@dataclass
+class ExpertIterationConfig:
+    """One round: `targets_per_round` training targets searched with `budget` calls each (`samples` rewrites per
+    search round), then `steps_per_round` SFT steps of `batch_size` on the best prompts at `learning_rate`."""
+
+    rounds: int = 1
+    targets_per_round: int = 48
+    budget: int = 8
+    samples: int = 8
+    steps_per_round: int = 24
+    batch_size: int = 16
+    learning_rate: float = 1e-4
+    seed: int = 0
+    output_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "targets_per_round", "budget", "samples", "steps_per_round", "batch_size"):
+            check_positive_int(getattr(self, name), name)
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate={self.learning_rate!r} must be > 0.")
+
+
+def expert_iteration(inverter, train_vectors: np.ndarray, exclude_ids: Sequence[Sequence[str]],
+                     config: ExpertIterationConfig | None = None) -> pd.DataFrame:
+    """Improve `inverter.policy` in place (it must be trainable: `PromptPolicy.load(..., trainable=True)`).
+
+    `exclude_ids[i]`: the ids training target i must not retrieve (`answer_index.leave_out`). Returns one row per
+    round: targets, environment calls spent, the mean best real cosine found, and the share of targets where a policy
+    rewrite (not an indexed prompt) was best. The policy is saved to `<output_dir>/policy` when `output_dir` is set.
+
+    Raises:
+        ValueError: no trainable weights, or `exclude_ids` not one entry per training target.
+    """
+    config = config or ExpertIterationConfig()
+    policy = inverter.policy
+    if not any(p.requires_grad for p in policy.parameters()):
+        raise ValueError("The inverter's policy has no trainable weights: load it with "
+                         "PromptPolicy.load(folder, trainable=True).")
+    if len(exclude_ids) != len(train_vectors):
+        raise ValueError(f"Got {len(exclude_ids)} exclusion lists for {len(train_vectors)} training targets.")
+    rng = np.random.default_rng(config.seed)
+    log = []
+    for round_ in range(config.rounds):
+        rows = rng.choice(len(train_vectors), size=min(config.targets_per_round, len(train_vectors)), replace=False)
+        results = inverter.search(train_vectors[rows], config.budget, exclude_ids=[exclude_ids[i] for i in rows],
+                                  samples=config.samples, seed=config.seed + round_)
+        shown = [inverter.shown_hypotheses([c for c in r.candidates if c.source == "index"]) for r in results]
+        best = [r.prompt for r in results]
+        sft = PolicyTrainingConfig(max_steps=config.steps_per_round, batch_size=config.batch_size,
+                                   learning_rate=config.learning_rate, warmup_fraction=0.0,
+                                   eval_every_steps=config.steps_per_round, save_every_steps=config.steps_per_round,
+                                   seed=config.seed + round_, val_rows=min(16, len(rows)))
+        train_policy(train_vectors[rows], best, train_vectors[rows], best, sft, policy=policy,
+                     train_hypotheses=shown, val_hypotheses=shown)
+        log.append({"round": round_, "targets": len(rows),
+                    "environment_calls": int(sum(r.environment_calls for r in results)),
+                    "mean_best_cosine": float(np.mean([r.achieved_cosine for r in results])),
+                    "rewrite_best_share": float(np.mean([_is_rewrite(r) for r in results]))})
+    policy.eval()
+    if config.output_dir:
+        policy.save(Path(config.output_dir) / POLICY_FOLDER, extra={"expert_iteration": asdict(config)})
+    return pd.DataFrame(log)
+
+
+def _is_rewrite(result) -> bool:
+    """Whether the search's pick is one of the policy's prompts rather than an indexed one."""
+    return next((c.source != "index" for c in result.candidates if c.prompt == result.prompt), False)

@@ -1,0 +1,73 @@
+"""Expert iteration on a synthetic task with a learnable reward: the tiny policy, `EchoLM` and `ByteEmbedder`.
+
+The reward of a prompt is the cosine between a target and the bytes of "Answer to: <prompt>", so some prompts are
+better than others and the policy can learn to write them: after a round, its greedy prompts must score higher.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from e2p_lib.answer_index import build_answer_index, leave_out
+from e2p_lib.invert import Inverter
+from e2p_lib.store import make_vector_store
+from e2p_lib.train.expert import ExpertIterationConfig, expert_iteration
+from e2p_lib.train.rewards import AnswerCosineReward
+from test_invert import ByteEmbedder, EchoLM, tiny_forward_model
+from tiny import DIMS, tiny_policy
+
+PROMPTS = ["Name a fruit.", "List three colours.", "Write a haiku about rain.", "Define gravity.",
+           "Translate cat into French.", "Give a synonym for happy.", "Summarise Hamlet.", "What is 2 + 2?",
+           "Describe the sea.", "Count to five.", "Spell banana.", "Explain tides."]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_expert_iteration_raises_the_greedy_reward_and_counts_its_calls(tmp_path, smollm2_tokenizer):
+    embedder, lm = ByteEmbedder(), EchoLM()
+    store = make_vector_store("local", name="ei", dimensions=DIMS, root=tmp_path / "stores")
+    ids = [f"row-{i}" for i in range(len(PROMPTS))]
+    index = build_answer_index(store, lm, embedder, ids, PROMPTS, embedding_cache_dir=tmp_path)
+    policy = tiny_policy(smollm2_tokenizer)
+    policy.config.hypotheses = 2
+    inverter = Inverter(policy, embedder, tiny_forward_model(embedder, tmp_path), lm, index=index,
+                        embedding_cache_dir=tmp_path)
+    targets = np.stack([embedder.vector(f"Answer to: {p} please") for p in PROMPTS])
+    exclusions = leave_out(ids, [f"own output {i}" for i in range(len(PROMPTS))])  # each row excludes itself
+    hypotheses = index.hypotheses(targets, k=2, exclude_ids=exclusions)
+    reward = AnswerCosineReward(lm, embedder, embedding_cache_dir=tmp_path)
+
+    def greedy_reward() -> float:
+        prompts = policy.generate(targets, hypotheses=hypotheses, max_new_tokens=12)
+        return float(reward([p if p.strip() else "(empty)" for p in prompts], targets).rewards.mean())
+
+    before = greedy_reward()
+    sent_before = len(lm.received)
+    for p in policy.parameters():
+        p.requires_grad_(True)
+    log = expert_iteration(inverter, targets, exclusions,
+                           ExpertIterationConfig(rounds=2, targets_per_round=len(PROMPTS), budget=3, samples=2,
+                                                 steps_per_round=30, batch_size=12, learning_rate=1e-2,
+                                                 output_dir=str(tmp_path / "ei")))
+    assert list(log["environment_calls"]) and (log["environment_calls"] <= 3 * len(PROMPTS)).all()
+    assert int(log["environment_calls"].sum()) <= len(lm.received) - sent_before
+    after = greedy_reward()  # ByteEmbedder cosines start high (about 0.9): the room to gain is small
+    assert after > before + 0.01, (before, after, log)
+    assert (tmp_path / "ei" / "policy" / "policy_config.json").is_file()
+
+
+def test_expert_iteration_needs_trainable_weights(tmp_path, smollm2_tokenizer):
+    policy = tiny_policy(smollm2_tokenizer)
+    for p in policy.parameters():
+        p.requires_grad_(False)
+    inverter = Inverter(policy, ByteEmbedder(), None, EchoLM())
+    with pytest.raises(ValueError, match="trainable"):
+        expert_iteration(inverter, np.ones((2, DIMS), dtype=np.float32), [[], []])
