@@ -32,7 +32,18 @@ def test_stray_output_check_catches_a_returned_path():
     assert stray_outputs({"cells": [{"outputs": [{"output_type": "stream", "text": "PosixPath("}]}]}) == []
 
 
-def test_setup_notebook_logs_e2p_lib_once_at_info(capsys):
+@pytest.fixture
+def e2p_logger_restored():
+    """The e2p_lib logger as it was after the test (setup_notebook changes it for the whole process)."""
+    import logging
+
+    logger = logging.getLogger("e2p_lib")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield logger
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def test_setup_notebook_logs_e2p_lib_once_at_info(capsys, e2p_logger_restored):
     import logging
 
     setup_notebook()
