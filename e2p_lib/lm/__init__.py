@@ -5,12 +5,15 @@ e2p searches for a prompt whose answer lands near a target embedding, so every c
 
     lm.generate(prompts, max_new_tokens=128, temperature=0.0, seed=0) -> list[str]     # answers in input order
 
-- `LocalChatLM`: SmolLM2-135M-Instruct (`e2p_lib.lm.smollm`) on CPU or CUDA, with its chat template, batched with left
-  padding, prompts sorted by length. The offline default.
+- `CTranslate2ChatLM` (in `e2p_lib.lm.ctranslate2`): SmolLM2-135M-Instruct on CTranslate2, int8 by default. The
+  offline default (`make_lm("local")`): the same chat template and answers of the same quality for less than half
+  the CPU time; sampled answers come from `LocalChatLM`.
+- `LocalChatLM`: SmolLM2-135M-Instruct (`e2p_lib.lm.smollm`) on transformers, CPU or CUDA, with its chat template,
+  batched with left padding, prompts sorted by length (`make_lm("local", engine="transformers")`).
 - `OpenAIChatLM` (in `e2p_lib.lm.openai`): any OpenAI-compatible chat endpoint, rate-limited and retried.
 - `CachedLM` (in `e2p_lib.lm.cache`): wraps either; each (model, settings, prompt, parameters, seed) is
   answered once, ever, and a killed run resumes.
-- `make_lm("local" | "openai", ...)` builds one, cached by default.
+- `make_lm("local" | "openai", engine=..., ...)` builds one, cached by default.
 
     >>> lm = make_lm("local")                                # SmolLM2, answers cached under data_dir()/answers
     >>> lm.generate(["What is the capital of France?"])
@@ -36,10 +39,8 @@ are within rounding of each other an answer could still flip (not seen in float3
 H100 only 31 of 48 greedy and 9 of 48 sampled answers survived a change of batch, for no gain in speed (the 135M
 model is bound by per-step overhead there, not by arithmetic), hence float32 everywhere by default.
 
-Speed (bench/lm_generate.py, 32 Alpaca prompts, greedy, 128 new tokens at most, answer tokens per second at batch
-sizes 1 / 8 / 16 / 32): H100 float32 33 / 150 / 283 / 538 (64: 615); 16 idle CPU cores, 16 threads, batch 8 / 32:
-122 / 262; 2 busy CPU cores, 1 thread: 8 / 18 / 26 / 30. Per decoding step the model costs about the same at any
-batch size up to 64 on the GPU (launch overhead, not arithmetic), so use the largest batch that fits: the default is 32.
+Speed: bench/lm_generate.py compares the engines side by side; README "Environment speed" holds the numbers. Use
+the largest batch that fits (default 32): per decoding step the model costs about the same at any batch up to 64.
 
 Bad input is refused before any work: a single string instead of a list, a non-string or blank prompt,
 `max_new_tokens` not a positive integer, a negative or non-finite temperature, a seed that is not an integer (or a
@@ -57,8 +58,9 @@ from e2p_lib.lm.cache import AnswerCache, CachedLM
 from e2p_lib.lm.local import LocalChatLM, count_answer_tokens, make_prompt_sampler
 from e2p_lib.lm.openai import OpenAIChatLM
 
-__all__ = ["BACKENDS", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_SEED", "DEFAULT_SYSTEM_PROMPT", "DEFAULT_TEMPERATURE",
-           "AnswerCache", "CachedLM", "ChatLM", "LocalChatLM", "OpenAIChatLM", "check_answer_settings",
+__all__ = ["BACKENDS", "DEFAULT_ENGINE", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_SEED", "DEFAULT_SYSTEM_PROMPT",
+           "DEFAULT_TEMPERATURE", "ENGINES", "AnswerCache", "CachedLM", "ChatLM", "LocalChatLM", "OpenAIChatLM",
+           "check_answer_settings",
            "check_generation_args", "check_prompts", "count_answer_tokens", "make_lm", "make_prompt_sampler",
            "prompt_seed"]
 
@@ -67,15 +69,33 @@ __all__ = ["BACKENDS", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_SEED", "DEFAULT_SYSTEM
 # Factory
 
 
-def make_lm(backend: str = "local", *, cache: bool = True, cache_dir: str | Path | None = None, **options) -> ChatLM:
+# The local engines; the default meets issue 14's targets (bench/lm_generate.py, README "Environment speed").
+ENGINES = ("ctranslate2", "transformers")
+DEFAULT_ENGINE = "ctranslate2"
+
+
+def make_lm(backend: str = "local", *, engine: str | None = None, cache: bool = True,
+            cache_dir: str | Path | None = None, **options) -> ChatLM:
     """Build an environment LM: "local" (SmolLM2, offline) or "openai" (any OpenAI-compatible endpoint).
 
-    `cache=True` wraps it in `CachedLM` with the answer cache in `cache_dir` (None: `config.data_dir()/answers`);
-    `options` go to `LocalChatLM` / `OpenAIChatLM`.
+    `engine` picks the local engine: "ctranslate2" (`CTranslate2ChatLM`, int8, the default: 2-3x fewer CPU
+    seconds per answer token) or "transformers" (`LocalChatLM`); None: `DEFAULT_ENGINE`. `cache=True` wraps the LM
+    in `CachedLM` with the answer cache in `cache_dir` (None: `config.data_dir()/answers`); `options` go to the
+    LM's constructor.
     """
     if backend == "local":
-        lm: ChatLM = LocalChatLM(**options)
+        engine = DEFAULT_ENGINE if engine is None else engine
+        if engine == "ctranslate2":
+            from e2p_lib.lm.ctranslate2 import CTranslate2ChatLM  # imports ctranslate2 only when it is used
+
+            lm: ChatLM = CTranslate2ChatLM(**options)
+        elif engine == "transformers":
+            lm = LocalChatLM(**options)
+        else:
+            raise ValueError(f"Unknown local engine {engine!r}: use one of {ENGINES}.")
     elif backend == "openai":
+        if engine is not None:
+            raise ValueError(f"engine={engine!r} applies to the local backend only; the server picks its own.")
         lm = OpenAIChatLM(**options)
     else:
         raise ValueError(f"Unknown LM backend {backend!r}: use one of {BACKENDS}.")

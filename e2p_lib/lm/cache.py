@@ -12,7 +12,9 @@ was answered before and sends only the rest to `lm`, committing each batch as it
     >>> lm.cache.frame()                                # everything answered so far, as a DataFrame
 
 The key of an answer is the sha256 of a canonical JSON of (model name, the LM's `settings()` such as system prompt,
-top_p and dtype, prompt, max_new_tokens, temperature, seed). Greedy answers (temperature 0) do not depend on the
+top_p and dtype, prompt, max_new_tokens, temperature, seed). The settings name the engine and its compute type
+(`LocalChatLM`: "dtype"; `CTranslate2ChatLM`: "engine" and "compute_type", e.g. "int8_float32"), so the answers of
+two engines of one model share a file but never a key. Greedy answers (temperature 0) do not depend on the
 seed, so their key holds no seed: a rerun with another seed still hits. Duplicate prompts in one call (same seed)
 are generated once.
 

@@ -50,6 +50,38 @@ def make_prompt_sampler(row_seeds: Sequence[int]):
 # The local model
 
 
+def chat_text(tokenizer, system_prompt: str | None, prompt: str) -> str:
+    """The exact text SmolLM2 reads for `prompt`: chat template, system turn, and the assistant's header.
+
+    Shared by every local engine (transformers, CTranslate2), so their answers differ only by the engine.
+    """
+    messages = [{"role": "user", "content": prompt}]
+    if system_prompt is not None:
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def chat_token_ids(tokenizer, system_prompt: str | None, prompts: Sequence[str], max_new_tokens: int,
+                   max_context_tokens: int) -> list[list[int]]:
+    """Token ids of every prompt's chat text (the template holds the special tokens); raise if one does not fit."""
+    token_ids = tokenizer([chat_text(tokenizer, system_prompt, p) for p in prompts],
+                          add_special_tokens=False)["input_ids"]
+    too_long = [i for i, ids in enumerate(token_ids) if len(ids) + max_new_tokens > max_context_tokens]
+    if too_long:
+        i = too_long[0]
+        raise ValueError(
+            f"{len(too_long)} prompt(s) do not fit the {max_context_tokens}-token context with "
+            f"max_new_tokens={max_new_tokens} (prompt {i} has {len(token_ids[i])} tokens with the chat "
+            "template). Shorten them or lower max_new_tokens."
+        )
+    return token_ids
+
+
+def longest_first(token_ids: Sequence[Sequence[int]]) -> list[int]:
+    """Positions by decreasing length: batches hold prompts of similar length (little padding), memory peaks first."""
+    return sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
+
+
 def count_answer_tokens(new_tokens, stop_token_ids: Sequence[int]) -> int:
     """Tokens generated in a (batch, steps) tensor: each row up to and including its first stop token."""
     import torch
@@ -107,27 +139,16 @@ class LocalChatLM(ChatLM):
 
     def chat_text(self, prompt: str) -> str:
         """The exact text the model reads for `prompt`: chat template, system turn, and the assistant's header."""
-        messages = [{"role": "user", "content": prompt}]
-        if self.system_prompt is not None:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return chat_text(self.tokenizer, self.system_prompt, prompt)
 
     def _iter_generate(self, prompts, max_new_tokens, temperature, seeds):
         import torch
         from tqdm.auto import tqdm
 
-        # 1. render and tokenize every prompt once (the template already holds the special tokens)
-        token_ids = self.tokenizer([self.chat_text(p) for p in prompts], add_special_tokens=False)["input_ids"]
-        too_long = [i for i, ids in enumerate(token_ids) if len(ids) + max_new_tokens > self.max_context_tokens]
-        if too_long:
-            i = too_long[0]
-            raise ValueError(
-                f"{len(too_long)} prompt(s) do not fit the {self.max_context_tokens}-token context with "
-                f"max_new_tokens={max_new_tokens} (prompt {i} has {len(token_ids[i])} tokens with the chat "
-                "template). Shorten them or lower max_new_tokens."
-            )
-        # 2. longest first: batches hold prompts of similar length (little padding), and memory peaks come first
-        order = sorted(range(len(prompts)), key=lambda i: -len(token_ids[i]))
+        # 1. render and tokenize every prompt once; 2. longest first
+        token_ids = chat_token_ids(self.tokenizer, self.system_prompt, prompts, max_new_tokens,
+                                   self.max_context_tokens)
+        order = longest_first(token_ids)
         processors = self._logits_processors(temperature)
         started, tokens_before = time.perf_counter(), self.tokens_generated
         with tqdm(total=len(prompts), desc=f"generate ({self.name})", unit="prompt",
