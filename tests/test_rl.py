@@ -139,3 +139,31 @@ def test_one_real_step_with_smollm2_environment_and_minilm(smollm2_tokenizer, tm
     train = frame.query("split == 'train'").set_index("metric")["value"]
     assert -1 <= train["reward"] <= 1 and train["seconds_environment"] > 0 and train["seconds_embedding"] > 0
     assert frame.query("split == 'val'")["metric"].tolist() == ["reward"]
+
+
+def test_ppo_with_hypotheses_learns_and_conditions_every_log_prob(red_blue_policy, tmp_path, monkeypatch):
+    """With hypotheses, every rollout and log-prob sees its row's list; learning still happens; the best-validation
+    policy is kept."""
+    from e2p_lib.models.policy import Hypothesis
+
+    policy = copy.deepcopy(red_blue_policy)
+    policy.config.hypotheses = 1
+    targets = unit_vectors(16)
+    hypotheses = [[Hypothesis("red red" if i % 2 else "blue blue", 0.3)] for i in range(16)]
+    seen = []
+    original = type(policy).token_logprobs
+
+    def recording(self, vectors, ids, mask=None, with_entropy=False, hypotheses=None):
+        seen.append(hypotheses)
+        return original(self, vectors, ids, mask, with_entropy=with_entropy, hypotheses=hypotheses)
+
+    monkeypatch.setattr(type(policy), "token_logprobs", recording)
+    _, history = train_ppo(policy, red_reward, targets, tiny_config(eval_every_steps=6, output_dir=str(tmp_path)),
+                           train_hypotheses=hypotheses, val_vectors=targets[:4], val_hypotheses=hypotheses[:4])
+    assert seen and all(h is not None and len(h) == 0 or h is not None for h in seen)
+    assert all(len(h) in (4 * 4, 8) for h in seen)  # a rollout of 16 samples, or a minibatch of 8
+    frame = history.to_frame().query("split == 'train'").pivot(index="step", columns="metric", values="value")
+    assert frame["reward"].iloc[-3:].mean() > frame["reward"].iloc[:3].mean() + 0.1
+    assert (tmp_path / "policy-best" / "policy_config.json").is_file()
+    with pytest.raises(ValueError, match="one list per target row"):
+        train_ppo(policy, red_reward, targets, tiny_config(max_steps=1), train_hypotheses=hypotheses[:3])

@@ -36,9 +36,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from e2p_lib.models.policy import PromptPolicy
+from e2p_lib.models.policy import Hypotheses, PromptPolicy
 from e2p_lib.train.rewards import RewardResult, degeneracy
 from e2p_lib.train.sft import POLICY_FOLDER, TrainableWeights, policy_optimizer
+
+BEST_POLICY_FOLDER = "policy-best"  # under output_dir: the policy at the best validation reward seen
 from e2p_lib.train.loop import (
     LossHistory,
     TrainingConfig,
@@ -174,7 +176,8 @@ RewardFn = Callable[[Sequence[str], np.ndarray], "RewardResult | np.ndarray"]
 
 def train_ppo(policy: PromptPolicy, reward_fn: RewardFn, train_vectors: np.ndarray, config: PPOConfig | None = None,
               *, reference: PromptPolicy | None = None, val_vectors: np.ndarray | None = None,
-              forward_model=None) -> tuple[PromptPolicy, LossHistory]:
+              forward_model=None, train_hypotheses: Hypotheses = None,
+              val_hypotheses: Hypotheses = None) -> tuple[PromptPolicy, LossHistory]:
     """Fine-tune `policy` with PPO; return it with its history (see the module docstring).
 
     Args:
@@ -184,6 +187,9 @@ def train_ppo(policy: PromptPolicy, reward_fn: RewardFn, train_vectors: np.ndarr
         reference: the frozen KL anchor; None copies `policy` as it is now (the SFT weights).
         val_vectors: fixed targets scored with greedy prompts at each validation (None: no validation).
         forward_model: needed when `config.surrogate_weight > 0`.
+        train_hypotheses / val_hypotheses: one list of `Hypothesis` per row of train_vectors / val_vectors, for a
+            policy that reads them (`PolicyConfig.hypotheses`): every rollout, log-prob and validation prompt is
+            conditioned on its row's list, as in SFT.
     """
     config = config or PPOConfig()
     train_vectors = np.asarray(train_vectors, dtype=np.float32)
@@ -191,6 +197,11 @@ def train_ppo(policy: PromptPolicy, reward_fn: RewardFn, train_vectors: np.ndarr
         raise ValueError(f"train_vectors must be (n, {policy.config.embedding_dim}); got {train_vectors.shape}.")
     if config.surrogate_weight > 0 and forward_model is None:
         raise ValueError("surrogate_weight > 0 needs a forward_model (or set surrogate_weight=0).")
+    for name, given, vectors in (("train_hypotheses", train_hypotheses, train_vectors),
+                                 ("val_hypotheses", val_hypotheses, val_vectors)):
+        if given is not None and (vectors is None or len(given) != len(vectors)):
+            raise ValueError(f"{name} needs one list per target row; got {len(given)} for "
+                             f"{0 if vectors is None else len(vectors)} rows.")
     from trl.experimental.utils import create_reference_model
     from trl.trainer.utils import disable_dropout_in_model
 
@@ -220,9 +231,11 @@ def train_ppo(policy: PromptPolicy, reward_fn: RewardFn, train_vectors: np.ndarr
         started = time.perf_counter()
         rows = batch_indices(len(train_vectors), config.targets_per_step, config.seed, step)
         targets = np.repeat(train_vectors[rows], config.samples_per_target, axis=0)
+        shown = None if train_hypotheses is None else [train_hypotheses[r] for r in rows]
+        per_sample = None if shown is None else [h for h in shown for _ in range(config.samples_per_target)]
         ids = policy.generate_ids(train_vectors[rows], temperature=config.temperature, top_p=config.top_p,
                                   num_return_sequences=config.samples_per_target, max_new_tokens=max_new_tokens,
-                                  seed=config.seed * 1_000_003 + step)
+                                  seed=config.seed * 1_000_003 + step, hypotheses=shown)
         mask = policy.completion_mask(ids)
         prompts = policy.decode(ids)
         seconds["policy_generation"] = time.perf_counter() - started
@@ -230,8 +243,8 @@ def train_ppo(policy: PromptPolicy, reward_fn: RewardFn, train_vectors: np.ndarr
         # 2. log-probs of what was sampled, under the policy (old) and the reference
         with torch.no_grad():
             policy.eval()
-            old_logprobs = policy.token_logprobs(targets, ids, mask)
-            ref_logprobs = reference.token_logprobs(targets, ids, mask)
+            old_logprobs = policy.token_logprobs(targets, ids, mask, hypotheses=per_sample)
+            ref_logprobs = reference.token_logprobs(targets, ids, mask, hypotheses=per_sample)
             policy.train()
         kl_per_prompt = ((old_logprobs - ref_logprobs) * mask).sum(1)
 
@@ -266,8 +279,10 @@ def train_ppo(policy: PromptPolicy, reward_fn: RewardFn, train_vectors: np.ndarr
             order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(step * 97 + epoch))
             for start in range(0, len(prompts), config.batch_size):
                 mb = order[start:start + config.batch_size].to(policy.device)
-                new_logprobs, entropy = policy.token_logprobs(targets[mb.cpu().numpy()], ids[mb], mask[mb],
-                                                              with_entropy=True)
+                picked = mb.cpu().numpy()
+                new_logprobs, entropy = policy.token_logprobs(
+                    targets[picked], ids[mb], mask[mb], with_entropy=True,
+                    hypotheses=None if per_sample is None else [per_sample[j] for j in picked])
                 loss, stats = clipped_surrogate_loss(new_logprobs, old_logprobs[mb], advantages[mb], mask[mb],
                                                      config.clip_range)
                 optimizer.zero_grad(set_to_none=True)
@@ -293,11 +308,19 @@ def train_ppo(policy: PromptPolicy, reward_fn: RewardFn, train_vectors: np.ndarr
         })
         return metrics
 
+    best_val_reward = [-np.inf]  # this run's best so far (a resumed run starts again from its resumed weights)
+
     def evaluate() -> dict[str, float]:
-        prompts = policy.generate(val_vectors, temperature=0.0, max_new_tokens=max_new_tokens)
+        prompts = policy.generate(val_vectors, temperature=0.0, max_new_tokens=max_new_tokens,
+                                  hypotheses=val_hypotheses)
         result = reward_fn(prompts, np.asarray(val_vectors, dtype=np.float32))
         rewards = result.rewards if isinstance(result, RewardResult) else np.asarray(result)
-        return {"reward": float(np.mean(rewards))}
+        reward = float(np.mean(rewards))
+        if config.output_dir and reward > best_val_reward[0]:  # the checkpoint to keep: the best validation reward
+            best_val_reward[0] = reward
+            policy.save(Path(config.output_dir) / BEST_POLICY_FOLDER, extra={"ppo": config.to_dict(),
+                                                                             "val_reward": reward})
+        return {"reward": reward}
 
     def save(current: TrainState) -> None:
         save_checkpoint(config.output_dir, config=config, state=current, model=weights, optimizer=optimizer,
