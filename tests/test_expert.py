@@ -8,27 +8,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from e2p_lib.answer_index import build_answer_index, leave_out
 from e2p_lib.invert import Inverter
 from e2p_lib.store import make_vector_store
 from e2p_lib.train.expert import ExpertIterationConfig, expert_iteration
 from e2p_lib.train.rewards import AnswerCosineReward
-from test_invert import ByteEmbedder, EchoLM, tiny_forward_model
+from test_invert import ByteEmbedder, EchoLM, one_torch_thread, tiny_forward_model  # noqa: F401 (autouse fixture)
 from tiny import DIMS, tiny_policy
 
 PROMPTS = ["Name a fruit.", "List three colours.", "Write a haiku about rain.", "Define gravity.",
            "Translate cat into French.", "Give a synonym for happy.", "Summarise Hamlet.", "What is 2 + 2?",
            "Describe the sea.", "Count to five.", "Spell banana.", "Explain tides."]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_expert_iteration_raises_the_greedy_reward_and_counts_its_calls(tmp_path, smollm2_tokenizer):

@@ -8,26 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from e2p_lib.answer_index import AnswerIndex, answer_namespace, build_answer_index, leave_out
 from e2p_lib.evaluate.baselines import best_answered, budget_curve, forward_ranked, retrieval_candidates
 from e2p_lib.invert import Inverter
 from e2p_lib.models.policy import Hypothesis
 from e2p_lib.store import make_vector_store
-from test_invert import ByteEmbedder, EchoLM, tiny_forward_model
+from test_invert import ByteEmbedder, EchoLM, one_torch_thread, tiny_forward_model  # noqa: F401 (autouse fixture)
 from tiny import DIMS, tiny_policy
 
 PROMPTS = ["Name a fruit.", "List three colours.", "Write a haiku about rain.", "Define gravity.",
            "Translate cat into French.", "Give a synonym for happy.", "Summarise Hamlet.", "What is 2 + 2?"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture()
