@@ -8,6 +8,7 @@ survive a power cut fsync the folder afterwards with `fsync_dir` (the vector sto
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,3 +44,28 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def publish_folder(target: Path, write, is_complete, what: str) -> bool:
+    """Build a folder with `write(staging)` beside `target`, check it with `is_complete`, then rename it into place.
+
+    All or nothing: a killed build leaves only a hidden `.part` folder, never a `target` that loads. If another
+    process published `target` first (the rename fails on a non-empty folder), its complete copy is kept and False
+    is returned; True when this call published it. `what` names the writer in the error for an incomplete folder.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part"))
+    try:
+        write(staging)
+        if not is_complete(staging):
+            raise RuntimeError(f"{what} wrote {sorted(p.name for p in staging.iterdir())}, not a complete "
+                               f"{target.name}; its file layout changed.")
+        try:
+            os.replace(staging, target)  # atomic; fails if another process finished first (folder not empty)
+        except OSError:
+            if not is_complete(target):
+                raise
+            return False
+        return True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -34,12 +34,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from e2p_lib import config
+from e2p_lib.atomic import publish_folder
 from e2p_lib.checks import check_positive_int
 from e2p_lib.lm.base import DEFAULT_SYSTEM_PROMPT, ChatLM, check_answer_settings
 from e2p_lib.lm.local import LocalChatLM, chat_token_ids, longest_first
@@ -93,22 +93,12 @@ def ct2_model_path(ct2_dir: str | Path | None = None, model_dir: str | Path | No
         shutil.rmtree(target)
     source = smollm2_path(model_dir)
     logger.info("Converting %s to CTranslate2 in %s (once; ~20 s).", source, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part"))
-    try:
-        # float32 weights: the compute type (float32 or int8) is chosen at load time from the same folder.
+    # float32 weights: the compute type (float32 or int8) is chosen at load time from the same folder.
+    def write(staging: Path) -> None:
         _ctranslate2().converters.TransformersConverter(str(source)).convert(str(staging), force=True)
-        if not _is_complete(staging):
-            raise RuntimeError(f"CTranslate2's converter wrote {sorted(p.name for p in staging.iterdir())}, not all "
-                               f"of {CT2_FILES}; its file layout changed.")
-        try:
-            os.replace(staging, target)  # atomic; fails if another process finished first (folder not empty)
-        except OSError:
-            if not _is_complete(target):
-                raise
-            logger.info("Another process converted SmolLM2 to CTranslate2 first; using its folder.")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    if not publish_folder(target, write, _is_complete, "CTranslate2's converter"):
+        logger.info("Another process converted SmolLM2 to CTranslate2 first; using its folder.")
     return target
 
 

