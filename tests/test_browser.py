@@ -95,10 +95,12 @@ def jupyterlab(tmp_path, alpaca_path):
         log.close()
 
 
-def test_jupyterlab_runs_01_embed_on_the_e2p_kernel(jupyterlab, browser):
+def test_jupyterlab_runs_01_embed_on_the_e2p_kernel(jupyterlab, browser, tmp_path):
     from playwright.sync_api import expect
 
     base, token = jupyterlab
+    reports = config.reports_dir() / "browser"
+    reports.mkdir(parents=True, exist_ok=True)
     page = browser.new_page()
     page.goto(f"{base}/lab/tree/notebooks/01_embed.ipynb?token={token}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=SERVER_START_SECONDS * 1000)
@@ -106,18 +108,27 @@ def test_jupyterlab_runs_01_embed_on_the_e2p_kernel(jupyterlab, browser):
     expect(page.locator(".jp-NotebookPanel-toolbar .jp-Toolbar-kernelName")).to_have_text(
         "Python (e2p)", timeout=KERNEL_SECONDS * 1000)
 
+    # The label shows before the kernel is connected, and a cell run before that is dropped without a word (JupyterLab's
+    # CodeCell.execute returns when the session has no kernel yet): wait until the page's own indicator says idle.
+    page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').wait_for(timeout=KERNEL_SECONDS * 1000)
+
     # Run the first cells: the markdown title, the parameters, the imports (MiniLM loads) and the data summary.
     page.locator(".jp-Notebook .jp-Cell").first.click()
     for _ in range(5):
         page.keyboard.press("Shift+Enter")
     output = page.locator(".jp-Notebook .jp-OutputArea-output", has_text="rows_kept")
-    output.first.wait_for(timeout=KERNEL_SECONDS * 1000)
+    try:
+        output.first.wait_for(timeout=KERNEL_SECONDS * 1000)
+    except Exception as error:  # say what the page showed instead: an error output, an unrun cell, a dialog
+        shown = page.locator(".jp-Notebook").inner_text()[-3000:]
+        page.screenshot(path=str(reports / "jupyterlab_01_embed_failed.png"))
+        log = (tmp_path / "jupyterlab.log").read_text()[-3000:]
+        raise AssertionError(f"no data summary after {KERNEL_SECONDS} s; the notebook shows:\n{shown}\n"
+                             f"JupyterLab's log ends:\n{log}") from error
     assert "rows_read" in output.first.inner_text()
     # The kernel that ran them is the project's (the server's record, not just the toolbar's label).
     sessions = json.loads(urllib.request.urlopen(f"{base}/api/sessions?token={token}", timeout=30).read())
     assert [s["kernel"]["name"] for s in sessions] == [KERNEL_NAME]
-    reports = config.reports_dir() / "browser"
-    reports.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(reports / "jupyterlab_01_embed.png"), full_page=False)
     assert (reports / "jupyterlab_01_embed.png").stat().st_size > 10_000
 
