@@ -83,8 +83,13 @@ def bench_local(texts: list[str], repeats: int) -> list[Row]:
     model = embedder._model  # the same loaded weights, so only the wrapper differs
 
     def raw() -> None:
-        model.encode(texts, batch_size=embedder.batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                     show_progress_bar=False)
+        model.encode(
+            texts,
+            batch_size=embedder.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
 
     def wrapped() -> None:
         embedder.embed(texts)
@@ -99,10 +104,19 @@ def bench_local(texts: list[str], repeats: int) -> list[Row]:
     for clock, column in (("wall", 0), ("CPU", 1)):
         raw_best = min(t[column] for t in raw_times)
         wrapped_best = min(t[column] for t in wrapped_times)
-        rows.append(Row(f"LocalEmbedder throughput ({clock} time)", setting, wrapped_best,
-                        "SentenceTransformer.encode", raw_best, raw_best / wrapped_best, ">= 0.95x",
-                        f"best of {repeats}; {len(texts) / wrapped_best:,.0f} vs {len(texts) / raw_best:,.0f} "
-                        f"texts per {clock} second"))
+        rows.append(
+            Row(
+                f"LocalEmbedder throughput ({clock} time)",
+                setting,
+                wrapped_best,
+                "SentenceTransformer.encode",
+                raw_best,
+                raw_best / wrapped_best,
+                ">= 0.95x",
+                f"best of {repeats}; {len(texts) / wrapped_best:,.0f} vs {len(texts) / raw_best:,.0f} "
+                f"texts per {clock} second",
+            )
+        )
     return rows
 
 
@@ -118,10 +132,21 @@ def bench_cache(frame) -> list[Row]:
     with tempfile.TemporaryDirectory() as cache_dir:
         first = seconds_of(lambda: embed_dataset(frame, embedder, cache_dir, show_progress=False))
         rerun_stats = {}
-        rerun = seconds_of(lambda: rerun_stats.update(embed_dataset(frame, embedder, cache_dir,
-                                                                    show_progress=False).stats))
-    return [Row("embed_dataset rerun", f"{len(frame):,} rows, local", rerun, "first run (empty cache)", first,
-                rerun / first, "", f"rerun embedded {rerun_stats.get('embedded_now')} texts")]
+        rerun = seconds_of(
+            lambda: rerun_stats.update(embed_dataset(frame, embedder, cache_dir, show_progress=False).stats)
+        )
+    return [
+        Row(
+            "embed_dataset rerun",
+            f"{len(frame):,} rows, local",
+            rerun,
+            "first run (empty cache)",
+            first,
+            rerun / first,
+            "",
+            f"rerun embedded {rerun_stats.get('embedded_now')} texts",
+        )
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -139,8 +164,9 @@ def fastest_seconds(total: float, per_minute: float, bucket: float) -> float:
     return max(0.0, (total - bucket) / (per_minute / 60))
 
 
-def bench_openai(texts: list[str], args, setting: str, client_limit_factor: float = 1.0,
-                 fail_every_nth_request: int | None = None) -> Row:
+def bench_openai(
+    texts: list[str], args, setting: str, client_limit_factor: float = 1.0, fail_every_nth_request: int | None = None
+) -> Row:
     from e2p_lib.tokens import count_tokens
 
     speedup = 60 / args.seconds_per_minute  # real seconds per simulated minute -> limit multiplier
@@ -149,12 +175,18 @@ def bench_openai(texts: list[str], args, setting: str, client_limit_factor: floa
     tokens_per_minute = total_tokens / args.minutes_of_quota * speedup
     requests_per_minute = tokens_per_minute * TIER1_REQUESTS_PER_MINUTE / TIER1_TOKENS_PER_MINUTE
     server_burst_seconds = args.seconds_per_minute  # OpenAI's bucket holds one (simulated) minute
-    with LocalOpenAIServer(api_key="sk-bench", requests_per_minute=requests_per_minute,
-                           tokens_per_minute=tokens_per_minute, burst_seconds=server_burst_seconds,
-                           latency_seconds=args.latency_seconds / speedup,
-                           fail_every_nth_request=fail_every_nth_request) as server:
+    with LocalOpenAIServer(
+        api_key="sk-bench",
+        requests_per_minute=requests_per_minute,
+        tokens_per_minute=tokens_per_minute,
+        burst_seconds=server_burst_seconds,
+        latency_seconds=args.latency_seconds / speedup,
+        fail_every_nth_request=fail_every_nth_request,
+    ) as server:
         embedder = OpenAIEmbedder(
-            dimensions=args.dimensions, base_url=server.base_url, api_key="sk-bench",
+            dimensions=args.dimensions,
+            base_url=server.base_url,
+            api_key="sk-bench",
             requests_per_minute=requests_per_minute * client_limit_factor,
             tokens_per_minute=tokens_per_minute * client_limit_factor,
             burst_seconds=server_burst_seconds * CLIENT_BURST_FRACTION,
@@ -171,7 +203,13 @@ def bench_openai(texts: list[str], args, setting: str, client_limit_factor: floa
     )
     status = embedder.last_status
     return Row(
-        "OpenAIEmbedder vs limits", setting, wall, "fastest the limits allow", fastest, wall / fastest, "<= 1.10x",
+        "OpenAIEmbedder vs limits",
+        setting,
+        wall,
+        "fastest the limits allow",
+        fastest,
+        wall / fastest,
+        "<= 1.10x",
         f"{len(charged)} requests, {server_tokens:,} tokens charged; {status.rate_limit_errors} x 429, "
         f"{status.server_errors} x 5xx, {status.retries} retries; {tokens_per_minute:,.0f} TPM / "
         f"{requests_per_minute:,.0f} RPM real time",
@@ -185,8 +223,10 @@ def print_table(rows: list[Row]) -> None:
     print("| benchmark | setting | seconds | reference | ref. seconds | ratio | goal | notes |")
     print("|---|---|---:|---|---:|---:|---|---|")
     for r in rows:
-        print(f"| {r.benchmark} | {r.setting} | {r.seconds:.2f} | {r.reference} | {r.reference_seconds:.2f} | "
-              f"{r.ratio:.3f}x | {r.goal} | {r.notes} |")
+        print(
+            f"| {r.benchmark} | {r.setting} | {r.seconds:.2f} | {r.reference} | {r.reference_seconds:.2f} | "
+            f"{r.ratio:.3f}x | {r.goal} | {r.notes} |"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -196,10 +236,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each local variant (best is kept)")
     parser.add_argument("--dimensions", type=int, default=1024, help="OpenAI vector size")
     parser.add_argument("--seconds-per-minute", type=float, default=4.0, help="real seconds per simulated minute")
-    parser.add_argument("--minutes-of-quota", type=float, default=3.0,
-                        help="simulated minutes of the token limit the texts need")
-    parser.add_argument("--latency-seconds", type=float, default=0.4,
-                        help="server answer time per request, in real-world seconds (scaled like the limits)")
+    parser.add_argument(
+        "--minutes-of-quota", type=float, default=3.0, help="simulated minutes of the token limit the texts need"
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=0.4,
+        help="server answer time per request, in real-world seconds (scaled like the limits)",
+    )
     for part in ("local", "cache", "openai"):
         parser.add_argument(f"--skip-{part}", action="store_true")
     args = parser.parse_args(argv)

@@ -61,9 +61,11 @@ def main() -> None:
     }
     for lm in engines.values():
         lm.generate(prompts[:2], max_new_tokens=8)  # warm-up: first-call allocations and lazy initialisation
-    print(f"SmolLM2-135M-Instruct on {platform.processor() or platform.machine()}, {threads} threads, "
-          f"{len(prompts)} Alpaca prompts, greedy, max_new_tokens={args.max_new_tokens}; CTranslate2 int8 runs as "
-          f"{engines['CTranslate2 int8'].compute_type}\n")
+    print(
+        f"SmolLM2-135M-Instruct on {platform.processor() or platform.machine()}, {threads} threads, "
+        f"{len(prompts)} Alpaca prompts, greedy, max_new_tokens={args.max_new_tokens}; CTranslate2 int8 runs as "
+        f"{engines['CTranslate2 int8'].compute_type}\n"
+    )
 
     rows, answers_of = [], {}
     for batch_size in args.batch_sizes:
@@ -75,19 +77,32 @@ def main() -> None:
                 best = run if best is None or run[1] < best[1] else best
             answers, wall, cpu, tokens = best
             answers_of[name] = answers
-            rows.append({"engine": name, "batch": batch_size, "tokens": tokens, "wall s": wall,
-                         "tok/s": tokens / wall, "CPU s": cpu, "CPU s / 1k tokens": 1000 * cpu / tokens,
-                         "answers": answers})
+            rows.append(
+                {
+                    "engine": name,
+                    "batch": batch_size,
+                    "tokens": tokens,
+                    "wall s": wall,
+                    "tok/s": tokens / wall,
+                    "CPU s": cpu,
+                    "CPU s / 1k tokens": 1000 * cpu / tokens,
+                    "answers": answers,
+                }
+            )
 
     # quality: MiniLM cosine to Alpaca's outputs, and agreement with transformers float32
     embedder = LocalEmbedder(show_progress=False)
     outputs = embedder.embed(frame["output"].tolist())
-    reference = {b: next(r["answers"] for r in rows if r["batch"] == b and r["engine"] == "transformers float32")
-                 for b in args.batch_sizes}
+    reference = {
+        b: next(r["answers"] for r in rows if r["batch"] == b and r["engine"] == "transformers float32")
+        for b in args.batch_sizes
+    }
     reference_vectors = {b: embedder.embed([a or "(empty)" for a in answers]) for b, answers in reference.items()}
     base = {r["batch"]: r for r in rows if r["engine"] == "transformers float32"}
-    print("| engine | batch | answer tokens | wall s | tok/s | x tok/s | CPU s | CPU s / 1k tokens | x CPU per token "
-          "| identical to transformers | cosine to Alpaca output | cosine to transformers' answer |")
+    print(
+        "| engine | batch | answer tokens | wall s | tok/s | x tok/s | CPU s | CPU s / 1k tokens | x CPU per token "
+        "| identical to transformers | cosine to Alpaca output | cosine to transformers' answer |"
+    )
     print("|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in rows:
         vectors = embedder.embed([a or "(empty)" for a in r["answers"]])
@@ -95,10 +110,12 @@ def main() -> None:
         to_reference = float(np.mean(np.sum(vectors * reference_vectors[r["batch"]], axis=1)))
         same = sum(a == b for a, b in zip(r["answers"], reference[r["batch"]]))
         b = base[r["batch"]]
-        print(f"| {r['engine']} | {r['batch']} | {r['tokens']} | {r['wall s']:.1f} | {r['tok/s']:.1f} | "
-              f"{r['tok/s'] / b['tok/s']:.2f} | {r['CPU s']:.1f} | {r['CPU s / 1k tokens']:.1f} | "
-              f"{r['CPU s / 1k tokens'] / b['CPU s / 1k tokens']:.2f} | {same}/{len(prompts)} | {to_output:.3f} | "
-              f"{to_reference:.3f} |")
+        print(
+            f"| {r['engine']} | {r['batch']} | {r['tokens']} | {r['wall s']:.1f} | {r['tok/s']:.1f} | "
+            f"{r['tok/s'] / b['tok/s']:.2f} | {r['CPU s']:.1f} | {r['CPU s / 1k tokens']:.1f} | "
+            f"{r['CPU s / 1k tokens'] / b['CPU s / 1k tokens']:.2f} | {same}/{len(prompts)} | {to_output:.3f} | "
+            f"{to_reference:.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -26,9 +26,8 @@ from e2p_lib.tokens import count_tokens
 CANDIDATES = {
     "SmolLM2 default (None)": None,
     "Alpaca preamble": "Below is an instruction that describes a task. Write a response that appropriately "
-                       "completes the request.",
-    "concise assistant": "You are a helpful assistant. Answer the request directly and concisely, in under 100 "
-                         "words.",
+    "completes the request.",
+    "concise assistant": "You are a helpful assistant. Answer the request directly and concisely, in under 100 words.",
 }
 
 

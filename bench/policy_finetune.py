@@ -39,27 +39,42 @@ def train_one(spec: str, steps: int, batch_size: int, embedding_model: str, dime
     split = add_split(dataset.frame)["split"].to_numpy()
     train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
     prompts = dataset.frame["prompt"].to_numpy()
-    config = PolicyTrainingConfig(batch_size=batch_size, max_steps=steps, learning_rate=learning_rate,
-                                  eval_every_steps=0, show_progress=False)
+    config = PolicyTrainingConfig(
+        batch_size=batch_size, max_steps=steps, learning_rate=learning_rate, eval_every_steps=0, show_progress=False
+    )
     started = time.perf_counter()
-    policy, history = train_policy(dataset.vectors[train], prompts[train].tolist(), dataset.vectors[val],
-                                   prompts[val].tolist(), config,
-                                   PolicyConfig(embedding_dim=dataset.dimensions, finetune=mode))
+    policy, history = train_policy(
+        dataset.vectors[train],
+        prompts[train].tolist(),
+        dataset.vectors[val],
+        prompts[val].tolist(),
+        config,
+        PolicyConfig(embedding_dim=dataset.dimensions, finetune=mode),
+    )
     seconds = time.perf_counter() - started
     trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
-    return {"mode": mode, "learning rate": learning_rate, "trainable params (M)": trainable / 1e6,
-            STEP_SECONDS: seconds / steps, "train loss (last)": history.last("train", "loss"),
-            f"val CE after {steps} steps": history.last("val", "loss"),
-            "peak memory (GB)": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,
-            "example": policy.generate(dataset.vectors[val[:1]])[0]}
+    return {
+        "mode": mode,
+        "learning rate": learning_rate,
+        "trainable params (M)": trainable / 1e6,
+        STEP_SECONDS: seconds / steps,
+        "train loss (last)": history.last("train", "loss"),
+        f"val CE after {steps} steps": history.last("val", "loss"),
+        "peak memory (GB)": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "example": policy.generate(dataset.vectors[val[:1]])[0],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--modes", nargs="+", default=[*LEARNING_RATES, "full:2e-4"],
-                        help="lora, full or prefix, each optionally with :learning_rate")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=[*LEARNING_RATES, "full:2e-4"],
+        help="lora, full or prefix, each optionally with :learning_rate",
+    )
     parser.add_argument("--embedding-model", default="local/all-MiniLM-L6-v2")
     parser.add_argument("--dimensions", type=int, default=384)
     args = parser.parse_args()
@@ -71,8 +86,9 @@ def main() -> None:
         if spec.partition(":")[0] not in LEARNING_RATES:
             parser.error(f"unknown mode {spec!r}: use lora, full or prefix, optionally with :learning_rate")
         with context.Pool(1) as pool:  # a fresh process per mode: its own peak memory, no warm caches shared
-            rows.append(pool.apply(train_one, (spec, args.steps, args.batch_size, args.embedding_model,
-                                               args.dimensions)))
+            rows.append(
+                pool.apply(train_one, (spec, args.steps, args.batch_size, args.embedding_model, args.dimensions))
+            )
         print(f"  {spec}: {rows[-1][STEP_SECONDS]:.2f} s/step", flush=True)
     table = pd.DataFrame(rows).set_index(["mode", "learning rate"])
     print(table.drop(columns="example").to_markdown(floatfmt=".3g"))

@@ -36,8 +36,9 @@ from e2p_lib.train.rl import PPOConfig, train_ppo
 
 
 def ppo_step_split(policy: PromptPolicy, targets: np.ndarray, embedder, steps: int, cache_dir: Path) -> pd.DataFrame:
-    reward = AnswerCosineReward(make_lm("local", cache=False, show_progress=False), embedder, max_new_tokens=64,
-                                embedding_cache_dir=cache_dir)
+    reward = AnswerCosineReward(
+        make_lm("local", cache=False, show_progress=False), embedder, max_new_tokens=64, embedding_cache_dir=cache_dir
+    )
     config = PPOConfig(max_steps=steps, eval_every_steps=0, save_every_steps=0, show_progress=False)
     _, history = train_ppo(policy, reward, targets, config)
     frame = history.to_frame()
@@ -88,12 +89,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         targets = embed_dataset(frame, embedder, tmp / "embeddings", show_progress=False).vectors
-        policy = (PromptPolicy.load(args.policy, trainable=True) if args.policy
-                  else PromptPolicy.from_pretrained_base(PolicyConfig(embedding_dim=embedder.dimensions)))
+        policy = (
+            PromptPolicy.load(args.policy, trainable=True)
+            if args.policy
+            else PromptPolicy.from_pretrained_base(PolicyConfig(embedding_dim=embedder.dimensions))
+        )
         print(f"# One PPO step at the CPU default ({platform.machine()}, {torch.get_num_threads()} torch threads)\n")
         print(ppo_step_split(policy, targets, embedder, args.steps, tmp / "embeddings").round(2).to_markdown())
         print(f"\n# The environment alone: {args.prompts} Alpaca prompts, greedy\n")
-        print(environment_speedups(frame["prompt"].tolist()[:args.prompts], tmp / "answers").round(2).to_markdown())
+        print(environment_speedups(frame["prompt"].tolist()[: args.prompts], tmp / "answers").round(2).to_markdown())
 
 
 if __name__ == "__main__":

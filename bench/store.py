@@ -47,9 +47,16 @@ def random_workload(rows: int, dimensions: int, seed: int = 0):
     vectors = rng.standard_normal((rows, dimensions), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     ids = [f"alpaca-{i}" for i in range(rows)]
-    metadata = [{"id": i, "output": f"Output text number {n}, a few dozen words long in the real data.",
-                 "prompt": f"Instruction number {n}?", "tokens": 12 + n % 200, "type": "alpaca"}
-                for n, i in enumerate(ids)]
+    metadata = [
+        {
+            "id": i,
+            "output": f"Output text number {n}, a few dozen words long in the real data.",
+            "prompt": f"Instruction number {n}?",
+            "tokens": 12 + n % 200,
+            "type": "alpaca",
+        }
+        for n, i in enumerate(ids)
+    ]
     return ids, vectors, metadata
 
 
@@ -66,8 +73,11 @@ def real_workload():
         from e2p_lib.embed import LocalEmbedder
         from e2p_lib.embed.cache import embed_dataset
 
-        dataset = embed_dataset(load_alpaca(SHARED_ALPACA, download=False), LocalEmbedder(),
-                                cache_dir=config.data_dir() / "bench" / "embeddings")
+        dataset = embed_dataset(
+            load_alpaca(SHARED_ALPACA, download=False),
+            LocalEmbedder(),
+            cache_dir=config.data_dir() / "bench" / "embeddings",
+        )
     return dataset.ids, dataset.vectors, dataset.frame.to_dict("records")
 
 
@@ -86,7 +96,7 @@ def time_queries(store: LocalVectorStore, ids: list[str], vectors: np.ndarray, p
         results.append({m.id for m in matches})
     batched = []
     for start in range(0, len(positions) - BATCH_QUERIES + 1, BATCH_QUERIES):
-        block = positions[start:start + BATCH_QUERIES]
+        block = positions[start : start + BATCH_QUERIES]
         started = time.perf_counter()
         store.query(vectors[block], top_k=TOP_K, exclude_ids=[ids[p] for p in block])
         batched.append(time.perf_counter() - started)
@@ -114,10 +124,18 @@ def benchmark(name: str, ids, vectors, metadata, queries: int, root: Path) -> li
         else:
             recall = f"{np.mean([len(a & b) / TOP_K for a, b in zip(exact_results, results)]):.3f}"
         per_query = f"{np.median(batched) / BATCH_QUERIES * 1e3:.2f}" if batched else "n/a"
-        table.append([f"{name} {rows:,} x {dimensions:,}", search,
-                      f"{upsert_seconds:.2f}" if search == "exact" else "", f"{reopen_seconds:.2f}"
-                      if search == "exact" else "", percentiles_ms(single),
-                      percentiles_ms(batched) if batched else "n/a", per_query, recall])
+        table.append(
+            [
+                f"{name} {rows:,} x {dimensions:,}",
+                search,
+                f"{upsert_seconds:.2f}" if search == "exact" else "",
+                f"{reopen_seconds:.2f}" if search == "exact" else "",
+                percentiles_ms(single),
+                percentiles_ms(batched) if batched else "n/a",
+                per_query,
+                recall,
+            ]
+        )
     return table
 
 
@@ -136,10 +154,17 @@ def main() -> None:
         if not args.skip_real:
             table += benchmark("alpaca-minilm", *real_workload(), args.queries, Path(root))
 
-    header = ["workload", "search", "upsert s", "reopen s", "single query ms p50 / p99",
-              f"batch of {BATCH_QUERIES} ms p50 / p99", "ms per query in batch", f"recall@{TOP_K} vs exact"]
-    print(f"\nLocalVectorStore, top-{TOP_K}, {platform.processor() or platform.machine()}, "
-          f"numpy {np.__version__}\n")
+    header = [
+        "workload",
+        "search",
+        "upsert s",
+        "reopen s",
+        "single query ms p50 / p99",
+        f"batch of {BATCH_QUERIES} ms p50 / p99",
+        "ms per query in batch",
+        f"recall@{TOP_K} vs exact",
+    ]
+    print(f"\nLocalVectorStore, top-{TOP_K}, {platform.processor() or platform.machine()}, numpy {np.__version__}\n")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for row in table:

@@ -14,8 +14,16 @@ The library behind the numbered notebooks, in packages that follow the data:
 __version__ = "0.1.0"
 
 # The inversion API (`e2p_lib.invert`), imported on first use so that `import e2p_lib` stays light.
-_INVERT_EXPORTS = ("Inverter", "InversionResult", "load_inverter", "default_inverter", "invert_embeddings",
-                   "invert_strings", "slerp", "results_frame")
+_INVERT_EXPORTS = (
+    "Inverter",
+    "InversionResult",
+    "load_inverter",
+    "default_inverter",
+    "invert_embeddings",
+    "invert_strings",
+    "slerp",
+    "results_frame",
+)
 
 
 def __getattr__(name: str):

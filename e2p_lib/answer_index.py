@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -34,8 +35,17 @@ DEFAULT_ANSWER_TOKENS = 64  # the answer cap of 04_rl and 05_eval, so the index'
 
 def answer_namespace(lm: Any, embedder: Embedder, max_new_tokens: int) -> str:
     """The store namespace of one index: a hash of what changes its answers and their vectors."""
-    key = json.dumps({"lm": lm.name, "settings": lm.settings(), "max_new_tokens": max_new_tokens,
-                      "embedder": embedder.name, "dimensions": int(embedder.dimensions)}, sort_keys=True, default=str)
+    key = json.dumps(
+        {
+            "lm": lm.name,
+            "settings": lm.settings(),
+            "max_new_tokens": max_new_tokens,
+            "embedder": embedder.name,
+            "dimensions": int(embedder.dimensions),
+        },
+        sort_keys=True,
+        default=str,
+    )
     return "answers-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -70,8 +80,13 @@ class AnswerIndex:
         vectors = np.stack([found[i].vector for i in present]) if present else np.zeros((0, self.store.dimensions))
         return present, vectors.astype(np.float32)
 
-    def hypotheses(self, targets: Any, k: int, exclude_ids: Sequence[Sequence[str] | str | None] | None = None,
-                   batch_size: int = 1024) -> list[list[Hypothesis]]:
+    def hypotheses(
+        self,
+        targets: Any,
+        k: int,
+        exclude_ids: Sequence[Sequence[str] | str | None] | None = None,
+        batch_size: int = 1024,
+    ) -> list[list[Hypothesis]]:
         """The `k` indexed prompts whose answers land nearest each target, best first, with their real cosines.
 
         Raises:
@@ -80,20 +95,31 @@ class AnswerIndex:
         targets = check_query_vectors(targets, self.store.dimensions)
         check_positive_int(k, "k")
         if len(self) == 0:
-            raise ValueError(f"The answer index {self.namespace!r} in {self.store!r} is empty: build it with "
-                             "build_answer_index (02_pinecone does) before asking for hypotheses.")
+            raise ValueError(
+                f"The answer index {self.namespace!r} in {self.store!r} is empty: build it with "
+                "build_answer_index (02_pinecone does) before asking for hypotheses."
+            )
         found: list[list[Hypothesis]] = []
         for start in range(0, len(targets), batch_size):
-            excluded = None if exclude_ids is None else list(exclude_ids[start:start + batch_size])
-            matches = self.store.query(targets[start:start + batch_size], top_k=k, exclude_ids=excluded,
-                                       namespace=self.namespace)
+            excluded = None if exclude_ids is None else list(exclude_ids[start : start + batch_size])
+            matches = self.store.query(
+                targets[start : start + batch_size], top_k=k, exclude_ids=excluded, namespace=self.namespace
+            )
             found += [[Hypothesis(m.metadata["prompt"], float(m.score), m.id) for m in row] for row in matches]
         return found
 
 
-def build_answer_index(store: VectorStore, lm: Any, embedder: Embedder, ids: Sequence[str], prompts: Sequence[str],
-                       *, max_new_tokens: int = DEFAULT_ANSWER_TOKENS, chunk_size: int = 256,
-                       embedding_cache_dir=None) -> AnswerIndex:
+def build_answer_index(
+    store: VectorStore,
+    lm: Any,
+    embedder: Embedder,
+    ids: Sequence[str],
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = DEFAULT_ANSWER_TOKENS,
+    chunk_size: int = 256,
+    embedding_cache_dir=None,
+) -> AnswerIndex:
     """Answer each prompt with `lm` (greedy), embed the answers, and upsert them as an `AnswerIndex`.
 
     Resumable: ids already in the index are skipped, and the LM's answer cache and the embedding cache keep what a
@@ -107,8 +133,10 @@ def build_answer_index(store: VectorStore, lm: Any, embedder: Embedder, ids: Seq
     if len(ids) != len(prompts):
         raise ValueError(f"Got {len(ids)} ids for {len(prompts)} prompts; give one prompt per id.")
     if int(store.dimensions) != int(embedder.dimensions):
-        raise ValueError(f"The store holds {store.dimensions}-d vectors but {embedder.name} gives "
-                         f"{embedder.dimensions}-d: open the store with dimensions={embedder.dimensions}.")
+        raise ValueError(
+            f"The store holds {store.dimensions}-d vectors but {embedder.name} gives "
+            f"{embedder.dimensions}-d: open the store with dimensions={embedder.dimensions}."
+        )
     check_positive_int(chunk_size, "chunk_size")
     index = AnswerIndex(store, answer_namespace(lm, embedder, max_new_tokens))
     chunks = range(0, len(ids), chunk_size)
@@ -120,9 +148,12 @@ def build_answer_index(store: VectorStore, lm: Any, embedder: Embedder, ids: Seq
             if todo:
                 answers = lm.generate([prompts[i] for i in todo], max_new_tokens=max_new_tokens)
                 vectors = embed_answers(answers, embedder, cache_dir=embedding_cache_dir, show_progress=False)
-                store.upsert([ids[i] for i in todo], vectors,
-                             [{"prompt": prompts[i], "answer": a} for i, a in zip(todo, answers)],
-                             namespace=index.namespace)
+                store.upsert(
+                    [ids[i] for i in todo],
+                    vectors,
+                    [{"prompt": prompts[i], "answer": a} for i, a in zip(todo, answers)],
+                    namespace=index.namespace,
+                )
             bar.update(len(chunk))
     return index
 
@@ -132,5 +163,5 @@ def hypothesis_cosines(hypotheses: Sequence[Sequence[Hypothesis]]) -> np.ndarray
     width = max((len(row) for row in hypotheses), default=0)
     out = np.full((len(hypotheses), width), np.nan)
     for i, row in enumerate(hypotheses):
-        out[i, :len(row)] = [h.cosine for h in row]
+        out[i, : len(row)] = [h.cosine for h in row]
     return out

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 
 @contextmanager
@@ -58,8 +59,10 @@ def publish_folder(target: Path, write, is_complete, what: str) -> bool:
     try:
         write(staging)
         if not is_complete(staging):
-            raise RuntimeError(f"{what} wrote {sorted(p.name for p in staging.iterdir())}, not a complete "
-                               f"{target.name}; its file layout changed.")
+            raise RuntimeError(
+                f"{what} wrote {sorted(p.name for p in staging.iterdir())}, not a complete "
+                f"{target.name}; its file layout changed."
+            )
         try:
             os.replace(staging, target)  # atomic; fails if another process finished first (folder not empty)
         except OSError:

@@ -1,8 +1,8 @@
 """Argument checks shared across e2p, so every module refuses bad values with the same words.
 
-    >>> check_positive_int(batch_size, "batch_size")           # 16 -> 16; 0, 2.0, True or "16" -> ValueError
-    >>> check_int(refine_steps, "refine_steps", minimum=0)     # counts that may be zero
-    >>> check_int(top_k, "top_k", maximum=10_000, hint=" (Pinecone's limit)")
+>>> check_positive_int(batch_size, "batch_size")           # 16 -> 16; 0, 2.0, True or "16" -> ValueError
+>>> check_int(refine_steps, "refine_steps", minimum=0)     # counts that may be zero
+>>> check_int(top_k, "top_k", maximum=10_000, hint=" (Pinecone's limit)")
 """
 
 from __future__ import annotations
@@ -16,8 +16,12 @@ def check_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = 
 
     True/False and floats are refused: they are not counts. NumPy integers are accepted.
     """
-    if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum
-            or (maximum is not None and value > maximum)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
         if maximum is not None:
             wanted = f"an integer from {minimum:,} to {maximum:,}"
         else:

@@ -26,11 +26,20 @@ def invert_command(args: argparse.Namespace) -> int:
     from e2p_lib.invert import load_inverter
 
     needs_environment = args.measure or args.rerank == "environment"
-    inverter = load_inverter(args.policy, False if args.no_forward_model else args.forward_model,
-                             environment=args.environment if needs_environment else None, device=args.device,
-                             answer_max_new_tokens=args.answer_max_new_tokens)
-    results = inverter.invert(args.texts, best_of=args.best_of, rerank=args.rerank if args.best_of > 1 else None,
-                              measure=args.measure, seed=args.seed)
+    inverter = load_inverter(
+        args.policy,
+        False if args.no_forward_model else args.forward_model,
+        environment=args.environment if needs_environment else None,
+        device=args.device,
+        answer_max_new_tokens=args.answer_max_new_tokens,
+    )
+    results = inverter.invert(
+        args.texts,
+        best_of=args.best_of,
+        rerank=args.rerank if args.best_of > 1 else None,
+        measure=args.measure,
+        seed=args.seed,
+    )
     for text, result in zip(args.texts, results):
         print(f"target:           {text}")
         print(f"prompt:           {result.prompt}")
@@ -43,23 +52,34 @@ def invert_command(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="e2p", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="e2p", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="run the notebooks headless into reports/ (options: e2p run --help)",
-                        add_help=False)
+    commands.add_parser(
+        "run", help="run the notebooks headless into reports/ (options: e2p run --help)", add_help=False
+    )
     invert = commands.add_parser("invert", help="write a prompt whose answer lands near each text's embedding")
     invert.add_argument("texts", nargs="+", metavar="TEXT", help="target text(s), embedded in the policy's space")
     invert.add_argument("--policy", default=None, help="a saved policy folder (default: data/models' RL, else SFT)")
     invert.add_argument("--forward-model", default=None, help="a saved forward model (default: the trained one)")
     invert.add_argument("--no-forward-model", action="store_true", help="load no forward model")
     invert.add_argument("--best-of", type=int, default=1, help="candidates per text, re-ranked (default 1: greedy)")
-    invert.add_argument("--rerank", choices=("forward", "environment"), default="forward",
-                        help="how best-of candidates are ranked (environment: one answer per candidate)")
-    invert.add_argument("--measure", action="store_true",
-                        help="have the environment answer the prompt and print the achieved cosine")
-    invert.add_argument("--environment", default="local", choices=("local", "openai"),
-                        help="the LM that answers (openai needs OPENAI_API_KEY)")
+    invert.add_argument(
+        "--rerank",
+        choices=("forward", "environment"),
+        default="forward",
+        help="how best-of candidates are ranked (environment: one answer per candidate)",
+    )
+    invert.add_argument(
+        "--measure", action="store_true", help="have the environment answer the prompt and print the achieved cosine"
+    )
+    invert.add_argument(
+        "--environment",
+        default="local",
+        choices=("local", "openai"),
+        help="the LM that answers (openai needs OPENAI_API_KEY)",
+    )
     invert.add_argument("--answer-max-new-tokens", type=int, default=64, help="answer length cap in tokens")
     invert.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     invert.add_argument("--seed", type=int, default=0, help="seed of the sampled candidates")

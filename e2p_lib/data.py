@@ -68,9 +68,10 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -257,9 +258,11 @@ def download_file(remote: RemoteFile, path: Path) -> None:
         digest = hashlib.sha256()
         received_bytes = 0
         transport = httpx.HTTPTransport(retries=2)  # retries connection failures only, not HTTP errors
-        with os.fdopen(fd, "wb") as f, httpx.Client(
-            transport=transport, timeout=DOWNLOAD_TIMEOUT_SECONDS, follow_redirects=True
-        ) as client, client.stream("GET", remote.url) as response:
+        with (
+            os.fdopen(fd, "wb") as f,
+            httpx.Client(transport=transport, timeout=DOWNLOAD_TIMEOUT_SECONDS, follow_redirects=True) as client,
+            client.stream("GET", remote.url) as response,
+        ):
             response.raise_for_status()
             total_bytes = int(response.headers.get("content-length", 0)) or None
             with tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"Downloading {remote.filename}") as bar:
@@ -300,7 +303,7 @@ def download_file(remote: RemoteFile, path: Path) -> None:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
-    write_atomically(sidecar_path(path), f"{observed_sha256}  {path.name}\n".encode("utf-8"))
+    write_atomically(sidecar_path(path), f"{observed_sha256}  {path.name}\n".encode())
     logger.info("Downloaded %s -> %s (%d bytes, sha256 %s)", remote.url, path, received_bytes, observed_sha256)
 
 
@@ -317,7 +320,7 @@ def _read_records(path: Path, suffix: str | None = None) -> list[Any]:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
             raise ValueError(
-                f"{str(path)!r} is not valid UTF-8: byte offset {err.start} ({raw[err.start:err.start + 1]!r}) "
+                f"{str(path)!r} is not valid UTF-8: byte offset {err.start} ({raw[err.start : err.start + 1]!r}) "
                 f"cannot be decoded ({err.reason}). Re-export the file as UTF-8, or fix that byte."
             ) from None
         try:
@@ -480,7 +483,12 @@ def load_alpaca(
     logger.info(
         "Loaded Alpaca from %s: %d rows read, %d kept (dropped: %d malformed, %d empty output, %d duplicate "
         "output; %d past limit)",
-        path, report.rows_read, report.rows_kept, report.malformed, report.empty_output, report.duplicate_output,
+        path,
+        report.rows_read,
+        report.rows_kept,
+        report.malformed,
+        report.empty_output,
+        report.duplicate_output,
         report.cut_by_limit,
     )
     return frame
@@ -506,14 +514,14 @@ def _check_fractions(val_fraction: float, test_fraction: float) -> None:
 
 def _unit_interval(row_id: str, salt: str) -> float:
     """A uniform number in [0, 1) from the id alone (8 bytes of blake2b; same on every machine and process)."""
-    digest = hashlib.blake2b(f"{salt}{row_id}".encode("utf-8"), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{salt}{row_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
 
 
 def split_of(
     ids: Iterable[str], val_fraction: float = 0.05, test_fraction: float = 0.05, *, salt: str = ""
 ) -> np.ndarray:
-    """"train" / "val" / "test" for each id, decided by the id's hash alone (object array, input order).
+    """ "train" / "val" / "test" for each id, decided by the id's hash alone (object array, input order).
 
     A row lands in test when its hash is below `test_fraction`, in val when below `test_fraction + val_fraction`,
     else in train, so the fractions hold in expectation and growing `val_fraction` only moves rows train -> val.

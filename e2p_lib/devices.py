@@ -41,8 +41,10 @@ def resolve_device(device: str = "auto") -> torch.device:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = resolved.index or 0
         if index >= count:
-            raise ValueError(f"device={device!r} but this machine has {count} CUDA GPU(s) visible to torch "
-                             f"{torch.__version__}; use device='auto' (falls back to CPU) or 'cpu'.")
+            raise ValueError(
+                f"device={device!r} but this machine has {count} CUDA GPU(s) visible to torch "
+                f"{torch.__version__}; use device='auto' (falls back to CPU) or 'cpu'."
+            )
     if resolved.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={device!r} but MPS is not available here; use device='auto' or 'cpu'.")
     return resolved

@@ -60,9 +60,10 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -106,8 +107,10 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float | Sequence[float] | np.ndarray)
         raise ValueError(f"t must be finite; got {t!r}.")
     cosine = float(np.clip(a @ b, -1.0, 1.0))
     if cosine < -1.0 + ANTIPODAL_TOLERANCE:
-        raise ValueError(f"a and b point in opposite directions (cosine {cosine:.6f}); no single great circle "
-                         "joins them. Interpolate through a chosen midpoint: slerp(a, m, t) then slerp(m, b, t).")
+        raise ValueError(
+            f"a and b point in opposite directions (cosine {cosine:.6f}); no single great circle "
+            "joins them. Interpolate through a chosen midpoint: slerp(a, m, t) then slerp(m, b, t)."
+        )
     angle = math.acos(cosine)
     weights_t = np.atleast_1d(ts)[:, None]  # (m, 1)
     if math.sin(angle) < IDENTICAL_TOLERANCE:
@@ -126,8 +129,9 @@ def feedback_target(condition: np.ndarray, target: np.ndarray, achieved: np.ndar
     the side the answer fell short. Applied round after round, the misses accumulate (an integral controller, step
     size 1). When the answer hits the target exactly, the condition is unchanged.
     """
-    condition, target, achieved = (l2_normalise(np.asarray(v, dtype=np.float32)[None])[0]
-                                   for v in (condition, target, achieved))
+    condition, target, achieved = (
+        l2_normalise(np.asarray(v, dtype=np.float32)[None])[0] for v in (condition, target, achieved)
+    )
     corrected = condition + (target - achieved)
     if np.linalg.norm(corrected) < IDENTICAL_TOLERANCE:  # only when condition = -target and achieved = target
         return condition
@@ -182,8 +186,10 @@ class InversionResult:
     def candidates_frame(self) -> pd.DataFrame:
         """The candidates as a DataFrame (one row each), with a `picked` column marking each round's pick."""
         picked = {id(c) for c in self.trajectory}
-        return pd.DataFrame([{**asdict(c), "picked": id(c) in picked} for c in self.candidates],
-                            columns=[*Candidate.__dataclass_fields__, "picked"])
+        return pd.DataFrame(
+            [{**asdict(c), "picked": id(c) in picked} for c in self.candidates],
+            columns=[*Candidate.__dataclass_fields__, "picked"],
+        )
 
 
 RESULT_COLUMNS = ["prompt", "predicted_cosine", "achieved_cosine", "answer", "environment_calls", "rerank"]
@@ -219,29 +225,51 @@ class Inverter:
         ValueError: the pieces disagree on the vector space (dimensions, or the forward model's space name).
     """
 
-    def __init__(self, policy, embedder: Embedder, forward_model=None, environment=None, *, index=None,
-                 answer_max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, generation_batch_size: int = 64,
-                 embedding_cache_dir: str | Path | None = None):
+    def __init__(
+        self,
+        policy,
+        embedder: Embedder,
+        forward_model=None,
+        environment=None,
+        *,
+        index=None,
+        answer_max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        generation_batch_size: int = 64,
+        embedding_cache_dir: str | Path | None = None,
+    ):
         dims = int(policy.config.embedding_dim)
         if int(embedder.dimensions) != dims:
-            raise ValueError(f"The policy reads {dims}-d targets but the embedder {embedder.name} gives "
-                             f"{embedder.dimensions}-d vectors; pass the embedder the policy was trained with.")
-        if forward_model is not None and (forward_model.target_space, int(forward_model.dimensions)) != \
-                (embedder.name, dims):
-            raise ValueError(f"The forward model predicts {forward_model.target_space} vectors "
-                             f"({forward_model.dimensions}-d), but the embedder is {embedder.name} ({dims}-d); pass "
-                             "a forward model trained in the embedder's space, or forward_model=None.")
+            raise ValueError(
+                f"The policy reads {dims}-d targets but the embedder {embedder.name} gives "
+                f"{embedder.dimensions}-d vectors; pass the embedder the policy was trained with."
+            )
+        if forward_model is not None and (forward_model.target_space, int(forward_model.dimensions)) != (
+            embedder.name,
+            dims,
+        ):
+            raise ValueError(
+                f"The forward model predicts {forward_model.target_space} vectors "
+                f"({forward_model.dimensions}-d), but the embedder is {embedder.name} ({dims}-d); pass "
+                "a forward model trained in the embedder's space, or forward_model=None."
+            )
         if environment is not None and not callable(getattr(environment, "generate", None)):
-            raise TypeError(f"environment must be an LM with generate(prompts, ...) (e.g. make_lm('local')); got "
-                            f"{type(environment).__name__}.")
+            raise TypeError(
+                f"environment must be an LM with generate(prompts, ...) (e.g. make_lm('local')); got "
+                f"{type(environment).__name__}."
+            )
         check_positive_int(generation_batch_size, "generation_batch_size")
         self.policy, self.embedder, self.forward_model, self.environment = policy, embedder, forward_model, environment
         self.index = index  # an AnswerIndex of this environment and embedder: the search's first candidates
         self.dimensions = dims
         self.generation_batch_size = generation_batch_size
         self.embedding_cache_dir = embedding_cache_dir
-        self.reward = None if environment is None else AnswerCosineReward(
-            environment, embedder, max_new_tokens=answer_max_new_tokens, embedding_cache_dir=embedding_cache_dir)
+        self.reward = (
+            None
+            if environment is None
+            else AnswerCosineReward(
+                environment, embedder, max_new_tokens=answer_max_new_tokens, embedding_cache_dir=embedding_cache_dir
+            )
+        )
 
     # --- 1. targets -----------------------------------------------------------------------------------------------
 
@@ -266,22 +294,34 @@ class Inverter:
         if vectors.ndim == 1:
             vectors = vectors[None]
         if vectors.ndim != 2 or vectors.shape[1] != self.dimensions:
-            raise ValueError(f"Targets have shape {vectors.shape}; expected ({self.dimensions},) or (n, "
-                             f"{self.dimensions}): vectors of {self.embedder.name}, the policy's space. Embed texts "
-                             "with that embedder, or pass them as strings.")
+            raise ValueError(
+                f"Targets have shape {vectors.shape}; expected ({self.dimensions},) or (n, "
+                f"{self.dimensions}): vectors of {self.embedder.name}, the policy's space. Embed texts "
+                "with that embedder, or pass them as strings."
+            )
         if len(vectors) == 0:
             raise ValueError("No targets given: pass at least one text or vector.")
         norms = np.linalg.norm(vectors, axis=1)
         bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
         if len(bad):
-            raise ValueError(f"{len(bad)} target(s) are zero, NaN or infinite (first at row {bad[0]}); such a vector "
-                             "has no direction. Drop those rows.")
+            raise ValueError(
+                f"{len(bad)} target(s) are zero, NaN or infinite (first at row {bad[0]}); such a vector "
+                "has no direction. Drop those rows."
+            )
         return vectors / norms[:, None]
 
     # --- 2. proposals: the greedy prompt, then best_of - 1 samples, per conditioning vector --------------------------
 
-    def propose(self, conditions: np.ndarray, best_of: int, temperature: float, top_p: float, seed: int,
-                max_prompt_tokens: int | None, hypotheses: Hypotheses = None) -> list[list[str]]:
+    def propose(
+        self,
+        conditions: np.ndarray,
+        best_of: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        max_prompt_tokens: int | None,
+        hypotheses: Hypotheses = None,
+    ) -> list[list[str]]:
         """For each row of `conditions` (n, d): [greedy prompt, best_of - 1 sampled prompts], each written with the
         row's `hypotheses` in the policy's context when given."""
         greedy = self._generate(conditions, max_new_tokens=max_prompt_tokens, hypotheses=hypotheses)
@@ -290,24 +330,39 @@ class Inverter:
             # One stream for the whole call: reproducible for the same targets and order. Like
             # PromptPolicy.generate(seed=...), this reseeds torch's global generator.
             torch.manual_seed(seed)
-            rows = self._generate(conditions, temperature=temperature, top_p=top_p, num_return_sequences=best_of - 1,
-                                  max_new_tokens=max_prompt_tokens, hypotheses=hypotheses)
-            sampled = [rows[i * (best_of - 1):(i + 1) * (best_of - 1)] for i in range(len(conditions))]
+            rows = self._generate(
+                conditions,
+                temperature=temperature,
+                top_p=top_p,
+                num_return_sequences=best_of - 1,
+                max_new_tokens=max_prompt_tokens,
+                hypotheses=hypotheses,
+            )
+            sampled = [rows[i * (best_of - 1) : (i + 1) * (best_of - 1)] for i in range(len(conditions))]
         return [[g, *s] for g, s in zip(greedy, sampled)]
 
-    def _generate(self, conditions: np.ndarray, num_return_sequences: int = 1, hypotheses: Hypotheses = None,
-                  **options) -> list[str]:
+    def _generate(
+        self, conditions: np.ndarray, num_return_sequences: int = 1, hypotheses: Hypotheses = None, **options
+    ) -> list[str]:
         """`policy.generate` over chunks of targets, at most `generation_batch_size` prompts per pass."""
         from tqdm.auto import tqdm
 
         per_chunk = max(1, self.generation_batch_size // num_return_sequences)
         prompts: list[str] = []
         # A bar only when there is more than one chunk: a single text inverts in one pass, with nothing to watch.
-        for start in tqdm(range(0, len(conditions), per_chunk), desc="writing prompts", unit="chunk",
-                          disable=len(conditions) <= per_chunk):
-            chunk = None if hypotheses is None else hypotheses[start:start + per_chunk]
-            prompts += self.policy.generate(conditions[start:start + per_chunk], hypotheses=chunk,
-                                            num_return_sequences=num_return_sequences, **options)
+        for start in tqdm(
+            range(0, len(conditions), per_chunk),
+            desc="writing prompts",
+            unit="chunk",
+            disable=len(conditions) <= per_chunk,
+        ):
+            chunk = None if hypotheses is None else hypotheses[start : start + per_chunk]
+            prompts += self.policy.generate(
+                conditions[start : start + per_chunk],
+                hypotheses=chunk,
+                num_return_sequences=num_return_sequences,
+                **options,
+            )
         return prompts
 
     # --- 3. scores: predicted (forward model) and achieved (environment) cosines ---------------------------------
@@ -326,8 +381,14 @@ class Inverter:
     def answer(self, candidates: list[list[Candidate]], targets: np.ndarray, memo: list[dict]) -> None:
         """Fill in the achieved cosine and answer of each candidate, asking the environment only for prompts not
         answered before for that target (`memo[i]`: prompt -> (cosine, answer)), in one batched call."""
-        asks = list(dict.fromkeys((i, c.prompt) for i, row in enumerate(candidates) for c in row
-                                  if c.prompt.strip() and c.prompt not in memo[i]))
+        asks = list(
+            dict.fromkeys(
+                (i, c.prompt)
+                for i, row in enumerate(candidates)
+                for c in row
+                if c.prompt.strip() and c.prompt not in memo[i]
+            )
+        )
         if asks:
             result = self.reward([p for _, p in asks], targets[[i for i, _ in asks]])
             for (i, prompt), cosine, answer in zip(asks, result.rewards, result.answers):
@@ -343,10 +404,21 @@ class Inverter:
 
     # --- 4. the search ---------------------------------------------------------------------------------------------
 
-    def invert(self, targets, *, best_of: int = 1, temperature: float = 0.8, top_p: float = 1.0,
-               rerank: str | None = None, refine_steps: int = 0, measure: bool = False, seed: int = 0,
-               max_prompt_tokens: int | None = None, budget: int | None = None,
-               **search_options: Any) -> list[InversionResult]:
+    def invert(
+        self,
+        targets,
+        *,
+        best_of: int = 1,
+        temperature: float = 0.8,
+        top_p: float = 1.0,
+        rerank: str | None = None,
+        refine_steps: int = 0,
+        measure: bool = False,
+        seed: int = 0,
+        max_prompt_tokens: int | None = None,
+        budget: int | None = None,
+        **search_options: Any,
+    ) -> list[InversionResult]:
         """The best prompt for each target (see the module docstring for how it is chosen).
 
         With `budget=B`, the search under an environment budget instead (`search`: at most B calls per target;
@@ -368,8 +440,15 @@ class Inverter:
                 (the message says which to pass).
         """
         if budget is not None:
-            return self.search(targets, budget, temperature=temperature, top_p=top_p, seed=seed,
-                               max_prompt_tokens=max_prompt_tokens, **search_options)
+            return self.search(
+                targets,
+                budget,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed,
+                max_prompt_tokens=max_prompt_tokens,
+                **search_options,
+            )
         if search_options:
             raise TypeError(f"{sorted(search_options)} apply to the budgeted search only: pass budget=B as well.")
         rerank = self._check_options(best_of, temperature, rerank, refine_steps, measure)
@@ -382,8 +461,13 @@ class Inverter:
         for step in range(refine_steps + 1):
             # 1. propose: greedy + samples from the current conditioning vectors
             proposals = self.propose(conditions, best_of, temperature, top_p, seed + step, max_prompt_tokens)
-            candidates = [[Candidate(p, step, "greedy" if j == 0 else "sampled", float(conditions[i] @ targets[i]))
-                           for j, p in enumerate(row)] for i, row in enumerate(proposals)]
+            candidates = [
+                [
+                    Candidate(p, step, "greedy" if j == 0 else "sampled", float(conditions[i] @ targets[i]))
+                    for j, p in enumerate(row)
+                ]
+                for i, row in enumerate(proposals)
+            ]
             # 2. score: the forward model always (cheap), the environment for every candidate when it re-ranks
             self.predict(candidates, targets)
             if rerank == "environment":
@@ -401,26 +485,54 @@ class Inverter:
                 # No answer (an empty pick, or a blank answer) gives no direction to correct in: keep the condition.
                 answered = [i for i, pick in enumerate(picks) if pick.answer and pick.answer.strip()]
                 if answered:  # the answers were embedded when scored, so these are embedding-cache hits
-                    achieved = embed_texts([picks[i].answer for i in answered], self.embedder,
-                                           self.embedding_cache_dir, show_progress=False)
+                    achieved = embed_texts(
+                        [picks[i].answer for i in answered],
+                        self.embedder,
+                        self.embedding_cache_dir,
+                        show_progress=False,
+                    )
                     for i, vector in zip(answered, achieved):
                         conditions[i] = feedback_target(conditions[i], targets[i], vector)
         for i, row in enumerate(history):  # a prompt answered in any round has that answer wherever it appears
             self._fill(row, memo[i])
         results = []
         for i in range(len(targets)):
-            final = trajectory[i][_best_index([c.achieved_cosine for c in trajectory[i]])] if uses_environment \
+            final = (
+                trajectory[i][_best_index([c.achieved_cosine for c in trajectory[i]])]
+                if uses_environment
                 else trajectory[i][0]
-            results.append(InversionResult(final.prompt, final.predicted_cosine, final.achieved_cosine, final.answer,
-                                           environment_calls=len(memo[i]), rerank=rerank,
-                                           candidates=history[i], trajectory=trajectory[i]))
+            )
+            results.append(
+                InversionResult(
+                    final.prompt,
+                    final.predicted_cosine,
+                    final.achieved_cosine,
+                    final.answer,
+                    environment_calls=len(memo[i]),
+                    rerank=rerank,
+                    candidates=history[i],
+                    trajectory=trajectory[i],
+                )
+            )
         return results
 
     # --- 5. search under an environment budget --------------------------------------------------------------------
 
-    def search(self, targets, budget: int, *, exclude_ids: Sequence | None = None, samples: int = 8,
-               pool: int = 8, rounds: int = 2, temperature: float = 0.8, top_p: float = 1.0, seed: int = 0,
-               switch_margin: float = 0.05, max_prompt_tokens: int | None = None) -> list[InversionResult]:
+    def search(
+        self,
+        targets,
+        budget: int,
+        *,
+        exclude_ids: Sequence | None = None,
+        samples: int = 8,
+        pool: int = 8,
+        rounds: int = 2,
+        temperature: float = 0.8,
+        top_p: float = 1.0,
+        seed: int = 0,
+        switch_margin: float = 0.05,
+        max_prompt_tokens: int | None = None,
+    ) -> list[InversionResult]:
         """The best prompt for each target found with at most `budget` environment calls per target.
 
         Candidates: the `pool` indexed prompts whose real answers land nearest the target (the answer index, free:
@@ -437,8 +549,10 @@ class Inverter:
         for name, value in (("samples", samples), ("pool", pool), ("rounds", rounds)):
             check_positive_int(value, name)
         if self.environment is None:
-            raise ValueError("search(budget=...) answers prompts, which needs an environment LM; pass "
-                             "environment=make_lm('local') (load_inverter does by default).")
+            raise ValueError(
+                "search(budget=...) answers prompts, which needs an environment LM; pass "
+                "environment=make_lm('local') (load_inverter does by default)."
+            )
         targets = self.target_vectors(targets)
         n = len(targets)
         known = self._indexed(targets, pool, exclude_ids)  # per target: indexed candidates, real cosines known
@@ -449,10 +563,17 @@ class Inverter:
         per_round = [calls // rounds + (r < calls % rounds) for r in range(rounds)] if calls else [0]
         for step, quota in enumerate(per_round):
             shown = [self.shown_hypotheses(history[i]) for i in range(n)]
-            proposals = self.propose(targets, samples, temperature, top_p, seed + step, max_prompt_tokens,
-                                     hypotheses=shown)
-            fresh = [[Candidate(p, step, "greedy" if j == 0 else "sampled", 1.0) for j, p in enumerate(dict.fromkeys(row))
-                      if p.strip() and p not in {c.prompt for c in history[i]}] for i, row in enumerate(proposals)]
+            proposals = self.propose(
+                targets, samples, temperature, top_p, seed + step, max_prompt_tokens, hypotheses=shown
+            )
+            fresh = [
+                [
+                    Candidate(p, step, "greedy" if j == 0 else "sampled", 1.0)
+                    for j, p in enumerate(dict.fromkeys(row))
+                    if p.strip() and p not in {c.prompt for c in history[i]}
+                ]
+                for i, row in enumerate(proposals)
+            ]
             self.predict(fresh, targets)
             for i, row in enumerate(fresh):
                 row.sort(key=lambda c: -np.nan_to_num(c.predicted_cosine, nan=-np.inf))
@@ -465,9 +586,19 @@ class Inverter:
         self.answer([[f] for f in finals], targets, memo)  # a cache hit, or the one call of budget=1
         for i, row in enumerate(history):
             self._fill(row, memo[i])
-        return [InversionResult(f.prompt, f.predicted_cosine, f.achieved_cosine, f.answer,
-                                environment_calls=len(memo[i]), rerank="search", candidates=history[i],
-                                trajectory=trajectory[i]) for i, f in enumerate(finals)]
+        return [
+            InversionResult(
+                f.prompt,
+                f.predicted_cosine,
+                f.achieved_cosine,
+                f.answer,
+                environment_calls=len(memo[i]),
+                rerank="search",
+                candidates=history[i],
+                trajectory=trajectory[i],
+            )
+            for i, f in enumerate(finals)
+        ]
 
     def _indexed(self, targets: np.ndarray, pool: int, exclude_ids) -> list[list[Candidate]]:
         """The answer index's nearest prompts as candidates whose real cosine is already known (none without one)."""
@@ -480,7 +611,9 @@ class Inverter:
 
     def shown_hypotheses(self, candidates: list[Candidate]) -> list[Hypothesis]:
         """What the policy reads: the candidates with a real cosine, best first, as many as it was trained on."""
-        answered = sorted((c for c in candidates if not math.isnan(c.achieved_cosine)), key=lambda c: -c.achieved_cosine)
+        answered = sorted(
+            (c for c in candidates if not math.isnan(c.achieved_cosine)), key=lambda c: -c.achieved_cosine
+        )
         unique = list({c.prompt: c for c in reversed(answered)}.values())[::-1]
         return [Hypothesis(c.prompt, c.achieved_cosine) for c in unique[: self.policy.config.hypotheses]]
 
@@ -491,8 +624,11 @@ class Inverter:
             if best is None or math.isnan(best.achieved_cosine):  # nothing known: the best-ranked rewrite
                 return max(candidates, key=lambda c: np.nan_to_num(c.predicted_cosine, nan=-np.inf))
             return best
-        rewrite = max((c for c in candidates if c.source != "index"),
-                      key=lambda c: np.nan_to_num(c.predicted_cosine, nan=-np.inf), default=None)
+        rewrite = max(
+            (c for c in candidates if c.source != "index"),
+            key=lambda c: np.nan_to_num(c.predicted_cosine, nan=-np.inf),
+            default=None,
+        )
         if rewrite is not None and rewrite.predicted_cosine > best.predicted_cosine + switch_margin:
             return rewrite
         return best
@@ -501,35 +637,51 @@ class Inverter:
     def _score(candidate: Candidate, rerank: str | None) -> float:
         return candidate.achieved_cosine if rerank == "environment" else candidate.predicted_cosine
 
-    def _check_options(self, best_of: int, temperature: float, rerank: str | None, refine_steps: int,
-                       measure: bool) -> str | None:
+    def _check_options(
+        self, best_of: int, temperature: float, rerank: str | None, refine_steps: int, measure: bool
+    ) -> str | None:
         """Check `invert`'s options before any work; return the re-ranking method to use (None: nothing to rank)."""
         check_positive_int(best_of, "best_of")
         check_int(refine_steps, "refine_steps", minimum=0)
-        if best_of > 1 and not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
-                                and temperature > 0):
-            raise ValueError(f"temperature={temperature!r}: best_of={best_of} samples candidates, which needs a "
-                             "finite temperature > 0 (0.8 by default); use best_of=1 for the greedy prompt alone.")
+        if best_of > 1 and not (
+            isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0
+        ):
+            raise ValueError(
+                f"temperature={temperature!r}: best_of={best_of} samples candidates, which needs a "
+                "finite temperature > 0 (0.8 by default); use best_of=1 for the greedy prompt alone."
+            )
         if rerank is not None and rerank not in RERANK_METHODS:
             raise ValueError(f"rerank={rerank!r}; choose one of {RERANK_METHODS} (or None for the default).")
         needs_ranking = best_of > 1
         if rerank is None:
             if needs_ranking and self.forward_model is None and self.environment is None:
-                raise ValueError(f"best_of={best_of} re-ranks candidates, which needs a forward model or an "
-                                 "environment LM; this inverter has neither. Pass one (load_inverter does), or use "
-                                 "best_of=1.")
+                raise ValueError(
+                    f"best_of={best_of} re-ranks candidates, which needs a forward model or an "
+                    "environment LM; this inverter has neither. Pass one (load_inverter does), or use "
+                    "best_of=1."
+                )
             rerank = "forward" if self.forward_model is not None else "environment"
         if needs_ranking and rerank == "forward" and self.forward_model is None:
-            raise ValueError("rerank='forward' needs a forward model: load one (load_inverter finds it after 03_sft) "
-                             "or use rerank='environment'.")
+            raise ValueError(
+                "rerank='forward' needs a forward model: load one (load_inverter finds it after 03_sft) "
+                "or use rerank='environment'."
+            )
         if self.environment is None:
-            wanted = [what for what, on in (("rerank='environment'", needs_ranking and rerank == "environment"),
-                                            (f"refine_steps={refine_steps}", refine_steps > 0),
-                                            ("measure=True", measure)) if on]
+            wanted = [
+                what
+                for what, on in (
+                    ("rerank='environment'", needs_ranking and rerank == "environment"),
+                    (f"refine_steps={refine_steps}", refine_steps > 0),
+                    ("measure=True", measure),
+                )
+                if on
+            ]
             if wanted:
-                raise ValueError(f"{' and '.join(wanted)} {'needs' if len(wanted) == 1 else 'need'} an environment LM "
-                                 "to answer prompts; pass environment=make_lm('local') (load_inverter does by "
-                                 "default) or drop the option.")
+                raise ValueError(
+                    f"{' and '.join(wanted)} {'needs' if len(wanted) == 1 else 'need'} an environment LM "
+                    "to answer prompts; pass environment=make_lm('local') (load_inverter does by "
+                    "default) or drop the option."
+                )
         return rerank if needs_ranking else None
 
     # --- 5. interpolation -------------------------------------------------------------------------------------------
@@ -570,8 +722,10 @@ def default_policy_dir() -> Path:
     for folder in folders:
         if (folder / CONFIG_FILE).is_file():
             return folder
-    raise FileNotFoundError(f"No trained policy in {' or '.join(map(str, folders))}. Run notebooks/03_sft.ipynb "
-                            "(and 04_rl.ipynb for the RL policy), or pass policy_dir.")
+    raise FileNotFoundError(
+        f"No trained policy in {' or '.join(map(str, folders))}. Run notebooks/03_sft.ipynb "
+        "(and 04_rl.ipynb for the RL policy), or pass policy_dir."
+    )
 
 
 def default_forward_model_dir() -> Path | None:
@@ -585,9 +739,14 @@ def default_forward_model_dir() -> Path | None:
     return None
 
 
-def load_inverter(policy_dir: str | Path | None = None, forward_model_dir: str | Path | None | bool = None,
-                  environment: Any = "local", embedder: Embedder | None = None, device: str = "auto",
-                  **options: Any) -> Inverter:
+def load_inverter(
+    policy_dir: str | Path | None = None,
+    forward_model_dir: str | Path | None | bool = None,
+    environment: Any = "local",
+    embedder: Embedder | None = None,
+    device: str = "auto",
+    **options: Any,
+) -> Inverter:
     """An `Inverter` over the trained models on disk (see the module docstring for the defaults).
 
     Args:
@@ -613,8 +772,11 @@ def load_inverter(policy_dir: str | Path | None = None, forward_model_dir: str |
     forward_dir = default_forward_model_dir() if forward_model_dir is None else forward_model_dir or None
     forward_model = ForwardModel.load(forward_dir, embedder=embedder, device=device) if forward_dir else None
     if embedder is None:
-        embedder = (forward_model.embedder or embedder_from_name(forward_model.target_space, forward_model.dimensions)
-                    if forward_model is not None else make_embedder("local"))
+        embedder = (
+            forward_model.embedder or embedder_from_name(forward_model.target_space, forward_model.dimensions)
+            if forward_model is not None
+            else make_embedder("local")
+        )
     if isinstance(environment, str):
         from e2p_lib.lm import make_lm
 
@@ -637,8 +799,9 @@ def invert_embeddings(embeddings, inverter: Inverter | None = None, **options: A
 
     `inverter` None uses `default_inverter()` (the trained models on disk, loaded on first use).
     """
-    if isinstance(embeddings, str) or (isinstance(embeddings, (list, tuple)) and embeddings
-                                       and isinstance(embeddings[0], str)):
+    if isinstance(embeddings, str) or (
+        isinstance(embeddings, (list, tuple)) and embeddings and isinstance(embeddings[0], str)
+    ):
         raise TypeError("invert_embeddings takes vectors; for texts use invert_strings.")
     return (inverter or default_inverter()).invert(embeddings, **options)
 

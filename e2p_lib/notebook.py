@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -69,8 +69,9 @@ def show_findings(*lines: str, title: str = "What this run shows") -> None:
         print(text)
 
 
-def method_findings(table: pd.DataFrame, score: str = "mean_cosine",
-                    baselines: Sequence[str] = ("original prompt", "nearest neighbour")) -> list[str]:
+def method_findings(
+    table: pd.DataFrame, score: str = "mean_cosine", baselines: Sequence[str] = ("original prompt", "nearest neighbour")
+) -> list[str]:
     """Sentences for an evaluation table (index: method): the best method by `score`, and its gap to each baseline.
 
     Baselines missing from the table are skipped; the best method is compared with the others only. Works for any

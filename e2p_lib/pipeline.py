@@ -1,9 +1,9 @@
 """The set-up that notebooks 03, 04 and 05 share: which rows, which trained models, which hypotheses.
 
-    >>> train = split_rows(frame, "train")                           # positions of the train split (add_split)
-    >>> forward = load_forward_model(models_dir, embedder)          # the best forward model 03 saved, or None
-    >>> index = open_answer_index(store, lm, embedder, 64)           # the answer index 02 built for this environment
-    >>> hypotheses = row_hypotheses(index, frame, train, vectors, k=3)   # never a row's own, or same-output, rows
+>>> train = split_rows(frame, "train")                           # positions of the train split (add_split)
+>>> forward = load_forward_model(models_dir, embedder)          # the best forward model 03 saved, or None
+>>> index = open_answer_index(store, lm, embedder, 64)           # the answer index 02 built for this environment
+>>> hypotheses = row_hypotheses(index, frame, train, vectors, k=3)   # never a row's own, or same-output, rows
 """
 
 from __future__ import annotations
@@ -54,13 +54,16 @@ def open_answer_index(store, lm, embedder, max_new_tokens: int) -> AnswerIndex:
     """
     index = AnswerIndex(store, answer_namespace(lm, embedder, max_new_tokens))
     if len(index) == 0:
-        raise FileNotFoundError(f"No answer index for {lm.name} (answers of {max_new_tokens} tokens) in {store!r}: "
-                                "run notebooks/02_pinecone.ipynb with the same environment and answer length.")
+        raise FileNotFoundError(
+            f"No answer index for {lm.name} (answers of {max_new_tokens} tokens) in {store!r}: "
+            "run notebooks/02_pinecone.ipynb with the same environment and answer length."
+        )
     return index
 
 
-def row_hypotheses(index: AnswerIndex, frame: pd.DataFrame, rows: np.ndarray, vectors: np.ndarray, k: int
-                   ) -> list[list[Hypothesis]]:
+def row_hypotheses(
+    index: AnswerIndex, frame: pd.DataFrame, rows: np.ndarray, vectors: np.ndarray, k: int
+) -> list[list[Hypothesis]]:
     """The `k` hypotheses of each row in `rows` (positions in `frame`, whose outputs `vectors` embeds), leaving out
     the row itself and every row of `frame` with the same output (`leave_out`), so training never sees the answer."""
     exclusions = leave_out(frame["id"].tolist(), frame["output"].tolist())

@@ -33,8 +33,10 @@ def save_figure(fig: plt.Figure, name: str, folder: str | Path | None = None) ->
 def plot_length_histograms(frame: pd.DataFrame, prompt_tokens: np.ndarray) -> plt.Figure:
     """Token-length distributions of prompts and outputs (log-spaced bins: both have long tails)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, values, label in ((axes[0], np.asarray(prompt_tokens), "prompt"),
-                              (axes[1], frame["tokens"].to_numpy(), "output")):
+    for ax, values, label in (
+        (axes[0], np.asarray(prompt_tokens), "prompt"),
+        (axes[1], frame["tokens"].to_numpy(), "output"),
+    ):
         values = np.maximum(values, 1)
         bins = np.logspace(0, np.log10(values.max() + 1), 40)
         ax.hist(values, bins=bins, color="#4c72b0")
@@ -53,8 +55,9 @@ def project_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
     return PCA(n_components=2, random_state=seed).fit_transform(np.asarray(vectors, dtype=np.float32))
 
 
-def plot_embedding_map(vectors: np.ndarray, color: np.ndarray | None = None, color_label: str = "",
-                       title: str = "Output embeddings (PCA)") -> plt.Figure:
+def plot_embedding_map(
+    vectors: np.ndarray, color: np.ndarray | None = None, color_label: str = "", title: str = "Output embeddings (PCA)"
+) -> plt.Figure:
     """Scatter of a 2-D projection of `vectors`, coloured by `color` (e.g. log output length)."""
     xy = project_2d(vectors)
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
@@ -66,8 +69,9 @@ def plot_embedding_map(vectors: np.ndarray, color: np.ndarray | None = None, col
     return fig
 
 
-def plot_similarity_histograms(series: dict[str, np.ndarray], title: str = "", xlabel: str = "cosine similarity"
-                               ) -> plt.Figure:
+def plot_similarity_histograms(
+    series: dict[str, np.ndarray], title: str = "", xlabel: str = "cosine similarity"
+) -> plt.Figure:
     """Overlaid histograms of several similarity distributions (one per name), each with its median marked."""
     fig, ax = plt.subplots(figsize=(7, 3.8))
     bins = np.linspace(min(float(np.min(v)) for v in series.values()), 1.0, 50)
@@ -97,8 +101,7 @@ def plot_training_curves(history: pd.DataFrame, title: str, metrics: tuple[str, 
                 smooth = part["value"].rolling(max(len(part) // 20, 2), min_periods=1).mean()
                 ax.plot(part["step"], smooth, color=colour, label="train (smoothed)")
             else:
-                ax.plot(part["step"], part["value"], color=colour, marker="o" if split == "val" else None,
-                        label=split)
+                ax.plot(part["step"], part["value"], color=colour, marker="o" if split == "val" else None, label=split)
         ax.set(xlabel="step", ylabel=metric, title=f"{title}: {metric}")
         ax.legend()
     fig.tight_layout()

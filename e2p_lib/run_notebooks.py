@@ -29,27 +29,72 @@ _OPENAI_SPACE = {"embedding_model": "openai/text-embedding-3-small", "embedding_
 # the offline defaults (local MiniLM embedder, on-disk store, local SmolLM2).
 PROFILES: dict[str, dict[str, dict]] = {
     # What CI runs inside the test suite: small enough for minutes on 2 cores.
-    "smoke": {"01_embed": {"limit": 200},
-              "02_pinecone": {"answer_index_rows": 48, "answer_max_new_tokens": 16},
-              "03_sft": {"train_rows": 64, "forward_kinds": ["mlp"], "policy_max_steps": 3, "policy_batch_size": 8,
-                         "validation_examples": 2, "hypotheses": 2, "answer_max_new_tokens": 16},
-              "04_rl": {"steps": 2, "targets_per_step": 2, "samples_per_target": 2, "answer_max_new_tokens": 16,
-                        "validation_targets": 2, "ei_targets": 2, "ei_budget": 2, "ei_steps": 1},
-              "05_eval": {"eval_targets": 4, "search_samples": 2, "answer_max_new_tokens": 16, "examples": 2,
-                          "budgets": [1, 2], "budget_targets": 2, "own_targets_limit": 3}},
+    "smoke": {
+        "01_embed": {"limit": 200},
+        "02_pinecone": {"answer_index_rows": 48, "answer_max_new_tokens": 16},
+        "03_sft": {
+            "train_rows": 64,
+            "forward_kinds": ["mlp"],
+            "policy_max_steps": 3,
+            "policy_batch_size": 8,
+            "validation_examples": 2,
+            "hypotheses": 2,
+            "answer_max_new_tokens": 16,
+        },
+        "04_rl": {
+            "steps": 2,
+            "targets_per_step": 2,
+            "samples_per_target": 2,
+            "answer_max_new_tokens": 16,
+            "validation_targets": 2,
+            "ei_targets": 2,
+            "ei_budget": 2,
+            "ei_steps": 1,
+        },
+        "05_eval": {
+            "eval_targets": 4,
+            "search_samples": 2,
+            "answer_max_new_tokens": 16,
+            "examples": 2,
+            "budgets": [1, 2],
+            "budget_targets": 2,
+            "own_targets_limit": 3,
+        },
+    },
     # The default: the whole 5,000-row subset (or the 52,002 rows where downloaded) on 2 cores.
     "demo": {},
     # A GPU box with OPENAI_API_KEY and PINECONE_API_KEY: OpenAI embeddings at 1,024 dimensions on all 52,002 rows,
     # Pinecone for the store, the GPU presets and bigger training and evaluation. The environment stays the local
     # SmolLM2 (fast on a GPU); -p environment=openai -p environment_model=... moves it to a chat endpoint.
-    "full": {"01_embed": {"backend": "openai", "dimensions": 1024},
-             "02_pinecone": {"backend": "pinecone", **_OPENAI_SPACE},  # the answer index: all train prompts
-             "03_sft": {**_OPENAI_SPACE, "forward_preset": "gpu", "finetune": "full", "policy_batch_size": 32,
-                        "policy_max_steps": None, "policy_epochs": 1, "store_backend": "pinecone"},
-             "04_rl": {**_OPENAI_SPACE, "steps": 200, "targets_per_step": 16, "samples_per_target": 8,
-                       "store_backend": "pinecone", "ei_targets": 800, "ei_budget": 16},
-             "05_eval": {**_OPENAI_SPACE, "store_backend": "pinecone", "eval_targets": 1000, "search_samples": 16,
-                         "budget_targets": 200}},
+    "full": {
+        "01_embed": {"backend": "openai", "dimensions": 1024},
+        "02_pinecone": {"backend": "pinecone", **_OPENAI_SPACE},  # the answer index: all train prompts
+        "03_sft": {
+            **_OPENAI_SPACE,
+            "forward_preset": "gpu",
+            "finetune": "full",
+            "policy_batch_size": 32,
+            "policy_max_steps": None,
+            "policy_epochs": 1,
+            "store_backend": "pinecone",
+        },
+        "04_rl": {
+            **_OPENAI_SPACE,
+            "steps": 200,
+            "targets_per_step": 16,
+            "samples_per_target": 8,
+            "store_backend": "pinecone",
+            "ei_targets": 800,
+            "ei_budget": 16,
+        },
+        "05_eval": {
+            **_OPENAI_SPACE,
+            "store_backend": "pinecone",
+            "eval_targets": 1000,
+            "search_samples": 16,
+            "budget_targets": 200,
+        },
+    },
 }
 
 
@@ -74,9 +119,13 @@ def declared_parameters(path: Path) -> set[str]:
     for cell in nb.cells:
         if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
             tree = ast.parse(cell.source)
-            return {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
-                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
-                    if isinstance(t, ast.Name)}
+            return {
+                t.id
+                for node in tree.body
+                if isinstance(node, (ast.Assign, ast.AnnAssign))
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                if isinstance(t, ast.Name)
+            }
     raise ValueError(f"{path.name} has no cell tagged 'parameters'; papermill needs one.")
 
 
@@ -85,8 +134,10 @@ def check_kernel(name: str = KERNEL_NAME) -> None:
     from jupyter_client.kernelspec import KernelSpecManager
 
     if name not in KernelSpecManager().find_kernel_specs():
-        raise RuntimeError(f"No Jupyter kernel named {name!r}. Register the project's: `make setup`, or "
-                           f"`python -m ipykernel install --sys-prefix --name {name} --display-name 'Python (e2p)'`.")
+        raise RuntimeError(
+            f"No Jupyter kernel named {name!r}. Register the project's: `make setup`, or "
+            f"`python -m ipykernel install --sys-prefix --name {name} --display-name 'Python (e2p)'`."
+        )
 
 
 def render_html(executed: Path) -> Path:
@@ -99,8 +150,13 @@ def render_html(executed: Path) -> Path:
     return html
 
 
-def run_notebooks(profile: str = "demo", only: list[str] | None = None, overrides: dict | None = None,
-                  reports_dir: str | Path | None = None, kernel_name: str = KERNEL_NAME) -> list[Path]:
+def run_notebooks(
+    profile: str = "demo",
+    only: list[str] | None = None,
+    overrides: dict | None = None,
+    reports_dir: str | Path | None = None,
+    kernel_name: str = KERNEL_NAME,
+) -> list[Path]:
     """Execute the notebooks in order; return the executed copies. Stops at the first failing notebook."""
     import papermill
 
@@ -112,15 +168,23 @@ def run_notebooks(profile: str = "demo", only: list[str] | None = None, override
     executed = []
     for path in notebook_paths(only):
         declared = declared_parameters(path)
-        params = {**PROFILES[profile].get(path.stem, {}),
-                  **{k: v for k, v in (overrides or {}).items() if k in declared}}
+        params = {
+            **PROFILES[profile].get(path.stem, {}),
+            **{k: v for k, v in (overrides or {}).items() if k in declared},
+        }
         undeclared = sorted(set(PROFILES[profile].get(path.stem, {})) - declared)
         if undeclared:
             raise ValueError(f"Profile {profile!r} sets {undeclared} that {path.name} does not declare.")
         target = out_dir / path.name
         print(f"[e2p] {path.name} ({profile}) {json.dumps(params)} -> {target}", flush=True)
-        papermill.execute_notebook(str(path), str(target), parameters=params, cwd=str(NOTEBOOKS_DIR),
-                                   kernel_name=kernel_name, progress_bar=sys.stderr.isatty())
+        papermill.execute_notebook(
+            str(path),
+            str(target),
+            parameters=params,
+            cwd=str(NOTEBOOKS_DIR),
+            kernel_name=kernel_name,
+            progress_bar=sys.stderr.isatty(),
+        )
         render_html(target)
         executed.append(target)
     return executed
@@ -136,12 +200,19 @@ def _parse_override(text: str) -> tuple[str, object]:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--profile", default="demo", choices=sorted(PROFILES))
     parser.add_argument("--only", nargs="*", help="notebook stems to run, e.g. 01_embed")
-    parser.add_argument("-p", "--param", action="append", type=_parse_override, default=[],
-                        help="key=value parameter override (repeatable)")
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        type=_parse_override,
+        default=[],
+        help="key=value parameter override (repeatable)",
+    )
     parser.add_argument("--reports-dir", default=None)
     args = parser.parse_args(argv)
     done = run_notebooks(args.profile, args.only, dict(args.param), args.reports_dir)

@@ -17,9 +17,9 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
 
 # SQLite's default SQLITE_MAX_VARIABLE_NUMBER is 999 on older builds; stay under it.
 MAX_PARAMETERS_PER_QUERY = 900
@@ -52,6 +52,6 @@ def select_in(db: sqlite3.Connection, query: str, keys: Sequence[str]) -> list[t
     unique = list(dict.fromkeys(keys))
     rows: list[tuple] = []
     for start in range(0, len(unique), MAX_PARAMETERS_PER_QUERY):
-        part = unique[start:start + MAX_PARAMETERS_PER_QUERY]
+        part = unique[start : start + MAX_PARAMETERS_PER_QUERY]
         rows.extend(db.execute(query.format(",".join("?" * len(part))), part).fetchall())
     return rows

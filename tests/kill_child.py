@@ -120,8 +120,15 @@ def embed_frame():
     """60 rows, 45 distinct outputs (duplicates are embedded once)."""
     import pandas as pd
 
-    return pd.DataFrame({"id": [f"row-{i}" for i in range(60)], "prompt": [f"prompt {i}" for i in range(60)],
-                         "output": [f"output {i % 45}" for i in range(60)], "tokens": 2, "type": "alpaca"})
+    return pd.DataFrame(
+        {
+            "id": [f"row-{i}" for i in range(60)],
+            "prompt": [f"prompt {i}" for i in range(60)],
+            "output": [f"output {i % 45}" for i in range(60)],
+            "tokens": 2,
+            "type": "alpaca",
+        }
+    )
 
 
 def run_embed(workdir: Path) -> dict:
@@ -171,17 +178,29 @@ def ppo_config(workdir: Path):
 
     # Shrunk as tests/test_rl.py does: 2 targets x 2 samples of at most 5 tokens, one PPO epoch, 3 steps, a
     # checkpoint after every step so kills land between, inside and after checkpoint writes.
-    return PPOConfig(max_steps=3, targets_per_step=2, samples_per_target=2, batch_size=4, ppo_epochs=1,
-                     learning_rate=3e-3, mapper_learning_rate=3e-3, max_prompt_tokens=5, degeneracy_weight=0.0,
-                     eval_every_steps=0, save_every_steps=1, show_progress=False, output_dir=str(workdir / "ppo"))
+    return PPOConfig(
+        max_steps=3,
+        targets_per_step=2,
+        samples_per_target=2,
+        batch_size=4,
+        ppo_epochs=1,
+        learning_rate=3e-3,
+        mapper_learning_rate=3e-3,
+        max_prompt_tokens=5,
+        degeneracy_weight=0.0,
+        eval_every_steps=0,
+        save_every_steps=1,
+        show_progress=False,
+        output_dir=str(workdir / "ppo"),
+    )
 
 
 def run_ppo(workdir: Path) -> dict:
     import torch
+    from tiny import tiny_policy, unit_vectors
 
     from e2p_lib.lm.smollm import load_smollm2
     from e2p_lib.train.rl import train_ppo
-    from tiny import tiny_policy, unit_vectors
 
     torch.set_num_threads(1)  # the machine is shared; one thread keeps the run's arithmetic identical run to run
 

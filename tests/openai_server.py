@@ -38,9 +38,10 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Collection
+from typing import Any
 
 import numpy as np
 
@@ -87,8 +88,16 @@ class RequestRecord:
 class APIError(Exception):
     """An error answer in OpenAI's format."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
         self.headers = headers or {}
@@ -115,6 +124,7 @@ class RoutedRequest:
 
 def _embedding_inputs(raw: Any) -> list[str]:
     """Texts from OpenAI's `input` forms: a string, a list of strings, a token array, or a list of token arrays."""
+
     def is_token_array(value: Any) -> bool:
         return isinstance(value, list) and bool(value) and all(isinstance(t, int) for t in value)
 
@@ -127,8 +137,11 @@ def _embedding_inputs(raw: Any) -> list[str]:
         if is_token_array(item):
             item = encoding().decode(item)
         if not isinstance(item, str) or not item:
-            raise APIError(400, "'$.input' is invalid. Please check the API reference: "
-                                "https://platform.openai.com/docs/api-reference.", param="input")
+            raise APIError(
+                400,
+                "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.",
+                param="input",
+            )
         texts.append(item)
     return texts
 
@@ -139,8 +152,9 @@ def _known_model(body: dict, models: Collection[str]) -> str:
     if not isinstance(model, str):
         raise APIError(400, "you must provide a model parameter", param="model")
     if model not in models:
-        raise APIError(404, f"The model `{model}` does not exist or you do not have access to it.",
-                       code="model_not_found")
+        raise APIError(
+            404, f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found"
+        )
     return model
 
 
@@ -148,26 +162,43 @@ def _embeddings(body: dict) -> RoutedRequest:
     model = _known_model(body, EMBEDDING_MODELS)
     texts = _embedding_inputs(body.get("input"))
     if len(texts) > MAX_INPUTS_PER_REQUEST:
-        raise APIError(400, f"'$.input' is invalid: {len(texts)} inputs, at most {MAX_INPUTS_PER_REQUEST} "
-                            "are allowed per request.", param="input")
+        raise APIError(
+            400,
+            f"'$.input' is invalid: {len(texts)} inputs, at most {MAX_INPUTS_PER_REQUEST} are allowed per request.",
+            param="input",
+        )
     tokens = count_tokens(texts)
     if max(tokens) > MAX_TOKENS_PER_INPUT:
-        raise APIError(400, f"This model's maximum context length is {MAX_TOKENS_PER_INPUT + 1} tokens, however you "
-                            f"requested {max(tokens)} tokens in your prompt.", param="input")
+        raise APIError(
+            400,
+            f"This model's maximum context length is {MAX_TOKENS_PER_INPUT + 1} tokens, however you "
+            f"requested {max(tokens)} tokens in your prompt.",
+            param="input",
+        )
     if sum(tokens) > MAX_TOKENS_PER_REQUEST:
-        raise APIError(400, f"Requested {sum(tokens)} tokens, max {MAX_TOKENS_PER_REQUEST} tokens per request",
-                       param="input", code="max_tokens_per_request")
+        raise APIError(
+            400,
+            f"Requested {sum(tokens)} tokens, max {MAX_TOKENS_PER_REQUEST} tokens per request",
+            param="input",
+            code="max_tokens_per_request",
+        )
     dimensions = body.get("dimensions")
     if dimensions is not None:
         if model in MODELS_WITHOUT_DIMENSIONS:
             raise APIError(400, "This model does not support specifying dimensions.", param="dimensions")
         if not isinstance(dimensions, int) or not 1 <= dimensions <= EMBEDDING_MODELS[model]:
-            raise APIError(400, f"Invalid value for 'dimensions' = {dimensions}. Must be between 1 and "
-                                f"{EMBEDDING_MODELS[model]}.", param="dimensions")
+            raise APIError(
+                400,
+                f"Invalid value for 'dimensions' = {dimensions}. Must be between 1 and {EMBEDDING_MODELS[model]}.",
+                param="dimensions",
+            )
     encoding_format = body.get("encoding_format", "float")
     if encoding_format not in ("float", "base64"):
-        raise APIError(400, f"Invalid value for 'encoding_format' = {encoding_format}. Must be float or base64.",
-                       param="encoding_format")
+        raise APIError(
+            400,
+            f"Invalid value for 'encoding_format' = {encoding_format}. Must be float or base64.",
+            param="encoding_format",
+        )
 
     def answer() -> dict:
         data = []
@@ -192,8 +223,14 @@ CHAT_ROLES = {"system", "developer", "user", "assistant"}
 DEFAULT_CHAT_MAX_TOKENS = 4096
 
 
-def expected_chat_answer(messages: list[dict], model: str = "gpt-4o-mini", max_tokens: int = DEFAULT_CHAT_MAX_TOKENS,
-                         temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None) -> tuple[str, str]:
+def expected_chat_answer(
+    messages: list[dict],
+    model: str = "gpt-4o-mini",
+    max_tokens: int = DEFAULT_CHAT_MAX_TOKENS,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+) -> tuple[str, str]:
     """(answer, finish_reason) the server gives: a function of every field a client must forward.
 
     The last user message with its words reversed; before it, a sample tag hashed from (model, temperature, top_p,
@@ -219,26 +256,41 @@ def _number_in(body: dict, name: str, low: float, high: float, default: float) -
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise APIError(400, f"Invalid '{name}': expected a number between {low} and {high}, got {value!r}.",
-                       param=name, code="invalid_value")
+        raise APIError(
+            400,
+            f"Invalid '{name}': expected a number between {low} and {high}, got {value!r}.",
+            param=name,
+            code="invalid_value",
+        )
     return float(value)
 
 
 def _chat_completions(body: dict) -> RoutedRequest:
     model = _known_model(body, CHAT_MODELS)
     messages = body.get("messages")
-    if not isinstance(messages, list) or not messages or not all(
-            isinstance(m, dict) and m.get("role") in CHAT_ROLES and isinstance(m.get("content"), str)
-            for m in messages):
-        raise APIError(400, "Invalid 'messages': expected a non-empty array of {role, content} objects.",
-                       param="messages")
+    if (
+        not isinstance(messages, list)
+        or not messages
+        or not all(
+            isinstance(m, dict) and m.get("role") in CHAT_ROLES and isinstance(m.get("content"), str) for m in messages
+        )
+    ):
+        raise APIError(
+            400, "Invalid 'messages': expected a non-empty array of {role, content} objects.", param="messages"
+        )
     if not any(m["role"] == "user" for m in messages):
-        raise APIError(400, "Invalid 'messages': this server answers the last user message; none was sent.",
-                       param="messages")
+        raise APIError(
+            400, "Invalid 'messages': this server answers the last user message; none was sent.", param="messages"
+        )
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens", DEFAULT_CHAT_MAX_TOKENS))
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise APIError(400, f"Invalid 'max_tokens': integer below minimum value. Expected a value >= 1, but got "
-                            f"{max_tokens!r} instead.", param="max_tokens", code="integer_below_min_value")
+        raise APIError(
+            400,
+            f"Invalid 'max_tokens': integer below minimum value. Expected a value >= 1, but got "
+            f"{max_tokens!r} instead.",
+            param="max_tokens",
+            code="integer_below_min_value",
+        )
     temperature = _number_in(body, "temperature", 0, 2, 1.0)
     top_p = _number_in(body, "top_p", 0, 1, 1.0)
     seed = body.get("seed")
@@ -255,12 +307,23 @@ def _chat_completions(body: dict) -> RoutedRequest:
         completion_tokens = len(encoding().encode_ordinary(text))
         return {
             "id": "chatcmpl-" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24],
-            "object": "chat.completion", "created": int(time.time()), "model": model,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
             "system_fingerprint": "fp_local_test",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                         "logprobs": None, "finish_reason": finish_reason}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": finish_reason,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
         }
 
     return RoutedRequest(model, [prompt_tokens + max_tokens], answer, tuple(contents))
@@ -308,8 +371,10 @@ class LocalOpenAIServer:
     records: list[RequestRecord] = field(default_factory=list, init=False)
 
     def __post_init__(self):
-        self.routes: dict[str, Callable[[dict], RoutedRequest]] = {"/v1/embeddings": _embeddings,
-                                                                   "/v1/chat/completions": _chat_completions}
+        self.routes: dict[str, Callable[[dict], RoutedRequest]] = {
+            "/v1/embeddings": _embeddings,
+            "/v1/chat/completions": _chat_completions,
+        }
         self._limiter = RateLimiter(self.requests_per_minute, self.tokens_per_minute, burst_seconds=self.burst_seconds)
         self._lock = threading.Lock()
         self._rng = random.Random(self.seed)
@@ -319,13 +384,14 @@ class LocalOpenAIServer:
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
 
-    def start(self) -> "LocalOpenAIServer":
+    def start(self) -> LocalOpenAIServer:
         handler = type("Handler", (_Handler,), {"app": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         # A short poll interval so that stop() (which waits for the next poll) takes milliseconds, not 0.5 s.
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="local-openai-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="local-openai-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -336,7 +402,7 @@ class LocalOpenAIServer:
             self._thread.join()
             self._httpd = None
 
-    def __enter__(self) -> "LocalOpenAIServer":
+    def __enter__(self) -> LocalOpenAIServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -376,22 +442,37 @@ class LocalOpenAIServer:
             headers = self._rate_limit_headers()
             if wait_seconds > 0:
                 limited = "tokens" if self._limiter.tokens.seconds_until(tokens) > 0 else "requests"
-                headers |= {"retry-after-ms": str(max(1, round(wait_seconds * 1000))),
-                            "retry-after": str(max(1, round(wait_seconds)))}
-                raise APIError(429, f"Rate limit reached for {routed.model} on {limited} per min. Please try again "
-                                    f"in {format_duration(wait_seconds)}.", type=limited,
-                               code="rate_limit_exceeded", headers=headers)
+                headers |= {
+                    "retry-after-ms": str(max(1, round(wait_seconds * 1000))),
+                    "retry-after": str(max(1, round(wait_seconds))),
+                }
+                raise APIError(
+                    429,
+                    f"Rate limit reached for {routed.model} on {limited} per min. Please try again "
+                    f"in {format_duration(wait_seconds)}.",
+                    type=limited,
+                    code="rate_limit_exceeded",
+                    headers=headers,
+                )
             self._admitted += 1
             nth = self.fail_every_nth_request
-            fail = ((nth is not None and self._admitted % nth == 0) or self._rng.random() < self.failure_fraction
-                    or not self.failing_inputs.isdisjoint(routed.texts))
+            fail = (
+                (nth is not None and self._admitted % nth == 0)
+                or self._rng.random() < self.failure_fraction
+                or not self.failing_inputs.isdisjoint(routed.texts)
+            )
         if fail:
-            raise APIError(500, "The server had an error while processing your request. Sorry about that!",
-                           type="server_error", headers=headers)
+            raise APIError(
+                500,
+                "The server had an error while processing your request. Sorry about that!",
+                type="server_error",
+                headers=headers,
+            )
         return headers
 
-    def handle(self, path: str, headers: dict[str, str],
-               raw_body: bytes) -> tuple[int, dict, dict[str, str], RequestRecord]:
+    def handle(
+        self, path: str, headers: dict[str, str], raw_body: bytes
+    ) -> tuple[int, dict, dict[str, str], RequestRecord]:
         """Answer one POST: (status, JSON body, extra headers, record). Order as OpenAI: route, auth, body, limits."""
         arrival = time.monotonic()
         routed: RoutedRequest | None = None
@@ -401,11 +482,15 @@ class LocalOpenAIServer:
                 raise APIError(404, f"Invalid URL (POST {path})")
             authorization = headers.get("authorization", "")
             if not authorization.startswith("Bearer ") or not authorization[7:].strip():
-                raise APIError(401, "You didn't provide an API key. You need to provide your API key in an "
-                                    "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+                raise APIError(
+                    401,
+                    "You didn't provide an API key. You need to provide your API key in an "
+                    "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                )
             if self.api_key is not None and authorization[7:] != self.api_key:
-                raise APIError(401, f"Incorrect API key provided: {_masked(authorization[7:])}.",
-                               code="invalid_api_key")
+                raise APIError(
+                    401, f"Incorrect API key provided: {_masked(authorization[7:])}.", code="invalid_api_key"
+                )
             try:
                 body = json.loads(raw_body or b"null")
             except json.JSONDecodeError as error:
@@ -419,8 +504,12 @@ class LocalOpenAIServer:
             status, payload = 200, routed.answer()
         except APIError as error:
             status, payload, extra_headers = error.status, error.body(), error.headers
-        record = RequestRecord(arrival, path, status, *(
-            (routed.model, tuple(routed.input_tokens), routed.dimensions, routed.encoding_format) if routed else ()))
+        record = RequestRecord(
+            arrival,
+            path,
+            status,
+            *((routed.model, tuple(routed.input_tokens), routed.dimensions, routed.encoding_format) if routed else ()),
+        )
         with self._lock:
             self.records.append(record)
         return status, payload, extra_headers, record

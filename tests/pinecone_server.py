@@ -47,8 +47,15 @@ METRICS = ("cosine", "euclidean", "dotproduct")
 _INDEX_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,43}[a-z0-9])?")
 # gRPC status codes Pinecone's data plane puts in "code"
 _GRPC_CODE = {400: 3, 401: 16, 404: 5, 413: 3, 429: 8, 500: 13, 503: 14}
-_CONTROL_CODE = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS",
-                 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
+_CONTROL_CODE = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
 
 
 class ApiFailure(Exception):
@@ -90,8 +97,9 @@ class _Index:
             "name": self.name,
             "host": self.host,
             "status": {"ready": ready, "state": "Ready" if ready else "Initializing"},
-            "schema": {"fields": {"_values": {"type": "dense_vector", "dimension": self.dimension,
-                                              "metric": self.metric}}},
+            "schema": {
+                "fields": {"_values": {"type": "dense_vector", "dimension": self.dimension, "metric": self.metric}}
+            },
             "deployment": {"deployment_type": "managed", "cloud": self.cloud, "region": self.region},
             "deletion_protection": "disabled",
             "tags": None,
@@ -106,8 +114,11 @@ def _check_metadata(record_id: str, metadata: Any) -> dict[str, Any]:
         raise ApiFailure(400, f"Metadata of vector {record_id} must be an object")
     size = len(json.dumps(metadata, separators=(",", ":")).encode())
     if size > MAX_METADATA_BYTES:
-        raise ApiFailure(400, f"Metadata size is {size} bytes, which exceeds the limit of {MAX_METADATA_BYTES} "
-                              f"bytes per vector (id {record_id})")
+        raise ApiFailure(
+            400,
+            f"Metadata size is {size} bytes, which exceeds the limit of {MAX_METADATA_BYTES} "
+            f"bytes per vector (id {record_id})",
+        )
     stored = {}
     for key, value in metadata.items():
         if value is None:
@@ -119,8 +130,11 @@ def _check_metadata(record_id: str, metadata: Any) -> dict[str, Any]:
         elif isinstance(value, list) and all(isinstance(x, str) for x in value):
             stored[key] = value
         else:
-            raise ApiFailure(400, f"Metadata value for field '{key}' of vector {record_id} must be a string, number, "
-                                  "boolean or list of strings")
+            raise ApiFailure(
+                400,
+                f"Metadata value for field '{key}' of vector {record_id} must be a string, number, "
+                "boolean or list of strings",
+            )
     return stored
 
 
@@ -141,7 +155,7 @@ class PineconeServer:
         host, port = self._control.server_address[:2]
         return f"http://{host}:{port}"
 
-    def __enter__(self) -> "PineconeServer":
+    def __enter__(self) -> PineconeServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -183,8 +197,9 @@ class PineconeServer:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                status, payload, headers, vectors = server._dispatch(index_name, self.command, self.path,
-                                                                     dict(self.headers), body)
+                status, payload, headers, vectors = server._dispatch(
+                    index_name, self.command, self.path, dict(self.headers), body
+                )
                 data = b"" if payload is None else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -201,12 +216,14 @@ class PineconeServer:
         listener = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         listener.daemon_threads = True
         # a short poll interval: shutdown() waits up to one interval, and every test closes its server
-        threading.Thread(target=listener.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True,
-                         name="pinecone-test-server").start()
+        threading.Thread(
+            target=listener.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True, name="pinecone-test-server"
+        ).start()
         return listener
 
-    def _dispatch(self, index_name: str | None, method: str, target: str, headers: dict[str, str],
-                  body: bytes) -> tuple[int, Any, dict[str, str], int]:
+    def _dispatch(
+        self, index_name: str | None, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, Any, dict[str, str], int]:
         """(status, JSON payload, extra headers, vectors upserted) for one request."""
         url = urlsplit(target)
         control = index_name is None
@@ -282,12 +299,17 @@ class PineconeServer:
         dimension, metric = dense[0].get("dimension"), dense[0].get("metric", "cosine")
         if not isinstance(dimension, int) or not 1 <= dimension <= 20_000 or metric not in METRICS:
             raise ApiFailure(400, f"Invalid dense_vector field: dimension {dimension!r}, metric {metric!r}")
-        deployment = request.get("deployment") or {"deployment_type": "managed", "cloud": "aws",
-                                                   "region": "us-east-1"}
+        deployment = request.get("deployment") or {"deployment_type": "managed", "cloud": "aws", "region": "us-east-1"}
         if deployment.get("deployment_type") != "managed":
             raise ApiFailure(400, "This test server supports managed (serverless) deployments only")
-        index = _Index(name, dimension, metric, deployment.get("cloud", "aws"), deployment.get("region", "us-east-1"),
-                       self.describes_until_ready)
+        index = _Index(
+            name,
+            dimension,
+            metric,
+            deployment.get("cloud", "aws"),
+            deployment.get("region", "us-east-1"),
+            self.describes_until_ready,
+        )
         index.listener = self._listen(index_name=name)
         self._indexes[name] = index
         return index
@@ -298,8 +320,7 @@ class PineconeServer:
         path = url.path
         if path == "/vectors/upsert" and method == "POST":
             if len(body) > MAX_REQUEST_BYTES:
-                raise ApiFailure(413, f"Request size {len(body) / 1e6:.1f}MB exceeds the maximum supported size of "
-                                      "2MB")
+                raise ApiFailure(413, f"Request size {len(body) / 1e6:.1f}MB exceeds the maximum supported size of 2MB")
             request = self._json(body)
             count = self._upsert(index, request)
             return 200, {"upsertedCount": count}, count
@@ -312,8 +333,9 @@ class PineconeServer:
             if not ids or len(ids) > MAX_IDS_PER_REQUEST:
                 raise ApiFailure(400, f"Fetch takes 1 to {MAX_IDS_PER_REQUEST} ids; got {len(ids)}")
             records = index.namespaces.get(namespace, {})
-            vectors = {i: {"id": i, "values": records[i][0].tolist(), "metadata": records[i][1]}
-                       for i in ids if i in records}
+            vectors = {
+                i: {"id": i, "values": records[i][0].tolist(), "metadata": records[i][1]} for i in ids if i in records
+            }
             return 200, {"vectors": vectors, "namespace": namespace, "usage": {"readUnits": 1}}, 0
         if path == "/vectors/delete" and method == "POST":
             request = self._json(body)
@@ -328,18 +350,29 @@ class PineconeServer:
             return 200, {}, 0
         if path == "/describe_index_stats" and method == "POST":
             counts = {ns: len(r) for ns, r in index.namespaces.items() if r}
-            return 200, {"namespaces": {ns: {"vectorCount": n} for ns, n in counts.items()},
-                         "dimension": index.dimension, "indexFullness": 0.0, "totalVectorCount": sum(counts.values()),
-                         "metric": index.metric, "vectorType": "dense"}, 0
+            return (
+                200,
+                {
+                    "namespaces": {ns: {"vectorCount": n} for ns, n in counts.items()},
+                    "dimension": index.dimension,
+                    "indexFullness": 0.0,
+                    "totalVectorCount": sum(counts.values()),
+                    "metric": index.metric,
+                    "vectorType": "dense",
+                },
+                0,
+            )
         raise ApiFailure(404, f"No route for {method} {path}")
 
     def _vector(self, index: _Index, values: Any, what: str) -> np.ndarray:
-        if not isinstance(values, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                   and math.isfinite(x) for x in values):
+        if not isinstance(values, list) or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in values
+        ):
             raise ApiFailure(400, f"{what}: values must be a list of finite numbers")
         if len(values) != index.dimension:
-            raise ApiFailure(400, f"Vector dimension {len(values)} does not match the dimension of the index "
-                                  f"{index.dimension}")
+            raise ApiFailure(
+                400, f"Vector dimension {len(values)} does not match the dimension of the index {index.dimension}"
+            )
         vector = np.asarray(values, np.float32)
         if index.metric == "cosine" and not vector.any():
             raise ApiFailure(400, f"{what}: dense vectors must contain at least one non-zero value")
@@ -350,15 +383,18 @@ class PineconeServer:
         if not isinstance(vectors, list) or not vectors:
             raise ApiFailure(400, "vectors must be a non-empty list")
         if len(vectors) > MAX_VECTORS_PER_UPSERT:
-            raise ApiFailure(400, f"Too many vectors in one upsert request: {len(vectors)}; the maximum is "
-                                  f"{MAX_VECTORS_PER_UPSERT}")
+            raise ApiFailure(
+                400, f"Too many vectors in one upsert request: {len(vectors)}; the maximum is {MAX_VECTORS_PER_UPSERT}"
+            )
         checked = {}
         for item in vectors:  # all or nothing: one bad record fails the whole request, as Pinecone does
             record_id = item.get("id") if isinstance(item, dict) else None
             if not isinstance(record_id, str) or not 1 <= len(record_id) <= 512 or not record_id.isascii():
                 raise ApiFailure(400, f"Invalid vector id {record_id!r}")
-            checked[record_id] = (self._vector(index, item.get("values"), f"Vector {record_id}"),
-                                  _check_metadata(record_id, item.get("metadata")))
+            checked[record_id] = (
+                self._vector(index, item.get("values"), f"Vector {record_id}"),
+                _check_metadata(record_id, item.get("metadata")),
+            )
         index.namespaces.setdefault(request.get("namespace", ""), {}).update(checked)
         return len(checked)
 
@@ -389,9 +425,11 @@ class PineconeServer:
         matches = []
         for position in order:
             record_id = ids[position]
-            match = {"id": record_id, "score": float(abs(scores[position]) if index.metric == "euclidean"
-                                                     else scores[position]),
-                     "values": records[record_id][0].tolist() if request.get("includeValues") else []}
+            match = {
+                "id": record_id,
+                "score": float(abs(scores[position]) if index.metric == "euclidean" else scores[position]),
+                "values": records[record_id][0].tolist() if request.get("includeValues") else [],
+            }
             if request.get("includeMetadata"):
                 match["metadata"] = records[record_id][1]
             matches.append(match)

@@ -23,8 +23,16 @@ def test_two_processes_train_the_forward_model_to_the_same_weights_as_one(tmp_pa
     # ACCELERATE_USE_CPU is what `accelerate launch --cpu` sets: processes on CPU talk over gloo
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(WORKER.parent.parent)}
     # --standalone picks a free port, so tests running side by side never meet on one
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
-              str(out)]
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(WORKER),
+        str(out),
+    ]
     result = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     two = torch.load(out, weights_only=True)

@@ -26,14 +26,25 @@ from e2p_lib import config
 from e2p_lib.run_notebooks import KERNEL_NAME, NOTEBOOKS_DIR, render_html
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SERVER_START_SECONDS = 120  # JupyterLab starts in ~5 s on an idle 2-core machine; the test suite shares it
 KERNEL_SECONDS = 300  # the import cell loads torch and MiniLM, slow on a busy machine
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no chromium at {CHROMIUM}: "
-                                 "`apt-get install -y chromium` (as .ci/run does) to run the browser tests")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.is_file(),
+        reason=f"no chromium at {CHROMIUM}: `apt-get install -y chromium` (as .ci/run does) to run the browser tests",
+    ),
+]
 
 
 def free_port() -> int:
@@ -49,8 +60,12 @@ def browser(tmp_path):
 
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 900})
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 900},
+        )
         try:
             yield context
         finally:
@@ -63,17 +78,34 @@ def jupyterlab(tmp_path, alpaca_path):
     root = tmp_path / "lab"
     shutil.copytree(NOTEBOOKS_DIR, root / "notebooks")
     port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "jupyter-workspaces"),
-           # the kernel inherits these: the notebook reads the test data and writes nothing into the repository
-           "E2P_ALPACA_PATH": str(alpaca_path), "E2P_DATA_DIR": str(tmp_path / "data"),
-           "E2P_FIGURES_DIR": str(tmp_path / "figures"), "E2P_REPORTS_DIR": str(tmp_path / "reports")}
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "jupyter-workspaces"),
+        # the kernel inherits these: the notebook reads the test data and writes nothing into the repository
+        "E2P_ALPACA_PATH": str(alpaca_path),
+        "E2P_DATA_DIR": str(tmp_path / "data"),
+        "E2P_FIGURES_DIR": str(tmp_path / "figures"),
+        "E2P_REPORTS_DIR": str(tmp_path / "reports"),
+    }
     log = (tmp_path / "jupyterlab.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + SERVER_START_SECONDS
@@ -81,9 +113,10 @@ def jupyterlab(tmp_path, alpaca_path):
             try:
                 urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5)
                 break
-            except (urllib.error.URLError, ConnectionError):  # not listening yet: poll until the deadline
+            except (urllib.error.URLError, ConnectionError) as error:  # not listening yet: poll until the deadline
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"JupyterLab did not start: {(tmp_path / 'jupyterlab.log').read_text()[-3000:]}")
+                    log = (tmp_path / "jupyterlab.log").read_text()[-3000:]
+                    raise RuntimeError(f"JupyterLab did not start: {log}") from error
                 time.sleep(0.5)
         yield base, token
     finally:
@@ -106,7 +139,8 @@ def test_jupyterlab_runs_01_embed_on_the_e2p_kernel(jupyterlab, browser, tmp_pat
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=SERVER_START_SECONDS * 1000)
     # "No Kernel" until the session starts, then the display name of the kernel the notebook's metadata names.
     expect(page.locator(".jp-NotebookPanel-toolbar .jp-Toolbar-kernelName")).to_have_text(
-        "Python (e2p)", timeout=KERNEL_SECONDS * 1000)
+        "Python (e2p)", timeout=KERNEL_SECONDS * 1000
+    )
 
     # The label shows before the kernel is connected, and a cell run before that is dropped without a word (JupyterLab's
     # CodeCell.execute returns when the session has no kernel yet): wait until the page's own indicator says idle.
@@ -123,8 +157,9 @@ def test_jupyterlab_runs_01_embed_on_the_e2p_kernel(jupyterlab, browser, tmp_pat
         shown = page.locator(".jp-Notebook").inner_text()[-3000:]
         page.screenshot(path=str(reports / "jupyterlab_01_embed_failed.png"))
         log = (tmp_path / "jupyterlab.log").read_text()[-3000:]
-        raise AssertionError(f"no data summary after {KERNEL_SECONDS} s; the notebook shows:\n{shown}\n"
-                             f"JupyterLab's log ends:\n{log}") from error
+        raise AssertionError(
+            f"no data summary after {KERNEL_SECONDS} s; the notebook shows:\n{shown}\nJupyterLab's log ends:\n{log}"
+        ) from error
     assert "rows_read" in output.first.inner_text()
     # The kernel that ran them is the project's (the server's record, not just the toolbar's label).
     sessions = json.loads(urllib.request.urlopen(f"{base}/api/sessions?token={token}", timeout=30).read())
@@ -138,8 +173,9 @@ def tiny_report(folder: Path) -> Path:
     import nbformat
     from nbclient import NotebookClient
 
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": KERNEL_NAME, "display_name": "Python (e2p)",
-                                                           "language": "python"}})
+    nb = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": KERNEL_NAME, "display_name": "Python (e2p)", "language": "python"}}
+    )
     nb.cells = [nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\nplt.plot([0, 1, 4, 9])\nplt.show()")]
     NotebookClient(nb, timeout=KERNEL_SECONDS, kernel_name=KERNEL_NAME).execute()
     path = folder / "tiny_report.ipynb"

@@ -13,21 +13,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import tiny_policy
 
 from e2p_lib.cli import main
 from e2p_lib.embed import DEFAULT_LOCAL_MODEL, make_embedder
 from e2p_lib.models.forward import ForwardModel, MLPForwardNet, forward_model_config
-from tiny import tiny_policy
 
 E2P = Path(sys.executable).parent / "e2p"  # the console script pyproject's [project.scripts] installs
 MINILM_DIMS = 384
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["--help"], "usage: e2p [-h] {run,invert}"),
-    (["run", "--help"], "usage: e2p run [-h] [--profile {"),
-    (["invert", "--help"], "usage: e2p invert [-h]"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--help"], "usage: e2p [-h] {run,invert}"),
+        (["run", "--help"], "usage: e2p run [-h] [--profile {"),
+        (["invert", "--help"], "usage: e2p invert [-h]"),
+    ],
+)
 def test_console_script_help(argv, expected):
     assert E2P.is_file(), f"{E2P} is missing: reinstall the project (`make setup` or `pip install -e .`)."
     done = subprocess.run([str(E2P), *argv], capture_output=True, text=True, timeout=120)
@@ -49,19 +52,42 @@ def test_invert_prints_the_prompt_with_predicted_and_achieved_cosine(tmp_path, c
     policy.save(tmp_path / "policy")
     embedder = make_embedder("local")
     config = forward_model_config("mlp", hidden_sizes=(16,), device="cpu")  # 16 wide: tiny, untrained on purpose
-    forward = ForwardModel(config, MLPForwardNet(config, MINILM_DIMS), target_space=f"local/{DEFAULT_LOCAL_MODEL}",
-                           dimensions=MINILM_DIMS, device=torch.device("cpu"), embedder=embedder, cache_dir=tmp_path)
+    forward = ForwardModel(
+        config,
+        MLPForwardNet(config, MINILM_DIMS),
+        target_space=f"local/{DEFAULT_LOCAL_MODEL}",
+        dimensions=MINILM_DIMS,
+        device=torch.device("cpu"),
+        embedder=embedder,
+        cache_dir=tmp_path,
+    )
     forward.save(tmp_path / "forward")
     text = "Paris is the capital of France."
     target = embedder.embed([text])
 
     # best-of-3: the random policy's greedy prompt is empty, its samples are not, and the forward model ranks them.
-    code = main(["invert", text, "--policy", str(tmp_path / "policy"), "--forward-model", str(tmp_path / "forward"),
-                 "--best-of", "3", "--measure", "--answer-max-new-tokens", "8", "--device", "cpu"])
+    code = main(
+        [
+            "invert",
+            text,
+            "--policy",
+            str(tmp_path / "policy"),
+            "--forward-model",
+            str(tmp_path / "forward"),
+            "--best-of",
+            "3",
+            "--measure",
+            "--answer-max-new-tokens",
+            "8",
+            "--device",
+            "cpu",
+        ]
+    )
 
     assert code == 0
-    lines = {k: v.strip() for k, v in (line.split(":", 1) for line in capsys.readouterr().out.splitlines()
-                                       if ":" in line)}
+    lines = {
+        k: v.strip() for k, v in (line.split(":", 1) for line in capsys.readouterr().out.splitlines() if ":" in line)
+    }
     assert lines["target"] == text and lines["prompt"], lines
     predicted, achieved = float(lines["predicted cosine"]), float(lines["achieved cosine"])
     assert predicted == pytest.approx(float(forward.predict_cosine([lines["prompt"]], target)[0]), abs=2e-3)

@@ -17,8 +17,12 @@ from e2p_lib.lm import DEFAULT_ENGINE, ENGINES, LocalChatLM, make_lm
 from e2p_lib.lm import ctranslate2 as ct2
 from e2p_lib.lm.cache import CachedLM
 
-PROMPTS = ["Name a primary colour.", "What is 2 plus 2?", "Say hello in French.",
-           "Give one word that rhymes with cat, and explain why it rhymes."]  # different lengths: real padding
+PROMPTS = [
+    "Name a primary colour.",
+    "What is 2 plus 2?",
+    "Say hello in French.",
+    "Give one word that rhymes with cat, and explain why it rhymes.",
+]  # different lengths: real padding
 
 
 # --- conversion ------------------------------------------------------------------------------------------------------
@@ -84,9 +88,12 @@ def ct2_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ct2_lms(ct2_dir):
     """float32 and int8 CTranslate2 environments on one thread, batch 4."""
-    return {compute_type: ct2.CTranslate2ChatLM(compute_type, ct2_dir=ct2_dir, num_threads=1, batch_size=4,
-                                                show_progress=False)
-            for compute_type in ("float32", "int8")}
+    return {
+        compute_type: ct2.CTranslate2ChatLM(
+            compute_type, ct2_dir=ct2_dir, num_threads=1, batch_size=4, show_progress=False
+        )
+        for compute_type in ("float32", "int8")
+    }
 
 
 @pytest.mark.slow
@@ -139,5 +146,7 @@ def test_cache_keys_differ_by_engine_and_compute_type(ct2_lms, tmp_path):
     int8.generate(["Name a fruit."], max_new_tokens=6)
     assert ct2_lms["int8"].prompts_generated - before == 1, "the float32 answer was not reused for int8"
     settings = [json.loads(s) for s in float32.cache.frame()["settings"]]
-    assert sorted((s["engine"], s["compute_type"]) for s in settings) == [("ctranslate2", "float32"),
-                                                                         ("ctranslate2", "int8_float32")]
+    assert sorted((s["engine"], s["compute_type"]) for s in settings) == [
+        ("ctranslate2", "float32"),
+        ("ctranslate2", "int8_float32"),
+    ]

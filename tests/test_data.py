@@ -155,7 +155,7 @@ def test_jsonl_bad_lines_are_malformed_rows_and_blank_lines_take_no_id(tmp_path)
         '{"instruction": "One.", "input": "", "output": "1"}\n'
         "\n"
         '{"instruction": "Broken", "output": \n'
-        '[1, 2]\n'
+        "[1, 2]\n"
         '{"instruction": "Four.", "input": "", "output": "4"}\n\n',
         encoding="utf-8",
     )
@@ -184,9 +184,11 @@ def test_csv_and_parquet_missing_cells(tmp_path):
 
 
 def test_limit_takes_the_first_rows_after_cleaning(tmp_path):
-    rows = GOOD_ROWS + [{"instruction": "Dup.", "input": "", "output": "Bonjour"}] + [
-        {"instruction": f"Q{i}?", "input": "", "output": f"A{i}"} for i in range(5)
-    ]
+    rows = (
+        GOOD_ROWS
+        + [{"instruction": "Dup.", "input": "", "output": "Bonjour"}]
+        + [{"instruction": f"Q{i}?", "input": "", "output": f"A{i}"} for i in range(5)]
+    )
     path = write_rows(rows, tmp_path / "rows.json")
     full = load_alpaca(path, download=False)
     limited = load_alpaca(path, download=False, limit=6)
@@ -194,8 +196,9 @@ def test_limit_takes_the_first_rows_after_cleaning(tmp_path):
     pd.testing.assert_frame_equal(limited, full.head(6))
     report = limited.attrs["load_report"]
     assert report["rows_kept"] == 6 and report["cut_by_limit"] == len(full) - 6
-    assert report["rows_read"] == sum(report[k] for k in (
-        "malformed", "empty_output", "duplicate_output", "cut_by_limit", "rows_kept"))
+    assert report["rows_read"] == sum(
+        report[k] for k in ("malformed", "empty_output", "duplicate_output", "cut_by_limit", "rows_kept")
+    )
     assert len(load_alpaca(path, download=False, limit=0)) == 0
     for bad_limit in (-1, 2.5, True):
         with pytest.raises(ValueError, match="limit"):
@@ -208,7 +211,7 @@ def test_limit_takes_the_first_rows_after_cleaning(tmp_path):
         ('{"instruction": "A", "output": "B"}', "not a list of objects"),
         ('{"data": [1, 2]}', r"keys \['data'\]"),
         ('[{"question": "A", "answer": "B"}]', "not Alpaca-shaped"),
-        ('[1, 2, 3]', "not Alpaca-shaped"),
+        ("[1, 2, 3]", "not Alpaca-shaped"),
         ("[]", "no rows"),
         ("[{]", "not valid JSON"),
     ],
@@ -417,11 +420,18 @@ def test_split_depends_only_on_the_id():
 
 def test_split_is_the_same_in_another_process():
     ids = [f"alpaca-{i}" for i in range(300)]
-    script = "import json, sys; from e2p_lib.data import split_of; print(json.dumps(split_of(json.load(sys.stdin)).tolist()))"
+    script = "import json, sys; from e2p_lib.data import split_of; ids = json.load(sys.stdin); "
+    script += "print(json.dumps(split_of(ids).tolist()))"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}  # a different str hash() salt than this process
     result = subprocess.run(
-        [sys.executable, "-c", script], input=json.dumps(ids), capture_output=True, text=True, env=env,
-        cwd=PROJECT_ROOT, check=True, timeout=120,
+        [sys.executable, "-c", script],
+        input=json.dumps(ids),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=PROJECT_ROOT,
+        check=True,
+        timeout=120,
     )
     assert json.loads(result.stdout) == split_of(ids).tolist()
 
@@ -437,8 +447,12 @@ def test_growing_val_fraction_only_moves_train_rows_to_val():
 
 @pytest.mark.parametrize(
     "val_fraction, test_fraction, message",
-    [(-0.1, 0.05, r"val_fraction must be >= 0, got -0\.1"), (0.5, 0.5, r"\(0\.5\) \+ test_fraction \(0\.5\)"),
-     (0.05, float("nan"), "test_fraction must be a finite number"), (0.05, "0.1", "test_fraction")],
+    [
+        (-0.1, 0.05, r"val_fraction must be >= 0, got -0\.1"),
+        (0.5, 0.5, r"\(0\.5\) \+ test_fraction \(0\.5\)"),
+        (0.05, float("nan"), "test_fraction must be a finite number"),
+        (0.05, "0.1", "test_fraction"),
+    ],
 )
 def test_bad_fractions_are_refused(val_fraction, test_fraction, message):
     with pytest.raises(ValueError, match=message):
@@ -493,8 +507,10 @@ def test_real_subset_loads_with_sensible_counts(real_subset, alpaca_path):
 
 def test_real_subset_split_fractions(real_subset):
     split = add_split(real_subset)["split"].value_counts(normalize=True)
+
     # Hashing splits like a coin: allow 3 binomial standard deviations (on a small fixture) or the old fixed bound.
     def tolerance(p, fixed):
         return max(fixed, 3 * (p * (1 - p) / len(real_subset)) ** 0.5)
+
     assert abs(split["val"] - 0.05) < tolerance(0.05, 0.015) and abs(split["test"] - 0.05) < tolerance(0.05, 0.015)
     assert abs(split["train"] - 0.90) < tolerance(0.90, 0.02)

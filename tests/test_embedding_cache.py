@@ -18,9 +18,9 @@ import pytest
 from e2p_lib.embed import DEFAULT_LOCAL_MODEL
 from e2p_lib.embed.cache import (
     EmbeddingCache,
-    embedding_cache_path,
     embed_dataset,
     embed_texts,
+    embedding_cache_path,
     load_embedded_dataset,
     text_key,
 )
@@ -48,18 +48,20 @@ class CountingEmbedder:
     def embed(self, texts):
         self.calls.append(list(texts))
         if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
-            raise ConnectionError("simulated outage on call %d" % len(self.calls))
+            raise ConnectionError(f"simulated outage on call {len(self.calls)}")
         return np.stack([self.vector(t) for t in texts])
 
 
 def frame(outputs: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({
-        "id": [f"alpaca-{i}" for i in range(len(outputs))],
-        "prompt": [f"Prompt {i}" for i in range(len(outputs))],
-        "output": outputs,
-        "tokens": [len(o.split()) for o in outputs],
-        "type": "alpaca",
-    })
+    return pd.DataFrame(
+        {
+            "id": [f"alpaca-{i}" for i in range(len(outputs))],
+            "prompt": [f"Prompt {i}" for i in range(len(outputs))],
+            "output": outputs,
+            "tokens": [len(o.split()) for o in outputs],
+            "type": "alpaca",
+        }
+    )
 
 
 def test_vectors_follow_row_order_and_rerun_embeds_nothing(tmp_path):
@@ -199,8 +201,12 @@ def test_sigkill_mid_run_resumes_without_lost_or_duplicated_rows(tmp_path, alpac
     env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
 
-    child = subprocess.Popen([sys.executable, str(script), str(alpaca_path), str(killed_dir), rows],
-                             stdout=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(alpaca_path), str(killed_dir), rows],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     chunks_seen = 0
     for line in child.stdout:  # kill it once three chunks are out: it is then busy with the fourth
         chunks_seen += line.strip() == "chunk"
@@ -216,10 +222,20 @@ def test_sigkill_mid_run_resumes_without_lost_or_duplicated_rows(tmp_path, alpac
     # The third "chunk" line is printed just before that chunk is saved, so at least two chunks are committed.
     assert 2 * 32 <= survived < int(rows), "committed chunks survive the kill; the rest is missing"
 
-    resumed = subprocess.run([sys.executable, str(script), str(alpaca_path), str(killed_dir), rows],
-                             capture_output=True, text=True, env=env, timeout=300)
-    clean = subprocess.run([sys.executable, str(script), str(alpaca_path), str(clean_dir), rows],
-                           capture_output=True, text=True, env=env, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, str(script), str(alpaca_path), str(killed_dir), rows],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    clean = subprocess.run(
+        [sys.executable, str(script), str(alpaca_path), str(clean_dir), rows],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert resumed.returncode == 0 and clean.returncode == 0, resumed.stderr[-2000:] + clean.stderr[-2000:]
     total_chunks = clean.stdout.count("chunk")
     assert resumed.stdout.count("chunk") < total_chunks, "the resumed run re-embedded what was already cached"

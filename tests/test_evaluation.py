@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 import torch
 from matplotlib.collections import LineCollection
+from tiny import unit_vectors
 
 from e2p_lib.evaluate import metrics as ev
 from e2p_lib.evaluate import plots as evp
-from tiny import unit_vectors
 
 N = 30  # targets in the hand-made evaluations: enough for a bootstrap, small enough to be instant
 
@@ -177,19 +177,32 @@ def test_mean_pairwise_cosine():
 def _evaluation(targets):
     """Answer vectors and prompts of three methods: oracle (answers = targets), retrieval, a constant prompt."""
     originals = [f"Describe item number {i} in detail." for i in range(N)]
-    answer_vectors = {ev.REFERENCE: targets, ev.RETRIEVAL: unit_vectors(N, seed=7),
-                      "constant prompt": np.repeat(unit_vectors(1, seed=8), N, axis=0)}
-    prompts = {ev.REFERENCE: originals, ev.RETRIEVAL: [f"Explain thing {i}." for i in range(N)],
-               "constant prompt": ["Tell me something."] * N}
+    answer_vectors = {
+        ev.REFERENCE: targets,
+        ev.RETRIEVAL: unit_vectors(N, seed=7),
+        "constant prompt": np.repeat(unit_vectors(1, seed=8), N, axis=0),
+    }
+    prompts = {
+        ev.REFERENCE: originals,
+        ev.RETRIEVAL: [f"Explain thing {i}." for i in range(N)],
+        "constant prompt": ["Tell me something."] * N,
+    }
     return answer_vectors, prompts, originals
 
 
 def test_results_table_combines_everything(targets):
     answer_vectors, prompts, originals = _evaluation(targets)
     perplexities = {ev.REFERENCE: np.r_[np.nan, np.full(N - 1, 12.0)]}
-    table = ev.results_table(targets, answer_vectors, prompts=prompts, reference_prompts=originals,
-                             answers={ev.REFERENCE: ["Four words of answer."] * N}, perplexities=perplexities,
-                             train_env_calls={"constant prompt": 0}, n_resamples=200)
+    table = ev.results_table(
+        targets,
+        answer_vectors,
+        prompts=prompts,
+        reference_prompts=originals,
+        answers={ev.REFERENCE: ["Four words of answer."] * N},
+        perplexities=perplexities,
+        train_env_calls={"constant prompt": 0},
+        n_resamples=200,
+    )
     oracle, constant = table.loc[ev.REFERENCE], table.loc["constant prompt"]
     assert oracle["mean_cosine"] == pytest.approx(1.0) and oracle["corpus_bleu"] == pytest.approx(100.0)
     assert oracle["exact_match"] == 1.0 and oracle["median_perplexity"] == 12.0
@@ -256,6 +269,7 @@ def test_win_rate_plot_has_two_bars_per_method(cosines):
     (ax,) = evp.plot_win_rates(summary).axes
     assert len(ax.patches) == 2 * len(cosines)
     assert sorted(round(p.get_width(), 6) for p in ax.patches) == sorted(
-        round(v, 6) for v in summary[["win_vs_reference", "win_vs_retrieval"]].to_numpy().ravel())
+        round(v, 6) for v in summary[["win_vs_reference", "win_vs_retrieval"]].to_numpy().ravel()
+    )
     (ax,) = evp.plot_win_rates(ev.summarise(cosines, retrieval=None, n_resamples=100)).axes
     assert len(ax.patches) == len(cosines)

@@ -8,18 +8,29 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_invert import ByteEmbedder, EchoLM, one_torch_thread, tiny_forward_model  # noqa: F401 (autouse fixture)
+from tiny import DIMS, tiny_policy
 
 from e2p_lib.answer_index import build_answer_index, leave_out
 from e2p_lib.invert import Inverter
 from e2p_lib.store import make_vector_store
 from e2p_lib.train.expert import ExpertIterationConfig, expert_iteration
 from e2p_lib.train.rewards import AnswerCosineReward
-from test_invert import ByteEmbedder, EchoLM, one_torch_thread, tiny_forward_model  # noqa: F401 (autouse fixture)
-from tiny import DIMS, tiny_policy
 
-PROMPTS = ["Name a fruit.", "List three colours.", "Write a haiku about rain.", "Define gravity.",
-           "Translate cat into French.", "Give a synonym for happy.", "Summarise Hamlet.", "What is 2 + 2?",
-           "Describe the sea.", "Count to five.", "Spell banana.", "Explain tides."]
+PROMPTS = [
+    "Name a fruit.",
+    "List three colours.",
+    "Write a haiku about rain.",
+    "Define gravity.",
+    "Translate cat into French.",
+    "Give a synonym for happy.",
+    "Summarise Hamlet.",
+    "What is 2 + 2?",
+    "Describe the sea.",
+    "Count to five.",
+    "Spell banana.",
+    "Explain tides.",
+]
 
 
 def test_expert_iteration_raises_the_greedy_reward_and_counts_its_calls(tmp_path, smollm2_tokenizer):
@@ -29,8 +40,9 @@ def test_expert_iteration_raises_the_greedy_reward_and_counts_its_calls(tmp_path
     index = build_answer_index(store, lm, embedder, ids, PROMPTS, embedding_cache_dir=tmp_path)
     policy = tiny_policy(smollm2_tokenizer)
     policy.config.hypotheses = 2
-    inverter = Inverter(policy, embedder, tiny_forward_model(embedder, tmp_path), lm, index=index,
-                        embedding_cache_dir=tmp_path)
+    inverter = Inverter(
+        policy, embedder, tiny_forward_model(embedder, tmp_path), lm, index=index, embedding_cache_dir=tmp_path
+    )
     targets = np.stack([embedder.vector(f"Answer to: {p} please") for p in PROMPTS])
     exclusions = leave_out(ids, [f"own output {i}" for i in range(len(PROMPTS))])  # each row excludes itself
     hypotheses = index.hypotheses(targets, k=2, exclude_ids=exclusions)
@@ -44,10 +56,21 @@ def test_expert_iteration_raises_the_greedy_reward_and_counts_its_calls(tmp_path
     sent_before = len(lm.received)
     for p in policy.parameters():
         p.requires_grad_(True)
-    log = expert_iteration(inverter, targets, exclusions,
-                           ExpertIterationConfig(rounds=2, targets_per_round=len(PROMPTS), budget=3, samples=2,
-                                                 steps_per_round=30, batch_size=12, learning_rate=1e-2,
-                                                 output_dir=str(tmp_path / "ei")))
+    log = expert_iteration(
+        inverter,
+        targets,
+        exclusions,
+        ExpertIterationConfig(
+            rounds=2,
+            targets_per_round=len(PROMPTS),
+            budget=3,
+            samples=2,
+            steps_per_round=30,
+            batch_size=12,
+            learning_rate=1e-2,
+            output_dir=str(tmp_path / "ei"),
+        ),
+    )
     assert list(log["environment_calls"]) and (log["environment_calls"] <= 3 * len(PROMPTS)).all()
     assert int(log["environment_calls"].sum()) <= len(lm.received) - sent_before
     after = greedy_reward()  # ByteEmbedder cosines start high (about 0.9): the room to gain is small

@@ -15,22 +15,48 @@ import torch
 import e2p_lib.models.forward as fm
 from e2p_lib.embed import LocalEmbedder, default_local_model_path
 from e2p_lib.embed.cache import EmbeddingCache, embed_texts, embedding_cache_path
-from e2p_lib.models.forward import (EncoderForwardNet, ForwardModel, ForwardModelConfig, MLPForwardNet, build_network,
-                                    cosine_table, evaluate_forward_model, fit_ridge, forward_baselines,
-                                    forward_model_config, train_forward_model)
+from e2p_lib.models.forward import (
+    EncoderForwardNet,
+    ForwardModel,
+    ForwardModelConfig,
+    MLPForwardNet,
+    build_network,
+    cosine_table,
+    evaluate_forward_model,
+    fit_ridge,
+    forward_baselines,
+    forward_model_config,
+    train_forward_model,
+)
 from e2p_lib.train.loop import load_checkpoint
 
 PROMPTS = [
-    "Name three primary colours.", "Translate 'good morning' into French.", "Write a haiku about the sea.",
-    "What is the capital of Japan?", "Give two tips for staying healthy.", "Explain what a prime number is.",
-    "Sort these numbers: 5, 2, 9.", "Suggest a name for a pet goldfish.", "Describe the smell of rain.",
-    "Convert 10 kilometres to miles.", "List the planets of the solar system.", "Summarise the plot of Hamlet.",
+    "Name three primary colours.",
+    "Translate 'good morning' into French.",
+    "Write a haiku about the sea.",
+    "What is the capital of Japan?",
+    "Give two tips for staying healthy.",
+    "Explain what a prime number is.",
+    "Sort these numbers: 5, 2, 9.",
+    "Suggest a name for a pet goldfish.",
+    "Describe the smell of rain.",
+    "Convert 10 kilometres to miles.",
+    "List the planets of the solar system.",
+    "Summarise the plot of Hamlet.",
 ]
 ANSWERS = [
-    "Red, blue and yellow.", "Bonjour.", "Waves fold on the shore / salt wind carries gull voices / the tide "
-    "breathes and sleeps.", "Tokyo.", "Sleep eight hours and drink water.", "A number divisible only by 1 and itself.",
-    "2, 5, 9.", "Bubbles.", "Earthy, fresh and slightly sweet.", "About 6.2 miles.",
-    "Mercury, Venus, Earth, Mars, Jupiter, Saturn, Uranus, Neptune.", "A prince avenges his father and most die.",
+    "Red, blue and yellow.",
+    "Bonjour.",
+    "Waves fold on the shore / salt wind carries gull voices / the tide breathes and sleeps.",
+    "Tokyo.",
+    "Sleep eight hours and drink water.",
+    "A number divisible only by 1 and itself.",
+    "2, 5, 9.",
+    "Bubbles.",
+    "Earthy, fresh and slightly sweet.",
+    "About 6.2 miles.",
+    "Mercury, Venus, Earth, Mars, Jupiter, Saturn, Uranus, Neptune.",
+    "A prince avenges his father and most die.",
 ]
 
 
@@ -50,8 +76,14 @@ def tiny_encoder_dir(tmp_path_factory) -> str:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     tokenizer = AutoTokenizer.from_pretrained(default_local_model_path())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("encoders") / "tiny-bert"
     BertModel(config).save_pretrained(folder)
@@ -71,28 +103,40 @@ def answer_vectors(tiny_embedder) -> np.ndarray:
 
 def tiny_config(kind: str = "mlp", **overrides) -> ForwardModelConfig:
     """Small, quiet and on the CPU; `overrides` win."""
-    settings = dict(kind=kind, hidden_sizes=(64,), batch_size=4, max_steps=6, eval_every_steps=3,
-                    save_every_steps=3, show_progress=False, device="cpu", lr_scheduler="constant",
-                    freeze_encoder_layers=1)  # of the tiny encoder's 2 layers
+    settings = dict(
+        kind=kind,
+        hidden_sizes=(64,),
+        batch_size=4,
+        max_steps=6,
+        eval_every_steps=3,
+        save_every_steps=3,
+        show_progress=False,
+        device="cpu",
+        lr_scheduler="constant",
+        freeze_encoder_layers=1,
+    )  # of the tiny encoder's 2 layers
     return ForwardModelConfig(**{**settings, **overrides})
 
 
 # --- config ----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(kind="lstm"), r"kind='lstm' is not a forward model; use one of \('mlp', 'transformer'\)"),
-    (dict(loss="l1"), r"loss='l1' is not supported; use one of \('mse', 'cosine'\)"),
-    (dict(hidden_sizes=512), r"hidden_sizes must be a sequence of layer widths such as \(1024,\), got 512"),
-    (dict(hidden_sizes=(64, 0)), r"hidden_sizes\[1\]=0 must be a positive integer"),
-    (dict(dropout=1.0), r"dropout must be in \[0, 1\), got 1.0"),
-    (dict(dropout=-0.1), "dropout must be a finite number >= 0, got -0.1"),
-    (dict(max_seq_len=1), "max_seq_len=1 must be an integer >= 2"),
-    (dict(max_seq_len="64"), "max_seq_len='64' must be an integer >= 2"),
-    (dict(freeze_encoder_layers=-1), "freeze_encoder_layers=-1 must be an integer >= 0"),
-    (dict(encoder_learning_rate=0), "encoder_learning_rate must be a finite number > 0"),
-    (dict(batch_size=0), "batch_size=0 must be a positive integer"),  # inherited checks still run
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(kind="lstm"), r"kind='lstm' is not a forward model; use one of \('mlp', 'transformer'\)"),
+        (dict(loss="l1"), r"loss='l1' is not supported; use one of \('mse', 'cosine'\)"),
+        (dict(hidden_sizes=512), r"hidden_sizes must be a sequence of layer widths such as \(1024,\), got 512"),
+        (dict(hidden_sizes=(64, 0)), r"hidden_sizes\[1\]=0 must be a positive integer"),
+        (dict(dropout=1.0), r"dropout must be in \[0, 1\), got 1.0"),
+        (dict(dropout=-0.1), "dropout must be a finite number >= 0, got -0.1"),
+        (dict(max_seq_len=1), "max_seq_len=1 must be an integer >= 2"),
+        (dict(max_seq_len="64"), "max_seq_len='64' must be an integer >= 2"),
+        (dict(freeze_encoder_layers=-1), "freeze_encoder_layers=-1 must be an integer >= 0"),
+        (dict(encoder_learning_rate=0), "encoder_learning_rate must be a finite number > 0"),
+        (dict(batch_size=0), "batch_size=0 must be a positive integer"),  # inherited checks still run
+    ],
+)
 def test_bad_configs_fail_before_any_model_loads(overrides, message):
     with pytest.raises(ValueError, match=message):
         ForwardModelConfig(**overrides)
@@ -152,8 +196,10 @@ def test_transformer_shapes_gradients_and_frozen_layers(tiny_encoder_dir):
 
 
 def test_residual_head_refuses_mismatched_sizes(tiny_encoder_dir):
-    with pytest.raises(ValueError, match="residual=True needs features and targets of the same size, got 32 and "
-                                         "384. Set residual=False"):
+    with pytest.raises(
+        ValueError,
+        match="residual=True needs features and targets of the same size, got 32 and 384. Set residual=False",
+    ):
         build_network(tiny_config("transformer", encoder=tiny_encoder_dir), dimensions=384)
     with pytest.raises(ValueError, match="freeze_encoder_layers=5 but the encoder has 2 layers"):
         build_network(tiny_config("transformer", encoder=tiny_encoder_dir, freeze_encoder_layers=5), dimensions=32)
@@ -162,8 +208,7 @@ def test_residual_head_refuses_mismatched_sizes(tiny_encoder_dir):
 @pytest.mark.parametrize("kind", ["mlp", "transformer"])
 def test_an_untrained_model_predicts_the_prompt_embedding(kind, tiny_encoder_dir, tiny_embedder):
     # With lr tiny and one step the weights barely move: the prediction must still be the prompt's own embedding.
-    config = tiny_config(kind, encoder=tiny_encoder_dir, max_steps=1, learning_rate=1e-12,
-                         encoder_learning_rate=1e-12)
+    config = tiny_config(kind, encoder=tiny_encoder_dir, max_steps=1, learning_rate=1e-12, encoder_learning_rate=1e-12)
     model, _ = train_forward_model(PROMPTS, tiny_embedder.embed(ANSWERS), None, None, config, tiny_embedder)
     np.testing.assert_allclose(model.predict(PROMPTS), tiny_embedder.embed(PROMPTS), atol=1e-5)
 
@@ -172,11 +217,23 @@ def test_an_untrained_model_predicts_the_prompt_embedding(kind, tiny_encoder_dir
 
 
 @pytest.mark.parametrize("kind, loss", [("mlp", "mse"), ("mlp", "cosine"), ("transformer", "mse")])
-def test_overfitting_a_batch_of_8_cuts_the_loss_by_more_than_90_percent(kind, loss, tiny_encoder_dir, tiny_embedder,
-                                                                        answer_vectors):
-    config = tiny_config(kind, loss=loss, encoder=tiny_encoder_dir, freeze_encoder_layers=0, hidden_sizes=(256,),
-                         dropout=0.0, batch_size=8, max_steps=60, learning_rate=3e-3, encoder_learning_rate=1e-3,
-                         weight_decay=0.0, max_grad_norm=None)
+def test_overfitting_a_batch_of_8_cuts_the_loss_by_more_than_90_percent(
+    kind, loss, tiny_encoder_dir, tiny_embedder, answer_vectors
+):
+    config = tiny_config(
+        kind,
+        loss=loss,
+        encoder=tiny_encoder_dir,
+        freeze_encoder_layers=0,
+        hidden_sizes=(256,),
+        dropout=0.0,
+        batch_size=8,
+        max_steps=60,
+        learning_rate=3e-3,
+        encoder_learning_rate=1e-3,
+        weight_decay=0.0,
+        max_grad_norm=None,
+    )
     _, history = train_forward_model(PROMPTS[:8], answer_vectors[:8], None, None, config, tiny_embedder)
     losses = history.query("split == 'train' and metric == 'loss'")["value"].to_numpy()
     assert len(losses) == 60  # all three cross the 10% line by about step 30
@@ -185,8 +242,9 @@ def test_overfitting_a_batch_of_8_cuts_the_loss_by_more_than_90_percent(kind, lo
 
 def test_training_validates_periodically_and_returns_a_tidy_history(tiny_embedder, answer_vectors):
     config = tiny_config(max_steps=7, eval_every_steps=3)
-    model, history = train_forward_model(PROMPTS[:8], answer_vectors[:8], PROMPTS[8:], answer_vectors[8:], config,
-                                         tiny_embedder)
+    model, history = train_forward_model(
+        PROMPTS[:8], answer_vectors[:8], PROMPTS[8:], answer_vectors[8:], config, tiny_embedder
+    )
     val = history.query("split == 'val'")
     assert sorted(val["step"].unique()) == [3, 6, 7]
     assert set(val["metric"]) == {"loss", "cosine"}
@@ -195,11 +253,13 @@ def test_training_validates_periodically_and_returns_a_tidy_history(tiny_embedde
 
 
 @pytest.mark.parametrize("kind", ["mlp", "transformer"])
-def test_save_load_round_trip_gives_identical_predictions(kind, tiny_encoder_dir, tiny_embedder, answer_vectors,
-                                                          tmp_path):
+def test_save_load_round_trip_gives_identical_predictions(
+    kind, tiny_encoder_dir, tiny_embedder, answer_vectors, tmp_path
+):
     config = tiny_config(kind, encoder=tiny_encoder_dir, learning_rate=1e-2)
-    model, _ = train_forward_model(PROMPTS[:8], answer_vectors[:8], PROMPTS[8:], answer_vectors[8:], config,
-                                   tiny_embedder)
+    model, _ = train_forward_model(
+        PROMPTS[:8], answer_vectors[:8], PROMPTS[8:], answer_vectors[8:], config, tiny_embedder
+    )
     model.save(tmp_path / "saved")
     loaded = ForwardModel.load(tmp_path / "saved", embedder=tiny_embedder)
     assert loaded.config == config and loaded.state.history.records == model.state.history.records
@@ -207,8 +267,9 @@ def test_save_load_round_trip_gives_identical_predictions(kind, tiny_encoder_dir
     assert not np.allclose(model.predict(PROMPTS), tiny_embedder.embed(PROMPTS), atol=1e-3)  # it did learn
 
 
-def test_load_rebuilds_the_embedder_and_refuses_a_missing_model_or_another_space(tiny_embedder, answer_vectors,
-                                                                                 tmp_path):
+def test_load_rebuilds_the_embedder_and_refuses_a_missing_model_or_another_space(
+    tiny_embedder, answer_vectors, tmp_path
+):
     with pytest.raises(FileNotFoundError, match="No forward model in"):
         ForwardModel.load(tmp_path / "nothing")
     model, _ = train_forward_model(PROMPTS, answer_vectors, None, None, tiny_config(max_steps=1), tiny_embedder)
@@ -220,8 +281,11 @@ def test_load_rebuilds_the_embedder_and_refuses_a_missing_model_or_another_space
     class OtherSpace:
         name, dimensions = "openai/text-embedding-3-small", 1024
 
-    with pytest.raises(ValueError, match=r"predicts local/.*tiny-bert vectors \(32-d\), but the embedder given is "
-                                         "openai/text-embedding-3-small"):
+    with pytest.raises(
+        ValueError,
+        match=r"predicts local/.*tiny-bert vectors \(32-d\), but the embedder given is "
+        "openai/text-embedding-3-small",
+    ):
         ForwardModel.load(tmp_path, embedder=OtherSpace())
 
 
@@ -233,21 +297,25 @@ def test_resuming_to_2n_steps_equals_an_uninterrupted_2n_run(tiny_embedder, answ
     # Dropout on, so resuming also has to restore the RNG to draw the same masks.
     common = dict(dropout=0.3, batch_size=3, eval_every_steps=2, save_every_steps=2)
     data = (PROMPTS[:9], answer_vectors[:9], PROMPTS[9:], answer_vectors[9:])
-    first, _ = train_forward_model(*data, tiny_config(max_steps=5, output_dir=tmp_path / "run", **common),
-                                   tiny_embedder)
+    first, _ = train_forward_model(
+        *data, tiny_config(max_steps=5, output_dir=tmp_path / "run", **common), tiny_embedder
+    )
     assert load_checkpoint(tmp_path / "run")["step"] == 5
     resumed, resumed_history = train_forward_model(
-        *data, tiny_config(max_steps=10, output_dir=tmp_path / "run", **common), tiny_embedder)
+        *data, tiny_config(max_steps=10, output_dir=tmp_path / "run", **common), tiny_embedder
+    )
     straight, straight_history = train_forward_model(
-        *data, tiny_config(max_steps=10, output_dir=tmp_path / "straight", **common), tiny_embedder)
+        *data, tiny_config(max_steps=10, output_dir=tmp_path / "straight", **common), tiny_embedder
+    )
     np.testing.assert_array_equal(resumed.predict(PROMPTS), straight.predict(PROMPTS))
     np.testing.assert_array_equal(_train_losses(resumed_history), _train_losses(straight_history))
     assert not np.array_equal(first.predict(PROMPTS), straight.predict(PROMPTS))  # the resumed run did train on
 
 
 def test_a_run_killed_mid_way_resumes_from_its_last_checkpoint(tiny_embedder, answer_vectors, tmp_path, monkeypatch):
-    config = tiny_config(max_steps=12, save_every_steps=4, dropout=0.2, lr_scheduler="linear", batch_size=3,
-                         output_dir=tmp_path / "run")
+    config = tiny_config(
+        max_steps=12, save_every_steps=4, dropout=0.2, lr_scheduler="linear", batch_size=3, output_dir=tmp_path / "run"
+    )
     data = (PROMPTS, answer_vectors, None, None)
     real_loss, calls = fm.forward_loss, []
 
@@ -264,8 +332,10 @@ def test_a_run_killed_mid_way_resumes_from_its_last_checkpoint(tiny_embedder, an
     assert load_checkpoint(tmp_path / "run")["step"] == 4  # the last checkpoint before the kill
     resumed, history = train_forward_model(*data, config, tiny_embedder)
     straight, straight_history = train_forward_model(
-        *data, ForwardModelConfig.from_dict({**config.to_dict(), "output_dir": str(tmp_path / "straight")}),
-        tiny_embedder)
+        *data,
+        ForwardModelConfig.from_dict({**config.to_dict(), "output_dir": str(tmp_path / "straight")}),
+        tiny_embedder,
+    )
     assert history["step"].min() == 1 and resumed.state.step == 12  # the history survived the restart
     np.testing.assert_array_equal(resumed.predict(PROMPTS), straight.predict(PROMPTS))
     np.testing.assert_array_equal(_train_losses(history), _train_losses(straight_history))
@@ -274,11 +344,13 @@ def test_a_run_killed_mid_way_resumes_from_its_last_checkpoint(tiny_embedder, an
 def test_resume_refuses_another_config_or_other_data(tiny_embedder, answer_vectors, tmp_path):
     train_forward_model(PROMPTS, answer_vectors, None, None, tiny_config(output_dir=tmp_path), tiny_embedder)
     with pytest.raises(ValueError, match=r"config changed \(hidden_sizes: checkpoint \[64\], now \[128\]\)"):
-        train_forward_model(PROMPTS, answer_vectors, None, None,
-                            tiny_config(output_dir=tmp_path, hidden_sizes=(128,)), tiny_embedder)
+        train_forward_model(
+            PROMPTS, answer_vectors, None, None, tiny_config(output_dir=tmp_path, hidden_sizes=(128,)), tiny_embedder
+        )
     with pytest.raises(ValueError, match="trained on other data"):
-        train_forward_model(PROMPTS[::-1], answer_vectors[::-1], None, None, tiny_config(output_dir=tmp_path),
-                            tiny_embedder)
+        train_forward_model(
+            PROMPTS[::-1], answer_vectors[::-1], None, None, tiny_config(output_dir=tmp_path), tiny_embedder
+        )
 
 
 def test_bad_training_inputs_name_the_problem(tiny_embedder, answer_vectors):
@@ -302,10 +374,12 @@ def test_predict_cosine_is_the_cosine_to_each_target_or_to_one_shared_target(tin
     model, _ = train_forward_model(PROMPTS, answer_vectors, None, None, tiny_config(), tiny_embedder)
     predicted = model.predict(PROMPTS)
     np.testing.assert_allclose(np.linalg.norm(predicted, axis=1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(model.predict_cosine(PROMPTS, 3 * answer_vectors),
-                               np.sum(predicted * answer_vectors, axis=1), atol=1e-6)
-    np.testing.assert_allclose(model.predict_cosine(PROMPTS, answer_vectors[0]), predicted @ answer_vectors[0],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict_cosine(PROMPTS, 3 * answer_vectors), np.sum(predicted * answer_vectors, axis=1), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        model.predict_cosine(PROMPTS, answer_vectors[0]), predicted @ answer_vectors[0], atol=1e-6
+    )
     with pytest.raises(ValueError, match=r"targets has shape \(3, 32\); expected \(12, 32\)"):
         model.predict_cosine(PROMPTS, answer_vectors[:3])
     assert model.predict([]).shape == (0, 32)
@@ -337,8 +411,9 @@ def test_ridge_recovers_a_linear_map_and_picks_alpha_on_validation():
 
 def test_evaluation_table_has_models_and_both_baselines(tiny_embedder, answer_vectors):
     model, _ = train_forward_model(PROMPTS[:8], answer_vectors[:8], None, None, tiny_config(), tiny_embedder)
-    baselines = forward_baselines(PROMPTS[:6], answer_vectors[:6], PROMPTS[6:9], answer_vectors[6:9], PROMPTS[9:],
-                                  tiny_embedder)
+    baselines = forward_baselines(
+        PROMPTS[:6], answer_vectors[:6], PROMPTS[6:9], answer_vectors[6:9], PROMPTS[9:], tiny_embedder
+    )
     np.testing.assert_allclose(baselines["prompt embedding"], tiny_embedder.embed(PROMPTS[9:]), atol=1e-6)
     table = evaluate_forward_model({"mlp": model}, PROMPTS[9:], answer_vectors[9:], baselines)
     assert table["method"].tolist()[:2] == ["mlp", "prompt embedding"]
@@ -376,14 +451,16 @@ def minilm() -> LocalEmbedder:
 
 @pytest.mark.slow
 def test_real_minilm_transformer_starts_at_the_embedder_and_round_trips(minilm, tmp_path):
-    config = forward_model_config("transformer", max_steps=2, batch_size=4, show_progress=False, device="cpu",
-                                  output_dir=str(tmp_path))
+    config = forward_model_config(
+        "transformer", max_steps=2, batch_size=4, show_progress=False, device="cpu", output_dir=str(tmp_path)
+    )
     untrained, tokenizer = build_network(config, dimensions=384)
     inputs = fm.PromptTokens(PROMPTS, tokenizer, config.max_seq_len)
     raw = fm.predict_raw(untrained, inputs, torch.device("cpu")).numpy()
     np.testing.assert_allclose(raw, minilm.embed(PROMPTS), atol=1e-5)  # same pooling as sentence-transformers
-    model, history = train_forward_model(PROMPTS[:8], minilm.embed(ANSWERS[:8]), PROMPTS[8:],
-                                         minilm.embed(ANSWERS[8:]), config, minilm)
+    model, history = train_forward_model(
+        PROMPTS[:8], minilm.embed(ANSWERS[:8]), PROMPTS[8:], minilm.embed(ANSWERS[8:]), config, minilm
+    )
     assert history.query("split == 'val'")["step"].tolist() == [2, 2]
     loaded = ForwardModel.load(tmp_path)  # no embedder needed, and none built, for the transformer kind
     assert loaded.embedder is None
@@ -393,8 +470,14 @@ def test_real_minilm_transformer_starts_at_the_embedder_and_round_trips(minilm, 
 
 @pytest.mark.slow
 def test_real_minilm_mlp_loads_with_its_default_embedder(minilm, tmp_path):
-    model, _ = train_forward_model(PROMPTS, minilm.embed(ANSWERS), None, None,
-                                   forward_model_config("mlp", max_steps=3, show_progress=False), minilm)
+    model, _ = train_forward_model(
+        PROMPTS,
+        minilm.embed(ANSWERS),
+        None,
+        None,
+        forward_model_config("mlp", max_steps=3, show_progress=False),
+        minilm,
+    )
     model.save(tmp_path)
     loaded = ForwardModel.load(tmp_path)  # rebuilds the packaged all-MiniLM-L6-v2 embedder by itself
     assert loaded.embedder.name == "local/all-MiniLM-L6-v2"

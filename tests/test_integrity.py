@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from test_data import GOOD_ROWS, http_files, isolated  # noqa: F401 - fixtures reused from the data tests
 
 from e2p_lib.data import load_alpaca, sidecar_path
 from e2p_lib.store import LocalVectorStore
 from e2p_lib.store.local import StoreCorruptedError
-from test_data import GOOD_ROWS, http_files, isolated  # noqa: F401 - fixtures reused from the data tests
 
 DIMENSIONS = 16
 
@@ -121,6 +121,7 @@ def _write(name: str, content: bytes):
     def damage(folder: Path) -> str:
         (folder / name).write_bytes(content)
         return name
+
     return damage
 
 
@@ -128,21 +129,35 @@ def _remove(name: str):
     def damage(folder: Path) -> str:
         (folder / name).unlink()
         return name
+
     return damage
 
 
-@pytest.mark.parametrize("damage, words", [
-    (_truncate_segment, "checksum"),
-    (_flip_a_byte, "checksum"),
-    (_nan_in_segment, "NaN"),
-    (_short_metadata, "metadata"),
-    (_write("manifest.json", b"{}"), "manifest"),
-    (_write("manifest.json", b"\x00garbage{"), "not valid JSON"),
-    (_write("manifest.json", b'{"next_segment": 2, "segments": [{"name": "000001"}]}'), "manifest"),
-    (_write("000001.json", b"[1, 2"), "checksum"),
-    (_remove("000002.npy"), "missing"),
-], ids=["truncated", "flipped-byte", "nan", "short-metadata", "empty-manifest", "garbage-manifest",
-        "manifest-entry", "garbage-segment-json", "missing-segment"])
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (_truncate_segment, "checksum"),
+        (_flip_a_byte, "checksum"),
+        (_nan_in_segment, "NaN"),
+        (_short_metadata, "metadata"),
+        (_write("manifest.json", b"{}"), "manifest"),
+        (_write("manifest.json", b"\x00garbage{"), "not valid JSON"),
+        (_write("manifest.json", b'{"next_segment": 2, "segments": [{"name": "000001"}]}'), "manifest"),
+        (_write("000001.json", b"[1, 2"), "checksum"),
+        (_remove("000002.npy"), "missing"),
+    ],
+    ids=[
+        "truncated",
+        "flipped-byte",
+        "nan",
+        "short-metadata",
+        "empty-manifest",
+        "garbage-manifest",
+        "manifest-entry",
+        "garbage-segment-json",
+        "missing-segment",
+    ],
+)
 def test_every_corruption_is_an_error_naming_the_file(tmp_path, damage, words):
     filled_store(tmp_path)
     name = damage(namespace_folder(tmp_path))
@@ -176,11 +191,14 @@ def test_checksums_are_verified_once_on_open_not_per_query(tmp_path, monkeypatch
 # --- 3. a bad download is never kept ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("body, words", [
-    (b"<!doctype html><html><body>Rate limited</body></html>", "not valid JSON"),
-    (json.dumps({"error": "gone"}).encode(), "not a list"),
-    (json.dumps([{"text": "no alpaca fields"}]).encode(), "not Alpaca-shaped"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (b"<!doctype html><html><body>Rate limited</body></html>", "not valid JSON"),
+        (json.dumps({"error": "gone"}).encode(), "not a list"),
+        (json.dumps([{"text": "no alpaca fields"}]).encode(), "not Alpaca-shaped"),
+    ],
+)
 def test_a_download_that_is_not_alpaca_is_not_kept_and_is_retried(isolated, http_files, body, words):  # noqa: F811
     http_files.files["/mirror/rows.json"] = body
     url = http_files.url("/mirror/rows.json")
@@ -214,7 +232,7 @@ def test_a_json_file_with_bad_bytes_names_the_file_and_offset(tmp_path):
     body = json.dumps(GOOD_ROWS).encode()
     offset = body.index(b"Bonjour")
     path = tmp_path / "rows.json"
-    path.write_bytes(body[:offset] + b"\xff" + body[offset + 1:])
+    path.write_bytes(body[:offset] + b"\xff" + body[offset + 1 :])
     with pytest.raises(ValueError, match=f"byte offset {offset}") as error:
         load_alpaca(path, download=False)
     assert str(path) in str(error.value) and "UTF-8" in str(error.value)
@@ -245,9 +263,9 @@ def test_load_inverter_with_a_missing_policy_builds_nothing_first(tmp_path, monk
 
     def built(*args, **kwargs):
         raise AssertionError("built a model before checking the policy folder")
+
     monkeypatch.setattr(e2p_lib.embed, "make_embedder", built)
     monkeypatch.setattr(e2p_lib.lm, "make_lm", built)
     with pytest.raises(FileNotFoundError, match="No saved policy") as error:
         load_inverter(policy_dir=tmp_path / "missing", forward_model_dir=False)
     assert str(tmp_path / "missing") in str(error.value)
-

@@ -14,12 +14,21 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from e2p_lib.models.forward import ForwardModel, MLPForwardNet, forward_model_config
-from e2p_lib.invert import (Inverter, default_forward_model_dir, default_policy_dir, feedback_target,
-                            invert_embeddings, invert_strings, load_inverter, results_frame, slerp)
-from e2p_lib.lm import ChatLM
 from tiny import DIMS, tiny_policy, unit_vectors
+
+from e2p_lib.invert import (
+    Inverter,
+    default_forward_model_dir,
+    default_policy_dir,
+    feedback_target,
+    invert_embeddings,
+    invert_strings,
+    load_inverter,
+    results_frame,
+    slerp,
+)
+from e2p_lib.lm import ChatLM
+from e2p_lib.models.forward import ForwardModel, MLPForwardNet, forward_model_config
 
 
 class ByteEmbedder:
@@ -73,17 +82,29 @@ def policy(smollm2_tokenizer):
 def tiny_forward_model(embedder, cache_dir) -> ForwardModel:
     config = forward_model_config("mlp", hidden_sizes=(16,), device="cpu")  # 16 wide: tiny, untrained on purpose
     torch.manual_seed(0)
-    return ForwardModel(config, MLPForwardNet(config, embedder.dimensions), target_space=embedder.name,
-                        dimensions=embedder.dimensions, device=torch.device("cpu"), embedder=embedder,
-                        cache_dir=cache_dir)
+    return ForwardModel(
+        config,
+        MLPForwardNet(config, embedder.dimensions),
+        target_space=embedder.name,
+        dimensions=embedder.dimensions,
+        device=torch.device("cpu"),
+        embedder=embedder,
+        cache_dir=cache_dir,
+    )
 
 
 @pytest.fixture
 def parts(policy, tmp_path):
     """(inverter with forward model and environment, embedder, environment), caches in a temporary folder."""
     embedder, environment = ByteEmbedder(), EchoLM()
-    inverter = Inverter(policy, embedder, tiny_forward_model(embedder, tmp_path), environment,
-                        answer_max_new_tokens=8, embedding_cache_dir=tmp_path)
+    inverter = Inverter(
+        policy,
+        embedder,
+        tiny_forward_model(embedder, tmp_path),
+        environment,
+        answer_max_new_tokens=8,
+        embedding_cache_dir=tmp_path,
+    )
     return inverter, embedder, environment
 
 
@@ -144,8 +165,9 @@ def test_texts_are_embedded_first_and_vectors_are_checked(parts, policy):
     vectors = np.stack([embedder.vector(t) for t in texts])
     assert [r.prompt for r in from_texts] == [r.prompt for r in inverter.invert(vectors)] == policy.generate(vectors)
     assert len(inverter.invert(vectors[0])) == 1, "one (d,) vector is one target"
-    assert [r.prompt for r in inverter.invert(torch.as_tensor(5 * vectors))] == policy.generate(vectors), \
+    assert [r.prompt for r in inverter.invert(torch.as_tensor(5 * vectors))] == policy.generate(vectors), (
         "tensors are accepted and raw vectors normalised"
+    )
     with pytest.raises(ValueError, match=r"expected \(12,\) or \(n, 12\): vectors of test/bytes"):
         inverter.invert(unit_vectors(2, dims=5))
     with pytest.raises(ValueError, match=r"shape \(1, 2, 12\)"):
@@ -187,8 +209,9 @@ def test_greedy_needs_no_environment_and_measure_answers_once(parts, policy):
     assert [r.greedy_prompt for r in results] == [r.prompt for r in results]
     for r, target in zip(results, targets):  # the forward model's cosine, to the real target
         if r.prompt.strip():
-            assert r.predicted_cosine == pytest.approx(float(inverter.forward_model.predict_cosine([r.prompt],
-                                                                                                   target)[0]))
+            assert r.predicted_cosine == pytest.approx(
+                float(inverter.forward_model.predict_cosine([r.prompt], target)[0])
+            )
 
     measured = inverter.invert(targets, measure=True)
     asked = [r.prompt for r in measured if r.prompt.strip()]
@@ -269,8 +292,13 @@ class FixedProposals(Inverter):
 
 def test_empty_and_repeated_prompts_are_never_sent_nor_picked(policy, tmp_path):
     embedder, environment = ByteEmbedder(), EchoLM()
-    inverter = FixedProposals(["", "Name a colour.", "Name a colour.", "Count to three."], policy, embedder,
-                              environment=environment, embedding_cache_dir=tmp_path)
+    inverter = FixedProposals(
+        ["", "Name a colour.", "Name a colour.", "Count to three."],
+        policy,
+        embedder,
+        environment=environment,
+        embedding_cache_dir=tmp_path,
+    )
     results = inverter.invert(unit_vectors(2), best_of=4, refine_steps=2)
     assert environment.received == ["Name a colour.", "Count to three."] * 2, "once per target, over all rounds"
     for r in results:
@@ -303,8 +331,9 @@ def test_options_are_checked_before_any_work(policy, tmp_path):
     with pytest.raises(ValueError, match="refine_steps=-1"):
         bare.invert(targets, refine_steps=-1)
     assert embedder.calls == []
-    assert [r.prompt for r in bare.invert(targets, rerank="forward")] == policy.generate(targets), \
+    assert [r.prompt for r in bare.invert(targets, rerank="forward")] == policy.generate(targets), (
         "best_of=1 ranks nothing, so no forward model is needed"
+    )
 
 
 # --- interpolation and the top-level functions ---------------------------------------------------------------------
@@ -365,8 +394,14 @@ def test_load_inverter_rebuilds_the_saved_pieces(tmp_path, policy):
     embedder = ByteEmbedder()
     policy.save(tmp_path / "policy-rl/policy")
     tiny_forward_model(embedder, tmp_path).save(tmp_path / "forward-mlp")
-    inverter = load_inverter(tmp_path / "policy-rl/policy", tmp_path / "forward-mlp", environment=EchoLM(),
-                             embedder=embedder, device="cpu", embedding_cache_dir=tmp_path)
+    inverter = load_inverter(
+        tmp_path / "policy-rl/policy",
+        tmp_path / "forward-mlp",
+        environment=EchoLM(),
+        embedder=embedder,
+        device="cpu",
+        embedding_cache_dir=tmp_path,
+    )
     targets = unit_vectors(2, seed=8)
     assert inverter.forward_model.kind == "mlp" and inverter.policy.config == policy.config
     assert [r.prompt for r in inverter.invert(targets)] == policy.generate(targets)

@@ -17,10 +17,9 @@ import sys
 import threading
 from pathlib import Path
 
+import kill_child
 import numpy as np
 import pytest
-
-import kill_child
 from kill_child import answer_prompts, embed_frame, fake_vector, store_operations
 
 CHILD = Path(kill_child.__file__)
@@ -35,8 +34,13 @@ def run_child(scenario: str, workdir: Path, pause_at: int = 0) -> tuple[int, dic
     """
     workdir.mkdir(parents=True, exist_ok=True)
     with open(workdir.parent / f"{workdir.name}-stderr.txt", "ab") as stderr:
-        child = subprocess.Popen([sys.executable, str(CHILD), scenario, str(workdir), str(pause_at)],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        child = subprocess.Popen(
+            [sys.executable, str(CHILD), scenario, str(workdir), str(pause_at)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     watchdog = threading.Timer(CHILD_TIMEOUT_SECONDS, child.kill)
     watchdog.start()
     events, done = 0, None
@@ -56,14 +60,16 @@ def run_child(scenario: str, workdir: Path, pause_at: int = 0) -> tuple[int, dic
         child.stdout.close()
     if done is None:
         assert returncode == -signal.SIGKILL, (
-            f"{scenario} child failed (exit {returncode}): see {workdir.parent / f'{workdir.name}-stderr.txt'}")
+            f"{scenario} child failed (exit {returncode}): see {workdir.parent / f'{workdir.name}-stderr.txt'}"
+        )
     else:
         assert returncode == 0, returncode
     return events, done
 
 
-def kill_resume_finish(scenario: str, tmp_path: Path, seed: int, after_kill,
-                       kills: int = KILLS) -> tuple[Path, dict, Path, dict, list]:
+def kill_resume_finish(
+    scenario: str, tmp_path: Path, seed: int, after_kill, kills: int = KILLS
+) -> tuple[Path, dict, Path, dict, list]:
     """Reference run, then `kills` kills at seeded points (each followed by `after_kill(workdir)`), then a final run.
 
     Returns (reference dir, its DONE payload, the killed-and-resumed dir, the final DONE payload, [after_kill's
@@ -155,7 +161,7 @@ def _committed_store_states() -> list[dict]:
             states.append(dict(state))
             continue
         for start in range(0, len(ids), 10):
-            for i, v, m in zip(ids[start:start + 10], vectors[start:start + 10], metadata[start:start + 10]):
+            for i, v, m in zip(ids[start : start + 10], vectors[start : start + 10], metadata[start : start + 10]):
                 state[i] = (v.tobytes(), m)
             states.append(dict(state))
     return states
@@ -187,7 +193,7 @@ def test_store_killed_anywhere_opens_at_a_commit_and_resumes_to_the_same_store(t
     assert {p.name for p in folder.iterdir()} <= listed | {"manifest.json", ".lock"}
 
 
-# --- answer-cache writes -----------------------------------------------------------------------------------------------
+# --- answer-cache writes ----------------------------------------------------------------------------------------------
 
 
 def _answers(workdir: Path) -> dict:
@@ -210,7 +216,7 @@ def test_answer_cache_killed_anywhere_keeps_whole_answers_and_asks_nothing_twice
     assert final["generated"] == len(expected) - len(seen[-1])
 
 
-# --- 03/04: checkpoints, the PPO step and the saved policy --------------------------------------------------------------
+# --- 03/04: checkpoints, the PPO step and the saved policy ------------------------------------------------------------
 
 
 def _policy_tensors(folder: Path) -> dict:
@@ -232,7 +238,8 @@ def _check_ppo(workdir: Path) -> int:
     step = 0 if checkpoint is None else checkpoint["step"]
     if checkpoint is not None:
         assert 1 <= step <= 3 and [r["step"] for r in checkpoint["history"] if r["metric"] == "reward"] == list(
-            range(1, step + 1))
+            range(1, step + 1)
+        )
     policy = workdir / "ppo" / "policy"
     if policy.exists():
         json.loads((policy / "policy_config.json").read_text())

@@ -36,7 +36,7 @@ def _imports(module: str) -> list[tuple[str, str | None, int]]:
             base = node.module or ""
             if node.level:  # relative: resolve against this module's package
                 anchor = package.split(".")
-                anchor = anchor[:len(anchor) - node.level + 1]
+                anchor = anchor[: len(anchor) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             found.extend((base, alias.name, node.lineno) for alias in node.names)
     return found
@@ -60,8 +60,15 @@ def _subpackage(module: str) -> str:
 
 
 def test_the_walk_sees_the_layout():
-    assert {"e2p_lib", "e2p_lib.embed", "e2p_lib.store", "e2p_lib.lm", "e2p_lib.embed.base",
-            "e2p_lib.store.pinecone", "e2p_lib.lm.cache"} <= set(MODULES)
+    assert {
+        "e2p_lib",
+        "e2p_lib.embed",
+        "e2p_lib.store",
+        "e2p_lib.lm",
+        "e2p_lib.embed.base",
+        "e2p_lib.store.pinecone",
+        "e2p_lib.lm.cache",
+    } <= set(MODULES)
     assert "e2p_lib.embed.base" in _edges("e2p_lib.embed.local")
     assert "e2p_lib.embed.cache" in _edges("e2p_lib.models.forward")  # `from e2p_lib.embed import cache as ...`
 
@@ -75,7 +82,7 @@ def test_no_import_cycle():
         state[module] = 1
         for target in sorted(graph[module]):
             if state.get(target) == 1:
-                cycles.append(" -> ".join(path[path.index(target):] + [target]))
+                cycles.append(" -> ".join(path[path.index(target) :] + [target]))
             elif target not in state:
                 visit(target, path + [target])
         state[module] = 2
@@ -98,12 +105,18 @@ def test_no_private_name_is_imported_across_subpackages():
     assert not offences, "\n".join(offences)
 
 
-@pytest.mark.parametrize("package, factory", [("e2p_lib.embed", "make_embedder"), ("e2p_lib.lm", "make_lm"),
-                                              ("e2p_lib.store", "make_vector_store")])
+@pytest.mark.parametrize(
+    "package, factory",
+    [("e2p_lib.embed", "make_embedder"), ("e2p_lib.lm", "make_lm"), ("e2p_lib.store", "make_vector_store")],
+)
 def test_each_factory_is_defined_in_its_package_init(package, factory):
     assert MODULES[package].name == "__init__.py"
     defined = {node.name for node in TREES[package].body if isinstance(node, ast.FunctionDef)}
     assert factory in defined
-    elsewhere = [module for module, tree in TREES.items() if module != package
-                 and any(isinstance(node, ast.FunctionDef) and node.name == factory for node in ast.walk(tree))]
+    elsewhere = [
+        module
+        for module, tree in TREES.items()
+        if module != package
+        and any(isinstance(node, ast.FunctionDef) and node.name == factory for node in ast.walk(tree))
+    ]
     assert not elsewhere, f"{factory} is also defined in {elsewhere}"

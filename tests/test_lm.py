@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from openai_server import LocalOpenAIServer, expected_chat_answer
 
-from e2p_lib.lm.cache import AnswerCache, CachedLM, answer_cache_path, answer_key, generation_params
 from e2p_lib.lm import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_SYSTEM_PROMPT,
@@ -27,9 +27,9 @@ from e2p_lib.lm import (
     make_prompt_sampler,
     prompt_seed,
 )
+from e2p_lib.lm.cache import AnswerCache, CachedLM, answer_cache_path, answer_key, generation_params
 from e2p_lib.lm.openai import GenerationRunError, OpenAIChatLM
 from e2p_lib.sqlite_store import write_transaction
-from openai_server import LocalOpenAIServer, expected_chat_answer
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "sk-" + "test-0123456789abcdefSECRET"  # a dummy, split so the secret scan of the repo does not flag it
@@ -154,8 +154,9 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     path = str(tmp_path / "shared.sqlite")
     AnswerCache(path).close()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, path, str(start)], env=env)
-               for start in (0, 100, 150)]  # overlapping key ranges, three processes at once
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, path, str(start)], env=env) for start in (0, 100, 150)
+    ]  # overlapping key ranges, three processes at once
     assert [writer.wait(120) for writer in writers] == [0, 0, 0]
     with AnswerCache(path) as cache:
         assert len(cache) == 350
@@ -177,8 +178,15 @@ def server():
 
 
 def make_openai(server: LocalOpenAIServer, **overrides) -> OpenAIChatLM:
-    settings = dict(base_url=server.base_url, api_key=KEY, requests_per_minute=None, tokens_per_minute=None,
-                    max_concurrency=4, initial_backoff_seconds=FAST_BACKOFF_SECONDS, verbose=False)
+    settings = dict(
+        base_url=server.base_url,
+        api_key=KEY,
+        requests_per_minute=None,
+        tokens_per_minute=None,
+        max_concurrency=4,
+        initial_backoff_seconds=FAST_BACKOFF_SECONDS,
+        verbose=False,
+    )
     return OpenAIChatLM(**(settings | overrides))
 
 
@@ -186,13 +194,20 @@ def prompts_of(n: int) -> list[str]:
     return [f"question {i} about " + "things " * (i % 5) for i in range(n)]
 
 
-def expected_answers(prompts, system_prompt=DEFAULT_SYSTEM_PROMPT, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, temperature=0.0, seeds=None,
-                     model="gpt-4o-mini"):
+def expected_answers(
+    prompts,
+    system_prompt=DEFAULT_SYSTEM_PROMPT,
+    max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
+    temperature=0.0,
+    seeds=None,
+    model="gpt-4o-mini",
+):
     seeds = seeds if seeds is not None else [0] * len(prompts)
     out = []
     for prompt, seed in zip(prompts, seeds):
         messages = ([{"role": "system", "content": system_prompt}] if system_prompt is not None else []) + [
-            {"role": "user", "content": prompt}]
+            {"role": "user", "content": prompt}
+        ]
         out.append(expected_chat_answer(messages, model, max_new_tokens, temperature, 1.0, seed)[0].strip())
     return out
 
@@ -202,8 +217,7 @@ def test_answers_come_back_in_input_order_despite_429s_and_500s():
     prompts = prompts_of(40)
     # The server allows a quarter of what the client believes, and fails a quarter of the requests it admits (its
     # seeded draws: with 40+ requests, P(no 500) ~ 1e-5; with 10 attempts, P(a prompt fails 10 times) ~ 1e-6).
-    with LocalOpenAIServer(api_key=KEY, tokens_per_minute=120_000, burst_seconds=0.2,
-                           failure_fraction=0.25) as server:
+    with LocalOpenAIServer(api_key=KEY, tokens_per_minute=120_000, burst_seconds=0.2, failure_fraction=0.25) as server:
         lm = make_openai(server, tokens_per_minute=480_000, burst_seconds=0.2, max_attempts=10)
         answers = lm.generate(prompts, max_new_tokens=20)
         assert server.count(429) > 0 and server.count(500) > 0
@@ -333,8 +347,12 @@ def test_sigkill_mid_run_loses_nothing_committed_and_the_rerun_resumes(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     n = 30
     with LocalOpenAIServer() as server:
-        child = subprocess.Popen([sys.executable, str(script), server.base_url, str(tmp_path), str(n)],
-                                 stdout=subprocess.PIPE, text=True, env=env)
+        child = subprocess.Popen(
+            [sys.executable, str(script), server.base_url, str(tmp_path), str(n)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         answers_seen = 0
         for line in child.stdout:
             answers_seen += line.strip() == "answer"
@@ -347,14 +365,18 @@ def test_sigkill_mid_run_loses_nothing_committed_and_the_rerun_resumes(tmp_path)
             survived = len(cache)
         assert 5 <= survived < n
         sent_before = len(server.records)
-        rerun = subprocess.run([sys.executable, str(script), server.base_url, str(tmp_path), str(n)],
-                               capture_output=True, text=True, env=env, timeout=120)
+        rerun = subprocess.run(
+            [sys.executable, str(script), server.base_url, str(tmp_path), str(n)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert rerun.returncode == 0, rerun.stderr[-2000:]
         assert len(server.records) - sent_before == n - survived
     with AnswerCache(answer_cache_path("openai/gpt-4o-mini", tmp_path)) as cache:
         frame = cache.frame()
-    assert len(frame) == n and frame["answer"].tolist() == [
-        expected_answers([p])[0] for p in frame["prompt"]]
+    assert len(frame) == n and frame["answer"].tolist() == [expected_answers([p])[0] for p in frame["prompt"]]
 
 
 def test_make_lm_refuses_unknown_backends_and_contradictions(tmp_path):
@@ -384,8 +406,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 def shared_local_lm(request, smollm2_dir):
     from e2p_lib.lm import LocalChatLM
 
-    return LocalChatLM(device=request.param, dtype="float32", model_dir=smollm2_dir, batch_size=4,
-                       show_progress=False)
+    return LocalChatLM(device=request.param, dtype="float32", model_dir=smollm2_dir, batch_size=4, show_progress=False)
 
 
 @pytest.fixture
@@ -422,6 +443,7 @@ def test_bad_dtype_and_device_are_refused_before_loading(tmp_path):
 @pytest.mark.slow
 def test_conversion_is_faithful_and_later_loads_use_the_cache(smollm2_dir, monkeypatch):
     import gguf
+
     from e2p_lib.lm import smollm
 
     assert sorted(p.name for p in smollm2_dir.parent.iterdir()) == ["smollm2"], "no staging folder left behind"
@@ -435,8 +457,9 @@ def test_conversion_is_faithful_and_later_loads_use_the_cache(smollm2_dir, monke
     monkeypatch.undo()
     reader = gguf.GGUFReader(smollm.gguf_path())
     tensor = next(t for t in reader.tensors if t.name == "blk.3.ffn_down.weight")
-    expected = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(model.model.layers[3].mlp.down_proj
-                                                                               .weight.shape)
+    expected = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(
+        model.model.layers[3].mlp.down_proj.weight.shape
+    )
     np.testing.assert_array_equal(model.model.layers[3].mlp.down_proj.weight.detach().numpy(), expected)
 
 
@@ -448,8 +471,12 @@ def test_a_real_instruction_is_answered_sensibly(local_lm):
 
 @pytest.mark.slow
 def test_batched_greedy_answers_equal_one_by_one(local_lm):
-    prompts = ["Name a primary colour.", "What is 2 plus 2?", "Say hello in French.",
-               "Give one word that rhymes with cat, and explain why it rhymes."]  # different lengths: real padding
+    prompts = [
+        "Name a primary colour.",
+        "What is 2 plus 2?",
+        "Say hello in French.",
+        "Give one word that rhymes with cat, and explain why it rhymes.",
+    ]  # different lengths: real padding
     batched = local_lm.generate(prompts, max_new_tokens=12)
     one_by_one = [local_lm.generate([p], max_new_tokens=12)[0] for p in prompts]
     assert batched == one_by_one and len(set(batched)) == 4
@@ -473,8 +500,11 @@ def test_local_answers_are_cached(local_lm, tmp_path):
     again = lm.generate(["Name a tree.", "Name a fruit."], max_new_tokens=6)
     assert again == first[::-1] and local_lm.prompts_generated - before == 2
     stored = lm.cache.frame()
-    assert json.loads(stored["settings"].iloc[0]) == local_lm.settings() == {
-        "system_prompt": DEFAULT_SYSTEM_PROMPT, "top_p": 1.0, "dtype": "float32"}
+    assert (
+        json.loads(stored["settings"].iloc[0])
+        == local_lm.settings()
+        == {"system_prompt": DEFAULT_SYSTEM_PROMPT, "top_p": 1.0, "dtype": "float32"}
+    )
 
 
 @pytest.mark.slow

@@ -22,8 +22,11 @@ def embedder() -> LocalEmbedder:
 
 @pytest.mark.slow
 def test_real_model_gives_unit_vectors_in_input_order(embedder):
-    texts = ["The capital of France is Paris.", "Photosynthesis turns light into chemical energy.",
-             "Paris is France's capital city."]
+    texts = [
+        "The capital of France is Paris.",
+        "Photosynthesis turns light into chemical energy.",
+        "Paris is France's capital city.",
+    ]
     vectors = embedder.embed(texts)
     assert isinstance(embedder, Embedder)
     assert embedder.name == f"local/{DEFAULT_LOCAL_MODEL}" and embedder.dimensions == 384

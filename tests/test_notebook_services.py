@@ -8,8 +8,8 @@ import pytest
 from papermill.exceptions import PapermillExecutionError
 
 from e2p_lib.data import load_alpaca
-from e2p_lib.embed.cache import embed_dataset
 from e2p_lib.embed import make_embedder
+from e2p_lib.embed.cache import embed_dataset
 from e2p_lib.run_notebooks import run_notebooks
 from tests.openai_server import LocalOpenAIServer
 from tests.pinecone_server import PineconeServer
@@ -29,23 +29,32 @@ def no_keys(monkeypatch):
 
 
 def files_containing(root, secrets) -> list[str]:
-    return [str(path) for path in root.rglob("*") if path.is_file()
-            for secret in secrets if secret.encode() in path.read_bytes()]
+    return [
+        str(path)
+        for path in root.rglob("*")
+        if path.is_file()
+        for secret in secrets
+        if secret.encode() in path.read_bytes()
+    ]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_openai_and_pinecone_notebooks_leave_no_key_in_reports_or_data(isolated_dirs, monkeypatch):
-    with LocalOpenAIServer(api_key=OPENAI_KEY) as openai_server, \
-            PineconeServer(api_key=PINECONE_KEY, describes_until_ready=0) as pinecone_server:
+    with (
+        LocalOpenAIServer(api_key=OPENAI_KEY) as openai_server,
+        PineconeServer(api_key=PINECONE_KEY, describes_until_ready=0) as pinecone_server,
+    ):
         # The SDKs read these, as they would on a user's machine; nothing reaches the internet.
         monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
         monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
         monkeypatch.setenv("PINECONE_API_KEY", PINECONE_KEY)
         monkeypatch.setenv("PINECONE_CONTROLLER_HOST", pinecone_server.url)
-        run_notebooks("smoke", only=["01_embed"],
-                      overrides={"backend": "openai", "dimensions": OPENAI_SPACE["embedding_dimensions"],
-                                 "limit": LIMIT})
+        run_notebooks(
+            "smoke",
+            only=["01_embed"],
+            overrides={"backend": "openai", "dimensions": OPENAI_SPACE["embedding_dimensions"], "limit": LIMIT},
+        )
         run_notebooks("smoke", only=["02_pinecone"], overrides={"backend": "pinecone", **OPENAI_SPACE})
 
         assert len(pinecone_server.stored("alpaca")) == LIMIT
@@ -81,7 +90,9 @@ def test_environment_set_to_openai_without_a_key_fails_before_loading_models(iso
 @pytest.mark.timeout(600)
 def test_notebook_set_to_pinecone_without_a_key_fails_naming_the_variable(isolated_dirs, no_keys, alpaca_path):
     with LocalOpenAIServer(api_key="EMPTY") as server:  # only to fill a small cache for 02 to read
-        embedder = make_embedder("openai", dimensions=OPENAI_SPACE["embedding_dimensions"], base_url=server.base_url, api_key="EMPTY")
+        embedder = make_embedder(
+            "openai", dimensions=OPENAI_SPACE["embedding_dimensions"], base_url=server.base_url, api_key="EMPTY"
+        )
         dataset = embed_dataset(load_alpaca(alpaca_path, limit=8), embedder)
     assert np.allclose(np.linalg.norm(dataset.vectors, axis=1), 1, atol=1e-4)
 

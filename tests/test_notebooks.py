@@ -11,9 +11,8 @@ import pytest
 from e2p_lib.embed import DEFAULT_LOCAL_MODEL
 from e2p_lib.embed.cache import load_embedded_dataset
 from e2p_lib.notebook import findings_markdown, method_findings, setup_notebook
-from e2p_lib.store import make_vector_store
 from e2p_lib.run_notebooks import KERNEL_NAME, PROFILES, declared_parameters, notebook_paths, run_notebooks
-
+from e2p_lib.store import make_vector_store
 
 # Reprs that mean a cell ended on a value nobody meant to show (a path returned by a helper, a bare Figure object).
 STRAY_REPRS = ("PosixPath(", "WindowsPath(", "<Figure size", "<matplotlib.")
@@ -21,8 +20,12 @@ STRAY_REPRS = ("PosixPath(", "WindowsPath(", "<Figure size", "<matplotlib.")
 
 def stray_outputs(nb: dict) -> list[str]:
     """The text/plain results of executed cells that are stray reprs."""
-    texts = ["".join(o.get("data", {}).get("text/plain", "")) for c in nb["cells"] for o in c.get("outputs", [])
-             if o.get("output_type") == "execute_result"]
+    texts = [
+        "".join(o.get("data", {}).get("text/plain", ""))
+        for c in nb["cells"]
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "execute_result"
+    ]
     return [t for t in texts if t.startswith(STRAY_REPRS)]
 
 
@@ -54,8 +57,10 @@ def test_setup_notebook_logs_e2p_lib_once_at_info(capsys, e2p_logger_restored):
 
 
 def test_method_findings_name_the_best_method_and_its_gaps():
-    table = pd.DataFrame({"mean_cosine": [0.66, 0.46, 0.07, 0.29]},
-                         index=["original prompt", "nearest neighbour", "generic prompt", "SFT best-of-4"])
+    table = pd.DataFrame(
+        {"mean_cosine": [0.66, 0.46, 0.07, 0.29]},
+        index=["original prompt", "nearest neighbour", "generic prompt", "SFT best-of-4"],
+    )
     lines = method_findings(table)
     assert lines[0] == "best method by mean_cosine: **SFT best-of-4** at 0.290 over 4 methods"
     assert lines[1] == "SFT best-of-4 is 0.370 behind the original prompt (0.660)"
@@ -63,7 +68,8 @@ def test_method_findings_name_the_best_method_and_its_gaps():
     assert lines[3] == "the highest mean_cosine overall is the original prompt's (0.660)"
     # Without the baselines' rows the best method stands alone.
     assert method_findings(table.loc[["generic prompt", "SFT best-of-4"]]) == [
-        "best method by mean_cosine: **SFT best-of-4** at 0.290 over 2 methods"]
+        "best method by mean_cosine: **SFT best-of-4** at 0.290 over 2 methods"
+    ]
     with pytest.raises(KeyError, match="no column 'mean_answer'"):
         method_findings(table, score="mean_answer")
     assert findings_markdown("a 1", "b 2") == "**What this run shows**\n\n- a 1\n- b 2"
@@ -115,8 +121,9 @@ def test_smoke_profile_runs_every_notebook_headless(isolated_dirs):
         assert findings.startswith("**What this run shows**") and any(ch.isdigit() for ch in findings), path.name
 
     # 01 left the cache that 02 (and later notebooks) read.
-    dataset = load_embedded_dataset(model=f"local/{DEFAULT_LOCAL_MODEL}", dimensions=384,
-                                    cache_dir=isolated_dirs / "data" / "embeddings")
+    dataset = load_embedded_dataset(
+        model=f"local/{DEFAULT_LOCAL_MODEL}", dimensions=384, cache_dir=isolated_dirs / "data" / "embeddings"
+    )
     assert len(dataset) == PROFILES["smoke"]["01_embed"]["limit"]
     assert dataset.ids[0] == "alpaca-0"
     # 02 filled the store with every embedded row.

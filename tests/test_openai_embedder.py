@@ -10,11 +10,11 @@ import json
 import numpy as np
 import openai
 import pytest
+from openai_server import LocalOpenAIServer, expected_embedding
 
 from e2p_lib.embed import l2_normalise, make_embedder
 from e2p_lib.embed.openai import EmbeddingRunError, OpenAIEmbedder, plan_batches
 from e2p_lib.tokens import count_tokens, truncate_to_tokens
-from openai_server import LocalOpenAIServer, expected_embedding
 
 pytestmark = pytest.mark.openai
 
@@ -33,9 +33,17 @@ def expected(texts: list[str], model: str = "text-embedding-3-small", dimensions
 
 
 def make(server: LocalOpenAIServer, **overrides) -> OpenAIEmbedder:
-    settings = dict(dimensions=DIMENSIONS, base_url=server.base_url, api_key=KEY, requests_per_minute=None,
-                    tokens_per_minute=None, batch_size=20, max_concurrency=4,
-                    initial_backoff_seconds=FAST_BACKOFF_SECONDS, verbose=False)
+    settings = dict(
+        dimensions=DIMENSIONS,
+        base_url=server.base_url,
+        api_key=KEY,
+        requests_per_minute=None,
+        tokens_per_minute=None,
+        batch_size=20,
+        max_concurrency=4,
+        initial_backoff_seconds=FAST_BACKOFF_SECONDS,
+        verbose=False,
+    )
     return OpenAIEmbedder(**(settings | overrides))
 
 
@@ -66,8 +74,9 @@ def windows_within_limits(records, per_minute: float, capacity: float, cost) -> 
 def test_rows_are_exact_and_in_input_order_despite_429s_and_500s():
     texts = texts_of(300)  # ~3,600 tokens
     # The server allows 1/4 of what the client was told, and fails every 4th request.
-    with LocalOpenAIServer(api_key=KEY, tokens_per_minute=180_000, burst_seconds=0.2,
-                           fail_every_nth_request=4) as server:
+    with LocalOpenAIServer(
+        api_key=KEY, tokens_per_minute=180_000, burst_seconds=0.2, fail_every_nth_request=4
+    ) as server:
         embedder = make(server, tokens_per_minute=720_000, burst_seconds=0.2)
         vectors = embedder.embed(texts)
         status = embedder.last_status
@@ -121,8 +130,14 @@ def test_client_pacing_keeps_every_window_within_both_limits():
     texts = texts_of(400)  # ~4,900 tokens, 40 requests
     tokens_per_minute, requests_per_minute, burst_seconds = 240_000, 6_000, 0.25  # 4,000 tokens/s binds; 100 req/s
     with LocalOpenAIServer(api_key=KEY) as server:  # no server limits: only the client's limiter paces
-        embedder = make(server, tokens_per_minute=tokens_per_minute, requests_per_minute=requests_per_minute,
-                        burst_seconds=burst_seconds, batch_size=10, max_concurrency=8)
+        embedder = make(
+            server,
+            tokens_per_minute=tokens_per_minute,
+            requests_per_minute=requests_per_minute,
+            burst_seconds=burst_seconds,
+            batch_size=10,
+            max_concurrency=8,
+        )
         embedder.embed(texts)
         records = server.records
     assert len(records) == 40 and all(r.status == 200 for r in records)
@@ -162,8 +177,12 @@ def test_server_refuses_more_than_2048_inputs(server):
 def test_server_requires_an_authorization_header(server):
     port = int(server.base_url.split(":")[2].split("/")[0])
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    connection.request("POST", "/v1/embeddings", body=json.dumps({"model": "text-embedding-3-small", "input": "x"}),
-                       headers={"content-type": "application/json"})
+    connection.request(
+        "POST",
+        "/v1/embeddings",
+        body=json.dumps({"model": "text-embedding-3-small", "input": "x"}),
+        headers={"content-type": "application/json"},
+    )
     response = connection.getresponse()
     assert response.status == 401 and "API key" in json.loads(response.read())["error"]["message"]
     connection.close()
@@ -172,7 +191,11 @@ def test_server_requires_an_authorization_header(server):
 def test_plan_batches_respects_both_caps():
     assert [b.tolist() for b in plan_batches([5, 5, 5, 5, 5], max_inputs=2, max_tokens=100)] == [[0, 1], [2, 3], [4]]
     assert [b.tolist() for b in plan_batches([60, 50, 40, 200, 1], max_inputs=10, max_tokens=100)] == [
-        [0], [1, 2], [3], [4]]  # an oversized row goes alone
+        [0],
+        [1, 2],
+        [3],
+        [4],
+    ]  # an oversized row goes alone
 
 
 # --- input handling --------------------------------------------------------------------------------------------------
@@ -217,11 +240,22 @@ def test_wrong_vector_size_is_a_clear_error(server):
         embedder.embed(["a"])
     assert len(server.records) == 1  # not retried: retrying cannot fix it
     assert make(server, model="text-embedding-ada-002", send_dimensions=False, dimensions=1536).embed(["a"]).shape == (
-        1, 1536)
+        1,
+        1536,
+    )
 
 
-@pytest.mark.parametrize("setting, value", [("batch_size", 0), ("batch_size", 2049), ("dimensions", 0),
-                                            ("max_concurrency", 0), ("max_attempts", 0), ("tokens_per_minute", 0)])
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        ("batch_size", 0),
+        ("batch_size", 2049),
+        ("dimensions", 0),
+        ("max_concurrency", 0),
+        ("max_attempts", 0),
+        ("tokens_per_minute", 0),
+    ],
+)
 def test_bad_settings_are_named_before_anything_is_sent(server, setting, value):
     with pytest.raises(ValueError, match=f"{setting}={value}"):
         make(server, **{setting: value})
@@ -274,8 +308,9 @@ def test_pace_settings_come_from_one_dataclass_or_its_keywords(server):
     from e2p_lib.clients.openai import ClientSettings
 
     embedder = make(server, client_settings=ClientSettings(max_concurrency=2, max_attempts=3), max_attempts=1)
-    assert embedder.client_settings == ClientSettings(max_concurrency=4, max_attempts=1,
-                                                      initial_backoff_seconds=FAST_BACKOFF_SECONDS)
+    assert embedder.client_settings == ClientSettings(
+        max_concurrency=4, max_attempts=1, initial_backoff_seconds=FAST_BACKOFF_SECONDS
+    )
     assert embedder.max_concurrency == 4 and embedder.retry_policy.max_attempts == 1
     with pytest.raises(TypeError, match=r"Unknown keyword argument\(s\) \['max_retries'\]"):
         make(server, max_retries=3)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny import tiny_policy, unit_vectors
 
 from e2p_lib.models.policy import Hypothesis, PolicyConfig, PromptPolicy
 from e2p_lib.train.sft import PolicyTrainingConfig, train_policy
-from tiny import tiny_policy, unit_vectors
 
 
 def test_context_has_fixed_length_and_soft_tokens_in_the_user_turn(smollm2_tokenizer):
@@ -70,13 +70,28 @@ def test_lora_freezes_the_base_and_trains_adapters_and_mapper(smollm2_tokenizer)
 
 def test_overfitting_a_batch_of_8_lowers_the_loss_by_more_than_90_percent(smollm2_tokenizer):
     policy = tiny_policy(smollm2_tokenizer)
-    prompts = ["Name three primary colours.", "Translate 'cat' into French.", "What is 2 + 2?",
-               "Write a haiku about rain.", "Summarise the plot of Hamlet.", "List four planets.",
-               "Explain photosynthesis briefly.", "Give a synonym for happy."]
+    prompts = [
+        "Name three primary colours.",
+        "Translate 'cat' into French.",
+        "What is 2 + 2?",
+        "Write a haiku about rain.",
+        "Summarise the plot of Hamlet.",
+        "List four planets.",
+        "Explain photosynthesis briefly.",
+        "Give a synonym for happy.",
+    ]
     targets = unit_vectors(8)
-    config = PolicyTrainingConfig(batch_size=8, max_steps=60, learning_rate=1e-2, mapper_learning_rate=1e-2,
-                                  lr_scheduler="constant", warmup_fraction=0.0, eval_every_steps=0,
-                                  show_progress=False, val_rows=8)
+    config = PolicyTrainingConfig(
+        batch_size=8,
+        max_steps=60,
+        learning_rate=1e-2,
+        mapper_learning_rate=1e-2,
+        lr_scheduler="constant",
+        warmup_fraction=0.0,
+        eval_every_steps=0,
+        show_progress=False,
+        val_rows=8,
+    )
     _, history = train_policy(targets, prompts, targets, prompts, config, policy=policy)
     losses = history.to_frame().query("split == 'train'")["value"].to_numpy()
     assert losses[-1] < 0.1 * losses[0], (losses[0], losses[-1])
@@ -100,19 +115,35 @@ def test_sft_checkpoint_resumes_and_saved_policy_generates_identically(tmp_path)
     vectors = unit_vectors(6, dims=16)
     prompts = [f"Write a sentence about the number {i}." for i in range(6)]
     policy_config = PolicyConfig(embedding_dim=16, prefix_tokens=2, lora_rank=4)
-    base = dict(batch_size=3, learning_rate=1e-3, lr_scheduler="constant", warmup_fraction=0.0,
-                eval_every_steps=0, save_every_steps=1, show_progress=False, val_rows=3, output_dir=str(tmp_path))
+    base = dict(
+        batch_size=3,
+        learning_rate=1e-3,
+        lr_scheduler="constant",
+        warmup_fraction=0.0,
+        eval_every_steps=0,
+        save_every_steps=1,
+        show_progress=False,
+        val_rows=3,
+        output_dir=str(tmp_path),
+    )
     train_policy(vectors, prompts, vectors, prompts, PolicyTrainingConfig(max_steps=2, **base), policy_config)
-    policy, history = train_policy(vectors, prompts, vectors, prompts, PolicyTrainingConfig(max_steps=3, **base),
-                                   policy_config)
+    policy, history = train_policy(
+        vectors, prompts, vectors, prompts, PolicyTrainingConfig(max_steps=3, **base), policy_config
+    )
     steps = history.to_frame().query("split == 'train'")["step"].tolist()
     assert steps == [1, 2, 3], "the resumed run continued the same history"
     reloaded = PromptPolicy.load(tmp_path / "policy", device="cpu")
     targets = vectors[:2] + 0.01 * rng.standard_normal((2, 16)).astype(np.float32)
     assert reloaded.generate(targets, max_new_tokens=16) == policy.generate(targets, max_new_tokens=16)
     with pytest.raises(ValueError, match="another PolicyConfig"):
-        train_policy(vectors, prompts, vectors, prompts, PolicyTrainingConfig(max_steps=4, **base),
-                     PolicyConfig(embedding_dim=16, prefix_tokens=3, lora_rank=4))
+        train_policy(
+            vectors,
+            prompts,
+            vectors,
+            prompts,
+            PolicyTrainingConfig(max_steps=4, **base),
+            PolicyConfig(embedding_dim=16, prefix_tokens=3, lora_rank=4),
+        )
 
 
 def hypothesis_policy(tokenizer, most: int = 2):
@@ -123,8 +154,14 @@ def hypothesis_policy(tokenizer, most: int = 2):
 
 def test_hypotheses_enter_the_context_left_padded(smollm2_tokenizer):
     policy = hypothesis_policy(smollm2_tokenizer)
-    rows = [[Hypothesis("Name a fruit.", 0.62), Hypothesis("Write a long poem about the sea and the wind.", 0.4),
-             Hypothesis("never shown: beyond config.hypotheses", 0.1)], []]
+    rows = [
+        [
+            Hypothesis("Name a fruit.", 0.62),
+            Hypothesis("Write a long poem about the sea and the wind.", 0.4),
+            Hypothesis("never shown: beyond config.hypotheses", 0.1),
+        ],
+        [],
+    ]
     context, mask = policy.context_embeddings(unit_vectors(2), rows)
     shown = policy.hypothesis_ids(rows[0])
     assert len(shown) > 0 and policy.hypothesis_ids([]) == []
@@ -133,7 +170,7 @@ def test_hypotheses_enter_the_context_left_padded(smollm2_tokenizer):
     base = len(policy.head_ids) + 3 + len(policy.tail_ids)
     assert context.shape[1] == base + len(shown)
     assert mask[0].sum() == base + len(shown) and mask[1].sum() == base  # row 1 is left-padded
-    assert bool((mask[1, :len(shown)] == 0).all())
+    assert bool((mask[1, : len(shown)] == 0).all())
 
 
 def test_hypotheses_change_the_prompt_distribution_and_padding_does_not(smollm2_tokenizer):
@@ -162,12 +199,28 @@ def test_sft_with_hypotheses_learns_to_copy_the_best_one(smollm2_tokenizer):
     prompts = ["Name a fruit.", "List three colours.", "Write a haiku.", "Define gravity."] * 2
     hypotheses = [[Hypothesis(p, 0.7), Hypothesis("Say hello.", 0.2)] for p in prompts]
     targets = unit_vectors(len(prompts), seed=3)
-    config = PolicyTrainingConfig(max_steps=60, batch_size=8, learning_rate=1e-2, mapper_learning_rate=1e-2,
-                                  lr_scheduler="constant", warmup_fraction=0.0, eval_every_steps=0,
-                                  show_progress=False, val_rows=8)
+    config = PolicyTrainingConfig(
+        max_steps=60,
+        batch_size=8,
+        learning_rate=1e-2,
+        mapper_learning_rate=1e-2,
+        lr_scheduler="constant",
+        warmup_fraction=0.0,
+        eval_every_steps=0,
+        show_progress=False,
+        val_rows=8,
+    )
     before = float(policy.supervised_loss(targets, prompts, hypotheses))
-    train_policy(targets, prompts, targets, prompts, config, policy=policy, train_hypotheses=hypotheses,
-                 val_hypotheses=hypotheses)
+    train_policy(
+        targets,
+        prompts,
+        targets,
+        prompts,
+        config,
+        policy=policy,
+        train_hypotheses=hypotheses,
+        val_hypotheses=hypotheses,
+    )
     assert float(policy.supervised_loss(targets, prompts, hypotheses)) < 0.3 * before
     with pytest.raises(ValueError, match="hypotheses for 1 rows"):
         train_policy(targets, prompts, targets, prompts, config, policy=policy, train_hypotheses=hypotheses[:1])

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import random
 import threading
-from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import httpx
 import numpy as np
@@ -43,7 +43,8 @@ def status_error(status: int, headers: dict[str, str] | None = None) -> openai.A
     request = httpx.Request("POST", "http://127.0.0.1/v1/embeddings")
     response = httpx.Response(status, headers=headers or {}, request=request)
     cls = {429: openai.RateLimitError, 400: openai.BadRequestError, 500: openai.InternalServerError}.get(
-        status, openai.APIStatusError)
+        status, openai.APIStatusError
+    )
     return cls(f"Error code: {status}", response=response, body=None)
 
 
@@ -119,8 +120,10 @@ def test_schedule_never_exceeds_limits_and_is_as_fast_as_they_allow(burst_second
     assert np.all(cumulative[j + 1] - cumulative[i] <= tokens_per_minute / 60 * window_seconds + token_capacity + 1e-6)
     assert np.all(j - i + 1 <= requests_per_minute / 60 * window_seconds + request_capacity + 1e-6)
     # The last request goes the moment the limits allow it: the tightest schedule, to float precision.
-    fastest = max((costs.sum() - token_capacity) / (tokens_per_minute / 60),
-                  (len(costs) - request_capacity) / (requests_per_minute / 60))
+    fastest = max(
+        (costs.sum() - token_capacity) / (tokens_per_minute / 60),
+        (len(costs) - request_capacity) / (requests_per_minute / 60),
+    )
     assert times[-1] == pytest.approx(fastest, rel=1e-6)
 
 
@@ -173,8 +176,7 @@ def test_a_lower_server_limit_replaces_the_configured_one_without_slowing_down()
 
 def test_a_one_off_429_only_syncs_but_recurring_429s_slow_down_once_per_overload():
     clock = FakeClock()
-    limiter = RateLimiter(600, 6_000, clock=clock, successes_to_trust=3, slowdown_factor=0.5,
-                          recovery_per_success=0.25)
+    limiter = RateLimiter(600, 6_000, clock=clock, successes_to_trust=3, slowdown_factor=0.5, recovery_per_success=0.25)
     limiter.report_rate_limited(1.0)  # the first 429: a burst the server had no room for
     assert limiter.rate_fraction == 1.0
     clock.advance(1.0)
@@ -200,13 +202,16 @@ def test_slowed_rate_refills_slower():
     assert limiter.try_acquire(100) == pytest.approx(2.0)  # 100 tokens at half of 100/s
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"requests_per_minute": 0, "tokens_per_minute": 1}, "requests_per_minute=0"),
-    ({"requests_per_minute": 1, "tokens_per_minute": -5}, "tokens_per_minute=-5"),
-    ({"requests_per_minute": 1, "tokens_per_minute": 1, "burst_seconds": 0}, "burst_seconds=0"),
-    ({"requests_per_minute": 1, "tokens_per_minute": 1, "slowdown_factor": 1.5}, "slowdown_factor=1.5"),
-    ({"requests_per_minute": 1, "tokens_per_minute": 1, "successes_to_trust": -1}, "successes_to_trust=-1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"requests_per_minute": 0, "tokens_per_minute": 1}, "requests_per_minute=0"),
+        ({"requests_per_minute": 1, "tokens_per_minute": -5}, "tokens_per_minute=-5"),
+        ({"requests_per_minute": 1, "tokens_per_minute": 1, "burst_seconds": 0}, "burst_seconds=0"),
+        ({"requests_per_minute": 1, "tokens_per_minute": 1, "slowdown_factor": 1.5}, "slowdown_factor=1.5"),
+        ({"requests_per_minute": 1, "tokens_per_minute": 1, "successes_to_trust": -1}, "successes_to_trust=-1"),
+    ],
+)
 def test_bad_limiter_settings_are_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
         RateLimiter(**kwargs)
@@ -220,23 +225,46 @@ def test_negative_cost_is_refused():
 # --- headers and retry policy -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, seconds", [
-    ("6m0s", 360.0), ("1s", 1.0), ("1.5s", 1.5), ("20ms", 0.02), ("1h2m3s", 3723.0), ("0.25", 0.25),
-    ("soon", None), ("5 s", None), (None, None),
-])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("6m0s", 360.0),
+        ("1s", 1.0),
+        ("1.5s", 1.5),
+        ("20ms", 0.02),
+        ("1h2m3s", 3723.0),
+        ("0.25", 0.25),
+        ("soon", None),
+        ("5 s", None),
+        (None, None),
+    ],
+)
 def test_parse_duration_seconds(text, seconds):
     assert parse_duration_seconds(text) == (pytest.approx(seconds) if seconds is not None else None)
 
 
 def test_retry_hints_prefer_milliseconds_and_read_ratelimit_headers():
-    hints = RetryHints.from_headers({
-        "retry-after-ms": "250", "retry-after": "1", "x-ratelimit-remaining-tokens": "12",
-        "x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-tokens": "1.2s", "x-ratelimit-reset-requests": "5ms",
-        "x-ratelimit-limit-requests": "3000", "x-ratelimit-limit-tokens": "1000000",
-    })
-    assert hints == RetryHints(retry_after_seconds=0.25, limit_requests=3000, limit_tokens=1_000_000,
-                               remaining_requests=3, remaining_tokens=12, reset_requests_seconds=0.005,
-                               reset_tokens_seconds=1.2)
+    hints = RetryHints.from_headers(
+        {
+            "retry-after-ms": "250",
+            "retry-after": "1",
+            "x-ratelimit-remaining-tokens": "12",
+            "x-ratelimit-remaining-requests": "3",
+            "x-ratelimit-reset-tokens": "1.2s",
+            "x-ratelimit-reset-requests": "5ms",
+            "x-ratelimit-limit-requests": "3000",
+            "x-ratelimit-limit-tokens": "1000000",
+        }
+    )
+    assert hints == RetryHints(
+        retry_after_seconds=0.25,
+        limit_requests=3000,
+        limit_tokens=1_000_000,
+        remaining_requests=3,
+        remaining_tokens=12,
+        reset_requests_seconds=0.005,
+        reset_tokens_seconds=1.2,
+    )
 
 
 def test_retry_hints_read_an_http_date():
@@ -246,18 +274,21 @@ def test_retry_hints_read_an_http_date():
     assert hints.retry_after_seconds == pytest.approx(30)
 
 
-@pytest.mark.parametrize("error, kind", [
-    (status_error(429), "rate_limit"),
-    (status_error(500), "server"),
-    (status_error(503), "server"),
-    (status_error(408), "server"),
-    (status_error(400), None),
-    (status_error(401), None),
-    (status_error(500, {"x-should-retry": "false"}), None),
-    (openai.APITimeoutError(request=httpx.Request("POST", "http://127.0.0.1/")), "connection"),
-    (openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1/")), "connection"),
-    (ValueError("a bug"), None),
-])
+@pytest.mark.parametrize(
+    "error, kind",
+    [
+        (status_error(429), "rate_limit"),
+        (status_error(500), "server"),
+        (status_error(503), "server"),
+        (status_error(408), "server"),
+        (status_error(400), None),
+        (status_error(401), None),
+        (status_error(500, {"x-should-retry": "false"}), None),
+        (openai.APITimeoutError(request=httpx.Request("POST", "http://127.0.0.1/")), "connection"),
+        (openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1/")), "connection"),
+        (ValueError("a bug"), None),
+    ],
+)
 def test_classify(error, kind):
     assert RetryPolicy.classify(error) == kind
 
@@ -311,9 +342,18 @@ def test_runner_yields_every_result_once_and_counts_retries():
 
     tracker = StatusTracker()
     jobs = [Job(payload=i, token_cost=10, rows=2) for i in range(20)]
-    results = dict((job.payload, r) for job, r in run_rate_limited(
-        jobs, call, limiter=unlimited(), retry_policy=FAST_RETRIES, max_concurrency=4, tracker=tracker,
-        show_progress=False))
+    results = dict(
+        (job.payload, r)
+        for job, r in run_rate_limited(
+            jobs,
+            call,
+            limiter=unlimited(),
+            retry_policy=FAST_RETRIES,
+            max_concurrency=4,
+            tracker=tracker,
+            show_progress=False,
+        )
+    )
     assert results == {i: i * i for i in range(20)}
     assert (tracker.retries, tracker.server_errors, tracker.requests_succeeded) == (3, 3, 20)
     assert (tracker.rows_completed, tracker.tokens_sent, tracker.requests_failed) == (40, 200, 0)
@@ -328,9 +368,14 @@ def test_runner_keeps_completed_results_then_fails_loudly():
 
     seen = []
     with pytest.raises(RunFailedError) as info:
-        for job, result in run_rate_limited([Job(payload=i, token_cost=1) for i in range(10)], call,
-                                            limiter=unlimited(), retry_policy=FAST_RETRIES, max_concurrency=1,
-                                            show_progress=False):
+        for _job, result in run_rate_limited(
+            [Job(payload=i, token_cost=1) for i in range(10)],
+            call,
+            limiter=unlimited(),
+            retry_policy=FAST_RETRIES,
+            max_concurrency=1,
+            show_progress=False,
+        ):
             seen.append(result)
     error = info.value
     assert seen == [0, 1, 2, 3, 4]  # one worker: everything before the failure, nothing started after it
@@ -366,8 +411,15 @@ def test_runner_never_exceeds_max_concurrency():
             in_flight -= 1
         return x
 
-    results = list(run_rate_limited([Job(payload=i, token_cost=1) for i in range(30)], call, limiter=unlimited(),
-                                    max_concurrency=3, show_progress=False))
+    results = list(
+        run_rate_limited(
+            [Job(payload=i, token_cost=1) for i in range(30)],
+            call,
+            limiter=unlimited(),
+            max_concurrency=3,
+            show_progress=False,
+        )
+    )
     assert len(results) == 30 and peak == 3
 
 

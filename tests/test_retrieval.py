@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from e2p_lib.store.retrieval import COLUMNS, nearest_prompt
 from e2p_lib.store import LocalVectorStore
+from e2p_lib.store.retrieval import COLUMNS, nearest_prompt
 
 DIMENSIONS = 16  # tiny: enough for 10 well-separated pairs
 N_PAIRS = 10
@@ -29,8 +29,10 @@ def paired(tmp_path):
     vectors = np.repeat(centres, 2, axis=0) + 0.01 * rng.standard_normal((2 * N_PAIRS, DIMENSIONS))
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
     ids = [f"alpaca-{i}" for i in range(2 * N_PAIRS)]
-    metadata = [{"id": ids[i], "prompt": f"prompt of row {i}", "output": f"output {i}", "tokens": 3, "type": "alpaca"}
-                for i in range(2 * N_PAIRS)]
+    metadata = [
+        {"id": ids[i], "prompt": f"prompt of row {i}", "output": f"output {i}", "tokens": 3, "type": "alpaca"}
+        for i in range(2 * N_PAIRS)
+    ]
     store = LocalVectorStore("pairs", DIMENSIONS, root=tmp_path)
     store.upsert(ids, vectors, metadata)
     return store, ids, vectors

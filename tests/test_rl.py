@@ -11,6 +11,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from tiny import tiny_policy, unit_vectors
 
 from e2p_lib.train.rl import (
     PPOConfig,
@@ -20,7 +21,6 @@ from e2p_lib.train.rl import (
     masked_mean,
     train_ppo,
 )
-from tiny import tiny_policy, unit_vectors
 
 
 def red_reward(prompts, targets):
@@ -40,18 +40,38 @@ def red_blue_policy(smollm2_tokenizer):
     rng = np.random.default_rng(0)
     prompts = [" ".join(rng.choice(["red", "blue"], 4)) for _ in range(32)]
     policy = tiny_policy(smollm2_tokenizer)
-    config = PolicyTrainingConfig(batch_size=16, max_steps=40, learning_rate=1e-2, mapper_learning_rate=1e-2,
-                                  lr_scheduler="constant", warmup_fraction=0.0, eval_every_steps=0,
-                                  show_progress=False, val_rows=4)
+    config = PolicyTrainingConfig(
+        batch_size=16,
+        max_steps=40,
+        learning_rate=1e-2,
+        mapper_learning_rate=1e-2,
+        lr_scheduler="constant",
+        warmup_fraction=0.0,
+        eval_every_steps=0,
+        show_progress=False,
+        val_rows=4,
+    )
     train_policy(unit_vectors(32, seed=1), prompts, unit_vectors(4), prompts[:4], config, policy=policy)
     return policy
 
 
 def tiny_config(**overrides) -> PPOConfig:
     # Shrunk for 2 cores: 4 targets x 4 samples of at most 6 tokens, one PPO epoch of 2 minibatches per step.
-    values = dict(max_steps=12, targets_per_step=4, samples_per_target=4, batch_size=8, ppo_epochs=1,
-                  learning_rate=3e-3, mapper_learning_rate=3e-3, max_prompt_tokens=6, kl_coef=0.01,
-                  degeneracy_weight=0.0, eval_every_steps=0, save_every_steps=0, show_progress=False)
+    values = dict(
+        max_steps=12,
+        targets_per_step=4,
+        samples_per_target=4,
+        batch_size=8,
+        ppo_epochs=1,
+        learning_rate=3e-3,
+        mapper_learning_rate=3e-3,
+        max_prompt_tokens=6,
+        kl_coef=0.01,
+        degeneracy_weight=0.0,
+        eval_every_steps=0,
+        save_every_steps=0,
+        show_progress=False,
+    )
     return PPOConfig(**{**values, **overrides})
 
 
@@ -98,8 +118,15 @@ def test_ppo_raises_a_learnable_reward_while_kl_stays_bounded(red_blue_policy):
     first, last = frame["reward"].iloc[:3].mean(), frame["reward"].iloc[-3:].mean()
     assert 0.2 < first < 0.8 and last > first + 0.15, (first, last)
     assert frame["kl"].abs().max() < 20, "the policy stayed near its reference"
-    for metric in ("entropy", "clip_fraction", "approx_kl", "prompt_tokens", "seconds_policy_generation",
-                   "seconds_update", "reward_std"):
+    for metric in (
+        "entropy",
+        "clip_fraction",
+        "approx_kl",
+        "prompt_tokens",
+        "seconds_policy_generation",
+        "seconds_update",
+        "reward_std",
+    ):
         assert np.isfinite(frame[metric]).all(), metric
 
 
@@ -113,8 +140,7 @@ def test_resume_continues_the_same_run(red_blue_policy, tmp_path):
     config = dict(output_dir=str(tmp_path), save_every_steps=1)
     train_ppo(interrupted, red_reward, targets, tiny_config(max_steps=2, **config), reference=reference)
     resumed = copy.deepcopy(red_blue_policy)  # a fresh process reloads the SFT policy, then resumes
-    _, history = train_ppo(resumed, red_reward, targets, tiny_config(max_steps=4, **config),
-                           reference=reference)
+    _, history = train_ppo(resumed, red_reward, targets, tiny_config(max_steps=4, **config), reference=reference)
     assert sorted(set(history.to_frame()["step"])) == [1, 2, 3, 4]
     for (name, a), b in zip(straight.named_parameters(), resumed.parameters()):
         assert torch.allclose(a, b, atol=1e-6), name
@@ -129,12 +155,20 @@ def test_one_real_step_with_smollm2_environment_and_minilm(smollm2_tokenizer, tm
 
     embedder = LocalEmbedder(show_progress=False)
     targets = embedder.embed(["Paris is the capital of France.", "Water boils at 100 degrees Celsius."])
-    reward = AnswerCosineReward(make_lm("local", cache_dir=tmp_path / "answers"), embedder, max_new_tokens=16,
-                                embedding_cache_dir=tmp_path / "embeddings")
+    reward = AnswerCosineReward(
+        make_lm("local", cache_dir=tmp_path / "answers"),
+        embedder,
+        max_new_tokens=16,
+        embedding_cache_dir=tmp_path / "embeddings",
+    )
     policy = tiny_policy(smollm2_tokenizer, embedding_dim=384)
-    _, history = train_ppo(policy, reward, targets, tiny_config(max_steps=1, targets_per_step=2, samples_per_target=2,
-                                                                degeneracy_weight=0.1),
-                           val_vectors=targets)
+    _, history = train_ppo(
+        policy,
+        reward,
+        targets,
+        tiny_config(max_steps=1, targets_per_step=2, samples_per_target=2, degeneracy_weight=0.1),
+        val_vectors=targets,
+    )
     frame = history.to_frame()
     train = frame.query("split == 'train'").set_index("metric")["value"]
     assert -1 <= train["reward"] <= 1 and train["seconds_environment"] > 0 and train["seconds_embedding"] > 0
@@ -158,8 +192,15 @@ def test_ppo_with_hypotheses_learns_and_conditions_every_log_prob(red_blue_polic
         return original(self, vectors, ids, mask, with_entropy=with_entropy, hypotheses=hypotheses)
 
     monkeypatch.setattr(type(policy), "token_logprobs", recording)
-    _, history = train_ppo(policy, red_reward, targets, tiny_config(eval_every_steps=6, output_dir=str(tmp_path)),
-                           train_hypotheses=hypotheses, val_vectors=targets[:4], val_hypotheses=hypotheses[:4])
+    _, history = train_ppo(
+        policy,
+        red_reward,
+        targets,
+        tiny_config(eval_every_steps=6, output_dir=str(tmp_path)),
+        train_hypotheses=hypotheses,
+        val_vectors=targets[:4],
+        val_hypotheses=hypotheses[:4],
+    )
     assert seen and all(h is not None and len(h) == 0 or h is not None for h in seen)
     assert all(len(h) in (4 * 4, 8) for h in seen)  # a rollout of 16 samples, or a minibatch of 8
     frame = history.to_frame().query("split == 'train'").pivot(index="step", columns="metric", values="value")

@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_invert import ByteEmbedder, EchoLM, one_torch_thread, tiny_forward_model  # noqa: F401 (autouse fixture)
+from tiny import DIMS, tiny_policy
 
-from e2p_lib.answer_index import AnswerIndex, answer_namespace, build_answer_index, leave_out
+from e2p_lib.answer_index import answer_namespace, build_answer_index, leave_out
 from e2p_lib.evaluate.baselines import best_answered, budget_curve, forward_ranked, retrieval_candidates
 from e2p_lib.invert import Inverter
 from e2p_lib.models.policy import Hypothesis
 from e2p_lib.store import make_vector_store
-from test_invert import ByteEmbedder, EchoLM, one_torch_thread, tiny_forward_model  # noqa: F401 (autouse fixture)
-from tiny import DIMS, tiny_policy
 
-PROMPTS = ["Name a fruit.", "List three colours.", "Write a haiku about rain.", "Define gravity.",
-           "Translate cat into French.", "Give a synonym for happy.", "Summarise Hamlet.", "What is 2 + 2?"]
+PROMPTS = [
+    "Name a fruit.",
+    "List three colours.",
+    "Write a haiku about rain.",
+    "Define gravity.",
+    "Translate cat into French.",
+    "Give a synonym for happy.",
+    "Summarise Hamlet.",
+    "What is 2 + 2?",
+]
 
 
 @pytest.fixture()
@@ -29,10 +37,18 @@ def pieces(tmp_path, smollm2_tokenizer):
     index = build_answer_index(store, lm, embedder, ids, PROMPTS, chunk_size=3, embedding_cache_dir=tmp_path)
     policy = tiny_policy(smollm2_tokenizer)
     policy.config.hypotheses = 2
-    inverter = Inverter(policy, embedder, tiny_forward_model(embedder, tmp_path), lm, index=index,
-                        embedding_cache_dir=tmp_path)
-    return {"embedder": embedder, "lm": lm, "store": store, "ids": ids, "index": index, "inverter": inverter,
-            "tmp": tmp_path}
+    inverter = Inverter(
+        policy, embedder, tiny_forward_model(embedder, tmp_path), lm, index=index, embedding_cache_dir=tmp_path
+    )
+    return {
+        "embedder": embedder,
+        "lm": lm,
+        "store": store,
+        "ids": ids,
+        "index": index,
+        "inverter": inverter,
+        "tmp": tmp_path,
+    }
 
 
 def test_the_index_holds_each_prompt_once_with_its_real_answer_and_resumes(pieces):
@@ -42,8 +58,9 @@ def test_the_index_holds_each_prompt_once_with_its_real_answer_and_resumes(piece
     assert record.metadata == {"prompt": PROMPTS[2], "answer": f"Answer to: {PROMPTS[2]}"}
     np.testing.assert_allclose(record.vector, pieces["embedder"].vector(f"Answer to: {PROMPTS[2]}"), atol=1e-6)
     # a rebuild answers nothing again: every id is already indexed
-    again = build_answer_index(store, lm, pieces["embedder"], pieces["ids"], PROMPTS, chunk_size=3,
-                               embedding_cache_dir=pieces["tmp"])
+    again = build_answer_index(
+        store, lm, pieces["embedder"], pieces["ids"], PROMPTS, chunk_size=3, embedding_cache_dir=pieces["tmp"]
+    )
     assert again.namespace == index.namespace and len(lm.received) == len(PROMPTS)
 
 
@@ -75,8 +92,9 @@ def test_the_budget_holds_and_calls_are_counted_from_what_the_environment_receiv
     inverter, lm = pieces["inverter"], pieces["lm"]
     targets = np.stack([pieces["embedder"].vector(t) for t in ("A poem about rain.", "Three colours please")])
     sent_before = len(lm.received)
-    results = inverter.invert(targets, budget=budget, samples=3, seed=1,
-                              exclude_ids=[["row-2"], ["row-1"]], max_prompt_tokens=6)
+    results = inverter.invert(
+        targets, budget=budget, samples=3, seed=1, exclude_ids=[["row-2"], ["row-1"]], max_prompt_tokens=6
+    )
     sent = len(lm.received) - sent_before
     for result in results:
         assert 1 <= result.environment_calls <= budget
@@ -114,8 +132,7 @@ def test_search_refuses_a_bad_budget_and_options_without_budget(pieces):
 
 def test_retrieval_baselines_spend_what_they_say(pieces, tmp_path):
     store, embedder, lm = pieces["store"], pieces["embedder"], pieces["lm"]
-    store.upsert(pieces["ids"], np.stack([embedder.vector(p) for p in PROMPTS]),
-                 [{"prompt": p} for p in PROMPTS])
+    store.upsert(pieces["ids"], np.stack([embedder.vector(p) for p in PROMPTS]), [{"prompt": p} for p in PROMPTS])
     targets = np.stack([embedder.vector(t) for t in ("rain poem", "colour list")])
     candidates = retrieval_candidates(store, targets, ["row-2", "not-stored"], k=4)
     assert all(len(row) == 4 for row in candidates) and PROMPTS[2] not in candidates[0]

@@ -17,10 +17,16 @@ def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
 
 
 def test_tracked_run_logs_train_and_validation_scalars(tmp_path):
-    config = TrainingConfig(output_dir=str(tmp_path / "run"), max_steps=4, eval_every_steps=2, track=True,
-                            show_progress=False)
-    run_training_loop(lambda step: {"loss": 1.0 / (step + 1)}, total_steps=4, state=TrainState(), config=config,
-                      evaluate=lambda: {"loss": 0.5})
+    config = TrainingConfig(
+        output_dir=str(tmp_path / "run"), max_steps=4, eval_every_steps=2, track=True, show_progress=False
+    )
+    run_training_loop(
+        lambda step: {"loss": 1.0 / (step + 1)},
+        total_steps=4,
+        state=TrainState(),
+        config=config,
+        evaluate=lambda: {"loss": 0.5},
+    )
     scalars = read_scalars(tmp_path / "run" / TENSORBOARD_FOLDER)
     assert scalars["train/loss"] == [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3)), (4, 0.25)]
     assert scalars["val/loss"] == [(2, 0.5), (4, 0.5)]

@@ -15,25 +15,42 @@ import pytest
 import torch
 
 from e2p_lib.devices import resolve_device
-from e2p_lib.train.loop import (CHECKPOINT_FILE, CONFIG_FILE, LossHistory, TrainingConfig, TrainState, batch_indices,
-                                capture_rng_state, check_resumable, data_fingerprint, is_due, load_checkpoint,
-                                restore_rng_state, run_training_loop, save_checkpoint, seed_everything)
+from e2p_lib.train.loop import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    LossHistory,
+    TrainingConfig,
+    TrainState,
+    batch_indices,
+    capture_rng_state,
+    check_resumable,
+    data_fingerprint,
+    is_due,
+    load_checkpoint,
+    restore_rng_state,
+    run_training_loop,
+    save_checkpoint,
+    seed_everything,
+)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("learning_rate", 0.0, "learning_rate must be a finite number > 0"),
-    ("learning_rate", float("nan"), "learning_rate must be a finite number > 0, got nan"),
-    ("batch_size", 0, "batch_size=0 must be a positive integer"),
-    ("batch_size", 8.0, "batch_size=8.0 must be a positive integer"),
-    ("num_epochs", True, "num_epochs=True must be a positive integer"),
-    ("max_steps", 0, "max_steps=0 must be a positive integer"),
-    ("lr_scheduler", "cosine_with_restarts", "lr_scheduler='cosine_with_restarts' is not supported"),
-    ("warmup_fraction", 1.0, "warmup_fraction=1.0 must be < 1"),
-    ("max_grad_norm", -1.0, "max_grad_norm must be a finite number > 0"),
-    ("seed", -1, "seed=-1 must be an integer >= 0"),
-    ("device", "gpu", "device='gpu' is not a device name; use 'auto', 'cpu', 'cuda'"),
-    ("eval_every_steps", -5, "eval_every_steps=-5 must be an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("learning_rate", 0.0, "learning_rate must be a finite number > 0"),
+        ("learning_rate", float("nan"), "learning_rate must be a finite number > 0, got nan"),
+        ("batch_size", 0, "batch_size=0 must be a positive integer"),
+        ("batch_size", 8.0, "batch_size=8.0 must be a positive integer"),
+        ("num_epochs", True, "num_epochs=True must be a positive integer"),
+        ("max_steps", 0, "max_steps=0 must be a positive integer"),
+        ("lr_scheduler", "cosine_with_restarts", "lr_scheduler='cosine_with_restarts' is not supported"),
+        ("warmup_fraction", 1.0, "warmup_fraction=1.0 must be < 1"),
+        ("max_grad_norm", -1.0, "max_grad_norm must be a finite number > 0"),
+        ("seed", -1, "seed=-1 must be an integer >= 0"),
+        ("device", "gpu", "device='gpu' is not a device name; use 'auto', 'cpu', 'cuda'"),
+        ("eval_every_steps", -5, "eval_every_steps=-5 must be an integer >= 0"),
+    ],
+)
 def test_bad_config_values_are_refused_with_the_value_and_the_rule(field, value, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         TrainingConfig(**{field: value})
@@ -119,8 +136,9 @@ def test_checkpoint_round_trip_restores_weights_optimizer_config_history_and_rng
     history.log(1, "train", {"loss": 0.5})
     history.log(2, "val", {"loss": 0.4, "cosine": 0.9})
     state = TrainState(step=2, history=history, train_seconds=1.5)
-    save_checkpoint(tmp_path, config=config, state=state, model=model, optimizer=optimizer,
-                    extra={"data_fingerprint": "abc"})
+    save_checkpoint(
+        tmp_path, config=config, state=state, model=model, optimizer=optimizer, extra={"data_fingerprint": "abc"}
+    )
     after_save = torch.rand(2)  # what the RNG draws next, from the saved state
 
     checkpoint = load_checkpoint(tmp_path)
@@ -132,8 +150,12 @@ def test_checkpoint_round_trip_restores_weights_optimizer_config_history_and_rng
     fresh_optimizer.load_state_dict(checkpoint["optimizer"])
     for a, b in zip(model.parameters(), fresh.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    torch.testing.assert_close(fresh_optimizer.state_dict()["state"][0]["exp_avg"],
-                               optimizer.state_dict()["state"][0]["exp_avg"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        fresh_optimizer.state_dict()["state"][0]["exp_avg"],
+        optimizer.state_dict()["state"][0]["exp_avg"],
+        rtol=0,
+        atol=0,
+    )
     restore_rng_state(checkpoint["rng"])
     torch.testing.assert_close(torch.rand(2), after_save, rtol=0, atol=0)
     readable = json.loads((tmp_path / CONFIG_FILE).read_text())
@@ -161,13 +183,25 @@ def test_a_save_that_dies_before_publishing_leaves_the_previous_checkpoint(tmp_p
 def test_check_resumable_allows_a_longer_run_and_refuses_another_config_or_data(tmp_path):
     config = TrainingConfig(output_dir=str(tmp_path), max_steps=10)
     model, optimizer = _trained_linear()
-    save_checkpoint(tmp_path, config=config, state=TrainState(step=10), model=model, optimizer=optimizer,
-                    extra={"data_fingerprint": "f" * 64})
+    save_checkpoint(
+        tmp_path,
+        config=config,
+        state=TrainState(step=10),
+        model=model,
+        optimizer=optimizer,
+        extra={"data_fingerprint": "f" * 64},
+    )
     checkpoint = load_checkpoint(tmp_path)
-    check_resumable(checkpoint, TrainingConfig(output_dir=str(tmp_path), max_steps=20, show_progress=False),
-                    data_fingerprint="f" * 64)
-    with pytest.raises(ValueError, match=r"config changed \(learning_rate: checkpoint 0.001, now 0.01\).*"
-                                         r"another output_dir"):
+    check_resumable(
+        checkpoint,
+        TrainingConfig(output_dir=str(tmp_path), max_steps=20, show_progress=False),
+        data_fingerprint="f" * 64,
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"config changed \(learning_rate: checkpoint 0.001, now 0.01\).*"
+        r"another output_dir",
+    ):
         check_resumable(checkpoint, TrainingConfig(output_dir=str(tmp_path), learning_rate=0.01))
     with pytest.raises(ValueError, match="trained on other data"):
         check_resumable(checkpoint, config, data_fingerprint="0" * 64)
@@ -204,8 +238,14 @@ def test_loop_validates_and_saves_on_schedule_and_after_the_last_step():
     config = TrainingConfig(eval_every_steps=3, save_every_steps=4, show_progress=False)
     recorder = _Recorder()
     recorder.state = TrainState()
-    state = run_training_loop(recorder.train_step, total_steps=7, state=recorder.state, config=config,
-                              evaluate=recorder.evaluate, save=recorder.save)
+    state = run_training_loop(
+        recorder.train_step,
+        total_steps=7,
+        state=recorder.state,
+        config=config,
+        evaluate=recorder.evaluate,
+        save=recorder.save,
+    )
     assert recorder.trained == list(range(7)) and state.step == 7
     assert recorder.validated == [3, 6, 7]
     assert recorder.saved == [4, 7]
@@ -219,11 +259,23 @@ def test_loop_continues_from_the_state_step_and_does_nothing_when_done():
     config = TrainingConfig(eval_every_steps=0, save_every_steps=0, show_progress=False)
     recorder = _Recorder()
     recorder.state = TrainState(step=5)
-    run_training_loop(recorder.train_step, total_steps=7, state=recorder.state, config=config,
-                      evaluate=recorder.evaluate, save=recorder.save)
+    run_training_loop(
+        recorder.train_step,
+        total_steps=7,
+        state=recorder.state,
+        config=config,
+        evaluate=recorder.evaluate,
+        save=recorder.save,
+    )
     assert recorder.trained == [5, 6] and recorder.validated == [7] and recorder.saved == [7]
-    run_training_loop(recorder.train_step, total_steps=7, state=recorder.state, config=config,
-                      evaluate=recorder.evaluate, save=recorder.save)
+    run_training_loop(
+        recorder.train_step,
+        total_steps=7,
+        state=recorder.state,
+        config=config,
+        evaluate=recorder.evaluate,
+        save=recorder.save,
+    )
     assert recorder.trained == [5, 6]  # nothing left to do
 
 

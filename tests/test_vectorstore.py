@@ -15,11 +15,11 @@ import textwrap
 
 import numpy as np
 import pytest
+from pinecone_server import MAX_REQUEST_BYTES, PineconeServer
 
 from e2p_lib.config import PROJECT_ROOT
-from e2p_lib.store.pinecone import MAX_METADATA_BYTES, PineconeVectorStore, fit_metadata, pack_requests
 from e2p_lib.store import LocalVectorStore, Match, compile_filter, make_vector_store
-from pinecone_server import MAX_REQUEST_BYTES, PineconeServer
+from e2p_lib.store.pinecone import MAX_METADATA_BYTES, PineconeVectorStore, fit_metadata, pack_requests
 
 DIMENSIONS = 8  # tiny: the contract is about behaviour, not scale
 N_RECORDS = 40
@@ -32,16 +32,27 @@ def seed_records(n: int = N_RECORDS, dimensions: int = DIMENSIONS, seed: int = 0
     vectors = rng.standard_normal((n, dimensions)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     ids = [f"{prefix}-{i}" for i in range(n)]
-    metadata = [{"id": ids[i], "prompt": f"prompt {i}", "output": f"output {i}", "tokens": i,
-                 "type": "dolly" if i % 3 == 0 else "alpaca", "tags": ["even" if i % 2 == 0 else "odd"]}
-                for i in range(n)]
+    metadata = [
+        {
+            "id": ids[i],
+            "prompt": f"prompt {i}",
+            "output": f"output {i}",
+            "tokens": i,
+            "type": "dolly" if i % 3 == 0 else "alpaca",
+            "tags": ["even" if i % 2 == 0 else "odd"],
+        }
+        for i in range(n)
+    ]
     return ids, vectors, metadata
 
 
 def oracle(vectors, query, allowed=None, k=5):
     """Indices of the k best cosines among allowed rows, by brute force."""
-    scores = [(float(v @ query / np.linalg.norm(v) / np.linalg.norm(query)), i) for i, v in enumerate(vectors)
-              if allowed is None or allowed[i]]
+    scores = [
+        (float(v @ query / np.linalg.norm(v) / np.linalg.norm(query)), i)
+        for i, v in enumerate(vectors)
+        if allowed is None or allowed[i]
+    ]
     return [i for _, i in sorted(scores, key=lambda t: -t[0])[:k]]
 
 
@@ -163,8 +174,10 @@ FILTERS = [  # (Pinecone filter, the same condition as plain Python)
     ({"tags": "even"}, lambda m: "even" in m["tags"]),
     ({"tags": {"$in": ["odd"]}, "type": "alpaca"}, lambda m: "odd" in m["tags"] and m["type"] == "alpaca"),
     ({"$or": [{"tokens": {"$lt": 4}}, {"type": {"$eq": "dolly"}}]}, lambda m: m["tokens"] < 4 or m["type"] == "dolly"),
-    ({"$and": [{"tokens": {"$gt": 5}}, {"tags": {"$nin": ["even"]}}]},
-     lambda m: m["tokens"] > 5 and "even" not in m["tags"]),
+    (
+        {"$and": [{"tokens": {"$gt": 5}}, {"tags": {"$nin": ["even"]}}]},
+        lambda m: m["tokens"] > 5 and "even" not in m["tags"],
+    ),
 ]
 
 
@@ -336,12 +349,17 @@ def test_a_failed_segment_write_leaves_no_partial_file(tmp_path, monkeypatch):
     def failing_save(handle, array):
         handle.write(b"half of an npy file")
         raise OSError("disk full")
+
     monkeypatch.setattr(np, "save", failing_save)
     with pytest.raises(OSError, match="disk full"):
         store.upsert(ids[10:], vectors[10:], metadata[10:])
     monkeypatch.undo()
     assert sorted(p.name for p in (tmp_path / "partial" / "ns-").iterdir()) == [
-        ".lock", "000001.json", "000001.npy", "manifest.json"]
+        ".lock",
+        "000001.json",
+        "000001.npy",
+        "manifest.json",
+    ]
     assert store.count() == 10 and LocalVectorStore("partial", root=tmp_path).count() == 10
 
 
@@ -411,8 +429,12 @@ def test_binary_search_is_close_to_exact_with_few_candidates(tmp_path):
     for store in (exact, binary):
         store.upsert(ids, vectors)
     queries = vectors[::37] + 0.1 * rng.standard_normal((17, 64)).astype(np.float32)
-    recall = np.mean([len({m.id for m in e} & {m.id for m in b}) / 10
-                      for e, b in zip(exact.query(queries, top_k=10), binary.query(queries, top_k=10))])
+    recall = np.mean(
+        [
+            len({m.id for m in e} & {m.id for m in b}) / 10
+            for e, b in zip(exact.query(queries, top_k=10), binary.query(queries, top_k=10))
+        ]
+    )
     assert recall >= 0.8
     first = binary.query(queries[0], top_k=10)[0]
     assert [m.score for m in first] == sorted((m.score for m in first), reverse=True)
@@ -429,8 +451,12 @@ def test_pinecone_creates_a_missing_index_and_waits_until_ready(tmp_path, monkey
     with PineconeServer(api_key=API_KEY, describes_until_ready=3) as server:
         store = pinecone_store(server, tmp_path, cloud="gcp", region="europe-west4")
         created = server._indexes["e2p-test"]
-        assert (created.dimension, created.metric, created.cloud, created.region) == (8, "cosine", "gcp",
-                                                                                      "europe-west4")
+        assert (created.dimension, created.metric, created.cloud, created.region) == (
+            8,
+            "cosine",
+            "gcp",
+            "europe-west4",
+        )
         describes = [r for r in server.requests if r.path == "/indexes/e2p-test"]
         assert len(describes) >= 3 and describes[-1].status == 200  # polled until "Ready"
         assert store.count() == 0 and store.host == created.host
@@ -456,8 +482,10 @@ def test_pinecone_checks_an_existing_indexs_dimension_and_metric(pinecone_server
     direct = pinecone_store(pinecone_server, tmp_path, name="dims-8", index_host=reopened.host)  # host overridable
     assert direct.host == reopened.host and direct.count() == 0
     Pinecone(api_key=API_KEY, host=pinecone_server.url).indexes.create(
-        name="euclid", schema={"fields": {"_values": {"type": "dense_vector", "dimension": 8, "metric": "euclidean"}}},
-        timeout=-1)
+        name="euclid",
+        schema={"fields": {"_values": {"type": "dense_vector", "dimension": 8, "metric": "euclidean"}}},
+        timeout=-1,
+    )
     with pytest.raises(ValueError, match="metric 'euclidean'"):
         pinecone_store(pinecone_server, tmp_path, name="euclid")
     with pytest.raises(ValueError, match="pass dimensions="):
@@ -488,7 +516,7 @@ def test_pinecone_upserts_in_requests_within_its_limits(pinecone_server, tmp_pat
     assert store.count() == 2_500
     small = pinecone_store(pinecone_server, tmp_path, name="small", dimensions=2)
     small.upsert([f"s-{i}" for i in range(2_500)], np.ones((2_500, 2), np.float32), show_progress=False)
-    counts = [r.vectors for r in pinecone_server.requests if r.path == "/vectors/upsert"][len(upserts):]
+    counts = [r.vectors for r in pinecone_server.requests if r.path == "/vectors/upsert"][len(upserts) :]
     assert sorted(counts, reverse=True) == [1_000, 1_000, 500]  # small records: the 1,000-record cap binds
 
 

@@ -14,11 +14,28 @@ def tiny_policy(tokenizer, finetune: str = "full", seed: int = 0, embedding_dim:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2))
-    config = PolicyConfig(embedding_dim=embedding_dim, prefix_tokens=3, mapper_hidden=16, finetune=finetune,
-                          max_prompt_tokens=12, lora_rank=4)
+    lm = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=2,
+        )
+    )
+    config = PolicyConfig(
+        embedding_dim=embedding_dim,
+        prefix_tokens=3,
+        mapper_hidden=16,
+        finetune=finetune,
+        max_prompt_tokens=12,
+        lora_rank=4,
+    )
     return PromptPolicy(config, _prepare_lm(lm, config), tokenizer)
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from e2p_lib.clients.ratelimit import RateLimiter, RetryPolicy, check_max_concurrency
 
@@ -72,8 +73,9 @@ class ClientSettings:
             raise ValueError(f"timeout_seconds={self.timeout_seconds!r} must be > 0 (seconds per request).")
 
     @classmethod
-    def resolve(cls, defaults: "ClientSettings", settings: "ClientSettings | None",
-                overrides: Mapping[str, Any]) -> "ClientSettings":
+    def resolve(
+        cls, defaults: ClientSettings, settings: ClientSettings | None, overrides: Mapping[str, Any]
+    ) -> ClientSettings:
         """`settings` (else the component's `defaults`) with the component's keyword `overrides` applied.
 
         Raises TypeError naming any keyword that is not a setting, so a typo is never silently dropped.
@@ -87,8 +89,11 @@ class ClientSettings:
     def pacing(self) -> tuple[RateLimiter, RetryPolicy]:
         """The limiter and retry policy these settings describe."""
         limiter = RateLimiter(self.requests_per_minute, self.tokens_per_minute, burst_seconds=self.burst_seconds)
-        policy = RetryPolicy(max_attempts=self.max_attempts, initial_backoff_seconds=self.initial_backoff_seconds,
-                             max_backoff_seconds=max(60.0, self.initial_backoff_seconds))
+        policy = RetryPolicy(
+            max_attempts=self.max_attempts,
+            initial_backoff_seconds=self.initial_backoff_seconds,
+            max_backoff_seconds=max(60.0, self.initial_backoff_seconds),
+        )
         return limiter, policy
 
 

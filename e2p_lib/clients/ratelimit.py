@@ -38,8 +38,9 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Iterator, Literal, Mapping, Sequence, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import openai
 from tqdm.auto import tqdm
@@ -97,7 +98,7 @@ class RetryHints:
     should_retry: bool | None = None  # the non-standard x-should-retry header
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, str] | None, now_epoch_seconds: float | None = None) -> "RetryHints":
+    def from_headers(cls, headers: Mapping[str, str] | None, now_epoch_seconds: float | None = None) -> RetryHints:
         if not headers:
             return cls()
         retry_after = _header_float(headers, "retry-after-ms")
@@ -126,7 +127,7 @@ class RetryHints:
         )
 
     @classmethod
-    def from_error(cls, error: BaseException) -> "RetryHints":
+    def from_error(cls, error: BaseException) -> RetryHints:
         """Hints from an `openai.APIStatusError`'s response headers (empty for other errors)."""
         if isinstance(error, openai.APIStatusError):
             return cls.from_headers(error.response.headers)
@@ -256,8 +257,10 @@ class RateLimiter:
             if now < self._cooldown_until:
                 return self._cooldown_until - now
             self._refill(now)
-            wait = max(self.requests.seconds_until(1, self.rate_fraction),
-                       self.tokens.seconds_until(tokens, self.rate_fraction))
+            wait = max(
+                self.requests.seconds_until(1, self.rate_fraction),
+                self.tokens.seconds_until(tokens, self.rate_fraction),
+            )
             if wait > 0:
                 return wait
             self.requests.level -= 1
@@ -269,8 +272,13 @@ class RateLimiter:
         with self._lock:
             return max(0.0, self._cooldown_until - self.clock())
 
-    def report_rate_limited(self, pause_seconds: float, hints: RetryHints | None = None,
-                            refund_tokens: float = 0.0, sent_at_seconds: float | None = None) -> None:
+    def report_rate_limited(
+        self,
+        pause_seconds: float,
+        hints: RetryHints | None = None,
+        refund_tokens: float = 0.0,
+        sent_at_seconds: float | None = None,
+    ) -> None:
         """A 429 came back: pause every worker, trust the server's limits and remaining capacity, slow if it recurs.
 
         `refund_tokens` (and one request) go back into the buckets: the server did not charge the refused request,
@@ -291,8 +299,12 @@ class RateLimiter:
                 ("tokens", self.tokens, hints.limit_tokens, hints.remaining_tokens),
             ):
                 if limit is not None and limit > 0 and bucket.per_minute is not None and limit < bucket.per_minute:
-                    logger.warning("The server limits %s to %s per minute, not the configured %s: using its limit.",
-                                   name, f"{limit:,.0f}", f"{bucket.per_minute:,.0f}")
+                    logger.warning(
+                        "The server limits %s to %s per minute, not the configured %s: using its limit.",
+                        name,
+                        f"{limit:,.0f}",
+                        f"{bucket.per_minute:,.0f}",
+                    )
                     bucket.per_minute, bucket.capacity = limit, self._capacity(limit)
                     lowered_limit = True
                 if remaining is not None:
@@ -304,8 +316,11 @@ class RateLimiter:
             if self._successes_since_rate_limit < self._successes_to_trust and not lowered_limit:
                 self.rate_fraction = max(self._min_rate_fraction, self.rate_fraction * self._slowdown_factor)
             self._successes_since_rate_limit = 0
-            logger.info("Rate limited: pausing all workers %.2f s, pace now %.0f%% of the limits.",
-                        pause_seconds, 100 * self.rate_fraction)
+            logger.info(
+                "Rate limited: pausing all workers %.2f s, pace now %.0f%% of the limits.",
+                pause_seconds,
+                100 * self.rate_fraction,
+            )
 
     def report_success(self) -> None:
         with self._lock:
@@ -366,10 +381,14 @@ class RetryPolicy:
         if hints.retry_after_seconds is not None:
             return min(hints.retry_after_seconds, self.max_retry_after_seconds)
         if kind == "rate_limit":
-            exhausted = [reset for remaining, reset in (
-                (hints.remaining_requests, hints.reset_requests_seconds),
-                (hints.remaining_tokens, hints.reset_tokens_seconds),
-            ) if remaining is not None and remaining < 1 and reset is not None]
+            exhausted = [
+                reset
+                for remaining, reset in (
+                    (hints.remaining_requests, hints.reset_requests_seconds),
+                    (hints.remaining_tokens, hints.reset_tokens_seconds),
+                )
+                if remaining is not None and remaining < 1 and reset is not None
+            ]
             if exhausted:
                 return min(max(exhausted), self.max_retry_after_seconds)
         backoff = min(self.max_backoff_seconds, self.initial_backoff_seconds * 2.0 ** (attempt - 1))
@@ -453,9 +472,15 @@ def _acquire(limiter: RateLimiter, tokens: float, stop: threading.Event) -> bool
     return False
 
 
-def _attempt_job(job: Job[P], call: Callable[[P], R], limiter: RateLimiter, policy: RetryPolicy,
-                 tracker: StatusTracker, stop: threading.Event,
-                 rng: random.Random) -> tuple[Job[P], R] | _Failure | None:
+def _attempt_job(
+    job: Job[P],
+    call: Callable[[P], R],
+    limiter: RateLimiter,
+    policy: RetryPolicy,
+    tracker: StatusTracker,
+    stop: threading.Event,
+    rng: random.Random,
+) -> tuple[Job[P], R] | _Failure | None:
     """Send one job until it succeeds, fails for good (_Failure), or the run is stopped (None)."""
     while _acquire(limiter, job.token_cost, stop):
         job.attempts += 1
@@ -541,8 +566,10 @@ def run_rate_limited(
             outcomes.put(_WORKER_DONE)
 
     started = time.monotonic()
-    threads = [threading.Thread(target=worker, name=f"e2p-ratelimit-{i}", daemon=True)
-               for i in range(min(max_concurrency, len(jobs)))]
+    threads = [
+        threading.Thread(target=worker, name=f"e2p-ratelimit-{i}", daemon=True)
+        for i in range(min(max_concurrency, len(jobs)))
+    ]
     for thread in threads:
         thread.start()
     progress = tqdm(total=sum(job.rows for job in jobs), desc=progress_description, disable=not show_progress)
@@ -571,7 +598,10 @@ def run_rate_limited(
     if failure is not None:
         error = failure.error
         raise RunFailedError(
-            failure.job, error, jobs_completed, len(jobs),
+            failure.job,
+            error,
+            jobs_completed,
+            len(jobs),
             f"A request failed after {failure.job.attempts} attempt(s) with {type(error).__name__}: {error}. "
             f"{jobs_completed} of {len(jobs)} requests completed and their results were returned.",
         )

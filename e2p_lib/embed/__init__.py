@@ -21,12 +21,22 @@ from e2p_lib.embed.base import Embedder, check_texts, l2_normalise
 from e2p_lib.embed.local import DEFAULT_LOCAL_MODEL, LocalEmbedder, default_local_model_path
 from e2p_lib.embed.openai import OpenAIEmbedder
 
-__all__ = ["DEFAULT_LOCAL_MODEL", "Embedder", "LocalEmbedder", "OpenAIEmbedder", "check_texts",
-           "default_local_model_path", "embedder_from_name", "l2_normalise", "make_embedder"]
+__all__ = [
+    "DEFAULT_LOCAL_MODEL",
+    "Embedder",
+    "LocalEmbedder",
+    "OpenAIEmbedder",
+    "check_texts",
+    "default_local_model_path",
+    "embedder_from_name",
+    "l2_normalise",
+    "make_embedder",
+]
 
 
-def make_embedder(backend: str = "local", model: str | None = None, dimensions: int | None = None,
-                  **options) -> Embedder:
+def make_embedder(
+    backend: str = "local", model: str | None = None, dimensions: int | None = None, **options
+) -> Embedder:
     """Build an embedder by backend name: "local" (default, offline) or "openai".
 
     `model` None picks the backend's default (all-MiniLM-L6-v2 / text-embedding-3-small); `dimensions` is for OpenAI
@@ -34,8 +44,9 @@ def make_embedder(backend: str = "local", model: str | None = None, dimensions: 
     """
     if backend == "local":
         if dimensions is not None:
-            raise ValueError("Local sentence-transformers models have a fixed size: leave dimensions=None "
-                             "(it is an OpenAI option).")
+            raise ValueError(
+                "Local sentence-transformers models have a fixed size: leave dimensions=None (it is an OpenAI option)."
+            )
         return LocalEmbedder(model, **options)
     if backend == "openai":
         given = {k: v for k, v in (("model", model), ("dimensions", dimensions)) if v is not None}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -19,8 +20,14 @@ class Embedder(Protocol):
         ...
 
 
-def check_texts(texts: Sequence[str], *, verb: str = "embed()", item: str = "text", noun: str = "input",
-                advice: str = "Drop or fill them before embedding; e2p never embeds them as zero vectors.") -> list[str]:
+def check_texts(
+    texts: Sequence[str],
+    *,
+    verb: str = "embed()",
+    item: str = "text",
+    noun: str = "input",
+    advice: str = "Drop or fill them before embedding; e2p never embeds them as zero vectors.",
+) -> list[str]:
     """Return `texts` as a list, or raise ValueError naming every position that is not a non-blank string.
 
     `verb`, `item`, `noun` and `advice` word the errors for the caller (the LM environments check prompts too).

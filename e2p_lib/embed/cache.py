@@ -29,10 +29,10 @@ import logging
 import re
 import sqlite3
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -86,9 +86,12 @@ class EmbeddingCache:
             )
             db.executemany(
                 "INSERT OR IGNORE INTO meta VALUES (?, ?)",
-                [("model", self.model), ("dimensions", str(self.dimensions)),
-                 ("created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
-                 ("schema_version", str(SCHEMA_VERSION))],
+                [
+                    ("model", self.model),
+                    ("dimensions", str(self.dimensions)),
+                    ("created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+                    ("schema_version", str(SCHEMA_VERSION)),
+                ],
             )
         meta = self.meta()
         if meta["model"] != self.model or int(meta["dimensions"]) != self.dimensions:
@@ -151,16 +154,14 @@ class EmbeddingCache:
             db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def read_records(self) -> tuple[pd.DataFrame, list[str]]:
-        rows = self._db.execute(
-            f"SELECT {', '.join(RECORD_COLUMNS)}, key FROM records ORDER BY position"
-        ).fetchall()
+        rows = self._db.execute(f"SELECT {', '.join(RECORD_COLUMNS)}, key FROM records ORDER BY position").fetchall()
         frame = pd.DataFrame([r[:-1] for r in rows], columns=RECORD_COLUMNS)
         return frame, [r[-1] for r in rows]
 
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "EmbeddingCache":
+    def __enter__(self) -> EmbeddingCache:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -210,23 +211,37 @@ def embed_dataset(
     keys = [text_key(t) for t in texts]
     started = time.perf_counter()
 
-    with EmbeddingCache(embedding_cache_path(embedder.name, embedder.dimensions, cache_dir), embedder.name,
-                        embedder.dimensions) as cache:
-        embedded_now = _embed_missing(cache, embedder, texts, keys, frame["tokens"].tolist(), chunk_rows,
-                                      show_progress)
+    with EmbeddingCache(
+        embedding_cache_path(embedder.name, embedder.dimensions, cache_dir), embedder.name, embedder.dimensions
+    ) as cache:
+        embedded_now = _embed_missing(cache, embedder, texts, keys, frame["tokens"].tolist(), chunk_rows, show_progress)
         cache.write_records(frame, keys)
         vectors = cache.get(keys)
         return EmbeddedDataset(
-            frame=frame[RECORD_COLUMNS].reset_index(drop=True), vectors=vectors, model=embedder.name,
-            dimensions=embedder.dimensions, path=cache.path, created_at=cache.created_at,
-            stats={"rows": len(frame), "embedded_now": embedded_now, "cached": len(set(keys)) - embedded_now,
-                   "seconds": round(time.perf_counter() - started, 3)},
+            frame=frame[RECORD_COLUMNS].reset_index(drop=True),
+            vectors=vectors,
+            model=embedder.name,
+            dimensions=embedder.dimensions,
+            path=cache.path,
+            created_at=cache.created_at,
+            stats={
+                "rows": len(frame),
+                "embedded_now": embedded_now,
+                "cached": len(set(keys)) - embedded_now,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
         )
 
 
-def embed_texts(texts: Sequence[str], embedder: Embedder, cache_dir: str | Path | None = None, *,
-                use_cache: bool = True, chunk_rows: int = DEFAULT_CHUNK_ROWS, show_progress: bool = True
-                ) -> np.ndarray:
+def embed_texts(
+    texts: Sequence[str],
+    embedder: Embedder,
+    cache_dir: str | Path | None = None,
+    *,
+    use_cache: bool = True,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    show_progress: bool = True,
+) -> np.ndarray:
     """(n, d) unit vectors of any texts (prompts, generated answers), in order, through the same cache as
     `embed_dataset` (under `cache_dir`; None: `config.embeddings_dir()`).
 
@@ -237,14 +252,22 @@ def embed_texts(texts: Sequence[str], embedder: Embedder, cache_dir: str | Path 
     if not use_cache:
         return embedder.embed(texts) if texts else np.zeros((0, embedder.dimensions), dtype=np.float32)
     keys = [text_key(t) for t in texts]
-    with EmbeddingCache(embedding_cache_path(embedder.name, embedder.dimensions, cache_dir), embedder.name,
-                        embedder.dimensions) as cache:
+    with EmbeddingCache(
+        embedding_cache_path(embedder.name, embedder.dimensions, cache_dir), embedder.name, embedder.dimensions
+    ) as cache:
         _embed_missing(cache, embedder, texts, keys, count_tokens(texts), chunk_rows, show_progress)
         return cache.get(keys)
 
 
-def _embed_missing(cache: EmbeddingCache, embedder: Embedder, texts: list[str], keys: list[str],
-                   tokens: list, chunk_rows: int, show_progress: bool) -> int:
+def _embed_missing(
+    cache: EmbeddingCache,
+    embedder: Embedder,
+    texts: list[str],
+    keys: list[str],
+    tokens: list,
+    chunk_rows: int,
+    show_progress: bool,
+) -> int:
     """Embed the texts whose keys the cache lacks, committing batch by batch; returns how many were embedded."""
     todo_keys = cache.missing(keys)
     if not todo_keys:
@@ -269,7 +292,7 @@ def _batches(embedder: Embedder, texts: list[str], chunk_rows: int) -> Iterator[
         yield from embedder.iter_embed(texts)
         return
     for start in range(0, len(texts), chunk_rows):
-        chunk = texts[start:start + chunk_rows]
+        chunk = texts[start : start + chunk_rows]
         yield np.arange(start, start + len(chunk)), embedder.embed(chunk)
 
 
@@ -300,6 +323,12 @@ def load_embedded_dataset(
         frame, keys = cache.read_records()
         if frame.empty:
             raise ValueError(f"The embedding cache {path} holds vectors but no dataset rows; run embed_dataset.")
-        return EmbeddedDataset(frame=frame, vectors=cache.get(keys), model=cache.model,
-                               dimensions=cache.dimensions, path=path, created_at=cache.created_at,
-                               stats={"rows": len(frame)})
+        return EmbeddedDataset(
+            frame=frame,
+            vectors=cache.get(keys),
+            model=cache.model,
+            dimensions=cache.dimensions,
+            path=path,
+            created_at=cache.created_at,
+            stats={"rows": len(frame)},
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -29,8 +29,9 @@ class LocalEmbedder:
     The work is `SentenceTransformer.encode` itself (it sorts by length and batches), so this wrapper costs nothing.
     """
 
-    def __init__(self, model: str | None = None, batch_size: int = 64, device: str | None = None,
-                 show_progress: bool = True):
+    def __init__(
+        self, model: str | None = None, batch_size: int = 64, device: str | None = None, show_progress: bool = True
+    ):
         from sentence_transformers import SentenceTransformer
 
         path = model or default_local_model_path()
@@ -67,9 +68,14 @@ class LocalEmbedder:
         """(row positions, vectors) chunk by chunk, so a caller can save each chunk before the next is computed."""
         texts = check_texts(texts)
         for start in range(0, len(texts), chunk_rows):
-            chunk = texts[start:start + chunk_rows]
-            vectors = self._model.encode(chunk, batch_size=self.batch_size, normalize_embeddings=True,
-                                         convert_to_numpy=True, show_progress_bar=False)
+            chunk = texts[start : start + chunk_rows]
+            vectors = self._model.encode(
+                chunk,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
             yield np.arange(start, start + len(chunk)), np.asarray(vectors, dtype=np.float32)
 
 

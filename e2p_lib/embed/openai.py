@@ -36,7 +36,8 @@ from __future__ import annotations
 import base64
 import logging
 import warnings
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -118,8 +119,10 @@ class OpenAIEmbedder:
         if not (isinstance(dimensions, int) and dimensions >= 1):
             raise ValueError(f"dimensions={dimensions!r} must be a positive integer (text-embedding-3-small: 1..1536).")
         if not (isinstance(batch_size, int) and 1 <= batch_size <= MAX_INPUTS_PER_REQUEST):
-            raise ValueError(f"batch_size={batch_size!r} must be an integer in 1..{MAX_INPUTS_PER_REQUEST} "
-                             "(OpenAI's limit on inputs per request).")
+            raise ValueError(
+                f"batch_size={batch_size!r} must be an integer in 1..{MAX_INPUTS_PER_REQUEST} "
+                "(OpenAI's limit on inputs per request)."
+            )
         self.client_settings = ClientSettings.resolve(DEFAULT_CLIENT_SETTINGS, client_settings, settings)
         if price_per_million_tokens < 0:
             raise ValueError(f"price_per_million_tokens={price_per_million_tokens!r} must be >= 0.")
@@ -139,8 +142,10 @@ class OpenAIEmbedder:
         self.last_status: StatusTracker | None = None  # counts of the latest run
 
     def __repr__(self) -> str:
-        return (f"OpenAIEmbedder(model={self.model!r}, dimensions={self.dimensions}, base_url="
-                f"{str(self._client.base_url)!r}, limiter={self.limiter!r}, batch_size={self.batch_size})")
+        return (
+            f"OpenAIEmbedder(model={self.model!r}, dimensions={self.dimensions}, base_url="
+            f"{str(self._client.base_url)!r}, limiter={self.limiter!r}, batch_size={self.batch_size})"
+        )
 
     # -- before sending ----------------------------------------------------------------------------------------------
 
@@ -186,13 +191,18 @@ class OpenAIEmbedder:
         )
         items = sorted(response.data, key=lambda item: item.index)
         if [item.index for item in items] != list(range(len(inputs))):
-            raise ValueError(f"The server answered {len(items)} embeddings for {len(inputs)} inputs "
-                             f"(indices {[item.index for item in items][:10]}...).")
-        vectors = np.stack([
-            np.frombuffer(base64.b64decode(item.embedding), dtype="<f4") if isinstance(item.embedding, str)
-            else np.asarray(item.embedding, dtype=np.float32)  # servers that ignore encoding_format send floats
-            for item in items
-        ])
+            raise ValueError(
+                f"The server answered {len(items)} embeddings for {len(inputs)} inputs "
+                f"(indices {[item.index for item in items][:10]}...)."
+            )
+        vectors = np.stack(
+            [
+                np.frombuffer(base64.b64decode(item.embedding), dtype="<f4")
+                if isinstance(item.embedding, str)
+                else np.asarray(item.embedding, dtype=np.float32)  # servers that ignore encoding_format send floats
+                for item in items
+            ]
+        )
         if vectors.shape[1] != self.dimensions:
             raise ValueError(
                 f"{self.model} returned {vectors.shape[1]}-dimensional vectors but dimensions={self.dimensions}: "
@@ -224,9 +234,14 @@ class OpenAIEmbedder:
         completed: list[np.ndarray] = []
         try:
             for job, vectors in run_rate_limited(
-                jobs, lambda rows: self._embed_batch([texts[r] for r in rows]), limiter=self.limiter,
-                retry_policy=self.retry_policy, max_concurrency=self.max_concurrency, tracker=tracker,
-                show_progress=self.verbose, progress_description=f"embedding ({self.name})",
+                jobs,
+                lambda rows: self._embed_batch([texts[r] for r in rows]),
+                limiter=self.limiter,
+                retry_policy=self.retry_policy,
+                max_concurrency=self.max_concurrency,
+                tracker=tracker,
+                show_progress=self.verbose,
+                progress_description=f"embedding ({self.name})",
             ):
                 completed.append(job.payload)
                 yield job.payload, vectors
@@ -237,7 +252,9 @@ class OpenAIEmbedder:
             message = redact(
                 f"Embedding with {self.name} failed on {span} after {error.job.attempts} attempt(s): "
                 f"{type(error.cause).__name__}: {error.cause}. {len(done):,} of {len(texts):,} rows completed "
-                "and were returned; embed the rest again to resume.", self._secret)
+                "and were returned; embed the rest again to resume.",
+                self._secret,
+            )
             raise EmbeddingRunError(message, rows, done) from chainable(error.cause, self._secret)
         finally:
             self._announce(f"{self.name}: {tracker.summary()}")

@@ -12,7 +12,7 @@ target with the environment calls it spent:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,8 +40,9 @@ def forward_ranked(candidates: Sequence[Sequence[str]], targets: np.ndarray, for
     return [best[i][1] for i in range(len(candidates))]
 
 
-def best_answered(candidates: Sequence[Sequence[str]], targets: np.ndarray, reward, budget: int
-                  ) -> tuple[list[str], np.ndarray, list[int]]:
+def best_answered(
+    candidates: Sequence[Sequence[str]], targets: np.ndarray, reward, budget: int
+) -> tuple[list[str], np.ndarray, list[int]]:
     """Answer each target's first `budget` candidates and keep the best: (prompts, real cosines, calls per target)."""
     check_positive_int(budget, "budget")
     asked = [list(dict.fromkeys(row))[:budget] for row in candidates]
@@ -51,12 +52,16 @@ def best_answered(candidates: Sequence[Sequence[str]], targets: np.ndarray, rewa
     for (i, prompt), cosine in zip(flat, result.rewards):
         if i not in best or cosine > best[i][0]:
             best[i] = (float(cosine), prompt)
-    return [best[i][1] for i in range(len(asked))], np.array([best[i][0] for i in range(len(asked))]), \
-        [len(row) for row in asked]
+    return (
+        [best[i][1] for i in range(len(asked))],
+        np.array([best[i][0] for i in range(len(asked))]),
+        [len(row) for row in asked],
+    )
 
 
-def budget_curve(methods: dict[str, Callable[[int], tuple[np.ndarray, Sequence[int]]]], budgets: Sequence[int]
-                 ) -> pd.DataFrame:
+def budget_curve(
+    methods: dict[str, Callable[[int], tuple[np.ndarray, Sequence[int]]]], budgets: Sequence[int]
+) -> pd.DataFrame:
     """Run each method at each budget: `method(budget) -> (real cosines per target, calls per target)`.
 
     Returns one row per (method, budget): mean cosine, its 95% bootstrap interval, and the largest and mean number
@@ -71,7 +76,15 @@ def budget_curve(methods: dict[str, Callable[[int], tuple[np.ndarray, Sequence[i
             if max(calls) > budget:
                 raise RuntimeError(f"{name} spent {max(calls)} environment calls at budget {budget}.")
             low, high = mean_ci(np.asarray(cosines))
-            rows.append({"method": name, "budget": int(budget), "mean_cosine": float(np.mean(cosines)),
-                         "ci95_low": low, "ci95_high": high, "max_calls": int(max(calls)),
-                         "mean_calls": float(np.mean(calls))})
+            rows.append(
+                {
+                    "method": name,
+                    "budget": int(budget),
+                    "mean_cosine": float(np.mean(cosines)),
+                    "ci95_low": low,
+                    "ci95_high": high,
+                    "max_calls": int(max(calls)),
+                    "mean_calls": float(np.mean(calls)),
+                }
+            )
     return pd.DataFrame(rows)

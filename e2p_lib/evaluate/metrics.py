@@ -41,9 +41,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -58,8 +58,15 @@ CONFIDENCE = 0.95
 # Where SmolLM2-Instruct meets a prompt: a ChatML user turn. Scoring prompts there measures how natural they are as
 # requests to the base LM; any other tokenizer should pass its own `context` (its BOS token, say).
 DEFAULT_PERPLEXITY_CONTEXT = "<|im_start|>user\n"
-SUMMARY_COLUMNS = ["n_targets", "mean_cosine", "median_cosine", "ci95_low", "ci95_high", "win_vs_reference",
-                   "win_vs_retrieval"]
+SUMMARY_COLUMNS = [
+    "n_targets",
+    "mean_cosine",
+    "median_cosine",
+    "ci95_low",
+    "ci95_high",
+    "win_vs_reference",
+    "win_vs_retrieval",
+]
 
 
 # --- input checks ------------------------------------------------------------------------------------------------
@@ -72,21 +79,27 @@ def check_cosines(cosines_by_method: Mapping[str, np.ndarray]) -> dict[str, np.n
     arrays = {name: np.asarray(values, dtype=np.float64) for name, values in cosines_by_method.items()}
     lengths = {name: a.shape for name, a in arrays.items()}
     if any(len(shape) != 1 for shape in lengths.values()) or len({s[0] for s in lengths.values()}) != 1:
-        raise ValueError(f"Every method needs one cosine per target, as a 1-D array of the same length; got shapes "
-                         f"{lengths}. Score every method on the same targets, in the same order.")
+        raise ValueError(
+            f"Every method needs one cosine per target, as a 1-D array of the same length; got shapes "
+            f"{lengths}. Score every method on the same targets, in the same order."
+        )
     if next(iter(lengths.values()))[0] == 0:
         raise ValueError("The cosine arrays are empty: evaluate at least one target.")
     for name, a in arrays.items():
         if not np.all(np.isfinite(a)):
-            raise ValueError(f"Method {name!r} has {int(np.sum(~np.isfinite(a)))} non-finite cosines (first at "
-                             f"target {int(np.flatnonzero(~np.isfinite(a))[0])}); score a missing answer as 0.")
+            raise ValueError(
+                f"Method {name!r} has {int(np.sum(~np.isfinite(a)))} non-finite cosines (first at "
+                f"target {int(np.flatnonzero(~np.isfinite(a))[0])}); score a missing answer as 0."
+            )
     return arrays
 
 
 def _check_method_name(name: str | None, methods: Sequence[str], what: str) -> None:
     if name is not None and name not in methods:
-        raise ValueError(f"{what}={name!r} is not among the methods {list(methods)}; pass {what}=None to leave "
-                         f"that comparison out, or the method's name as it appears in the dict.")
+        raise ValueError(
+            f"{what}={name!r} is not among the methods {list(methods)}; pass {what}=None to leave "
+            f"that comparison out, or the method's name as it appears in the dict."
+        )
 
 
 def _check_keys(mapping: Mapping[str, object] | None, methods: Sequence[str], what: str) -> dict:
@@ -94,8 +107,9 @@ def _check_keys(mapping: Mapping[str, object] | None, methods: Sequence[str], wh
     mapping = dict(mapping or {})
     unknown = sorted(set(mapping) - set(methods))
     if unknown:
-        raise ValueError(f"{what} names methods {unknown} that have no answer vectors; the methods are "
-                         f"{list(methods)}.")
+        raise ValueError(
+            f"{what} names methods {unknown} that have no answer vectors; the methods are {list(methods)}."
+        )
     return mapping
 
 
@@ -104,8 +118,10 @@ def _check_pairs(generated: Sequence[str], references: Sequence[str]) -> tuple[l
         raise TypeError("Pass lists of prompts, not single strings: wrap one prompt as [prompt].")
     generated, references = list(generated), list(references)
     if len(generated) != len(references):
-        raise ValueError(f"{len(generated)} generated prompts but {len(references)} references; pair them one "
-                         f"to one (one of each per target).")
+        raise ValueError(
+            f"{len(generated)} generated prompts but {len(references)} references; pair them one "
+            f"to one (one of each per target)."
+        )
     return generated, references
 
 
@@ -120,8 +136,10 @@ def answer_cosines(answer_vectors: np.ndarray, target_vectors: np.ndarray) -> np
     """
     answers, targets = np.asarray(answer_vectors), np.asarray(target_vectors)
     if answers.ndim != 2 or answers.shape != targets.shape:
-        raise ValueError(f"answer_vectors {answers.shape} and target_vectors {targets.shape} must both be (n, d), "
-                         f"one answer per target in the same order, embedded in the same space.")
+        raise ValueError(
+            f"answer_vectors {answers.shape} and target_vectors {targets.shape} must both be (n, d), "
+            f"one answer per target in the same order, embedded in the same space."
+        )
     return np.sum(l2_normalise(answers) * l2_normalise(targets), axis=1)
 
 
@@ -135,8 +153,9 @@ def win_rate(cosines: np.ndarray, against: np.ndarray, tie_tolerance: float = TI
     return float((wins + 0.5 * ties) / len(difference))
 
 
-def mean_ci(values: np.ndarray, n_resamples: int = 2000, seed: int = 0, confidence: float = CONFIDENCE
-            ) -> tuple[float, float]:
+def mean_ci(
+    values: np.ndarray, n_resamples: int = 2000, seed: int = 0, confidence: float = CONFIDENCE
+) -> tuple[float, float]:
     """Bootstrap confidence interval of the mean (BCa, scipy.stats.bootstrap); the same seed gives the same interval.
 
     BCa corrects the plain percentile interval for skew, and cosine distributions are skewed. Degenerate inputs get
@@ -149,17 +168,30 @@ def mean_ci(values: np.ndarray, n_resamples: int = 2000, seed: int = 0, confiden
         return math.nan, math.nan
     if np.all(values == values[0]):
         return float(values[0]), float(values[0])
-    result = bootstrap((values,), np.mean, n_resamples=n_resamples, confidence_level=confidence, method="BCa",
-                       rng=np.random.default_rng(seed), vectorized=True)
+    result = bootstrap(
+        (values,),
+        np.mean,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="BCa",
+        rng=np.random.default_rng(seed),
+        vectorized=True,
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 # --- summarise -----------------------------------------------------------------------------------------------------
 
 
-def summarise(cosines_by_method: Mapping[str, np.ndarray], *, reference: str | None = REFERENCE,
-              retrieval: str | None = RETRIEVAL, n_resamples: int = 2000, seed: int = 0,
-              tie_tolerance: float = TIE_TOLERANCE) -> pd.DataFrame:
+def summarise(
+    cosines_by_method: Mapping[str, np.ndarray],
+    *,
+    reference: str | None = REFERENCE,
+    retrieval: str | None = RETRIEVAL,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    tie_tolerance: float = TIE_TOLERANCE,
+) -> pd.DataFrame:
     """One row per method (index `method`, in the dict's order) with the columns of `SUMMARY_COLUMNS`.
 
     `win_vs_reference` / `win_vs_retrieval`: win rate (ties half, see `win_rate`) against the `reference` and
@@ -175,12 +207,22 @@ def summarise(cosines_by_method: Mapping[str, np.ndarray], *, reference: str | N
     rows = []
     for name, cosines in arrays.items():
         low, high = mean_ci(cosines, n_resamples=n_resamples, seed=seed)
-        rows.append({
-            "method": name, "n_targets": len(cosines), "mean_cosine": float(cosines.mean()),
-            "median_cosine": float(np.median(cosines)), "ci95_low": low, "ci95_high": high,
-            "win_vs_reference": math.nan if reference is None else win_rate(cosines, arrays[reference], tie_tolerance),
-            "win_vs_retrieval": math.nan if retrieval is None else win_rate(cosines, arrays[retrieval], tie_tolerance),
-        })
+        rows.append(
+            {
+                "method": name,
+                "n_targets": len(cosines),
+                "mean_cosine": float(cosines.mean()),
+                "median_cosine": float(np.median(cosines)),
+                "ci95_low": low,
+                "ci95_high": high,
+                "win_vs_reference": math.nan
+                if reference is None
+                else win_rate(cosines, arrays[reference], tie_tolerance),
+                "win_vs_retrieval": math.nan
+                if retrieval is None
+                else win_rate(cosines, arrays[retrieval], tie_tolerance),
+            }
+        )
     return pd.DataFrame(rows).set_index("method")[SUMMARY_COLUMNS]
 
 
@@ -216,21 +258,29 @@ class NoiseCeiling:
         a, b = self.target_cosine_a, self.target_cosine_b
         n = len(a)
         per_target_sd = float(np.std(a - b, ddof=1) / math.sqrt(2)) if n > 1 else math.nan
-        return {"n_targets": n, "answer_self_cosine": float(np.mean(self.answer_self_cosine)),
-                "target_cosine": float((np.mean(a) + np.mean(b)) / 2), "seed_mean_gap": float(abs(a.mean() - b.mean())),
-                "per_target_sd": per_target_sd, "mean_sd": per_target_sd / math.sqrt(n),
-                "seed_win_rate": win_rate(a, b)}
+        return {
+            "n_targets": n,
+            "answer_self_cosine": float(np.mean(self.answer_self_cosine)),
+            "target_cosine": float((np.mean(a) + np.mean(b)) / 2),
+            "seed_mean_gap": float(abs(a.mean() - b.mean())),
+            "per_target_sd": per_target_sd,
+            "mean_sd": per_target_sd / math.sqrt(n),
+            "seed_win_rate": win_rate(a, b),
+        }
 
 
-def noise_ceiling(answer_vectors_a: np.ndarray, answer_vectors_b: np.ndarray, target_vectors: np.ndarray
-                  ) -> NoiseCeiling:
+def noise_ceiling(
+    answer_vectors_a: np.ndarray, answer_vectors_b: np.ndarray, target_vectors: np.ndarray
+) -> NoiseCeiling:
     """Compare two sampled answers (seeds a, b) to each original prompt with each other and with the target.
 
     All three arrays are (n, d) in the targets' order, embedded by the evaluation embedder.
     """
-    return NoiseCeiling(answer_self_cosine=answer_cosines(answer_vectors_a, answer_vectors_b),
-                        target_cosine_a=answer_cosines(answer_vectors_a, target_vectors),
-                        target_cosine_b=answer_cosines(answer_vectors_b, target_vectors))
+    return NoiseCeiling(
+        answer_self_cosine=answer_cosines(answer_vectors_a, answer_vectors_b),
+        target_cosine_a=answer_cosines(answer_vectors_a, target_vectors),
+        target_cosine_b=answer_cosines(answer_vectors_b, target_vectors),
+    )
 
 
 # --- prompt overlap with the original prompt ---------------------------------------------------------------------
@@ -250,11 +300,14 @@ def prompt_overlap(generated: Sequence[str], references: Sequence[str]) -> pd.Da
     generated, references = _check_pairs(generated, references)
     bleu = BLEU(effective_order=True)
     rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return pd.DataFrame({
-        "generated": generated, "reference": references,
-        "bleu": [bleu.sentence_score(g, [r]).score for g, r in zip(generated, references)],
-        "rouge_l": [rouge.score(target=r, prediction=g)["rougeL"].fmeasure for g, r in zip(generated, references)],
-    })
+    return pd.DataFrame(
+        {
+            "generated": generated,
+            "reference": references,
+            "bleu": [bleu.sentence_score(g, [r]).score for g, r in zip(generated, references)],
+            "rouge_l": [rouge.score(target=r, prediction=g)["rougeL"].fmeasure for g, r in zip(generated, references)],
+        }
+    )
 
 
 def overlap_summary(pairs: pd.DataFrame) -> dict[str, float]:
@@ -267,16 +320,26 @@ def overlap_summary(pairs: pd.DataFrame) -> dict[str, float]:
     from sacrebleu.metrics import BLEU
 
     generated, references = pairs["generated"].tolist(), pairs["reference"].tolist()
-    return {"corpus_bleu": float(BLEU().corpus_score(generated, [references]).score),
-            "sentence_bleu": float(pairs["bleu"].mean()), "rouge_l": float(pairs["rouge_l"].mean()),
-            "exact_match": float(np.mean([g.strip() == r.strip() for g, r in zip(generated, references)]))}
+    return {
+        "corpus_bleu": float(BLEU().corpus_score(generated, [references]).score),
+        "sentence_bleu": float(pairs["bleu"].mean()),
+        "rouge_l": float(pairs["rouge_l"].mean()),
+        "exact_match": float(np.mean([g.strip() == r.strip() for g, r in zip(generated, references)])),
+    }
 
 
 # --- fluency: perplexity under the base LM -----------------------------------------------------------------------
 
 
-def perplexity(prompts: Sequence[str], model, tokenizer, *, batch_size: int = 16,
-               context: str = DEFAULT_PERPLEXITY_CONTEXT, show_progress: bool = True) -> np.ndarray:
+def perplexity(
+    prompts: Sequence[str],
+    model,
+    tokenizer,
+    *,
+    batch_size: int = 16,
+    context: str = DEFAULT_PERPLEXITY_CONTEXT,
+    show_progress: bool = True,
+) -> np.ndarray:
     """exp(mean negative log-likelihood per token) of each prompt under `model`, shape (n,); NaN for empty prompts.
 
     Each prompt is scored after `context`, whose tokens are fed but not scored (the first token of a prompt needs
@@ -316,22 +379,22 @@ def perplexity(prompts: Sequence[str], model, tokenizer, *, batch_size: int = 16
     was_training = model.training
     model.eval()
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc="perplexity", unit="batch",
-                          disable=not show_progress):
-            batch = order[start:start + batch_size]
+        for start in tqdm(range(0, len(order), batch_size), desc="perplexity", unit="batch", disable=not show_progress):
+            batch = order[start : start + batch_size]
             sequences = [context_ids + rows[i] for i in batch]
             width = max(len(s) for s in sequences)
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             scored = torch.zeros((len(batch), width), dtype=torch.bool)  # the prompt's own tokens
-            for row, (i, sequence) in enumerate(zip(batch, sequences)):
-                ids[row, :len(sequence)] = torch.tensor(sequence)
-                scored[row, len(context_ids):len(sequence)] = True
+            for row, sequence in enumerate(sequences):
+                ids[row, : len(sequence)] = torch.tensor(sequence)
+                scored[row, len(context_ids) : len(sequence)] = True
             attention = (torch.arange(width)[None, :] < torch.tensor([len(s) for s in sequences])[:, None]).long()
             with torch.no_grad():
                 logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits.float()
             # position t predicts token t + 1: (B, T-1, V) against (B, T-1)
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:].to(device),
-                                                    reduction="none").cpu()
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].transpose(1, 2), ids[:, 1:].to(device), reduction="none"
+            ).cpu()
             mask = scored[:, 1:]
             mean_nll = (nll * mask).sum(dim=1) / mask.sum(dim=1)
             result[batch] = torch.exp(mean_nll).numpy()
@@ -359,7 +422,7 @@ def distinct_n(prompts: Sequence[str], n: int) -> float:
         raise TypeError("distinct_n() takes a list of prompts, not one string: wrap it as [prompt].")
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n={n!r} must be a positive integer (1 for unigrams, 2 for bigrams, ...).")
-    grams = [tuple(words[i:i + n]) for words in map(_words, prompts) for i in range(len(words) - n + 1)]
+    grams = [tuple(words[i : i + n]) for words in map(_words, prompts) for i in range(len(words) - n + 1)]
     return len(set(grams)) / len(grams) if grams else math.nan
 
 
@@ -381,8 +444,9 @@ def mean_pairwise_cosine(vectors: np.ndarray) -> float:
 # --- paired differences and collapse -------------------------------------------------------------------------
 
 
-def paired_difference(cosines: np.ndarray, baseline: np.ndarray, n_resamples: int = 2000, seed: int = 0
-                      ) -> tuple[float, float, float]:
+def paired_difference(
+    cosines: np.ndarray, baseline: np.ndarray, n_resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
     """Mean of `cosines - baseline` over the same targets and its bootstrap interval: (mean, low, high).
 
     Paired: the bootstrap resamples targets, each keeping both of its scores, so the interval covers the choice of
@@ -404,8 +468,11 @@ def collapse(prompts: Sequence[str], prefix_words: int = 3) -> dict[str, float |
         raise ValueError("collapse() takes a non-empty list of prompts.")
     prefixes = pd.Series([" ".join(_words(p)[:prefix_words]) for p in prompts])
     counts = prefixes.value_counts()
-    return {"distinct_prompt_share": len(set(prompts)) / len(prompts), "top_prefix": str(counts.index[0]),
-            "top_prefix_share": float(counts.iloc[0] / len(prompts))}
+    return {
+        "distinct_prompt_share": len(set(prompts)) / len(prompts),
+        "top_prefix": str(counts.index[0]),
+        "top_prefix_share": float(counts.iloc[0] / len(prompts)),
+    }
 
 
 def ranking_quality(predicted: Sequence[Sequence[float]], real: Sequence[Sequence[float]]) -> dict[str, float]:
@@ -429,20 +496,34 @@ def ranking_quality(predicted: Sequence[Sequence[float]], real: Sequence[Sequenc
             rhos.append(spearmanr(p, r).statistic)
     if not picked:
         raise ValueError("ranking_quality needs at least one target with candidates.")
-    return {"spearman": float(np.mean(rhos)) if rhos else math.nan, "top1_hit": float(np.mean(hits)),
-            "picked_real": float(np.mean(picked)), "best_real": float(np.mean(best)), "targets": len(picked)}
+    return {
+        "spearman": float(np.mean(rhos)) if rhos else math.nan,
+        "top1_hit": float(np.mean(hits)),
+        "picked_real": float(np.mean(picked)),
+        "best_real": float(np.mean(best)),
+        "targets": len(picked),
+    }
 
 
 # --- the results table ---------------------------------------------------------------------------------------------
 
 
-def results_table(target_vectors: np.ndarray, answer_vectors: Mapping[str, np.ndarray], *,
-                  prompts: Mapping[str, Sequence[str]] | None = None, reference_prompts: Sequence[str] | None = None,
-                  answers: Mapping[str, Sequence[str]] | None = None,
-                  perplexities: Mapping[str, np.ndarray] | None = None,
-                  eval_env_calls: Mapping[str, int] | None = None, train_env_calls: Mapping[str, int] | None = None,
-                  reference: str | None = REFERENCE, retrieval: str | None = RETRIEVAL, n_resamples: int = 2000,
-                  seed: int = 0, baselines: Mapping[str, str] | None = None) -> pd.DataFrame:
+def results_table(
+    target_vectors: np.ndarray,
+    answer_vectors: Mapping[str, np.ndarray],
+    *,
+    prompts: Mapping[str, Sequence[str]] | None = None,
+    reference_prompts: Sequence[str] | None = None,
+    answers: Mapping[str, Sequence[str]] | None = None,
+    perplexities: Mapping[str, np.ndarray] | None = None,
+    eval_env_calls: Mapping[str, int] | None = None,
+    train_env_calls: Mapping[str, int] | None = None,
+    reference: str | None = REFERENCE,
+    retrieval: str | None = RETRIEVAL,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    baselines: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
     """Everything about each method in one row (index `method`, in `answer_vectors`' order).
 
     Always: the `summarise` columns and `answer_pairwise_cosine` (diversity of the answers). With `prompts`:
@@ -450,9 +531,10 @@ def results_table(target_vectors: np.ndarray, answer_vectors: Mapping[str, np.nd
     target order), the `overlap_summary` columns `corpus_bleu`, `sentence_bleu`, `rouge_l`, `exact_match`. With
     `answers`: `median_answer_tokens` (cl100k). With `perplexities` (from `perplexity`): `median_perplexity` over
     non-empty prompts, and the `collapse` columns. With `baselines` ({method: baseline method}): `baseline`,
-    `diff_vs_baseline` and its paired 95% interval `diff_low`, `diff_high` (`paired_difference`). `eval_env_calls` defaults to one call per target for every method (see the module docstring)
-    and gives `eval_env_calls_per_target`; `train_env_calls` is NaN where not given. A method missing from an
-    optional mapping gets NaN in that mapping's columns.
+    `diff_vs_baseline` and its paired 95% interval `diff_low`, `diff_high` (`paired_difference`).
+    `eval_env_calls` defaults to one call per target for every method (see the module docstring) and gives
+    `eval_env_calls_per_target`; `train_env_calls` is NaN where not given. A method missing from an optional
+    mapping gets NaN in that mapping's columns.
 
     Raises:
         ValueError: as `summarise` and `answer_cosines` do, or when an optional mapping names a method that has no
@@ -472,9 +554,12 @@ def results_table(target_vectors: np.ndarray, answer_vectors: Mapping[str, np.nd
         row = {"answer_pairwise_cosine": mean_pairwise_cosine(answer_vectors[name])}
         if name in prompts:
             method_prompts = list(prompts[name])
-            row.update(distinct_1=distinct_n(method_prompts, 1), distinct_2=distinct_n(method_prompts, 2),
-                       empty_prompt_share=float(np.mean([not p.strip() for p in method_prompts])),
-                       **collapse(method_prompts))
+            row.update(
+                distinct_1=distinct_n(method_prompts, 1),
+                distinct_2=distinct_n(method_prompts, 2),
+                empty_prompt_share=float(np.mean([not p.strip() for p in method_prompts])),
+                **collapse(method_prompts),
+            )
             if reference_prompts is not None:
                 row.update(overlap_summary(prompt_overlap(method_prompts, reference_prompts)))
         if name in answers:
@@ -491,8 +576,11 @@ def results_table(target_vectors: np.ndarray, answer_vectors: Mapping[str, np.nd
             mean, low, high = paired_difference(cosines[name], cosines[base], n_resamples=n_resamples, seed=seed)
             row.update(baseline=base, diff_vs_baseline=mean, diff_low=low, diff_high=high)
         calls = eval_env_calls.get(name, n_targets)
-        row.update(eval_env_calls=calls, eval_env_calls_per_target=calls / n_targets,
-                   train_env_calls=train_env_calls.get(name, math.nan))
+        row.update(
+            eval_env_calls=calls,
+            eval_env_calls_per_target=calls / n_targets,
+            train_env_calls=train_env_calls.get(name, math.nan),
+        )
         extra[name] = row
     return table.join(pd.DataFrame.from_dict(extra, orient="index"))
 
@@ -511,8 +599,10 @@ def save_results(table: pd.DataFrame, folder: str | Path, name: str = "results")
     folder.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = folder / f"{name}.csv", folder / f"{name}.json"
     write_atomically(csv_path, table.to_csv().encode("utf-8"))
-    records = [{key: _json_value(value) for key, value in record.items()}
-               for record in table.reset_index().to_dict(orient="records")]
+    records = [
+        {key: _json_value(value) for key, value in record.items()}
+        for record in table.reset_index().to_dict(orient="records")
+    ]
     write_atomically(json_path, (json.dumps(records, indent=2, allow_nan=False) + "\n").encode("utf-8"))
     return csv_path, json_path
 

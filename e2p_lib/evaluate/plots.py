@@ -2,8 +2,8 @@
 
 Each function returns a matplotlib Figure; save it with `e2p_lib.plots.save_figure(fig, "05_<name>")`. Inputs are
 the same dicts `e2p_lib.evaluate.metrics` takes (method name -> one value per target, every method on the same
-targets in the same order), and every figure gives a method the same colour (`method_colours`, by the dict's order), so the
-figures of one notebook read together.
+targets in the same order), and every figure gives a method the same colour (`method_colours`, by the dict's
+order), so the figures of one notebook read together.
 
     >>> plot_cosine_distributions(cosines)                 # violins (or kind="box"), mean marked
     >>> plot_cosine_ecdf(cosines)                          # one cumulative curve per method: right is better
@@ -17,7 +17,7 @@ Outline: colours -> distributions -> ECDF -> cosine vs length -> answer map -> w
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -35,8 +35,11 @@ def method_colours(methods: Sequence[str]) -> dict[str, str]:
     return {name: cycle[i % len(cycle)] for i, name in enumerate(methods)}
 
 
-def plot_cosine_distributions(cosines_by_method: Mapping[str, np.ndarray], kind: str = "violin",
-                              title: str = "Answer cosine to the target, per method") -> plt.Figure:
+def plot_cosine_distributions(
+    cosines_by_method: Mapping[str, np.ndarray],
+    kind: str = "violin",
+    title: str = "Answer cosine to the target, per method",
+) -> plt.Figure:
     """One horizontal violin (or box) per method, top to bottom in the dict's order, with the mean as a black dot."""
     if kind not in ("violin", "box"):
         raise ValueError(f"kind={kind!r} must be 'violin' or 'box'.")
@@ -46,14 +49,21 @@ def plot_cosine_distributions(cosines_by_method: Mapping[str, np.ndarray], kind:
     fig, ax = plt.subplots(figsize=(7.5, 0.6 * len(names) + 1.5))
     values = [arrays[name] for name in names]
     if kind == "violin":
-        parts = ax.violinplot(values, positions=positions, orientation="horizontal", showmedians=True,
-                              showextrema=False)
+        parts = ax.violinplot(
+            values, positions=positions, orientation="horizontal", showmedians=True, showextrema=False
+        )
         for body, name in zip(parts["bodies"], names):
             body.set(facecolor=colours[name], alpha=0.6)
         parts["cmedians"].set(color="0.25", label="median")
     else:
-        parts = ax.boxplot(values, positions=positions, orientation="horizontal", patch_artist=True, widths=0.6,
-                           flierprops={"markersize": 2})
+        parts = ax.boxplot(
+            values,
+            positions=positions,
+            orientation="horizontal",
+            patch_artist=True,
+            widths=0.6,
+            flierprops={"markersize": 2},
+        )
         for box, name in zip(parts["boxes"], names):
             box.set(facecolor=colours[name], alpha=0.6)
     ax.scatter([v.mean() for v in values], positions, color="black", s=14, zorder=3, label="mean")
@@ -64,8 +74,9 @@ def plot_cosine_distributions(cosines_by_method: Mapping[str, np.ndarray], kind:
     return fig
 
 
-def plot_cosine_ecdf(cosines_by_method: Mapping[str, np.ndarray],
-                     title: str = "Cumulative distribution of answer cosine") -> plt.Figure:
+def plot_cosine_ecdf(
+    cosines_by_method: Mapping[str, np.ndarray], title: str = "Cumulative distribution of answer cosine"
+) -> plt.Figure:
     """Empirical CDF per method: the share of targets at or below each cosine. A curve further right is better."""
     arrays = check_cosines(cosines_by_method)
     colours = method_colours(list(arrays))
@@ -85,9 +96,13 @@ def _binned_means(x: np.ndarray, y: np.ndarray, edges: np.ndarray, min_points: i
     return (np.array([x[which == b].mean() for b in kept]), np.array([y[which == b].mean() for b in kept]))
 
 
-def plot_cosine_vs_length(cosines_by_method: Mapping[str, np.ndarray], lengths_by_method: Mapping[str, np.ndarray],
-                          n_bins: int = 8, min_points: int = 3,
-                          title: str = "Answer cosine vs answer length") -> plt.Figure:
+def plot_cosine_vs_length(
+    cosines_by_method: Mapping[str, np.ndarray],
+    lengths_by_method: Mapping[str, np.ndarray],
+    n_bins: int = 8,
+    min_points: int = 3,
+    title: str = "Answer cosine vs answer length",
+) -> plt.Figure:
     """Scatter of answer cosine against answer length (e.g. cl100k tokens), a colour per method, and per method a
     line through the mean cosine of each length bin: does a method win by answering longer or shorter?
 
@@ -96,8 +111,10 @@ def plot_cosine_vs_length(cosines_by_method: Mapping[str, np.ndarray], lengths_b
     """
     arrays = check_cosines(cosines_by_method)
     if set(lengths_by_method) != set(arrays):
-        raise ValueError(f"lengths_by_method has methods {sorted(lengths_by_method)}, cosines_by_method "
-                         f"{sorted(arrays)}; give one length per answer for exactly the same methods.")
+        raise ValueError(
+            f"lengths_by_method has methods {sorted(lengths_by_method)}, cosines_by_method "
+            f"{sorted(arrays)}; give one length per answer for exactly the same methods."
+        )
     lengths = {name: np.asarray(lengths_by_method[name], dtype=np.float64) for name in arrays}
     for name, values in lengths.items():
         if values.shape != arrays[name].shape:
@@ -116,9 +133,14 @@ def plot_cosine_vs_length(cosines_by_method: Mapping[str, np.ndarray], lengths_b
     return fig
 
 
-def plot_answer_map(target_vectors: np.ndarray, answer_vectors_by_method: Mapping[str, np.ndarray],
-                    n_shown: int = 40, seed: int = 0, ncols: int = 4,
-                    title: str = "Targets and answers (PCA fitted on the targets)") -> plt.Figure:
+def plot_answer_map(
+    target_vectors: np.ndarray,
+    answer_vectors_by_method: Mapping[str, np.ndarray],
+    n_shown: int = 40,
+    seed: int = 0,
+    ncols: int = 4,
+    title: str = "Targets and answers (PCA fitted on the targets)",
+) -> plt.Figure:
     """One panel per method: every target as a grey dot, and for `n_shown` targets (the same random subset in
     every panel, drawn with `seed`) a line from the target to the method's answer, which is a coloured dot.
 
@@ -131,24 +153,30 @@ def plot_answer_map(target_vectors: np.ndarray, answer_vectors_by_method: Mappin
     targets = np.asarray(target_vectors, dtype=np.float64)
     for name, vectors in answer_vectors_by_method.items():
         if np.shape(vectors) != targets.shape:
-            raise ValueError(f"Answers of {name!r} have shape {np.shape(vectors)}; targets have {targets.shape}. "
-                             f"Give one answer vector per target, in the targets' order.")
+            raise ValueError(
+                f"Answers of {name!r} have shape {np.shape(vectors)}; targets have {targets.shape}. "
+                f"Give one answer vector per target, in the targets' order."
+            )
     pca = PCA(n_components=2, random_state=seed).fit(targets)
     target_xy = pca.transform(targets)
     shown = np.sort(np.random.default_rng(seed).choice(len(targets), size=min(n_shown, len(targets)), replace=False))
     names, colours = list(answer_vectors_by_method), method_colours(list(answer_vectors_by_method))
     ncols = min(ncols, len(names))
     nrows = math.ceil(len(names) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.4 * nrows + 0.4), sharex=True, sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.6 * ncols, 3.4 * nrows + 0.4), sharex=True, sharey=True, squeeze=False
+    )
     for ax, name in zip(axes.flat, names):
         answer_xy = pca.transform(np.asarray(answer_vectors_by_method[name], dtype=np.float64)[shown])
         ax.scatter(target_xy[:, 0], target_xy[:, 1], s=3, color="0.8")
-        ax.add_collection(LineCollection(np.stack([target_xy[shown], answer_xy], axis=1), colors=colours[name],
-                                         linewidths=0.8, alpha=0.7))
+        ax.add_collection(
+            LineCollection(
+                np.stack([target_xy[shown], answer_xy], axis=1), colors=colours[name], linewidths=0.8, alpha=0.7
+            )
+        )
         ax.scatter(answer_xy[:, 0], answer_xy[:, 1], s=10, color=colours[name], zorder=3)
         ax.set_title(name, fontsize="medium")
-    for ax in axes.flat[len(names):]:
+    for ax in axes.flat[len(names) :]:
         fig.delaxes(ax)
     fig.suptitle(title)
     fig.supxlabel("PC 1 of targets")
@@ -157,22 +185,35 @@ def plot_answer_map(target_vectors: np.ndarray, answer_vectors_by_method: Mappin
     return fig
 
 
-def plot_win_rates(summary: pd.DataFrame, reference: str = REFERENCE, retrieval: str = RETRIEVAL,
-                   title: str = "Win rate per target (ties count half)") -> plt.Figure:
+def plot_win_rates(
+    summary: pd.DataFrame,
+    reference: str = REFERENCE,
+    retrieval: str = RETRIEVAL,
+    title: str = "Win rate per target (ties count half)",
+) -> plt.Figure:
     """Horizontal bars from a `summarise` table: each method's win rate against the oracle (`reference`) and
     against retrieval, with 0.5 (as good as the comparator) marked. A comparison that is all NaN is left out."""
-    series = [(column, label) for column, label in (("win_vs_reference", f"vs {reference}"),
-                                                    ("win_vs_retrieval", f"vs {retrieval}"))
-              if column in summary and summary[column].notna().any()]
+    series = [
+        (column, label)
+        for column, label in (("win_vs_reference", f"vs {reference}"), ("win_vs_retrieval", f"vs {retrieval}"))
+        if column in summary and summary[column].notna().any()
+    ]
     if not series:
-        raise ValueError(f"The table has no win rates (columns win_vs_reference / win_vs_retrieval, not all NaN); "
-                         f"its columns are {list(summary.columns)}. Pass the output of metrics.summarise.")
+        raise ValueError(
+            f"The table has no win rates (columns win_vs_reference / win_vs_retrieval, not all NaN); "
+            f"its columns are {list(summary.columns)}. Pass the output of metrics.summarise."
+        )
     positions = np.arange(len(summary))[::-1]  # first method on top
     height = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(7, 0.55 * len(summary) + 1.5))
     for k, ((column, label), colour) in enumerate(zip(series, ("#4c72b0", "#dd8452"))):
-        ax.barh(positions + (len(series) - 1) * height / 2 - k * height, summary[column].to_numpy(), height=height,
-                color=colour, label=label)
+        ax.barh(
+            positions + (len(series) - 1) * height / 2 - k * height,
+            summary[column].to_numpy(),
+            height=height,
+            color=colour,
+            label=label,
+        )
     ax.axvline(0.5, color="black", ls="--", lw=1)
     ax.set_yticks(positions, summary.index.tolist())
     ax.set(xlim=(0, 1), xlabel="share of targets where the method's answer is closer", title=title)

@@ -52,17 +52,43 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from e2p_lib.lm.base import (BACKENDS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SEED, DEFAULT_SYSTEM_PROMPT, DEFAULT_TEMPERATURE,
-                             ChatLM, check_answer_settings, check_generation_args, check_prompts, prompt_seed)
+from e2p_lib.lm.base import (
+    BACKENDS,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_SEED,
+    DEFAULT_SYSTEM_PROMPT,
+    DEFAULT_TEMPERATURE,
+    ChatLM,
+    check_answer_settings,
+    check_generation_args,
+    check_prompts,
+    prompt_seed,
+)
 from e2p_lib.lm.cache import AnswerCache, CachedLM
 from e2p_lib.lm.local import LocalChatLM, count_answer_tokens, make_prompt_sampler
 from e2p_lib.lm.openai import OpenAIChatLM
 
-__all__ = ["BACKENDS", "DEFAULT_ENGINE", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_SEED", "DEFAULT_SYSTEM_PROMPT",
-           "DEFAULT_TEMPERATURE", "ENGINES", "AnswerCache", "CachedLM", "ChatLM", "LocalChatLM", "OpenAIChatLM",
-           "check_answer_settings",
-           "check_generation_args", "check_prompts", "count_answer_tokens", "make_lm", "make_prompt_sampler",
-           "prompt_seed"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_ENGINE",
+    "DEFAULT_MAX_NEW_TOKENS",
+    "DEFAULT_SEED",
+    "DEFAULT_SYSTEM_PROMPT",
+    "DEFAULT_TEMPERATURE",
+    "ENGINES",
+    "AnswerCache",
+    "CachedLM",
+    "ChatLM",
+    "LocalChatLM",
+    "OpenAIChatLM",
+    "check_answer_settings",
+    "check_generation_args",
+    "check_prompts",
+    "count_answer_tokens",
+    "make_lm",
+    "make_prompt_sampler",
+    "prompt_seed",
+]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -74,8 +100,14 @@ ENGINES = ("ctranslate2", "transformers")
 DEFAULT_ENGINE = "ctranslate2"
 
 
-def make_lm(backend: str = "local", *, engine: str | None = None, cache: bool = True,
-            cache_dir: str | Path | None = None, **options) -> ChatLM:
+def make_lm(
+    backend: str = "local",
+    *,
+    engine: str | None = None,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
+    **options,
+) -> ChatLM:
     """Build an environment LM: "local" (SmolLM2, offline) or "openai" (any OpenAI-compatible endpoint).
 
     `engine` picks the local engine: "ctranslate2" (`CTranslate2ChatLM`, int8, the default: 2-3x fewer CPU

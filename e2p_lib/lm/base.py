@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from e2p_lib.checks import check_int
 from e2p_lib.embed.base import check_texts
@@ -17,8 +18,9 @@ DEFAULT_SEED = 0
 # system prompt gave answers of median 94 tokens, 41% cut at 128, mean cosine to the reference 0.670 (MiniLM); this one
 # gave median 52, 31% cut, cosine 0.655; Alpaca's preamble 93, 47%, 0.633. The cosines are equal within noise
 # (16 prompts ranked them the other way), so the length decides: closer to Alpaca, and half the tokens to generate.
-DEFAULT_SYSTEM_PROMPT: str | None = ("You are a helpful assistant. Answer the request directly and concisely, "
-                                     "in under 100 words.")
+DEFAULT_SYSTEM_PROMPT: str | None = (
+    "You are a helpful assistant. Answer the request directly and concisely, in under 100 words."
+)
 BACKENDS = ("local", "openai")
 
 
@@ -28,16 +30,26 @@ BACKENDS = ("local", "openai")
 
 def check_prompts(prompts: Sequence[str]) -> list[str]:
     """`prompts` as a list, or raise naming every position that is not a non-blank string."""
-    return check_texts(prompts, verb="generate()", item="prompt", noun="prompt",
-                       advice="An LM cannot answer them; drop or fill them first.")
+    return check_texts(
+        prompts,
+        verb="generate()",
+        item="prompt",
+        noun="prompt",
+        advice="An LM cannot answer them; drop or fill them first.",
+    )
 
 
-def check_generation_args(n_prompts: int, max_new_tokens: int, temperature: float,
-                          seed: int | Sequence[int]) -> list[int]:
+def check_generation_args(
+    n_prompts: int, max_new_tokens: int, temperature: float, seed: int | Sequence[int]
+) -> list[int]:
     """Check the generation parameters; return one seed per prompt."""
     check_int(max_new_tokens, "max_new_tokens", hint=f" (default {DEFAULT_MAX_NEW_TOKENS})")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
-            or temperature < 0:
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not math.isfinite(temperature)
+        or temperature < 0
+    ):
         raise ValueError(f"temperature={temperature!r} must be a finite number >= 0 (0 = greedy decoding).")
     seeds = [seed] * n_prompts if _is_int(seed) else seed
     if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__len__"):
@@ -68,7 +80,7 @@ def _is_int(value: Any) -> bool:
 
 def prompt_seed(seed: int, prompt: str) -> int:
     """The seed of one prompt's random stream: a hash of (seed, prompt), the same on every machine and process."""
-    digest = hashlib.blake2b(f"{seed}\n{prompt}".encode("utf-8"), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{seed}\n{prompt}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
 
 
@@ -90,13 +102,18 @@ class ChatLM(ABC):
         """JSON-serialisable settings that change the answers, beside the call's own parameters."""
 
     @abstractmethod
-    def _iter_generate(self, prompts: list[str], max_new_tokens: int, temperature: float,
-                       seeds: list[int]) -> Iterator[tuple[list[int], list[str]]]:
+    def _iter_generate(
+        self, prompts: list[str], max_new_tokens: int, temperature: float, seeds: list[int]
+    ) -> Iterator[tuple[list[int], list[str]]]:
         """Yield (positions in `prompts`, answers) as they finish; every position exactly once. Inputs are checked."""
 
-    def iter_generate(self, prompts: Sequence[str], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                      temperature: float = DEFAULT_TEMPERATURE,
-                      seed: int | Sequence[int] = DEFAULT_SEED) -> Iterator[tuple[list[int], list[str]]]:
+    def iter_generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        temperature: float = DEFAULT_TEMPERATURE,
+        seed: int | Sequence[int] = DEFAULT_SEED,
+    ) -> Iterator[tuple[list[int], list[str]]]:
         """Like `generate`, but yield (positions, answers) batch by batch as they finish, so callers can save each.
 
         Raises:
@@ -107,8 +124,13 @@ class ChatLM(ABC):
         if prompts:
             yield from self._iter_generate(prompts, max_new_tokens, float(temperature), seeds)
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                 temperature: float = DEFAULT_TEMPERATURE, seed: int | Sequence[int] = DEFAULT_SEED) -> list[str]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        temperature: float = DEFAULT_TEMPERATURE,
+        seed: int | Sequence[int] = DEFAULT_SEED,
+    ) -> list[str]:
         """One answer per prompt, in input order (see the module docstring for the parameters)."""
         prompts = check_prompts(prompts)
         answers: list[str | None] = [None] * len(prompts)

@@ -31,8 +31,9 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -58,14 +59,21 @@ def answer_cache_path(model: str, cache_dir: str | Path | None = None) -> Path:
 def generation_params(max_new_tokens: int, temperature: float, seed: int) -> dict[str, Any]:
     """The call parameters that change an answer, normalised: greedy answers carry no seed."""
     temperature = float(temperature)
-    return {"max_new_tokens": int(max_new_tokens), "temperature": temperature,
-            "seed": None if temperature == 0 else int(seed)}
+    return {
+        "max_new_tokens": int(max_new_tokens),
+        "temperature": temperature,
+        "seed": None if temperature == 0 else int(seed),
+    }
 
 
 def answer_key(model: str, settings: dict[str, Any], prompt: str, params: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of everything that determines an answer."""
-    canonical = json.dumps({"model": model, "settings": settings, "prompt": prompt, "params": params},
-                           sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    canonical = json.dumps(
+        {"model": model, "settings": settings, "prompt": prompt, "params": params},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
     return text_key(canonical)
 
 
@@ -77,15 +85,19 @@ class AnswerCache:
         self._db = connect(self.path)
         with write_transaction(self._db) as db:
             db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL, "
-                       "model TEXT NOT NULL, settings TEXT NOT NULL, prompt TEXT NOT NULL, params TEXT NOT NULL, "
-                       "created_at REAL NOT NULL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL, "
+                "model TEXT NOT NULL, settings TEXT NOT NULL, prompt TEXT NOT NULL, params TEXT NOT NULL, "
+                "created_at REAL NOT NULL)"
+            )
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         version = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
         if int(version) != SCHEMA_VERSION:
             self.close()
-            raise ValueError(f"{self.path} has answer-cache schema {version}, this code reads {SCHEMA_VERSION}: "
-                             "use another cache_dir, or delete the file.")
+            raise ValueError(
+                f"{self.path} has answer-cache schema {version}, this code reads {SCHEMA_VERSION}: "
+                "use another cache_dir, or delete the file."
+            )
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
@@ -100,8 +112,18 @@ class AnswerCache:
         with write_transaction(self._db) as db:
             db.executemany(
                 "INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(key, answer, model, json.dumps(settings, sort_keys=True), prompt, json.dumps(params, sort_keys=True),
-                  now) for key, answer, model, settings, prompt, params in rows],
+                [
+                    (
+                        key,
+                        answer,
+                        model,
+                        json.dumps(settings, sort_keys=True),
+                        prompt,
+                        json.dumps(params, sort_keys=True),
+                        now,
+                    )
+                    for key, answer, model, settings, prompt, params in rows
+                ],
             )
 
     def frame(self) -> pd.DataFrame:
@@ -111,7 +133,7 @@ class AnswerCache:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "AnswerCache":
+    def __enter__(self) -> AnswerCache:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -155,18 +177,34 @@ class CachedLM(ChatLM):
         try:
             if todo:
                 for batch_positions, answers in self.lm.iter_generate(
-                        [prompts[i] for i in first], max_new_tokens, temperature, [seeds[i] for i in first]):
+                    [prompts[i] for i in first], max_new_tokens, temperature, [seeds[i] for i in first]
+                ):
                     batch_keys = [todo[j] for j in batch_positions]
-                    self.cache.put([(key, answer, self.name, settings, prompts[positions_of[key][0]],
-                                     params[positions_of[key][0]]) for key, answer in zip(batch_keys, answers)])
+                    self.cache.put(
+                        [
+                            (
+                                key,
+                                answer,
+                                self.name,
+                                settings,
+                                prompts[positions_of[key][0]],
+                                params[positions_of[key][0]],
+                            )
+                            for key, answer in zip(batch_keys, answers)
+                        ]
+                    )
                     generated += len(batch_keys)
-                    out = [(position, answer) for key, answer in zip(batch_keys, answers)
-                           for position in positions_of[key]]
+                    out = [
+                        (position, answer) for key, answer in zip(batch_keys, answers) for position in positions_of[key]
+                    ]
                     yield [position for position, _ in out], [answer for _, answer in out]
         finally:
-            self.last_stats = {"prompts": len(prompts), "cached": len(prompts) - sum(
-                len(positions_of[key]) for key in todo), "generated": generated,
-                "seconds": round(time.perf_counter() - started, 3)}
+            self.last_stats = {
+                "prompts": len(prompts),
+                "cached": len(prompts) - sum(len(positions_of[key]) for key in todo),
+                "generated": generated,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
 
     def __repr__(self) -> str:
         return f"CachedLM({self.lm!r}, path={str(self.cache.path)!r})"

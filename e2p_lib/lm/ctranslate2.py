@@ -59,8 +59,10 @@ def _ctranslate2():
     try:
         import ctranslate2
     except ImportError as error:  # an optional engine: name the fix
-        raise ImportError("The CTranslate2 environment needs the ctranslate2 package: pip install ctranslate2==4.8.5 "
-                          "(or use make_lm('local', engine='transformers')).") from error
+        raise ImportError(
+            "The CTranslate2 environment needs the ctranslate2 package: pip install ctranslate2==4.8.5 "
+            "(or use make_lm('local', engine='transformers'))."
+        ) from error
     return ctranslate2
 
 
@@ -88,11 +90,13 @@ def ct2_model_path(ct2_dir: str | Path | None = None, model_dir: str | Path | No
     if _is_complete(target):
         return target
     if target.exists():
-        logger.warning("%s is not a complete CTranslate2 model (it lacks some of %s): converting again.", target,
-                       CT2_FILES)
+        logger.warning(
+            "%s is not a complete CTranslate2 model (it lacks some of %s): converting again.", target, CT2_FILES
+        )
         shutil.rmtree(target)
     source = smollm2_path(model_dir)
     logger.info("Converting %s to CTranslate2 in %s (once; ~20 s).", source, target)
+
     # float32 weights: the compute type (float32 or int8) is chosen at load time from the same folder.
     def write(staging: Path) -> None:
         _ctranslate2().converters.TransformersConverter(str(source)).convert(str(staging), force=True)
@@ -132,10 +136,19 @@ class CTranslate2ChatLM(ChatLM):
         show_progress: passed to the sampling LocalChatLM.
     """
 
-    def __init__(self, compute_type: str = "int8", *, device: str = "cpu",
-                 system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, top_p: float = 1.0, batch_size: int = 32,
-                 num_threads: int | None = None, model_dir: str | Path | None = None,
-                 ct2_dir: str | Path | None = None, show_progress: bool = True):
+    def __init__(
+        self,
+        compute_type: str = "int8",
+        *,
+        device: str = "cpu",
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        top_p: float = 1.0,
+        batch_size: int = 32,
+        num_threads: int | None = None,
+        model_dir: str | Path | None = None,
+        ct2_dir: str | Path | None = None,
+        show_progress: bool = True,
+    ):
         from transformers import AutoConfig, AutoTokenizer
 
         from e2p_lib.lm.smollm import MODEL_NAME, _ensure_pad_token, smollm2_path
@@ -149,12 +162,12 @@ class CTranslate2ChatLM(ChatLM):
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device={device!r}: CTranslate2 runs on 'cpu' or 'cuda' (or 'auto').")
         self.batch_size = check_positive_int(batch_size, "batch_size")
-        self.num_threads = default_threads() if num_threads is None else check_positive_int(num_threads,
-                                                                                             "num_threads")
+        self.num_threads = default_threads() if num_threads is None else check_positive_int(num_threads, "num_threads")
         self.model_dir = smollm2_path(model_dir)
         self.ct2_dir = ct2_model_path(ct2_dir, self.model_dir)
-        self.generator = ctranslate2.Generator(str(self.ct2_dir), device=device, compute_type=compute_type,
-                                               intra_threads=self.num_threads)
+        self.generator = ctranslate2.Generator(
+            str(self.ct2_dir), device=device, compute_type=compute_type, intra_threads=self.num_threads
+        )
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         _ensure_pad_token(self.tokenizer)
         self.name = f"local/{MODEL_NAME}"  # the same model as LocalChatLM: one answer file, keys differ by settings
@@ -168,13 +181,18 @@ class CTranslate2ChatLM(ChatLM):
         self.tokens_generated = 0  # answer tokens, each stop token included (for throughput)
 
     def settings(self) -> dict[str, Any]:
-        return {"system_prompt": self.system_prompt, "top_p": self.top_p, "engine": ENGINE,
-                "compute_type": self.compute_type}
+        return {
+            "system_prompt": self.system_prompt,
+            "top_p": self.top_p,
+            "engine": ENGINE,
+            "compute_type": self.compute_type,
+        }
 
     def _anchor_tokens(self) -> list[str]:
         """The tokens every chat text starts with (system turn, user header): the extra row of each batch."""
-        first, second = chat_token_ids(self.tokenizer, self.system_prompt, ["Hello.", "Bye."], 1,
-                                       self.max_context_tokens)
+        first, second = chat_token_ids(
+            self.tokenizer, self.system_prompt, ["Hello.", "Bye."], 1, self.max_context_tokens
+        )
         length = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)
         return self.tokenizer.convert_ids_to_tokens(first[:length])
 
@@ -182,9 +200,15 @@ class CTranslate2ChatLM(ChatLM):
     def sampler(self) -> LocalChatLM:
         """The transformers float32 model that answers sampled calls (see the module docstring), loaded on first use."""
         if self._sampler is None:
-            self._sampler = LocalChatLM(device=self.device, dtype="float32", system_prompt=self.system_prompt,
-                                        top_p=self.top_p, batch_size=self.batch_size, model_dir=self.model_dir,
-                                        show_progress=self.show_progress)
+            self._sampler = LocalChatLM(
+                device=self.device,
+                dtype="float32",
+                system_prompt=self.system_prompt,
+                top_p=self.top_p,
+                batch_size=self.batch_size,
+                model_dir=self.model_dir,
+                show_progress=self.show_progress,
+            )
         return self._sampler
 
     def _iter_generate(self, prompts, max_new_tokens, temperature, seeds):
@@ -192,17 +216,19 @@ class CTranslate2ChatLM(ChatLM):
             yield from self.sampler._iter_generate(prompts, max_new_tokens, temperature, seeds)
             return
         # 1. the same chat text and tokens as LocalChatLM; 2. longest first, so batches need little padding
-        token_ids = chat_token_ids(self.tokenizer, self.system_prompt, prompts, max_new_tokens,
-                                   self.max_context_tokens)
+        token_ids = chat_token_ids(self.tokenizer, self.system_prompt, prompts, max_new_tokens, self.max_context_tokens)
         order = longest_first(token_ids)
         started, tokens_before = time.perf_counter(), self.tokens_generated
         for start in range(0, len(order), self.batch_size):
-            positions = order[start:start + self.batch_size]
+            positions = order[start : start + self.batch_size]
             # 3. greedy (top-1), with the anchor row last (see the module docstring); prompts are not returned
             results = self.generator.generate_batch(
                 [self.tokenizer.convert_ids_to_tokens(token_ids[i]) for i in positions] + [self.anchor_tokens],
-                max_length=max_new_tokens, sampling_topk=1, include_prompt_in_result=False,
-                end_token=list(STOP_TOKENS))
+                max_length=max_new_tokens,
+                sampling_topk=1,
+                include_prompt_in_result=False,
+                end_token=list(STOP_TOKENS),
+            )
             answers = []
             for result in results[:-1]:
                 ids = result.sequences_ids[0]  # the stop token is not included
@@ -211,5 +237,11 @@ class CTranslate2ChatLM(ChatLM):
             self.prompts_generated += len(positions)
             yield positions, answers
         seconds = time.perf_counter() - started
-        logger.info("%s (CTranslate2 %s): %d prompts, %d answer tokens in %.1f s", self.name, self.compute_type,
-                    len(prompts), self.tokens_generated - tokens_before, seconds)
+        logger.info(
+            "%s (CTranslate2 %s): %d prompts, %d answer tokens in %.1f s",
+            self.name,
+            self.compute_type,
+            len(prompts),
+            self.tokens_generated - tokens_before,
+            seconds,
+        )

@@ -6,8 +6,9 @@ import logging
 import math
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from e2p_lib.checks import check_int, check_positive_int
 from e2p_lib.lm.base import DEFAULT_SYSTEM_PROMPT, ChatLM, check_answer_settings, prompt_seed
@@ -61,11 +62,13 @@ def chat_text(tokenizer, system_prompt: str | None, prompt: str) -> str:
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def chat_token_ids(tokenizer, system_prompt: str | None, prompts: Sequence[str], max_new_tokens: int,
-                   max_context_tokens: int) -> list[list[int]]:
+def chat_token_ids(
+    tokenizer, system_prompt: str | None, prompts: Sequence[str], max_new_tokens: int, max_context_tokens: int
+) -> list[list[int]]:
     """Token ids of every prompt's chat text (the template holds the special tokens); raise if one does not fit."""
-    token_ids = tokenizer([chat_text(tokenizer, system_prompt, p) for p in prompts],
-                          add_special_tokens=False)["input_ids"]
+    token_ids = tokenizer([chat_text(tokenizer, system_prompt, p) for p in prompts], add_special_tokens=False)[
+        "input_ids"
+    ]
     too_long = [i for i, ids in enumerate(token_ids) if len(ids) + max_new_tokens > max_context_tokens]
     if too_long:
         i = too_long[0]
@@ -110,9 +113,18 @@ class LocalChatLM(ChatLM):
         show_progress: a progress bar over prompts when there is more than one batch.
     """
 
-    def __init__(self, device: str = "auto", dtype: str = "float32", *,
-                 system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, top_p: float = 1.0, batch_size: int = 32,
-                 num_threads: int | None = None, model_dir: str | Path | None = None, show_progress: bool = True):
+    def __init__(
+        self,
+        device: str = "auto",
+        dtype: str = "float32",
+        *,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        top_p: float = 1.0,
+        batch_size: int = 32,
+        num_threads: int | None = None,
+        model_dir: str | Path | None = None,
+        show_progress: bool = True,
+    ):
         import torch
 
         from e2p_lib.lm.smollm import MODEL_NAME, load_smollm2
@@ -128,14 +140,18 @@ class LocalChatLM(ChatLM):
         self.device = self.model.device
         self.max_context_tokens = int(self.model.config.max_position_embeddings)
         # Stop at <|im_end|> (the end of an assistant turn) and, defensively, at <|endoftext|>.
-        self.stop_token_ids = sorted({self.tokenizer.eos_token_id,
-                                      self.tokenizer.convert_tokens_to_ids("<|endoftext|>")})
+        self.stop_token_ids = sorted(
+            {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|endoftext|>")}
+        )
         self.prompts_generated = 0  # prompts this instance has answered (the answer cache's tests read it)
         self.tokens_generated = 0  # answer tokens, each stop token included, padding not (for throughput)
 
     def settings(self) -> dict[str, Any]:
-        return {"system_prompt": self.system_prompt, "top_p": self.top_p,
-                "dtype": str(self.model.dtype).removeprefix("torch.")}
+        return {
+            "system_prompt": self.system_prompt,
+            "top_p": self.top_p,
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+        }
 
     def chat_text(self, prompt: str) -> str:
         """The exact text the model reads for `prompt`: chat template, system turn, and the assistant's header."""
@@ -146,38 +162,54 @@ class LocalChatLM(ChatLM):
         from tqdm.auto import tqdm
 
         # 1. render and tokenize every prompt once; 2. longest first
-        token_ids = chat_token_ids(self.tokenizer, self.system_prompt, prompts, max_new_tokens,
-                                   self.max_context_tokens)
+        token_ids = chat_token_ids(self.tokenizer, self.system_prompt, prompts, max_new_tokens, self.max_context_tokens)
         order = longest_first(token_ids)
         processors = self._logits_processors(temperature)
         started, tokens_before = time.perf_counter(), self.tokens_generated
-        with tqdm(total=len(prompts), desc=f"generate ({self.name})", unit="prompt",
-                  disable=not self.show_progress or len(prompts) <= self.batch_size) as bar:
+        with tqdm(
+            total=len(prompts),
+            desc=f"generate ({self.name})",
+            unit="prompt",
+            disable=not self.show_progress or len(prompts) <= self.batch_size,
+        ) as bar:
             for start in range(0, len(order), self.batch_size):
-                positions = order[start:start + self.batch_size]
+                positions = order[start : start + self.batch_size]
                 # 3. left padding: every row's last prompt token sits at the same index, where generation appends
-                batch = self.tokenizer.pad({"input_ids": [token_ids[i] for i in positions]}, padding=True,
-                                           padding_side="left", return_tensors="pt").to(self.device)
+                batch = self.tokenizer.pad(
+                    {"input_ids": [token_ids[i] for i in positions]},
+                    padding=True,
+                    padding_side="left",
+                    return_tensors="pt",
+                ).to(self.device)
                 batch_processors = list(processors)
                 if temperature > 0:
-                    batch_processors.append(make_prompt_sampler([prompt_seed(seeds[i], prompts[i])
-                                                                 for i in positions]))
+                    batch_processors.append(make_prompt_sampler([prompt_seed(seeds[i], prompts[i]) for i in positions]))
                 with torch.inference_mode():
                     output = self.model.generate(
-                        **batch, max_new_tokens=max_new_tokens, do_sample=False,
-                        logits_processor=batch_processors, eos_token_id=self.stop_token_ids,
-                        pad_token_id=self.tokenizer.pad_token_id, use_cache=True,
+                        **batch,
+                        max_new_tokens=max_new_tokens,
+                        do_sample=False,
+                        logits_processor=batch_processors,
+                        eos_token_id=self.stop_token_ids,
+                        pad_token_id=self.tokenizer.pad_token_id,
+                        use_cache=True,
                     )
                 # 4. the new tokens only; padding after a finished answer is a special token, skipped here
-                new_tokens = output[:, batch["input_ids"].shape[1]:]  # (batch, steps)
+                new_tokens = output[:, batch["input_ids"].shape[1] :]  # (batch, steps)
                 answers = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
                 self.prompts_generated += len(positions)
                 self.tokens_generated += count_answer_tokens(new_tokens, self.stop_token_ids)
                 bar.update(len(positions))
                 yield positions, [a.strip() for a in answers]
         seconds = time.perf_counter() - started
-        logger.info("%s: %d prompts, %d answer tokens in %.1f s (%.1f tokens/s)", self.name, len(prompts),
-                    self.tokens_generated - tokens_before, seconds, (self.tokens_generated - tokens_before) / seconds)
+        logger.info(
+            "%s: %d prompts, %d answer tokens in %.1f s (%.1f tokens/s)",
+            self.name,
+            len(prompts),
+            self.tokens_generated - tokens_before,
+            seconds,
+            (self.tokens_generated - tokens_before) / seconds,
+        )
 
     def _logits_processors(self, temperature: float) -> list:
         from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper

@@ -101,8 +101,10 @@ class OpenAIChatLM(ChatLM):
         return {"system_prompt": self.system_prompt, "top_p": self.top_p}
 
     def __repr__(self) -> str:
-        return (f"OpenAIChatLM(model={self.model!r}, base_url={str(self._client.base_url)!r}, "
-                f"settings={self.settings()!r}, limiter={self.limiter!r})")
+        return (
+            f"OpenAIChatLM(model={self.model!r}, base_url={str(self._client.base_url)!r}, "
+            f"settings={self.settings()!r}, limiter={self.limiter!r})"
+        )
 
     def messages(self, prompt: str) -> list[dict[str, str]]:
         """The chat messages sent for `prompt`."""
@@ -112,7 +114,11 @@ class OpenAIChatLM(ChatLM):
     def _complete(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float, seed: int) -> str:
         """One API call: the assistant's answer, stripped."""
         response = self._client.chat.completions.create(
-            model=self.model, messages=messages, max_tokens=max_new_tokens, temperature=temperature, seed=seed,
+            model=self.model,
+            messages=messages,
+            max_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed,
             **({"top_p": self.top_p} if self.top_p < 1.0 else {}),
         )
         if not response.choices:
@@ -124,28 +130,40 @@ class OpenAIChatLM(ChatLM):
         content_tokens = count_tokens([m["content"] for messages in conversations for m in messages])
         per_conversation = len(conversations[0])  # every conversation has the same number of messages
         jobs = [
-            Job(payload=position, token_cost=sum(content_tokens[position * per_conversation:
-                                                                (position + 1) * per_conversation])
-                + TOKENS_PER_MESSAGE * per_conversation + TOKENS_PER_REPLY_PRIMING + max_new_tokens)
+            Job(
+                payload=position,
+                token_cost=sum(content_tokens[position * per_conversation : (position + 1) * per_conversation])
+                + TOKENS_PER_MESSAGE * per_conversation
+                + TOKENS_PER_REPLY_PRIMING
+                + max_new_tokens,
+            )
             for position in range(len(prompts))
         ]
         tracker = self.last_status = StatusTracker()
         completed: list[int] = []
         try:
             for job, answer in run_rate_limited(
-                jobs, lambda p: self._complete(conversations[p], max_new_tokens, temperature, seeds[p]),
-                limiter=self.limiter, retry_policy=self.retry_policy, max_concurrency=self.max_concurrency,
-                tracker=tracker, show_progress=self.verbose, progress_description=f"generate ({self.name})",
+                jobs,
+                lambda p: self._complete(conversations[p], max_new_tokens, temperature, seeds[p]),
+                limiter=self.limiter,
+                retry_policy=self.retry_policy,
+                max_concurrency=self.max_concurrency,
+                tracker=tracker,
+                show_progress=self.verbose,
+                progress_description=f"generate ({self.name})",
             ):
                 completed.append(job.payload)
                 yield [job.payload], [answer]
         except RunFailedError as error:
             position = error.job.payload
-            message = (f"{self.name} failed on prompt {position} after {error.job.attempts} attempt(s): "
-                       f"{type(error.cause).__name__}: {error.cause}. {len(completed):,} of {len(prompts):,} "
-                       "prompts completed and were returned; generate the rest again to resume.")
+            message = (
+                f"{self.name} failed on prompt {position} after {error.job.attempts} attempt(s): "
+                f"{type(error.cause).__name__}: {error.cause}. {len(completed):,} of {len(prompts):,} "
+                "prompts completed and were returned; generate the rest again to resume."
+            )
             raise GenerationRunError(redact(message, self._secret), position, completed) from chainable(
-                error.cause, self._secret)
+                error.cause, self._secret
+            )
         finally:
             logger.info("%s: %s", self.name, tracker.summary())
             if self.verbose:

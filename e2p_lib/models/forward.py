@@ -49,9 +49,10 @@ Contents, in the order data flows: config and presets -> networks (head, MLP, en
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,10 +66,23 @@ from e2p_lib.embed import embedder_from_name
 from e2p_lib.embed.base import Embedder, check_texts, l2_normalise
 from e2p_lib.embed.cache import embed_texts
 from e2p_lib.embed.local import default_local_model_path
-from e2p_lib.train.loop import (TrainingConfig, TrainState, batch_indices, check_int_field, check_number_field,
-                                check_resumable, data_fingerprint, global_mean, load_checkpoint, local_rows,
-                                prepare_for_processes, restore_training_state, run_training_loop, save_checkpoint,
-                                seed_everything)
+from e2p_lib.train.loop import (
+    TrainingConfig,
+    TrainState,
+    batch_indices,
+    check_int_field,
+    check_number_field,
+    check_resumable,
+    data_fingerprint,
+    global_mean,
+    load_checkpoint,
+    local_rows,
+    prepare_for_processes,
+    restore_training_state,
+    run_training_loop,
+    save_checkpoint,
+    seed_everything,
+)
 
 FORWARD_MODEL_KINDS = ("mlp", "transformer")
 LOSSES = ("mse", "cosine")
@@ -122,8 +136,9 @@ class ForwardModelConfig(TrainingConfig):
         if self.kind not in FORWARD_MODEL_KINDS:
             raise ValueError(f"kind={self.kind!r} is not a forward model; use one of {FORWARD_MODEL_KINDS}.")
         if isinstance(self.hidden_sizes, (int, str)):
-            raise ValueError(f"hidden_sizes must be a sequence of layer widths such as (1024,), "
-                             f"got {self.hidden_sizes!r}.")
+            raise ValueError(
+                f"hidden_sizes must be a sequence of layer widths such as (1024,), got {self.hidden_sizes!r}."
+            )
         self.hidden_sizes = tuple(self.hidden_sizes)
         for index, width in enumerate(self.hidden_sizes):
             check_positive_int(width, f"hidden_sizes[{index}]")
@@ -140,18 +155,49 @@ class ForwardModelConfig(TrainingConfig):
 # Overrides per preset and kind (measured in the module docstring's table).
 FORWARD_MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {  # the 5,000-row subset on 2 CPU cores
-        "mlp": dict(hidden_sizes=(1024,), dropout=0.3, num_epochs=10, batch_size=64, learning_rate=1e-3,
-                    weight_decay=0.01, eval_every_steps=100, save_every_steps=100),
-        "transformer": dict(num_epochs=1, batch_size=32, max_seq_len=64, freeze_encoder_layers=3,
-                            learning_rate=1e-3, encoder_learning_rate=5e-5, warmup_fraction=0.1,
-                            eval_every_steps=50, save_every_steps=50),
+        "mlp": dict(
+            hidden_sizes=(1024,),
+            dropout=0.3,
+            num_epochs=10,
+            batch_size=64,
+            learning_rate=1e-3,
+            weight_decay=0.01,
+            eval_every_steps=100,
+            save_every_steps=100,
+        ),
+        "transformer": dict(
+            num_epochs=1,
+            batch_size=32,
+            max_seq_len=64,
+            freeze_encoder_layers=3,
+            learning_rate=1e-3,
+            encoder_learning_rate=5e-5,
+            warmup_fraction=0.1,
+            eval_every_steps=50,
+            save_every_steps=50,
+        ),
     },
     "gpu": {  # the full 52,002 rows on one GPU
-        "mlp": dict(hidden_sizes=(2048, 2048), num_epochs=40, batch_size=256, learning_rate=1e-3,
-                    weight_decay=0.01, eval_every_steps=500, save_every_steps=2000),
-        "transformer": dict(num_epochs=3, batch_size=64, max_seq_len=256, freeze_encoder_layers=0,
-                            learning_rate=1e-3, encoder_learning_rate=5e-5, warmup_fraction=0.06,
-                            eval_every_steps=500, save_every_steps=500),
+        "mlp": dict(
+            hidden_sizes=(2048, 2048),
+            num_epochs=40,
+            batch_size=256,
+            learning_rate=1e-3,
+            weight_decay=0.01,
+            eval_every_steps=500,
+            save_every_steps=2000,
+        ),
+        "transformer": dict(
+            num_epochs=3,
+            batch_size=64,
+            max_seq_len=256,
+            freeze_encoder_layers=0,
+            learning_rate=1e-3,
+            encoder_learning_rate=5e-5,
+            warmup_fraction=0.06,
+            eval_every_steps=500,
+            save_every_steps=500,
+        ),
     },
 }
 
@@ -176,12 +222,13 @@ class RegressionHead(nn.Module):
     With `residual`, the last layer starts at zero, so the untrained head returns its input unchanged.
     """
 
-    def __init__(self, input_dim: int, output_dim: int, hidden_sizes: Sequence[int], dropout: float,
-                 residual: bool):
+    def __init__(self, input_dim: int, output_dim: int, hidden_sizes: Sequence[int], dropout: float, residual: bool):
         super().__init__()
         if residual and input_dim != output_dim:
-            raise ValueError(f"residual=True needs features and targets of the same size, got {input_dim} and "
-                             f"{output_dim}. Set residual=False, or use an encoder whose width is {output_dim}.")
+            raise ValueError(
+                f"residual=True needs features and targets of the same size, got {input_dim} and "
+                f"{output_dim}. Set residual=False, or use an encoder whose width is {output_dim}."
+            )
         layers: list[nn.Module] = []
         width = input_dim
         for hidden in hidden_sizes:
@@ -224,8 +271,9 @@ class EncoderForwardNet(nn.Module):
         if getattr(encoder, "pooler", None) is not None:
             encoder.pooler = None
         self.encoder = encoder
-        self.head = RegressionHead(encoder.config.hidden_size, dimensions, config.hidden_sizes, config.dropout,
-                                   config.residual)
+        self.head = RegressionHead(
+            encoder.config.hidden_size, dimensions, config.hidden_sizes, config.dropout, config.residual
+        )
         freeze_lower_layers(encoder, config.freeze_encoder_layers)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -241,8 +289,10 @@ def transformer_layers(encoder: nn.Module) -> nn.ModuleList:
     for module in encoder.modules():
         if isinstance(module, nn.ModuleList) and len(module) == count:
             return module
-    raise ValueError(f"Cannot find the {count} transformer layers of {type(encoder).__name__}; "
-                     "use freeze_encoder_layers=0 with this encoder.")
+    raise ValueError(
+        f"Cannot find the {count} transformer layers of {type(encoder).__name__}; "
+        "use freeze_encoder_layers=0 with this encoder."
+    )
 
 
 def freeze_lower_layers(encoder: nn.Module, num_layers: int) -> None:
@@ -254,8 +304,9 @@ def freeze_lower_layers(encoder: nn.Module, num_layers: int) -> None:
         return
     layers = transformer_layers(encoder)
     if num_layers > len(layers):
-        raise ValueError(f"freeze_encoder_layers={num_layers} but the encoder has {len(layers)} layers; use "
-                         f"0..{len(layers)}.")
+        raise ValueError(
+            f"freeze_encoder_layers={num_layers} but the encoder has {len(layers)} layers; use 0..{len(layers)}."
+        )
     frozen = {id(p) for layer in layers[:num_layers] for p in layer.parameters()}
     in_layers = {id(p) for p in layers.parameters()}
     for param in encoder.parameters():  # registration order: embeddings first, then the layers
@@ -330,20 +381,28 @@ class PromptTokens:
         return len(self.prompts)
 
     def batch(self, index: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
-        encoded = self.tokenizer([self.prompts[i] for i in index], padding=True, truncation=True,
-                                 max_length=self.max_seq_len, return_tensors="pt")
+        encoded = self.tokenizer(
+            [self.prompts[i] for i in index],
+            padding=True,
+            truncation=True,
+            max_length=self.max_seq_len,
+            return_tensors="pt",
+        )
         return {"input_ids": encoded["input_ids"].to(device), "attention_mask": encoded["attention_mask"].to(device)}
 
 
 @torch.no_grad()
-def predict_raw(net: nn.Module, inputs: PromptVectors | PromptTokens, device: torch.device,
-                batch_rows: int = PREDICT_BATCH_ROWS) -> torch.Tensor:
+def predict_raw(
+    net: nn.Module, inputs: PromptVectors | PromptTokens, device: torch.device, batch_rows: int = PREDICT_BATCH_ROWS
+) -> torch.Tensor:
     """(n, d) un-normalised predictions on the CPU, in eval mode (no dropout); the net's mode is restored after."""
     was_training = net.training
     net.eval()
     try:
-        parts = [net(**inputs.batch(np.arange(start, min(start + batch_rows, len(inputs))), device)).float().cpu()
-                 for start in range(0, len(inputs), batch_rows)]
+        parts = [
+            net(**inputs.batch(np.arange(start, min(start + batch_rows, len(inputs))), device)).float().cpu()
+            for start in range(0, len(inputs), batch_rows)
+        ]
     finally:
         net.train(was_training)
     return torch.cat(parts) if parts else torch.zeros((0, 0))
@@ -360,9 +419,19 @@ class ForwardModel:
     prompts for the "mlp" kind (the transformer kind reads the text itself).
     """
 
-    def __init__(self, config: ForwardModelConfig, net: nn.Module, *, target_space: str, dimensions: int,
-                 device: torch.device, embedder: Embedder | None = None, tokenizer=None,
-                 state: TrainState | None = None, cache_dir: str | Path | None = None):
+    def __init__(
+        self,
+        config: ForwardModelConfig,
+        net: nn.Module,
+        *,
+        target_space: str,
+        dimensions: int,
+        device: torch.device,
+        embedder: Embedder | None = None,
+        tokenizer=None,
+        state: TrainState | None = None,
+        cache_dir: str | Path | None = None,
+    ):
         if config.kind == "mlp" and embedder is None:
             raise ValueError("An mlp forward model needs the embedder that embeds its prompts.")
         self.config = config
@@ -404,8 +473,10 @@ class ForwardModel:
         if targets.ndim == 1:
             targets = np.broadcast_to(targets, (len(prompts), targets.shape[0]))
         if targets.ndim != 2 or targets.shape != (len(prompts), self.dimensions):
-            raise ValueError(f"targets has shape {targets.shape}; expected ({len(prompts)}, {self.dimensions}) "
-                             f"(one {self.target_space} vector per prompt) or ({self.dimensions},).")
+            raise ValueError(
+                f"targets has shape {targets.shape}; expected ({len(prompts)}, {self.dimensions}) "
+                f"(one {self.target_space} vector per prompt) or ({self.dimensions},)."
+            )
         return np.sum(self.predict(prompts) * l2_normalise(targets), axis=1)
 
     def save(self, directory: str | Path) -> Path:
@@ -419,8 +490,14 @@ class ForwardModel:
         return extra
 
     @classmethod
-    def load(cls, directory: str | Path, *, embedder: Embedder | None = None, device: str | None = None,
-             cache_dir: str | Path | None = None) -> "ForwardModel":
+    def load(
+        cls,
+        directory: str | Path,
+        *,
+        embedder: Embedder | None = None,
+        device: str | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> ForwardModel:
         """Rebuild a model saved by `save` or by training (`output_dir`) from its checkpoint and config.
 
         `embedder` embeds the prompts of an "mlp" model; if None, it is rebuilt from the recorded target space
@@ -432,33 +509,48 @@ class ForwardModel:
         """
         checkpoint = load_checkpoint(directory)
         if checkpoint is None:
-            raise FileNotFoundError(f"No forward model in {directory} (no checkpoint.pt). Train one with an output_dir "
-                                    "in its config, or save a trained one with model.save(directory).")
+            raise FileNotFoundError(
+                f"No forward model in {directory} (no checkpoint.pt). Train one with an output_dir "
+                "in its config, or save a trained one with model.save(directory)."
+            )
         config = ForwardModelConfig.from_dict(checkpoint["config"])
         space, dimensions = checkpoint["extra"]["target_space"], int(checkpoint["extra"]["dimensions"])
         if embedder is not None and (embedder.name, embedder.dimensions) != (space, dimensions):
-            raise ValueError(f"The model in {directory} predicts {space} vectors ({dimensions}-d), but the embedder "
-                             f"given is {embedder.name} ({embedder.dimensions}-d); pass an embedder of {space}.")
+            raise ValueError(
+                f"The model in {directory} predicts {space} vectors ({dimensions}-d), but the embedder "
+                f"given is {embedder.name} ({embedder.dimensions}-d); pass an embedder of {space}."
+            )
         if embedder is None and config.kind == "mlp":
             embedder = embedder_from_name(space, dimensions)
         net, tokenizer = build_network(config, dimensions, pretrained=False)
         net.load_state_dict(checkpoint["model"])
-        return cls(config, net, target_space=space, dimensions=dimensions,
-                   device=resolve_device(device or config.device), embedder=embedder, tokenizer=tokenizer,
-                   state=TrainState.from_checkpoint(checkpoint), cache_dir=cache_dir)
+        return cls(
+            config,
+            net,
+            target_space=space,
+            dimensions=dimensions,
+            device=resolve_device(device or config.device),
+            embedder=embedder,
+            tokenizer=tokenizer,
+            state=TrainState.from_checkpoint(checkpoint),
+            cache_dir=cache_dir,
+        )
 
 
 # --- training --------------------------------------------------------------------------------------------------
 
 
-def _check_pairs(prompts: Sequence[str], targets: np.ndarray, dimensions: int,
-                 name: str) -> tuple[list[str], np.ndarray]:
+def _check_pairs(
+    prompts: Sequence[str], targets: np.ndarray, dimensions: int, name: str
+) -> tuple[list[str], np.ndarray]:
     """(prompts as a list, targets as float32) after checking they match each other and the embedder."""
     prompts = check_texts(prompts)
     targets = np.asarray(targets, dtype=np.float32)
     if targets.ndim != 2 or targets.shape[0] != len(prompts) or targets.shape[1] != dimensions:
-        raise ValueError(f"{name}_targets has shape {targets.shape}; expected ({len(prompts)}, {dimensions}): one "
-                         f"vector per {name} prompt, from the embedder given ({dimensions}-d).")
+        raise ValueError(
+            f"{name}_targets has shape {targets.shape}; expected ({len(prompts)}, {dimensions}): one "
+            f"vector per {name} prompt, from the embedder given ({dimensions}-d)."
+        )
     if not np.all(np.isfinite(targets)):
         raise ValueError(f"{name}_targets holds NaN or infinite values; drop those rows.")
     return prompts, l2_normalise(targets)
@@ -470,11 +562,16 @@ def make_optimizer(net: nn.Module, config: ForwardModelConfig) -> torch.optim.Ad
     for name, param in net.named_parameters():
         if param.requires_grad:
             groups.setdefault((name.startswith("encoder."), param.ndim >= 2), []).append(param)
-    return torch.optim.AdamW([
-        {"params": params, "lr": config.encoder_learning_rate if in_encoder else config.learning_rate,
-         "weight_decay": config.weight_decay if decays else 0.0}
-        for (in_encoder, decays), params in sorted(groups.items())
-    ])
+    return torch.optim.AdamW(
+        [
+            {
+                "params": params,
+                "lr": config.encoder_learning_rate if in_encoder else config.learning_rate,
+                "weight_decay": config.weight_decay if decays else 0.0,
+            }
+            for (in_encoder, decays), params in sorted(groups.items())
+        ]
+    )
 
 
 def train_forward_model(
@@ -513,16 +610,28 @@ def train_forward_model(
     # 1. model, inputs and optimiser (seeded, so the initial weights are reproducible)
     seed_everything(config.seed)
     net, tokenizer = build_network(config, dimensions)
-    model = ForwardModel(config, net, target_space=embedder.name, dimensions=dimensions, device=device,
-                         embedder=embedder, tokenizer=tokenizer, cache_dir=cache_dir)
+    model = ForwardModel(
+        config,
+        net,
+        target_space=embedder.name,
+        dimensions=dimensions,
+        device=device,
+        embedder=embedder,
+        tokenizer=tokenizer,
+        cache_dir=cache_dir,
+    )
     train_inputs = model.prompt_inputs(train_prompts)
     val_inputs = model.prompt_inputs(val_prompts) if val_prompts else None
     targets = torch.as_tensor(train_targets)
     optimizer = make_optimizer(net, config)
     from transformers import get_scheduler
 
-    scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=round(config.warmup_fraction
-                              * total_steps), num_training_steps=total_steps)
+    scheduler = get_scheduler(
+        config.lr_scheduler,
+        optimizer,
+        num_warmup_steps=round(config.warmup_fraction * total_steps),
+        num_training_steps=total_steps,
+    )
 
     # 2. resume from a checkpoint of this same run, if there is one
     state = TrainState()
@@ -535,8 +644,7 @@ def train_forward_model(
     accelerator, wrapped = prepare_for_processes(net)
 
     def train_step(step: int) -> dict[str, float]:
-        index, weight = local_rows(batch_indices(len(train_inputs), config.batch_size, config.seed, step),
-                                   accelerator)
+        index, weight = local_rows(batch_indices(len(train_inputs), config.batch_size, config.seed, step), accelerator)
         net.train()
         predictions = wrapped(**train_inputs.batch(index, device))  # (B, d)
         loss = forward_loss(predictions, targets[torch.as_tensor(index)].to(device), config.loss) * weight
@@ -551,18 +659,33 @@ def train_forward_model(
     def evaluate() -> dict[str, float]:
         raw = predict_raw(net, val_inputs, device)
         val = torch.as_tensor(val_targets)
-        return {"loss": forward_loss(raw, val, config.loss).item(),
-                "cosine": F.cosine_similarity(raw, val, dim=-1).mean().item()}
+        return {
+            "loss": forward_loss(raw, val, config.loss).item(),
+            "cosine": F.cosine_similarity(raw, val, dim=-1).mean().item(),
+        }
 
     def save(current: TrainState) -> None:
-        save_checkpoint(config.output_dir, config=config, state=current, model=net, optimizer=optimizer,
-                        scheduler=scheduler, extra=model._extra(fingerprint))
+        save_checkpoint(
+            config.output_dir,
+            config=config,
+            state=current,
+            model=net,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            extra=model._extra(fingerprint),
+        )
 
     # 3. the loop: progress bar, periodic validation and checkpoints
     main = accelerator.is_main_process  # one process validates and writes; the others only train
-    state = run_training_loop(train_step, total_steps=total_steps, state=state, config=config,
-                              evaluate=evaluate if val_inputs is not None and main else None,
-                              save=save if config.output_dir and main else None, desc=f"forward model ({config.kind})")
+    state = run_training_loop(
+        train_step,
+        total_steps=total_steps,
+        state=state,
+        config=config,
+        evaluate=evaluate if val_inputs is not None and main else None,
+        save=save if config.output_dir and main else None,
+        desc=f"forward model ({config.kind})",
+    )
     net.eval()
     model.state = state
     return model, state.history.to_frame()
@@ -581,17 +704,30 @@ def cosine_table(predictions: Mapping[str, np.ndarray], targets: np.ndarray) -> 
     for method, predicted in predictions.items():
         predicted = np.asarray(predicted, dtype=np.float32)
         if predicted.shape != targets.shape:
-            raise ValueError(f"Predictions of {method!r} have shape {predicted.shape}; targets have "
-                             f"{targets.shape}. Predict exactly the target rows, in order.")
+            raise ValueError(
+                f"Predictions of {method!r} have shape {predicted.shape}; targets have "
+                f"{targets.shape}. Predict exactly the target rows, in order."
+            )
         cosines = np.sum(l2_normalise(predicted) * targets, axis=1)
-        rows.append({"method": method, "mean_cosine": float(cosines.mean()),
-                     "median_cosine": float(np.median(cosines)), "std_cosine": float(cosines.std()),
-                     "n": len(cosines)})
+        rows.append(
+            {
+                "method": method,
+                "mean_cosine": float(cosines.mean()),
+                "median_cosine": float(np.median(cosines)),
+                "std_cosine": float(cosines.std()),
+                "n": len(cosines),
+            }
+        )
     return pd.DataFrame(rows, columns=["method", "mean_cosine", "median_cosine", "std_cosine", "n"])
 
 
-def fit_ridge(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-              alphas: Sequence[float] = RIDGE_ALPHAS):
+def fit_ridge(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    alphas: Sequence[float] = RIDGE_ALPHAS,
+):
     """A scikit-learn Ridge from x to y, its alpha chosen by mean validation cosine; returns (model, alpha)."""
     from sklearn.linear_model import Ridge
 
@@ -604,8 +740,14 @@ def fit_ridge(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y
 
 
 def forward_baselines(
-    train_prompts: Sequence[str], train_targets: np.ndarray, val_prompts: Sequence[str], val_targets: np.ndarray,
-    test_prompts: Sequence[str], embedder: Embedder, *, cache_dir: str | Path | None = None,
+    train_prompts: Sequence[str],
+    train_targets: np.ndarray,
+    val_prompts: Sequence[str],
+    val_targets: np.ndarray,
+    test_prompts: Sequence[str],
+    embedder: Embedder,
+    *,
+    cache_dir: str | Path | None = None,
     alphas: Sequence[float] = RIDGE_ALPHAS,
 ) -> dict[str, np.ndarray]:
     """Test-set predictions of the two baselines, keyed by method name for `cosine_table`:
@@ -613,16 +755,21 @@ def forward_baselines(
     - "prompt embedding": the prompt's own embedding as the prediction (what an untrained model says);
     - "ridge (alpha=A)": a linear map from prompt embedding to answer embedding, A chosen on val.
     """
-    train_x, val_x, test_x = (prompt_embeddings(p, embedder, cache_dir)
-                              for p in (train_prompts, val_prompts, test_prompts))
-    ridge, alpha = fit_ridge(train_x, np.asarray(train_targets, dtype=np.float32), val_x,
-                             np.asarray(val_targets, dtype=np.float32), alphas)
+    train_x, val_x, test_x = (
+        prompt_embeddings(p, embedder, cache_dir) for p in (train_prompts, val_prompts, test_prompts)
+    )
+    ridge, alpha = fit_ridge(
+        train_x, np.asarray(train_targets, dtype=np.float32), val_x, np.asarray(val_targets, dtype=np.float32), alphas
+    )
     return {"prompt embedding": test_x, f"ridge (alpha={alpha:g})": ridge.predict(test_x).astype(np.float32)}
 
 
-def evaluate_forward_model(models: Mapping[str, ForwardModel] | ForwardModel, test_prompts: Sequence[str],
-                           test_targets: np.ndarray, baselines: Mapping[str, np.ndarray] | None = None
-                           ) -> pd.DataFrame:
+def evaluate_forward_model(
+    models: Mapping[str, ForwardModel] | ForwardModel,
+    test_prompts: Sequence[str],
+    test_targets: np.ndarray,
+    baselines: Mapping[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
     """The held-out table: each model's and each baseline's cosine to the real answers (see `cosine_table`)."""
     if isinstance(models, ForwardModel):
         models = {models.kind: models}

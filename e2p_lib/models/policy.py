@@ -27,14 +27,13 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
 from e2p_lib.lm.smollm import load_smollm2
@@ -80,7 +79,8 @@ class PolicyConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
     max_prompt_tokens: int = 64
     hypotheses: int = 0
     hypothesis_tokens: int = 32
@@ -88,8 +88,14 @@ class PolicyConfig:
     def __post_init__(self):
         if self.finetune not in FINETUNE_MODES:
             raise ValueError(f"finetune={self.finetune!r}; choose one of {FINETUNE_MODES}.")
-        for name in ("embedding_dim", "prefix_tokens", "mapper_hidden", "max_prompt_tokens", "lora_rank",
-                     "hypothesis_tokens"):
+        for name in (
+            "embedding_dim",
+            "prefix_tokens",
+            "mapper_hidden",
+            "max_prompt_tokens",
+            "lora_rank",
+            "hypothesis_tokens",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
         if int(self.hypotheses) < 0:
@@ -108,7 +114,7 @@ class Hypothesis:
 
 
 HYPOTHESES_HEADER = "\nKnown requests, with how close their answers land (0-100):"
-Hypotheses = Optional[Sequence[Sequence[Hypothesis]]]  # one list per target row (None: no hypotheses anywhere)
+Hypotheses = Sequence[Sequence[Hypothesis]] | None  # one list per target row (None: no hypotheses anywhere)
 
 
 class PrefixMapper(nn.Module):
@@ -118,8 +124,9 @@ class PrefixMapper(nn.Module):
     def __init__(self, embedding_dim: int, hidden: int, prefix_tokens: int, model_dim: int, token_std: float):
         super().__init__()
         self.prefix_tokens, self.model_dim = prefix_tokens, model_dim
-        self.net = nn.Sequential(nn.Linear(embedding_dim, hidden), nn.GELU(),
-                                 nn.Linear(hidden, prefix_tokens * model_dim))
+        self.net = nn.Sequential(
+            nn.Linear(embedding_dim, hidden), nn.GELU(), nn.Linear(hidden, prefix_tokens * model_dim)
+        )
         self.norm = nn.LayerNorm(model_dim)
         with torch.no_grad():
             self.norm.weight.fill_(token_std)
@@ -135,24 +142,33 @@ class PromptPolicy(nn.Module):
         super().__init__()
         self.config, self.lm, self.tokenizer = config, lm, tokenizer
         embeddings = lm.get_input_embeddings().weight
-        self.mapper = PrefixMapper(config.embedding_dim, config.mapper_hidden, config.prefix_tokens,
-                                   embeddings.shape[1], float(embeddings.detach().std())).to(embeddings.device)
+        self.mapper = PrefixMapper(
+            config.embedding_dim,
+            config.mapper_hidden,
+            config.prefix_tokens,
+            embeddings.shape[1],
+            float(embeddings.detach().std()),
+        ).to(embeddings.device)
         self.end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
         # The context around the soft tokens, as token ids: (head, tail); see the module docstring.
         marker = "\x00SOFT\x00"
         text = tokenizer.apply_chat_template(
             [{"role": "system", "content": config.system_prompt}, {"role": "user", "content": marker}],
-            tokenize=False, add_generation_prompt=True)
+            tokenize=False,
+            add_generation_prompt=True,
+        )
         head, tail = text.split(marker)
-        self.register_buffer("head_ids", torch.tensor(tokenizer(head, add_special_tokens=False)["input_ids"]),
-                             persistent=False)
-        self.register_buffer("tail_ids", torch.tensor(tokenizer(tail, add_special_tokens=False)["input_ids"]),
-                             persistent=False)
+        self.register_buffer(
+            "head_ids", torch.tensor(tokenizer(head, add_special_tokens=False)["input_ids"]), persistent=False
+        )
+        self.register_buffer(
+            "tail_ids", torch.tensor(tokenizer(tail, add_special_tokens=False)["input_ids"]), persistent=False
+        )
 
     # --- building -------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained_base(cls, config: PolicyConfig, device: str = "auto") -> "PromptPolicy":
+    def from_pretrained_base(cls, config: PolicyConfig, device: str = "auto") -> PromptPolicy:
         """A fresh policy on SmolLM2-135M-Instruct, with the weights that `config.finetune` trains unfrozen."""
         lm, tokenizer = load_smollm2(device=device)
         return cls(config, _prepare_lm(lm, config), tokenizer)
@@ -191,8 +207,10 @@ class PromptPolicy(nn.Module):
         target_vectors = self._as_tensor(target_vectors)
         batch = target_vectors.shape[0]
         if hypotheses is not None and len(hypotheses) != batch:
-            raise ValueError(f"Got hypotheses for {len(hypotheses)} targets but {batch} target vectors: pass one "
-                             "list (possibly empty) per target.")
+            raise ValueError(
+                f"Got hypotheses for {len(hypotheses)} targets but {batch} target vectors: pass one "
+                "list (possibly empty) per target."
+            )
         embed = self.lm.get_input_embeddings()
         soft = self.mapper(target_vectors)
         head, tail = embed(self.head_ids), embed(self.tail_ids)
@@ -207,23 +225,33 @@ class PromptPolicy(nn.Module):
             parts.append(tail)
             gap = width - len(middle)
             rows.append(torch.cat([pad.expand(gap, -1), *parts], dim=0))
-            masks.append(torch.cat([torch.zeros(gap, dtype=torch.long), torch.ones(rows[-1].shape[0] - gap,
-                                                                                   dtype=torch.long)]))
+            masks.append(
+                torch.cat([torch.zeros(gap, dtype=torch.long), torch.ones(rows[-1].shape[0] - gap, dtype=torch.long)])
+            )
         return torch.stack(rows), torch.stack(masks).to(self.device)
 
     def _as_tensor(self, vectors) -> torch.Tensor:
         vectors = torch.as_tensor(np.asarray(vectors, dtype=np.float32) if not torch.is_tensor(vectors) else vectors)
         if vectors.ndim != 2 or vectors.shape[1] != self.config.embedding_dim:
-            raise ValueError(f"Target vectors must have shape (n, {self.config.embedding_dim}); got "
-                             f"{tuple(vectors.shape)}. Use the embedder the policy was trained with.")
+            raise ValueError(
+                f"Target vectors must have shape (n, {self.config.embedding_dim}); got "
+                f"{tuple(vectors.shape)}. Use the embedder the policy was trained with."
+            )
         return vectors.to(self.device, torch.float32)
 
     # --- generation -----------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate_ids(self, target_vectors, temperature: float = 0.0, top_p: float = 1.0,
-                     num_return_sequences: int = 1, max_new_tokens: int | None = None,
-                     seed: int | None = None, hypotheses: Hypotheses = None) -> torch.Tensor:
+    def generate_ids(
+        self,
+        target_vectors,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        num_return_sequences: int = 1,
+        max_new_tokens: int | None = None,
+        seed: int | None = None,
+        hypotheses: Hypotheses = None,
+    ) -> torch.Tensor:
         """Prompt token ids (B * num_return_sequences, T), padded after `<|im_end|>` with the pad id.
 
         temperature 0 is greedy (and num_return_sequences must then be 1). Rows for one target are adjacent.
@@ -231,22 +259,29 @@ class PromptPolicy(nn.Module):
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}.")
         if temperature == 0 and num_return_sequences != 1:
-            raise ValueError("Greedy decoding (temperature=0) gives one prompt per target; "
-                             "set temperature > 0 to sample several.")
+            raise ValueError(
+                "Greedy decoding (temperature=0) gives one prompt per target; set temperature > 0 to sample several."
+            )
         if seed is not None:
             torch.manual_seed(seed)
         context, mask = self.context_embeddings(target_vectors, hypotheses)
         context = context.repeat_interleave(num_return_sequences, dim=0)
         mask = mask.repeat_interleave(num_return_sequences, dim=0)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else \
-            {"do_sample": False}
+        sampling = (
+            {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+        )
         was_training = self.training
         self.eval()
         try:
-            out = self.lm.generate(inputs_embeds=context, attention_mask=mask,
-                                   max_new_tokens=max_new_tokens or self.config.max_prompt_tokens,
-                                   eos_token_id=self.end_id, pad_token_id=self.tokenizer.pad_token_id,
-                                   top_k=None, **sampling)
+            out = self.lm.generate(
+                inputs_embeds=context,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens or self.config.max_prompt_tokens,
+                eos_token_id=self.end_id,
+                pad_token_id=self.tokenizer.pad_token_id,
+                top_k=None,
+                **sampling,
+            )
         finally:
             self.train(was_training)
         return out  # inputs_embeds without input_ids: generate returns only the new tokens
@@ -266,8 +301,14 @@ class PromptPolicy(nn.Module):
         ended_before = torch.cumsum(is_end, dim=1) - is_end  # ends strictly before this position
         return (ended_before == 0).long()
 
-    def token_logprobs(self, target_vectors, ids: torch.Tensor, mask: torch.Tensor | None = None,
-                       with_entropy: bool = False, hypotheses: Hypotheses = None):
+    def token_logprobs(
+        self,
+        target_vectors,
+        ids: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        with_entropy: bool = False,
+        hypotheses: Hypotheses = None,
+    ):
         """Log-probability of each prompt token given the target (B, T) (and the per-token entropy, if asked).
 
         `ids` are prompt tokens as `generate_ids` returns them; positions where `mask` is 0 are padding and are
@@ -279,7 +320,7 @@ class PromptPolicy(nn.Module):
         inputs = torch.cat([context, self.lm.get_input_embeddings()(fed)], dim=1)
         attention = torch.cat([context_mask, mask], dim=1)
         logits = self.lm(inputs_embeds=inputs, attention_mask=attention).logits
-        logits = logits[:, context.shape[1] - 1:-1].float()  # (B, T, V): position t predicts token t
+        logits = logits[:, context.shape[1] - 1 : -1].float()  # (B, T, V): position t predicts token t
         # TRL's helpers avoid materialising a (B, T, V) log-softmax (49k-token vocabulary).
         chosen = selective_log_softmax(logits, fed)
         if not with_entropy:
@@ -290,14 +331,17 @@ class PromptPolicy(nn.Module):
 
     def tokenize_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts as training targets: ids (B, T) ending in `<|im_end|>`, right-padded, and their mask."""
-        rows = [self.tokenizer(p, add_special_tokens=False)["input_ids"][: self.config.max_prompt_tokens - 1]
-                + [self.end_id] for p in prompts]
+        rows = [
+            self.tokenizer(p, add_special_tokens=False)["input_ids"][: self.config.max_prompt_tokens - 1]
+            + [self.end_id]
+            for p in prompts
+        ]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.end_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
-            ids[i, :len(row)] = torch.tensor(row)
-            mask[i, :len(row)] = 1
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
         return ids.to(self.device), mask.to(self.device)
 
     def supervised_loss(self, target_vectors, prompts: Sequence[str], hypotheses: Hypotheses = None) -> torch.Tensor:
@@ -324,7 +368,7 @@ class PromptPolicy(nn.Module):
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, device: str = "auto", trainable: bool = False) -> "PromptPolicy":
+    def load(cls, folder: str | Path, device: str = "auto", trainable: bool = False) -> PromptPolicy:
         """Rebuild a saved policy from its folder (the config saved with it says how)."""
         folder = Path(folder)
         if not (folder / CONFIG_FILE).is_file():
@@ -354,9 +398,16 @@ def _prepare_lm(lm, config: PolicyConfig):
     if config.finetune == "lora":
         from peft import LoraConfig, get_peft_model
 
-        return get_peft_model(lm, LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
-                                             lora_dropout=config.lora_dropout,
-                                             target_modules=list(config.lora_target_modules), task_type="CAUSAL_LM"))
+        return get_peft_model(
+            lm,
+            LoraConfig(
+                r=config.lora_rank,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                target_modules=list(config.lora_target_modules),
+                task_type="CAUSAL_LM",
+            ),
+        )
     for p in lm.parameters():
         p.requires_grad_(config.finetune == "full")
     return lm

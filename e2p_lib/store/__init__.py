@@ -33,23 +33,46 @@ from __future__ import annotations
 
 from typing import Any
 
-from e2p_lib.store.base import (DEFAULT_NAMESPACE, MAX_ID_LENGTH, MAX_TOP_K, METRIC, Match, Record, VectorStore,
-                                check_ids, check_query_vectors)
+from e2p_lib.store.base import (
+    DEFAULT_NAMESPACE,
+    MAX_ID_LENGTH,
+    MAX_TOP_K,
+    METRIC,
+    Match,
+    Record,
+    VectorStore,
+    check_ids,
+    check_query_vectors,
+)
 from e2p_lib.store.filters import compile_filter
 from e2p_lib.store.local import LocalVectorStore
 from e2p_lib.store.pinecone import PineconeVectorStore
 
-__all__ = ["BACKENDS", "DEFAULT_NAMESPACE", "MAX_ID_LENGTH", "MAX_TOP_K", "METRIC", "LocalVectorStore", "Match",
-           "PineconeVectorStore", "Record", "VectorStore", "check_ids", "check_query_vectors", "compile_filter",
-           "make_vector_store"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_NAMESPACE",
+    "MAX_ID_LENGTH",
+    "MAX_TOP_K",
+    "METRIC",
+    "LocalVectorStore",
+    "Match",
+    "PineconeVectorStore",
+    "Record",
+    "VectorStore",
+    "check_ids",
+    "check_query_vectors",
+    "compile_filter",
+    "make_vector_store",
+]
 
 # --- factory ------------------------------------------------------------------------------------------------------
 
 BACKENDS = ("local", "pinecone")
 
 
-def make_vector_store(backend: str = "local", name: str | None = None, dimensions: int | None = None,
-                      **kwargs: Any) -> VectorStore:
+def make_vector_store(
+    backend: str = "local", name: str | None = None, dimensions: int | None = None, **kwargs: Any
+) -> VectorStore:
     """Build a store by backend name: "local" (default, offline; `LocalVectorStore`) or "pinecone".
 
     `name` is the local store's folder or the Pinecone index name (lowercase letters, digits and '-' there), so a

@@ -10,8 +10,9 @@ import math
 import numbers
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -53,8 +54,7 @@ def shown(items: Sequence[Any], limit: int = 5) -> str:
 
 
 def _is_valid_id(value: Any) -> bool:
-    return (type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and value.isascii()
-            and "\x00" not in value)
+    return type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and value.isascii() and "\x00" not in value
 
 
 def check_ids(ids: Sequence[str], what: str = "ids") -> list[str]:
@@ -81,8 +81,7 @@ def check_unique(ids: Sequence[str]) -> None:
         )
 
 
-def check_vectors(vectors: Any, dimensions: int, ids: Sequence[str] | None = None,
-                  what: str = "vectors") -> np.ndarray:
+def check_vectors(vectors: Any, dimensions: int, ids: Sequence[str] | None = None, what: str = "vectors") -> np.ndarray:
     """(n, dimensions) float32, C-contiguous; raises on a wrong shape or dimension, NaN/inf, or an all-zero row."""
     array = np.ascontiguousarray(vectors, dtype=np.float32)
     if array.ndim != 2:
@@ -215,8 +214,15 @@ class VectorStore(ABC):
     metric: str = METRIC
     batch_size: int = 1000  # records per write batch (a progress bar shows past one batch); backends override
 
-    def upsert(self, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any] | None] | None = None,
-               *, namespace: str = DEFAULT_NAMESPACE, show_progress: bool | None = None) -> int:
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: Any,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        show_progress: bool | None = None,
+    ) -> int:
         """Insert or replace records; returns how many were written. Progress bar by default past one batch.
 
         Raises:
@@ -239,9 +245,16 @@ class VectorStore(ABC):
             self._upsert(namespace, ids, vectors, records, bar)
         return len(ids)
 
-    def query(self, vectors: Any, top_k: int = 10, *, filter: Mapping[str, Any] | None = None,
-              exclude_ids: Sequence[str | Iterable[str] | None] | None = None,
-              namespace: str = DEFAULT_NAMESPACE, include_metadata: bool = True) -> list[list[Match]]:
+    def query(
+        self,
+        vectors: Any,
+        top_k: int = 10,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        exclude_ids: Sequence[str | Iterable[str] | None] | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+        include_metadata: bool = True,
+    ) -> list[list[Match]]:
         """The `top_k` most similar records for each query vector, best first (fewer if fewer match).
 
         `vectors` is one (d,) vector or an (m, d) array; the result always has one list per query vector.
@@ -274,12 +287,20 @@ class VectorStore(ABC):
         return sorted(self._namespaces())
 
     @abstractmethod
-    def _upsert(self, namespace: str, ids: list[str], vectors: np.ndarray, metadata: list[dict[str, Any]],
-                bar: tqdm) -> None: ...
+    def _upsert(
+        self, namespace: str, ids: list[str], vectors: np.ndarray, metadata: list[dict[str, Any]], bar: tqdm
+    ) -> None: ...
 
     @abstractmethod
-    def _query(self, namespace: str, queries: np.ndarray, top_k: int, filter: Mapping[str, Any] | None,
-               exclusions: list[frozenset[str]], include_metadata: bool) -> list[list[Match]]: ...
+    def _query(
+        self,
+        namespace: str,
+        queries: np.ndarray,
+        top_k: int,
+        filter: Mapping[str, Any] | None,
+        exclusions: list[frozenset[str]],
+        include_metadata: bool,
+    ) -> list[list[Match]]: ...
 
     @abstractmethod
     def _fetch(self, namespace: str, ids: list[str]) -> dict[str, Record]: ...

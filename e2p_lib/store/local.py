@@ -33,10 +33,11 @@ import hashlib
 import io
 import re
 import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -97,8 +98,11 @@ def _read_bytes(path: Path, sha256: str | None = None) -> bytes:
     except FileNotFoundError:
         raise _corrupted(path, "the file is missing although the manifest lists it") from None
     if sha256 is not None and _sha256(raw) != sha256:
-        raise _corrupted(path, f"its checksum does not match the manifest's (sha256 {sha256[:12]}…): the file was "
-                               "truncated or changed after it was written")
+        raise _corrupted(
+            path,
+            f"its checksum does not match the manifest's (sha256 {sha256[:12]}…): the file was "
+            "truncated or changed after it was written",
+        )
     return raw
 
 
@@ -113,20 +117,30 @@ def _read_json(path: Path, sha256: str | None = None) -> Any:
 def _read_manifest(path: Path) -> dict[str, Any]:
     """The manifest at `path`, its structure checked (every entry names a segment, its kind and rows)."""
     manifest = _read_json(path)
-    if (not isinstance(manifest, dict) or not isinstance(manifest.get("segments"), list)
-            or not isinstance(manifest.get("next_segment"), int)):
+    if (
+        not isinstance(manifest, dict)
+        or not isinstance(manifest.get("segments"), list)
+        or not isinstance(manifest.get("next_segment"), int)
+    ):
         raise _corrupted(path, 'not a manifest (expected {"next_segment": int, "segments": [...]})')
     for entry in manifest["segments"]:
-        ok = (isinstance(entry, dict) and isinstance(entry.get("name"), str) and _SEGMENT_NAME.fullmatch(entry["name"])
-              and entry.get("kind") in _SEGMENT_KINDS and isinstance(entry.get("rows"), int) and entry["rows"] >= 0
-              and isinstance(entry.get("sha256", {}), dict))
+        ok = (
+            isinstance(entry, dict)
+            and isinstance(entry.get("name"), str)
+            and _SEGMENT_NAME.fullmatch(entry["name"])
+            and entry.get("kind") in _SEGMENT_KINDS
+            and isinstance(entry.get("rows"), int)
+            and entry["rows"] >= 0
+            and isinstance(entry.get("sha256", {}), dict)
+        )
         if not ok:
             raise _corrupted(path, f"a manifest entry is malformed: {entry!r}")
     return manifest
 
 
-def _read_segment(folder: Path, entry: Mapping[str, Any],
-                  dimensions: int) -> tuple[list[str], np.ndarray | None, list[dict[str, Any]] | None]:
+def _read_segment(
+    folder: Path, entry: Mapping[str, Any], dimensions: int
+) -> tuple[list[str], np.ndarray | None, list[dict[str, Any]] | None]:
     """(ids, vectors, metadata) of one manifest entry, every file checked; vectors and metadata None for a delete."""
     name, kind, rows, checksums = entry["name"], entry["kind"], entry["rows"], entry.get("sha256", {})
     json_path = folder / f"{name}.json"
@@ -148,8 +162,9 @@ def _read_segment(folder: Path, entry: Mapping[str, Any],
     except (ValueError, EOFError, OSError) as err:
         raise _corrupted(npy_path, f"not a readable .npy array ({err})") from None
     if vectors.dtype != np.float32 or vectors.shape != (rows, dimensions):
-        raise _corrupted(npy_path, f"holds a {vectors.dtype} array of shape {vectors.shape}, expected float32 "
-                                   f"({rows}, {dimensions})")
+        raise _corrupted(
+            npy_path, f"holds a {vectors.dtype} array of shape {vectors.shape}, expected float32 ({rows}, {dimensions})"
+        )
     bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
     if len(bad):
         raise _corrupted(npy_path, f"{len(bad)} vectors hold NaN or infinity (ids {shown([ids[i] for i in bad])})")
@@ -275,7 +290,7 @@ class _Namespace:
     def binary_codes(self) -> np.ndarray:
         """Sign-bit codes of the live rows, built on first use after a write."""
         if self._codes is None:
-            self._codes = _binary_codes(self.vectors[:self.size])
+            self._codes = _binary_codes(self.vectors[: self.size])
         return self._codes
 
 
@@ -293,8 +308,16 @@ class LocalVectorStore(VectorStore):
         batch_size: records per segment written by `upsert`; a crash loses at most the batch in flight.
     """
 
-    def __init__(self, name: str = "default", dimensions: int | None = None, *, root: str | Path | None = None,
-                 search: str = "exact", rerank_candidates: int = 256, batch_size: int = 10_000):
+    def __init__(
+        self,
+        name: str = "default",
+        dimensions: int | None = None,
+        *,
+        root: str | Path | None = None,
+        search: str = "exact",
+        rerank_candidates: int = 256,
+        batch_size: int = 10_000,
+    ):
         if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
             raise ValueError(f"Store name {name!r} must be a plain folder name (letters, digits, '.', '_', '-').")
         if search not in SEARCH_MODES:
@@ -421,8 +444,15 @@ class LocalVectorStore(VectorStore):
             self._loaded[namespace] = state
         return state
 
-    def _write_segment(self, folder: Path, state: _Namespace, kind: str, ids: list[str],
-                       vectors: np.ndarray | None = None, metadata: list[dict[str, Any]] | None = None) -> None:
+    def _write_segment(
+        self,
+        folder: Path,
+        state: _Namespace,
+        kind: str,
+        ids: list[str],
+        vectors: np.ndarray | None = None,
+        metadata: list[dict[str, Any]] | None = None,
+    ) -> None:
         """Write one segment's files and a manifest that lists it (files first, so the manifest never dangles)."""
         number = state.manifest["next_segment"]
         name = f"{number:06d}"
@@ -469,8 +499,9 @@ class LocalVectorStore(VectorStore):
         if len(segments) > MAX_SEGMENTS or dead_rows > max(state.size, 1024):
             state.manifest["segments"] = []
             if state.size:
-                self._write_segment(folder, state, "upsert", list(state.ids), state.vectors[:state.size],
-                                    state.metadata)
+                self._write_segment(
+                    folder, state, "upsert", list(state.ids), state.vectors[: state.size], state.metadata
+                )
             else:
                 _write_json(folder / _MANIFEST, state.manifest)
                 fsync_dir(folder)
@@ -488,14 +519,16 @@ class LocalVectorStore(VectorStore):
 
     # --- the verbs ---
 
-    def _upsert(self, namespace: str, ids: list[str], vectors: np.ndarray, metadata: list[dict[str, Any]],
-                bar: tqdm) -> None:
+    def _upsert(
+        self, namespace: str, ids: list[str], vectors: np.ndarray, metadata: list[dict[str, Any]], bar: tqdm
+    ) -> None:
         with self._lock:
             for start in range(0, len(ids), self.batch_size):
                 stop = start + self.batch_size
                 with self._writing(namespace) as (folder, state):
-                    self._write_segment(folder, state, "upsert", ids[start:stop], vectors[start:stop],
-                                        metadata[start:stop])
+                    self._write_segment(
+                        folder, state, "upsert", ids[start:stop], vectors[start:stop], metadata[start:stop]
+                    )
                     state.put(ids[start:stop], vectors[start:stop], metadata[start:stop])
                 bar.update(len(ids[start:stop]))
 
@@ -524,8 +557,15 @@ class LocalVectorStore(VectorStore):
             rows = {i: state.row_of[i] for i in ids if i in state.row_of}
             return {i: Record(i, state.vectors[r].copy(), dict(state.metadata[r])) for i, r in rows.items()}
 
-    def _query(self, namespace: str, queries: np.ndarray, top_k: int, filter: Mapping[str, Any] | None,
-               exclusions: list[frozenset[str]], include_metadata: bool) -> list[list[Match]]:
+    def _query(
+        self,
+        namespace: str,
+        queries: np.ndarray,
+        top_k: int,
+        filter: Mapping[str, Any] | None,
+        exclusions: list[frozenset[str]],
+        include_metadata: bool,
+    ) -> list[list[Match]]:
         with self._lock:
             state = self._state(namespace)
             if state.size == 0:
@@ -542,26 +582,30 @@ class LocalVectorStore(VectorStore):
                 for start in range(0, len(units), _QUERY_BLOCK):
                     block = slice(start, start + _QUERY_BLOCK)
                     for rows, scores in search(state, units[block], top_k, allowed, excluded[block]):
-                        results.append([
-                            Match(state.ids[r], float(s), dict(state.metadata[r]) if include_metadata else {})
-                            for r, s in zip(rows.tolist(), scores.tolist())
-                        ])
+                        results.append(
+                            [
+                                Match(state.ids[r], float(s), dict(state.metadata[r]) if include_metadata else {})
+                                for r, s in zip(rows.tolist(), scores.tolist())
+                            ]
+                        )
             return results
 
     @staticmethod
-    def _exact_top_k(state: _Namespace, units: np.ndarray, top_k: int, allowed: np.ndarray | None,
-                     excluded: list[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _exact_top_k(
+        state: _Namespace, units: np.ndarray, top_k: int, allowed: np.ndarray | None, excluded: list[np.ndarray]
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Exact cosines of a block of unit queries against every live row; yields (rows, scores) per query."""
-        scores = units @ state.vectors[:state.size].T  # (b, n)
-        scores *= state.inverse_norms[:state.size]
+        scores = units @ state.vectors[: state.size].T  # (b, n)
+        scores *= state.inverse_norms[: state.size]
         if allowed is not None:
             scores[:, ~allowed] = -np.inf
         for i, rows in enumerate(excluded):
             scores[i, rows] = -np.inf
         yield from (_top_k_scores(row_scores, top_k) for row_scores in scores)
 
-    def _binary_top_k(self, state: _Namespace, units: np.ndarray, top_k: int, allowed: np.ndarray | None,
-                      excluded: list[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _binary_top_k(
+        self, state: _Namespace, units: np.ndarray, top_k: int, allowed: np.ndarray | None, excluded: list[np.ndarray]
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Hamming distance on sign bits picks candidates; exact cosines rank them. Approximate."""
         codes = state.binary_codes()
         unreachable = np.iinfo(np.uint32).max

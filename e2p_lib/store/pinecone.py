@@ -22,9 +22,9 @@ Upload, within Pinecone's limits:
 - 429 and 5xx answers are retried with backoff by the SDK itself (3 retries, decorrelated jitter, honouring
   `Retry-After`); what still fails is reported after the other requests finish;
 - resumable: each acknowledged record's digest (id, vector, metadata) is appended to a journal under
-  `data/pinecone_uploads/` (one per index host and namespace), so rerunning an interrupted `upsert` with the same arguments sends only what is missing
-  (or changed). If the index holds fewer records than the journal claims (it was recreated or cleared), the journal
-  is dropped and everything is sent again.
+  `data/pinecone_uploads/` (one per index host and namespace), so rerunning an interrupted `upsert` with the same
+  arguments sends only what is missing (or changed). If the index holds fewer records than the journal claims (it
+  was recreated or cleared), the journal is dropped and everything is sent again.
 
 Queries: Pinecone answers one vector per request; many query vectors go out concurrently. `exclude_ids` is applied
 client-side (Pinecone cannot filter on ids): each query asks for `top_k` + the number excluded. `count()` and
@@ -41,9 +41,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -93,7 +94,7 @@ def fit_metadata(record_id: str, metadata: dict[str, Any], max_bytes: int = MAX_
         # JSON escapes (\n, \") make a character cost more than its UTF-8 bytes: cut in proportion, plus a margin.
         json_bytes_per_byte = (len(orjson.dumps(fitted[key])) - 2) / len(encoded)
         cut = int(excess / json_bytes_per_byte) + 16
-        fitted[key] = encoded[:max(0, len(encoded) - cut)].decode("utf-8", errors="ignore")
+        fitted[key] = encoded[: max(0, len(encoded) - cut)].decode("utf-8", errors="ignore")
         if key not in fitted["truncated_fields"]:
             fitted["truncated_fields"].append(key)
     raise ValueError(
@@ -105,8 +106,9 @@ def fit_metadata(record_id: str, metadata: dict[str, Any], max_bytes: int = MAX_
 # --- requests within 1,000 records and 2 MB -------------------------------------------------------------------
 
 
-def pack_requests(records: Iterable[dict[str, Any]], max_records: int = MAX_RECORDS_PER_REQUEST,
-                  max_bytes: int = REQUEST_BYTES_BUDGET) -> Iterator[list[dict[str, Any]]]:
+def pack_requests(
+    records: Iterable[dict[str, Any]], max_records: int = MAX_RECORDS_PER_REQUEST, max_bytes: int = REQUEST_BYTES_BUDGET
+) -> Iterator[list[dict[str, Any]]]:
     """Group wire records ({"id", "values", "metadata"}) into requests of at most `max_records` and `max_bytes`.
 
     The size is that of the JSON the SDK sends (orjson, as it uses), plus a comma per record.
@@ -195,8 +197,9 @@ class UploadJournal:
         fsync_dir(self.path.parent)
 
 
-def _bounded_map(pool: ThreadPoolExecutor, function: Callable[[Any], Any], items: Iterable[Any],
-                 in_flight: int) -> Iterator[tuple[Any, Future]]:
+def _bounded_map(
+    pool: ThreadPoolExecutor, function: Callable[[Any], Any], items: Iterable[Any], in_flight: int
+) -> Iterator[tuple[Any, Future]]:
     """Submit `function(item)` for each item with at most `in_flight` pending; yields (item, done future).
 
     Bounding what is submitted keeps memory flat: the items (request payloads) are built lazily from the iterator.
@@ -231,10 +234,21 @@ class PineconeVectorStore(VectorStore):
         batch_size: records per progress step; requests are packed to Pinecone's limits regardless.
     """
 
-    def __init__(self, index_name: str = "e2p", dimensions: int | None = None, *, cloud: str = "aws",
-                 region: str = "us-east-1", controller_host: str | None = None, index_host: str | None = None,
-                 ready_timeout_seconds: float = 300.0, ready_poll_seconds: float = 5.0,
-                 max_concurrent_requests: int = 4, journal_dir: str | Path | None = None, batch_size: int = 1000):
+    def __init__(
+        self,
+        index_name: str = "e2p",
+        dimensions: int | None = None,
+        *,
+        cloud: str = "aws",
+        region: str = "us-east-1",
+        controller_host: str | None = None,
+        index_host: str | None = None,
+        ready_timeout_seconds: float = 300.0,
+        ready_poll_seconds: float = 5.0,
+        max_concurrent_requests: int = 4,
+        journal_dir: str | Path | None = None,
+        batch_size: int = 1000,
+    ):
         from pinecone import Pinecone
 
         api_key = os.environ.get("PINECONE_API_KEY", "")
@@ -260,8 +274,9 @@ class PineconeVectorStore(VectorStore):
 
     # --- the index: create or check, then wait until ready ---
 
-    def _ensure_index(self, dimensions: int | None, cloud: str, region: str, timeout_seconds: float,
-                      poll_seconds: float) -> Any:
+    def _ensure_index(
+        self, dimensions: int | None, cloud: str, region: str, timeout_seconds: float, poll_seconds: float
+    ) -> Any:
         from pinecone.errors.exceptions import ConflictError
 
         indexes = self._client.indexes
@@ -271,13 +286,22 @@ class PineconeVectorStore(VectorStore):
             try:
                 indexes.create(
                     name=self.index_name,
-                    schema={"fields": {DENSE_FIELD: {"type": "dense_vector", "dimension": int(dimensions),
-                                                     "metric": METRIC}}},
+                    schema={
+                        "fields": {
+                            DENSE_FIELD: {"type": "dense_vector", "dimension": int(dimensions), "metric": METRIC}
+                        }
+                    },
                     deployment={"deployment_type": "managed", "cloud": cloud, "region": region},
                     timeout=-1,  # we poll ourselves, at ready_poll_seconds, with a deadline
                 )
-                log.info("Created Pinecone index %r (%d dimensions, %s, %s/%s)", self.index_name, dimensions,
-                         METRIC, cloud, region)
+                log.info(
+                    "Created Pinecone index %r (%d dimensions, %s, %s/%s)",
+                    self.index_name,
+                    dimensions,
+                    METRIC,
+                    cloud,
+                    region,
+                )
             except ConflictError:
                 pass  # another process created it first: check it like any existing index
         description = self._wait_until_ready(timeout_seconds, poll_seconds)
@@ -325,15 +349,20 @@ class PineconeVectorStore(VectorStore):
             self._journals[namespace] = UploadJournal(self.journal_dir / name)
         return self._journals[namespace]
 
-    def _upsert(self, namespace: str, ids: list[str], vectors: np.ndarray, metadata: list[dict[str, Any]],
-                bar: tqdm) -> None:
+    def _upsert(
+        self, namespace: str, ids: list[str], vectors: np.ndarray, metadata: list[dict[str, Any]], bar: tqdm
+    ) -> None:
         from pinecone.errors.exceptions import PineconeError
 
         journal = self._journal(namespace)
         if len(journal) and self._count(namespace) < len(journal):
-            log.warning("Pinecone index %r holds fewer records in namespace %r than the upload journal %s lists: "
-                        "it was recreated or cleared, so every record is sent again.", self.index_name, namespace,
-                        journal.path)
+            log.warning(
+                "Pinecone index %r holds fewer records in namespace %r than the upload journal %s lists: "
+                "it was recreated or cleared, so every record is sent again.",
+                self.index_name,
+                namespace,
+                journal.path,
+            )
             journal.clear()
 
         digests: dict[str, str] = {}
@@ -375,13 +404,22 @@ class PineconeVectorStore(VectorStore):
 
     # --- the other verbs ---
 
-    def _query(self, namespace: str, queries: np.ndarray, top_k: int, filter: Mapping[str, Any] | None,
-               exclusions: list[frozenset[str]], include_metadata: bool) -> list[list[Match]]:
+    def _query(
+        self,
+        namespace: str,
+        queries: np.ndarray,
+        top_k: int,
+        filter: Mapping[str, Any] | None,
+        exclusions: list[frozenset[str]],
+        include_metadata: bool,
+    ) -> list[list[Match]]:
         def one(position: int) -> list[Match]:
             excluded = exclusions[position]
             response = self._index.query(
-                vector=queries[position].tolist(), top_k=min(top_k + len(excluded), MAX_TOP_K),
-                namespace=namespace, filter=dict(filter) if filter is not None else None,
+                vector=queries[position].tolist(),
+                top_k=min(top_k + len(excluded), MAX_TOP_K),
+                namespace=namespace,
+                filter=dict(filter) if filter is not None else None,
                 include_metadata=include_metadata,
             )
             matches = [m for m in response.matches if m.id not in excluded][:top_k]
@@ -395,14 +433,14 @@ class PineconeVectorStore(VectorStore):
     def _fetch(self, namespace: str, ids: list[str]) -> dict[str, Record]:
         found: dict[str, Record] = {}
         for start in range(0, len(ids), FETCH_IDS_PER_REQUEST):
-            response = self._index.fetch(ids=ids[start:start + FETCH_IDS_PER_REQUEST], namespace=namespace)
+            response = self._index.fetch(ids=ids[start : start + FETCH_IDS_PER_REQUEST], namespace=namespace)
             for record_id, vector in response.vectors.items():
                 found[record_id] = Record(record_id, np.asarray(vector.values, np.float32), dict(vector.metadata or {}))
         return {i: found[i] for i in ids if i in found}  # in the order asked
 
     def _delete(self, namespace: str, ids: list[str]) -> None:
         for start in range(0, len(ids), DELETE_IDS_PER_REQUEST):
-            chunk = ids[start:start + DELETE_IDS_PER_REQUEST]
+            chunk = ids[start : start + DELETE_IDS_PER_REQUEST]
             self._index.delete(ids=chunk, namespace=namespace)
             self._journal(namespace).forget(chunk)
 

@@ -18,7 +18,8 @@ Inputs: any `VectorStore` whose records carry the seed metadata (a "prompt" key)
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -29,9 +30,17 @@ from e2p_lib.store.base import DEFAULT_NAMESPACE, VectorStore, check_ids, check_
 COLUMNS = ["target", "target_id", "rank", "id", "score", "prompt"]
 
 
-def nearest_prompt(store: VectorStore, target_vectors: Any, target_ids: Sequence[str] | None = None, *, k: int = 1,
-                   namespace: str = DEFAULT_NAMESPACE, prompt_key: str = "prompt", batch_size: int = 1024,
-                   show_progress: bool | None = None) -> pd.DataFrame:
+def nearest_prompt(
+    store: VectorStore,
+    target_vectors: Any,
+    target_ids: Sequence[str] | None = None,
+    *,
+    k: int = 1,
+    namespace: str = DEFAULT_NAMESPACE,
+    prompt_key: str = "prompt",
+    batch_size: int = 1024,
+    show_progress: bool | None = None,
+) -> pd.DataFrame:
     """The prompts of the `k` stored outputs nearest to each target, other than the target's own row.
 
     Returns a DataFrame with one row per (target, neighbour), ordered by target then rank: `target` (position in
@@ -46,8 +55,10 @@ def nearest_prompt(store: VectorStore, target_vectors: Any, target_ids: Sequence
     if target_ids is not None:
         target_ids = check_ids(target_ids, "target_ids")
         if len(target_ids) != len(targets):
-            raise ValueError(f"Got {len(target_ids)} target_ids for {len(targets)} target vectors; give one per target "
-                             "(or None when the targets are not in the store).")
+            raise ValueError(
+                f"Got {len(target_ids)} target_ids for {len(targets)} target vectors; give one per target "
+                "(or None when the targets are not in the store)."
+            )
     check_positive_int(k, "k")
     check_positive_int(batch_size, "batch_size")
     if store.count(namespace=namespace) == 0:
@@ -67,6 +78,14 @@ def nearest_prompt(store: VectorStore, target_vectors: Any, target_ids: Sequence
                         f"Stored record {match.id!r} has no {prompt_key!r} in its metadata (keys: "
                         f"{sorted(match.metadata)}). Upsert the seed metadata (id, prompt, output, tokens, type)."
                     )
-                rows.append((position, target_ids[position] if target_ids is not None else None, rank, match.id,
-                             match.score, match.metadata[prompt_key]))
+                rows.append(
+                    (
+                        position,
+                        target_ids[position] if target_ids is not None else None,
+                        rank,
+                        match.id,
+                        match.score,
+                        match.metadata[prompt_key],
+                    )
+                )
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -13,9 +13,9 @@ its environment cost is exactly the search's calls, so it compares with PPO at a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,8 +46,12 @@ class ExpertIterationConfig:
             raise ValueError(f"learning_rate={self.learning_rate!r} must be > 0.")
 
 
-def expert_iteration(inverter, train_vectors: np.ndarray, exclude_ids: Sequence[Sequence[str]],
-                     config: ExpertIterationConfig | None = None) -> pd.DataFrame:
+def expert_iteration(
+    inverter,
+    train_vectors: np.ndarray,
+    exclude_ids: Sequence[Sequence[str]],
+    config: ExpertIterationConfig | None = None,
+) -> pd.DataFrame:
     """Improve `inverter.policy` in place (it must be trainable: `PromptPolicy.load(..., trainable=True)`).
 
     `exclude_ids[i]`: the ids training target i must not retrieve (`answer_index.leave_out`). Returns one row per
@@ -60,28 +64,53 @@ def expert_iteration(inverter, train_vectors: np.ndarray, exclude_ids: Sequence[
     config = config or ExpertIterationConfig()
     policy = inverter.policy
     if not any(p.requires_grad for p in policy.parameters()):
-        raise ValueError("The inverter's policy has no trainable weights: load it with "
-                         "PromptPolicy.load(folder, trainable=True).")
+        raise ValueError(
+            "The inverter's policy has no trainable weights: load it with PromptPolicy.load(folder, trainable=True)."
+        )
     if len(exclude_ids) != len(train_vectors):
         raise ValueError(f"Got {len(exclude_ids)} exclusion lists for {len(train_vectors)} training targets.")
     rng = np.random.default_rng(config.seed)
     log = []
     for round_ in range(config.rounds):
         rows = rng.choice(len(train_vectors), size=min(config.targets_per_round, len(train_vectors)), replace=False)
-        results = inverter.search(train_vectors[rows], config.budget, exclude_ids=[exclude_ids[i] for i in rows],
-                                  samples=config.samples, seed=config.seed + round_)
+        results = inverter.search(
+            train_vectors[rows],
+            config.budget,
+            exclude_ids=[exclude_ids[i] for i in rows],
+            samples=config.samples,
+            seed=config.seed + round_,
+        )
         shown = [inverter.shown_hypotheses([c for c in r.candidates if c.source == "index"]) for r in results]
         best = [r.prompt for r in results]
-        sft = PolicyTrainingConfig(max_steps=config.steps_per_round, batch_size=config.batch_size,
-                                   learning_rate=config.learning_rate, warmup_fraction=0.0,
-                                   eval_every_steps=config.steps_per_round, save_every_steps=config.steps_per_round,
-                                   seed=config.seed + round_, val_rows=min(16, len(rows)))
-        train_policy(train_vectors[rows], best, train_vectors[rows], best, sft, policy=policy,
-                     train_hypotheses=shown, val_hypotheses=shown)
-        log.append({"round": round_, "targets": len(rows),
-                    "environment_calls": int(sum(r.environment_calls for r in results)),
-                    "mean_best_cosine": float(np.mean([r.achieved_cosine for r in results])),
-                    "rewrite_best_share": float(np.mean([_is_rewrite(r) for r in results]))})
+        sft = PolicyTrainingConfig(
+            max_steps=config.steps_per_round,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            warmup_fraction=0.0,
+            eval_every_steps=config.steps_per_round,
+            save_every_steps=config.steps_per_round,
+            seed=config.seed + round_,
+            val_rows=min(16, len(rows)),
+        )
+        train_policy(
+            train_vectors[rows],
+            best,
+            train_vectors[rows],
+            best,
+            sft,
+            policy=policy,
+            train_hypotheses=shown,
+            val_hypotheses=shown,
+        )
+        log.append(
+            {
+                "round": round_,
+                "targets": len(rows),
+                "environment_calls": int(sum(r.environment_calls for r in results)),
+                "mean_best_cosine": float(np.mean([r.achieved_cosine for r in results])),
+                "rewrite_best_share": float(np.mean([_is_rewrite(r) for r in results])),
+            }
+        )
     policy.eval()
     if config.output_dir:
         policy.save(Path(config.output_dir) / POLICY_FOLDER, extra={"expert_iteration": asdict(config)})

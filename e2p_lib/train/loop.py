@@ -46,9 +46,10 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -69,8 +70,18 @@ LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 
 # Config fields that may change between a checkpoint and its resumption: how long to run, how often to log and
 # save, and where. Everything else (model, optimiser, data order) must match, or the result is not one run.
-RESUMABLE_FIELDS = frozenset({"num_epochs", "max_steps", "eval_every_steps", "save_every_steps", "show_progress",
-                              "track", "device", "output_dir"})
+RESUMABLE_FIELDS = frozenset(
+    {
+        "num_epochs",
+        "max_steps",
+        "eval_every_steps",
+        "save_every_steps",
+        "show_progress",
+        "track",
+        "device",
+        "output_dir",
+    }
+)
 
 
 # --- config ----------------------------------------------------------------------------------------------------
@@ -181,8 +192,12 @@ def check_int_field(config: Any, name: str, minimum: int) -> None:
 def check_number_field(config: Any, name: str, minimum: float, exclusive: bool = False) -> None:
     """Raise ValueError naming `config.<name>` unless it is a finite number >= `minimum` (> when `exclusive`)."""
     value = getattr(config, name)
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float, np.number)) and math.isfinite(value)
-          and (value > minimum if exclusive else value >= minimum))
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float, np.number))
+        and math.isfinite(value)
+        and (value > minimum if exclusive else value >= minimum)
+    )
     if not ok:
         raise ValueError(f"{name} must be a finite number {'>' if exclusive else '>='} {minimum}, got {value!r}.")
 
@@ -222,8 +237,10 @@ def local_rows(index: np.ndarray, accelerator: Any) -> tuple[np.ndarray, float]:
     """
     world, rank = accelerator.num_processes, accelerator.process_index
     if len(index) < world:
-        raise ValueError(f"A batch of {len(index)} rows cannot be shared by {world} processes; use batch_size >= "
-                         f"{world} and a training-row count whose remainder by batch_size is 0 or >= {world}.")
+        raise ValueError(
+            f"A batch of {len(index)} rows cannot be shared by {world} processes; use batch_size >= "
+            f"{world} and a training-row count whose remainder by batch_size is 0 or >= {world}."
+        )
     share = np.array_split(index, world)[rank]
     return share, len(share) * world / len(index)
 
@@ -243,12 +260,13 @@ def batch_indices(num_rows: int, batch_size: int, seed: int, step: int) -> np.nd
     batches an uninterrupted run would, with no sampler state to save. The last batch of an epoch may be short.
     """
     if num_rows < 1 or batch_size < 1 or step < 0:
-        raise ValueError(f"batch_indices needs num_rows >= 1, batch_size >= 1, step >= 0; got {num_rows}, "
-                         f"{batch_size}, {step}.")
+        raise ValueError(
+            f"batch_indices needs num_rows >= 1, batch_size >= 1, step >= 0; got {num_rows}, {batch_size}, {step}."
+        )
     per_epoch = math.ceil(num_rows / batch_size)
     epoch, position = divmod(step, per_epoch)
     order = np.random.default_rng([seed, epoch]).permutation(num_rows)
-    return order[position * batch_size:(position + 1) * batch_size]
+    return order[position * batch_size : (position + 1) * batch_size]
 
 
 def data_fingerprint(texts: Sequence[str], vectors: np.ndarray) -> str:
@@ -292,9 +310,12 @@ class TrainState:
     train_seconds: float = 0.0
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> "TrainState":
-        return cls(step=int(checkpoint["step"]), history=LossHistory(list(checkpoint["history"])),
-                   train_seconds=float(checkpoint.get("train_seconds", 0.0)))
+    def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> TrainState:
+        return cls(
+            step=int(checkpoint["step"]),
+            history=LossHistory(list(checkpoint["history"])),
+            train_seconds=float(checkpoint.get("train_seconds", 0.0)),
+        )
 
 
 # --- RNG state -------------------------------------------------------------------------------------------------
@@ -319,7 +340,7 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():
         # A checkpoint from a machine with more GPUs restores as many as exist here.
-        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(cuda_state.cpu(), index)
 
 
@@ -379,13 +400,14 @@ def load_checkpoint(directory: str | Path, map_location: str | torch.device = "c
     checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     version = checkpoint.get("format_version")
     if version != CHECKPOINT_FORMAT_VERSION:
-        raise ValueError(f"{path} has checkpoint format {version!r}; this e2p reads format "
-                         f"{CHECKPOINT_FORMAT_VERSION}. Retrain, or load it with the e2p version that wrote it.")
+        raise ValueError(
+            f"{path} has checkpoint format {version!r}; this e2p reads format "
+            f"{CHECKPOINT_FORMAT_VERSION}. Retrain, or load it with the e2p version that wrote it."
+        )
     return checkpoint
 
 
-def check_resumable(checkpoint: Mapping[str, Any], config: TrainingConfig,
-                    data_fingerprint: str | None = None) -> None:
+def check_resumable(checkpoint: Mapping[str, Any], config: TrainingConfig, data_fingerprint: str | None = None) -> None:
     """Raise ValueError unless training under `config` can continue `checkpoint` as one run.
 
     Compares every config field outside `RESUMABLE_FIELDS`, and the training data's fingerprint when given.
@@ -393,24 +415,33 @@ def check_resumable(checkpoint: Mapping[str, Any], config: TrainingConfig,
     where = config.output_dir or "the checkpoint folder"
     fix = f"Use the checkpoint's values, or start afresh in another output_dir (or delete {where})."
     if checkpoint["config_class"] != type(config).__name__:
-        raise ValueError(f"The checkpoint in {where} was written by a {checkpoint['config_class']}, not a "
-                         f"{type(config).__name__}. {fix}")
+        raise ValueError(
+            f"The checkpoint in {where} was written by a {checkpoint['config_class']}, not a "
+            f"{type(config).__name__}. {fix}"
+        )
     if checkpoint.get("optimizer") is None:
-        raise ValueError(f"The checkpoint in {where} is a saved model without optimiser state; it cannot resume "
-                         f"training. {fix}")
+        raise ValueError(
+            f"The checkpoint in {where} is a saved model without optimiser state; it cannot resume training. {fix}"
+        )
     saved, now = checkpoint["config"], config.to_dict()
-    changed = [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}" for k in now
-               if k not in RESUMABLE_FIELDS and saved.get(k) != now[k]]
+    changed = [
+        f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}"
+        for k in now
+        if k not in RESUMABLE_FIELDS and saved.get(k) != now[k]
+    ]
     if changed:
         raise ValueError(f"Cannot resume from {where}: the config changed ({'; '.join(changed)}). {fix}")
     saved_fingerprint = checkpoint.get("extra", {}).get("data_fingerprint")
     if data_fingerprint is not None and saved_fingerprint is not None and saved_fingerprint != data_fingerprint:
-        raise ValueError(f"Cannot resume from {where}: it was trained on other data (fingerprint "
-                         f"{saved_fingerprint[:12]}…, now {data_fingerprint[:12]}…). {fix}")
+        raise ValueError(
+            f"Cannot resume from {where}: it was trained on other data (fingerprint "
+            f"{saved_fingerprint[:12]}…, now {data_fingerprint[:12]}…). {fix}"
+        )
 
 
-def restore_training_state(checkpoint: Mapping[str, Any], *, model: Any, optimizer: torch.optim.Optimizer,
-                           scheduler: Any | None = None) -> TrainState:
+def restore_training_state(
+    checkpoint: Mapping[str, Any], *, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any | None = None
+) -> TrainState:
     """Continue a run: load the checkpoint's weights, optimiser, scheduler and RNG states; return its TrainState.
 
     Call `check_resumable` first. `model` is anything with `load_state_dict` (a module, or a trainer's view of the
@@ -452,9 +483,17 @@ def run_training_loop(
         raise ValueError(f"total_steps must be >= 1, got {total_steps}.")
     latest_val = _latest_val(state.history)
     tracker = _tensorboard_writer(config)
-    with (tracker or contextlib.nullcontext(),
-          tqdm(total=total_steps, initial=min(state.step, total_steps), desc=desc, unit="step",
-               disable=not config.show_progress, dynamic_ncols=True) as bar):
+    with (
+        tracker or contextlib.nullcontext(),
+        tqdm(
+            total=total_steps,
+            initial=min(state.step, total_steps),
+            desc=desc,
+            unit="step",
+            disable=not config.show_progress,
+            dynamic_ncols=True,
+        ) as bar,
+    ):
         while state.step < total_steps:
             # 1. one optimiser step
             started = time.perf_counter()

@@ -16,14 +16,13 @@ An empty prompt is never sent to the environment (it has no answer): its real re
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
 from e2p_lib.embed.base import Embedder
 from e2p_lib.embed.cache import embed_texts
-
 
 # What a blank answer (the LM stopped at once) is embedded as: a placeholder that scores like nothing said.
 NO_ANSWER = "(no answer)"
@@ -31,8 +30,9 @@ NO_ANSWER = "(no answer)"
 
 def embed_answers(answers: Sequence[str], embedder: Embedder, cache_dir=None, show_progress: bool = True) -> np.ndarray:
     """Embeddings of the environment's answers (cached), a blank answer embedded as `NO_ANSWER`."""
-    return embed_texts([a if a.strip() else NO_ANSWER for a in answers], embedder, cache_dir,
-                       show_progress=show_progress)
+    return embed_texts(
+        [a if a.strip() else NO_ANSWER for a in answers], embedder, cache_dir, show_progress=show_progress
+    )
 
 
 @dataclass
@@ -56,8 +56,15 @@ class AnswerCosineReward:
         embedding_cache_dir: where answer embeddings are cached (None: the embedder's usual cache).
     """
 
-    def __init__(self, lm, embedder: Embedder, max_new_tokens: int = 64, temperature: float = 0.0, seed: int = 0,
-                 embedding_cache_dir=None):
+    def __init__(
+        self,
+        lm,
+        embedder: Embedder,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        seed: int = 0,
+        embedding_cache_dir=None,
+    ):
         self.lm, self.embedder = lm, embedder
         self.max_new_tokens, self.temperature, self.seed = max_new_tokens, temperature, seed
         self.embedding_cache_dir = embedding_cache_dir
@@ -65,15 +72,21 @@ class AnswerCosineReward:
     def __call__(self, prompts: Sequence[str], targets: np.ndarray) -> RewardResult:
         targets = np.asarray(targets, dtype=np.float32)
         if targets.shape != (len(prompts), self.embedder.dimensions):
-            raise ValueError(f"Need one {self.embedder.dimensions}-d target per prompt; got {targets.shape} for "
-                             f"{len(prompts)} prompts (were the targets embedded with {self.embedder.name}?).")
+            raise ValueError(
+                f"Need one {self.embedder.dimensions}-d target per prompt; got {targets.shape} for "
+                f"{len(prompts)} prompts (were the targets embedded with {self.embedder.name}?)."
+            )
         answered = [i for i, p in enumerate(prompts) if p.strip()]
         answers, rewards = [""] * len(prompts), np.zeros(len(prompts), dtype=np.float32)
         seconds = {"environment": 0.0, "embedding": 0.0}
         if answered:
             started = time.perf_counter()
-            got = self.lm.generate([prompts[i] for i in answered], max_new_tokens=self.max_new_tokens,
-                                   temperature=self.temperature, seed=self.seed)
+            got = self.lm.generate(
+                [prompts[i] for i in answered],
+                max_new_tokens=self.max_new_tokens,
+                temperature=self.temperature,
+                seed=self.seed,
+            )
             seconds["environment"] = time.perf_counter() - started
             started = time.perf_counter()
             vectors = embed_answers(got, self.embedder, self.embedding_cache_dir, show_progress=False)
@@ -87,7 +100,7 @@ class AnswerCosineReward:
 def degeneracy(prompts: Sequence[str], token_counts: Sequence[int], ended: Sequence[bool]) -> np.ndarray:
     """Penalty per prompt: empty -> 1; repeated tokens beyond half the prompt -> their excess share; no end -> +1."""
     penalty = np.zeros(len(prompts), dtype=np.float32)
-    for i, (prompt, n_tokens, did_end) in enumerate(zip(prompts, token_counts, ended)):
+    for i, (prompt, did_end) in enumerate(zip(prompts, ended)):
         words = prompt.split()
         if not words:
             penalty[i] = 1.0

@@ -29,18 +29,14 @@ length, and the time split (policy generation, environment, embedding, update).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from e2p_lib.models.policy import Hypotheses, PromptPolicy
-from e2p_lib.train.rewards import RewardResult, degeneracy
-from e2p_lib.train.sft import POLICY_FOLDER, TrainableWeights, policy_optimizer
-
-BEST_POLICY_FOLDER = "policy-best"  # under output_dir: the policy at the best validation reward seen
 from e2p_lib.train.loop import (
     LossHistory,
     TrainingConfig,
@@ -54,6 +50,10 @@ from e2p_lib.train.loop import (
     save_checkpoint,
     seed_everything,
 )
+from e2p_lib.train.rewards import RewardResult, degeneracy
+from e2p_lib.train.sft import POLICY_FOLDER, TrainableWeights, policy_optimizer
+
+BEST_POLICY_FOLDER = "policy-best"  # under output_dir: the policy at the best validation reward seen
 
 
 @dataclass
@@ -110,8 +110,9 @@ class PPOConfig(TrainingConfig):
         if self.max_steps is None:
             raise ValueError("PPOConfig needs max_steps (the number of PPO steps); num_epochs does not apply.")
         if self.samples_per_target < 2:
-            raise ValueError(f"samples_per_target={self.samples_per_target}: the group baseline needs at least 2 "
-                             "samples per target.")
+            raise ValueError(
+                f"samples_per_target={self.samples_per_target}: the group baseline needs at least 2 samples per target."
+            )
         for name in ("targets_per_step", "ppo_epochs", "kl_horizon"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
@@ -149,16 +150,23 @@ def group_advantages(rewards: torch.Tensor, samples_per_target: int, whiten: boo
     return advantages
 
 
-def clipped_surrogate_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                           mask: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, dict[str, float]]:
+def clipped_surrogate_loss(
+    new_logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO's clipped objective over tokens (B, T); `advantages` (B,) apply to every token of a prompt."""
     ratio = torch.exp(new_logprobs - old_logprobs)
     adv = advantages.unsqueeze(1)
     losses = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_range, 1 + clip_range))
     loss = masked_mean(losses, mask)
     with torch.no_grad():
-        stats = {"clip_fraction": float(masked_mean(((ratio - 1).abs() > clip_range).float(), mask)),
-                 "approx_kl": float(masked_mean(0.5 * (new_logprobs - old_logprobs) ** 2, mask))}
+        stats = {
+            "clip_fraction": float(masked_mean(((ratio - 1).abs() > clip_range).float(), mask)),
+            "approx_kl": float(masked_mean(0.5 * (new_logprobs - old_logprobs) ** 2, mask)),
+        }
     return loss, stats
 
 
@@ -174,10 +182,18 @@ def adapt_kl_coef(kl_coef: float, observed_kl: float, target: float, samples: in
 RewardFn = Callable[[Sequence[str], np.ndarray], "RewardResult | np.ndarray"]
 
 
-def train_ppo(policy: PromptPolicy, reward_fn: RewardFn, train_vectors: np.ndarray, config: PPOConfig | None = None,
-              *, reference: PromptPolicy | None = None, val_vectors: np.ndarray | None = None,
-              forward_model=None, train_hypotheses: Hypotheses = None,
-              val_hypotheses: Hypotheses = None) -> tuple[PromptPolicy, LossHistory]:
+def train_ppo(
+    policy: PromptPolicy,
+    reward_fn: RewardFn,
+    train_vectors: np.ndarray,
+    config: PPOConfig | None = None,
+    *,
+    reference: PromptPolicy | None = None,
+    val_vectors: np.ndarray | None = None,
+    forward_model=None,
+    train_hypotheses: Hypotheses = None,
+    val_hypotheses: Hypotheses = None,
+) -> tuple[PromptPolicy, LossHistory]:
     """Fine-tune `policy` with PPO; return it with its history (see the module docstring).
 
     Args:
@@ -197,11 +213,15 @@ def train_ppo(policy: PromptPolicy, reward_fn: RewardFn, train_vectors: np.ndarr
         raise ValueError(f"train_vectors must be (n, {policy.config.embedding_dim}); got {train_vectors.shape}.")
     if config.surrogate_weight > 0 and forward_model is None:
         raise ValueError("surrogate_weight > 0 needs a forward_model (or set surrogate_weight=0).")
-    for name, given, vectors in (("train_hypotheses", train_hypotheses, train_vectors),
-                                 ("val_hypotheses", val_hypotheses, val_vectors)):
+    for name, given, vectors in (
+        ("train_hypotheses", train_hypotheses, train_vectors),
+        ("val_hypotheses", val_hypotheses, val_vectors),
+    ):
         if given is not None and (vectors is None or len(given) != len(vectors)):
-            raise ValueError(f"{name} needs one list per target row; got {len(given)} for "
-                             f"{0 if vectors is None else len(vectors)} rows.")
+            raise ValueError(
+                f"{name} needs one list per target row; got {len(given)} for "
+                f"{0 if vectors is None else len(vectors)} rows."
+            )
     from trl.experimental.utils import create_reference_model
     from trl.trainer.utils import disable_dropout_in_model
 
@@ -233,9 +253,15 @@ def train_ppo(policy: PromptPolicy, reward_fn: RewardFn, train_vectors: np.ndarr
         targets = np.repeat(train_vectors[rows], config.samples_per_target, axis=0)
         shown = None if train_hypotheses is None else [train_hypotheses[r] for r in rows]
         per_sample = None if shown is None else [h for h in shown for _ in range(config.samples_per_target)]
-        ids = policy.generate_ids(train_vectors[rows], temperature=config.temperature, top_p=config.top_p,
-                                  num_return_sequences=config.samples_per_target, max_new_tokens=max_new_tokens,
-                                  seed=config.seed * 1_000_003 + step, hypotheses=shown)
+        ids = policy.generate_ids(
+            train_vectors[rows],
+            temperature=config.temperature,
+            top_p=config.top_p,
+            num_return_sequences=config.samples_per_target,
+            max_new_tokens=max_new_tokens,
+            seed=config.seed * 1_000_003 + step,
+            hypotheses=shown,
+        )
         mask = policy.completion_mask(ids)
         prompts = policy.decode(ids)
         seconds["policy_generation"] = time.perf_counter() - started
@@ -257,8 +283,11 @@ def train_ppo(policy: PromptPolicy, reward_fn: RewardFn, train_vectors: np.ndarr
         shaped = real.clone()
         metrics: dict[str, float] = {}
         if config.surrogate_weight > 0:
-            surrogate = torch.as_tensor(forward_model.predict_cosine([p or "(empty)" for p in prompts], targets),
-                                        dtype=torch.float32, device=policy.device)
+            surrogate = torch.as_tensor(
+                forward_model.predict_cosine([p or "(empty)" for p in prompts], targets),
+                dtype=torch.float32,
+                device=policy.device,
+            )
             shaped += config.surrogate_weight * surrogate
             metrics["surrogate_cosine"] = float(surrogate.mean())
         if config.degeneracy_weight > 0:
@@ -278,13 +307,18 @@ def train_ppo(policy: PromptPolicy, reward_fn: RewardFn, train_vectors: np.ndarr
         for epoch in range(config.ppo_epochs):
             order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(step * 97 + epoch))
             for start in range(0, len(prompts), config.batch_size):
-                mb = order[start:start + config.batch_size].to(policy.device)
+                mb = order[start : start + config.batch_size].to(policy.device)
                 picked = mb.cpu().numpy()
                 new_logprobs, entropy = policy.token_logprobs(
-                    targets[picked], ids[mb], mask[mb], with_entropy=True,
-                    hypotheses=None if per_sample is None else [per_sample[j] for j in picked])
-                loss, stats = clipped_surrogate_loss(new_logprobs, old_logprobs[mb], advantages[mb], mask[mb],
-                                                     config.clip_range)
+                    targets[picked],
+                    ids[mb],
+                    mask[mb],
+                    with_entropy=True,
+                    hypotheses=None if per_sample is None else [per_sample[j] for j in picked],
+                )
+                loss, stats = clipped_surrogate_loss(
+                    new_logprobs, old_logprobs[mb], advantages[mb], mask[mb], config.clip_range
+                )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.max_grad_norm is not None:
@@ -299,36 +333,57 @@ def train_ppo(policy: PromptPolicy, reward_fn: RewardFn, train_vectors: np.ndarr
         observed_kl = float(kl_per_prompt.mean())
         if config.adaptive_kl:
             kl_coef = adapt_kl_coef(kl_coef, observed_kl, config.kl_target, len(prompts), config.kl_horizon)
-        metrics.update({
-            "reward": float(real.mean()), "reward_std": float(real.std()), "shaped_reward": float(shaped.mean()),
-            "kl": observed_kl, "kl_coef": kl_coef, "entropy": float(np.mean(entropies)),
-            "prompt_tokens": float(mask.sum(1).float().mean()),
-            **{k: float(np.mean([s[k] for s in update_stats])) for k in update_stats[0]},
-            **{f"seconds_{k}": v for k, v in seconds.items()},
-        })
+        metrics.update(
+            {
+                "reward": float(real.mean()),
+                "reward_std": float(real.std()),
+                "shaped_reward": float(shaped.mean()),
+                "kl": observed_kl,
+                "kl_coef": kl_coef,
+                "entropy": float(np.mean(entropies)),
+                "prompt_tokens": float(mask.sum(1).float().mean()),
+                **{k: float(np.mean([s[k] for s in update_stats])) for k in update_stats[0]},
+                **{f"seconds_{k}": v for k, v in seconds.items()},
+            }
+        )
         return metrics
 
     best_val_reward = [-np.inf]  # this run's best so far (a resumed run starts again from its resumed weights)
 
     def evaluate() -> dict[str, float]:
-        prompts = policy.generate(val_vectors, temperature=0.0, max_new_tokens=max_new_tokens,
-                                  hypotheses=val_hypotheses)
+        prompts = policy.generate(
+            val_vectors, temperature=0.0, max_new_tokens=max_new_tokens, hypotheses=val_hypotheses
+        )
         result = reward_fn(prompts, np.asarray(val_vectors, dtype=np.float32))
         rewards = result.rewards if isinstance(result, RewardResult) else np.asarray(result)
         reward = float(np.mean(rewards))
         if config.output_dir and reward > best_val_reward[0]:  # the checkpoint to keep: the best validation reward
             best_val_reward[0] = reward
-            policy.save(Path(config.output_dir) / BEST_POLICY_FOLDER, extra={"ppo": config.to_dict(),
-                                                                             "val_reward": reward})
+            policy.save(
+                Path(config.output_dir) / BEST_POLICY_FOLDER, extra={"ppo": config.to_dict(), "val_reward": reward}
+            )
         return {"reward": reward}
 
     def save(current: TrainState) -> None:
-        save_checkpoint(config.output_dir, config=config, state=current, model=weights, optimizer=optimizer,
-                        scheduler=scheduler, extra={"data_fingerprint": fingerprint, "kl_coef": kl_coef})
+        save_checkpoint(
+            config.output_dir,
+            config=config,
+            state=current,
+            model=weights,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            extra={"data_fingerprint": fingerprint, "kl_coef": kl_coef},
+        )
 
-    state = run_training_loop(train_step, total_steps=config.max_steps, state=state, config=config,
-                              evaluate=evaluate if val_vectors is not None else None,
-                              save=save if config.output_dir else None, desc="PPO")
+    state = run_training_loop(
+        train_step,
+        total_steps=config.max_steps,
+        state=state,
+        config=config,
+        evaluate=evaluate if val_vectors is not None else None,
+        save=save if config.output_dir else None,
+        desc="PPO",
+    )
     policy.eval()
     if config.output_dir:
         policy.save(Path(config.output_dir) / POLICY_FOLDER, extra={"ppo": config.to_dict(), "step": state.step})

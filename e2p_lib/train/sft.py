@@ -20,9 +20,9 @@ Larger configurations (documented, not the default):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -88,8 +88,10 @@ class TrainableWeights:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if set(state) != set(self.params):
-            raise ValueError("The checkpoint's trainable weights do not match this policy's "
-                             f"({len(state)} vs {len(self.params)} tensors): was it trained with another PolicyConfig?")
+            raise ValueError(
+                "The checkpoint's trainable weights do not match this policy's "
+                f"({len(state)} vs {len(self.params)} tensors): was it trained with another PolicyConfig?"
+            )
         with torch.no_grad():
             for name, value in state.items():
                 self.params[name].copy_(value)
@@ -103,7 +105,8 @@ def policy_optimizer(policy: PromptPolicy, config: TrainingConfig, total_steps: 
     mapper = list(policy.mapper.parameters())
     lm = [p for p in policy.lm.parameters() if p.requires_grad]
     groups = [{"params": mapper, "lr": config.mapper_learning_rate}] + (
-        [{"params": lm, "lr": config.learning_rate}] if lm else [])
+        [{"params": lm, "lr": config.learning_rate}] if lm else []
+    )
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     scheduler = get_scheduler(config.lr_scheduler, optimizer, int(config.warmup_fraction * total_steps), total_steps)
     return optimizer, scheduler, mapper + lm
@@ -112,8 +115,10 @@ def policy_optimizer(policy: PromptPolicy, config: TrainingConfig, total_steps: 
 def _check_rows(vectors: np.ndarray, prompts: Sequence[str], dims: int, what: str) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[1] != dims or len(vectors) != len(prompts):
-        raise ValueError(f"{what}: need ({len(prompts)}, {dims}) vectors for {len(prompts)} prompts; got "
-                         f"{vectors.shape}. Embed the outputs with the embedder of dimension {dims}.")
+        raise ValueError(
+            f"{what}: need ({len(prompts)}, {dims}) vectors for {len(prompts)} prompts; got "
+            f"{vectors.shape}. Embed the outputs with the embedder of dimension {dims}."
+        )
     if not len(prompts):
         raise ValueError(f"{what}: no rows.")
     return vectors
@@ -130,8 +135,13 @@ def shown_hypotheses(hypotheses: Hypotheses, rows: np.ndarray, most: int, seed: 
 
 
 @torch.no_grad()
-def policy_loss(policy: PromptPolicy, vectors: np.ndarray, prompts: Sequence[str], hypotheses: Hypotheses = None,
-                batch_size: int = 16) -> float:
+def policy_loss(
+    policy: PromptPolicy,
+    vectors: np.ndarray,
+    prompts: Sequence[str],
+    hypotheses: Hypotheses = None,
+    batch_size: int = 16,
+) -> float:
     """Teacher-forced cross-entropy per prompt token of `prompts` given their targets (and hypotheses), in eval mode.
 
     With a policy trained on hypotheses, pass each row's list cut to k to compare k = 0, 1, ... on one model.
@@ -150,16 +160,25 @@ def policy_loss(policy: PromptPolicy, vectors: np.ndarray, prompts: Sequence[str
 
 def _check_hypotheses(hypotheses: Hypotheses, n: int, what: str) -> Hypotheses:
     if hypotheses is not None and len(hypotheses) != n:
-        raise ValueError(f"{what}: got hypotheses for {len(hypotheses)} rows but {n} prompts; give one list "
-                         "(possibly empty) per row, e.g. from AnswerIndex.hypotheses.")
+        raise ValueError(
+            f"{what}: got hypotheses for {len(hypotheses)} rows but {n} prompts; give one list "
+            "(possibly empty) per row, e.g. from AnswerIndex.hypotheses."
+        )
     return hypotheses
 
 
-def train_policy(train_vectors: np.ndarray, train_prompts: Sequence[str], val_vectors: np.ndarray,
-                 val_prompts: Sequence[str], config: PolicyTrainingConfig | None = None,
-                 policy_config: PolicyConfig | None = None, policy: PromptPolicy | None = None, *,
-                 train_hypotheses: Hypotheses = None, val_hypotheses: Hypotheses = None
-                 ) -> tuple[PromptPolicy, LossHistory]:
+def train_policy(
+    train_vectors: np.ndarray,
+    train_prompts: Sequence[str],
+    val_vectors: np.ndarray,
+    val_prompts: Sequence[str],
+    config: PolicyTrainingConfig | None = None,
+    policy_config: PolicyConfig | None = None,
+    policy: PromptPolicy | None = None,
+    *,
+    train_hypotheses: Hypotheses = None,
+    val_hypotheses: Hypotheses = None,
+) -> tuple[PromptPolicy, LossHistory]:
     """Train (or resume training) the policy; return it with its loss history. See the module docstring.
 
     `policy`: an already built policy to train (e.g. a tiny one in tests); None builds one on SmolLM2 from
@@ -181,16 +200,23 @@ def train_policy(train_vectors: np.ndarray, train_prompts: Sequence[str], val_ve
 
     # 1. a checkpoint in output_dir is checked before any model loads: a mismatch fails fast
     # the hypotheses shown are part of the data: a resume with other hypotheses is another run
-    keyed = train_prompts if train_hypotheses is None or not most else [
-        f"{p}\x00{[(h.prompt, round(h.cosine, 4)) for h in list(hs)[:most]]}"
-        for p, hs in zip(train_prompts, train_hypotheses)]
+    keyed = (
+        train_prompts
+        if train_hypotheses is None or not most
+        else [
+            f"{p}\x00{[(h.prompt, round(h.cosine, 4)) for h in list(hs)[:most]]}"
+            for p, hs in zip(train_prompts, train_hypotheses)
+        ]
+    )
     fingerprint = data_fingerprint(keyed, train_vectors)
     checkpoint = load_checkpoint(config.output_dir) if config.output_dir else None
     if checkpoint is not None:
         check_resumable(checkpoint, config, fingerprint)
         if checkpoint["extra"].get("policy_config") != asdict(policy_config):
-            raise ValueError(f"The checkpoint in {config.output_dir} was trained with another PolicyConfig "
-                             f"({checkpoint['extra'].get('policy_config')}); start in another output_dir.")
+            raise ValueError(
+                f"The checkpoint in {config.output_dir} was trained with another PolicyConfig "
+                f"({checkpoint['extra'].get('policy_config')}); start in another output_dir."
+            )
 
     # 2. the model and its optimiser: two parameter groups (the mapper starts from scratch)
     policy = policy or PromptPolicy.from_pretrained_base(policy_config, device=config.device)
@@ -207,8 +233,11 @@ def train_policy(train_vectors: np.ndarray, train_prompts: Sequence[str], val_ve
     # 3. one optimiser step on the batch that this step number always gets (so a resume sees the same data)
     def train_step(step: int) -> dict[str, float]:
         rows = batch_indices(len(train_prompts), config.batch_size, config.seed, step)
-        loss = policy.supervised_loss(train_vectors[rows], [train_prompts[i] for i in rows],
-                                      hypotheses=shown_hypotheses(train_hypotheses, rows, most, config.seed, step))
+        loss = policy.supervised_loss(
+            train_vectors[rows],
+            [train_prompts[i] for i in rows],
+            hypotheses=shown_hypotheses(train_hypotheses, rows, most, config.seed, step),
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.max_grad_norm is not None:
@@ -219,21 +248,34 @@ def train_policy(train_vectors: np.ndarray, train_prompts: Sequence[str], val_ve
 
     def evaluate() -> dict[str, float]:
         hypotheses = None if val_hypotheses is None else [val_hypotheses[i] for i in val_take]
-        loss = policy_loss(policy, val_vectors[val_take], [val_prompts[i] for i in val_take], hypotheses,
-                           batch_size=config.batch_size)
+        loss = policy_loss(
+            policy, val_vectors[val_take], [val_prompts[i] for i in val_take], hypotheses, batch_size=config.batch_size
+        )
         policy.train()
         return {"loss": loss}
 
     def save(current: TrainState) -> None:
-        save_checkpoint(config.output_dir, config=config, state=current, model=weights, optimizer=optimizer,
-                        scheduler=scheduler, extra={"data_fingerprint": fingerprint,
-                                                    "policy_config": asdict(policy_config)})
+        save_checkpoint(
+            config.output_dir,
+            config=config,
+            state=current,
+            model=weights,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            extra={"data_fingerprint": fingerprint, "policy_config": asdict(policy_config)},
+        )
 
     # 4. the loop: progress bar, validation, checkpoints
-    state = run_training_loop(train_step, total_steps=total_steps, state=state, config=config, evaluate=evaluate,
-                              save=save if config.output_dir else None, desc="policy SFT")
+    state = run_training_loop(
+        train_step,
+        total_steps=total_steps,
+        state=state,
+        config=config,
+        evaluate=evaluate,
+        save=save if config.output_dir else None,
+        desc="policy SFT",
+    )
     policy.eval()
     if config.output_dir:
-        policy.save(Path(config.output_dir) / POLICY_FOLDER,
-                    extra={"training": config.to_dict(), "step": state.step})
+        policy.save(Path(config.output_dir) / POLICY_FOLDER, extra={"training": config.to_dict(), "step": state.step})
     return policy, state.history
