@@ -4,6 +4,7 @@
     e2p run --profile smoke --only 01_embed   # any option of `python -m e2p_lib.run_notebooks`
     e2p invert "Paris is the capital of France."
     e2p invert "A haiku about rain." --best-of 4 --measure   # + the achieved cosine of the environment's answer
+    e2p invert "A haiku about rain." --budget 8              # the search (answer index + rewrites), <= 8 calls
 
 `invert` loads what `load_inverter` finds under data/models (the RL policy, else SFT; a forward model when trained)
 and prints, for each text, the prompt and its predicted cosine (NaN without a forward model); `--measure` has the
@@ -25,7 +26,7 @@ def invert_command(args: argparse.Namespace) -> int:
     """Print one block per text: the prompt, its predicted and (with --measure) achieved cosine."""
     from e2p_lib.invert import load_inverter
 
-    needs_environment = args.measure or args.rerank == "environment"
+    needs_environment = args.measure or args.rerank == "environment" or args.budget is not None
     inverter = load_inverter(
         args.policy,
         False if args.no_forward_model else args.forward_model,
@@ -33,20 +34,26 @@ def invert_command(args: argparse.Namespace) -> int:
         device=args.device,
         answer_max_new_tokens=args.answer_max_new_tokens,
     )
-    results = inverter.invert(
-        args.texts,
-        best_of=args.best_of,
-        rerank=args.rerank if args.best_of > 1 else None,
-        measure=args.measure,
-        seed=args.seed,
-    )
+    if args.budget is not None:  # the search: the answer index's prompts and the policy's rewrites, <= B calls
+        results = inverter.invert(args.texts, budget=args.budget, seed=args.seed)
+    else:
+        results = inverter.invert(
+            args.texts,
+            best_of=args.best_of,
+            rerank=args.rerank if args.best_of > 1 else None,
+            measure=args.measure,
+            seed=args.seed,
+        )
+    measured = args.measure or args.budget is not None
     for text, result in zip(args.texts, results):
         print(f"target:           {text}")
         print(f"prompt:           {result.prompt}")
         print(f"predicted cosine: {_cosine(result.predicted_cosine)}")
-        if args.measure:
+        if measured:
             print(f"achieved cosine:  {_cosine(result.achieved_cosine)}")
             print(f"answer:           {result.answer}")
+        if args.budget is not None:
+            print(f"environment calls: {result.environment_calls}")
         print()
     return 0
 
@@ -83,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     invert.add_argument("--answer-max-new-tokens", type=int, default=64, help="answer length cap in tokens")
     invert.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     invert.add_argument("--seed", type=int, default=0, help="seed of the sampled candidates")
+    invert.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        help="search with at most B environment calls per text (the answer index from 02 and the policy's "
+        "rewrites; what 05_eval reports as 'e2p, <=B calls'); prints the achieved cosine",
+    )
     return parser
 
 

@@ -8,6 +8,7 @@ This is e2p's top-level API, modelled on vec2text's `api.py`: load the trained p
     >>> inverter.invert(vectors, best_of=8)                                       # re-ranked by the forward model
     >>> inverter.invert(vectors, best_of=8, rerank="environment")                 # re-ranked by real answers
     >>> inverter.invert(vectors, best_of=4, refine_steps=3)                       # feedback loop, trajectory kept
+    >>> inverter.invert(vectors, budget=8)              # the search: answer index + rewrites, <= 8 calls per target
     >>> inverter.interpolate("A poem about the sea.", "A recipe for bread.", steps=5)   # DataFrame, one row a point
     >>> e2p_lib.invert_strings(["A haiku about rain."])        # the same, through a default inverter loaded once
 
@@ -35,6 +36,9 @@ How a prompt is chosen (`Inverter.invert`):
                  on the policy and is for the trajectories to show, not assumed here.
     measure=True answer the final prompt with the environment even when nothing above needed it (1 call per target),
                  so `achieved_cosine` and `answer` are filled in.
+    budget=B     the search (`Inverter.search`), what 05_eval reports as `e2p, <=B calls`: the answer index's
+                 nearest prompts (real cosines known, free) and the policy's rewrites of them, at most B environment
+                 calls per target in all. This is the method to use; the options above are the policy alone.
 
 Environment calls are counted exactly per target (`environment_calls`): one per distinct non-empty prompt sent.
 A prompt already answered for the same target is not sent again, and an empty prompt is never sent (it has no answer);
@@ -50,7 +54,8 @@ Shoemake 1985), the seed write-up's "future work": does the answer move smoothly
 Loading (`load_inverter`): the RL policy (`models_dir()/policy-rl/policy`) when 04_rl has run, else the SFT one
 (`policy-sft/policy`, from 03_sft); the forward model `forward-transformer`, else `forward-mlp`, when present; the
 embedder of the forward model's vector space (else the local MiniLM); the local SmolLM2 environment with its answer
-cache. Each can be given instead.
+cache; 02_pinecone's answer index for that environment, when built (`default_answer_index`). Each can be given
+instead.
 
 Outline: pure helpers (slerp, feedback_target) -> results -> Inverter (targets, proposals, scores, picks, invert,
 interpolate) -> loading -> top-level functions.
@@ -59,6 +64,7 @@ interpolate) -> loading -> top-level functions.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -79,6 +85,7 @@ from e2p_lib.train.rewards import AnswerCosineReward
 RERANK_METHODS = ("forward", "environment")
 POLICY_RUNS = ("policy-rl", "policy-sft")  # under models_dir(), most trained first (04_rl, then 03_sft)
 FORWARD_MODEL_RUNS = ("forward-transformer", "forward-mlp")  # under models_dir(), better model first (03_sft table)
+log = logging.getLogger(__name__)
 ANTIPODAL_TOLERANCE = 1e-6  # cosine within this of -1: no single great circle joins the two vectors
 IDENTICAL_TOLERANCE = 1e-6  # sin(angle) below this: the two vectors are (numerically) the same direction
 
@@ -745,6 +752,7 @@ def load_inverter(
     environment: Any = "local",
     embedder: Embedder | None = None,
     device: str = "auto",
+    index: Any = "auto",
     **options: Any,
 ) -> Inverter:
     """An `Inverter` over the trained models on disk (see the module docstring for the defaults).
@@ -755,6 +763,8 @@ def load_inverter(
         environment: "local" or "openai" (`make_lm`, answers cached), an LM object, or None (no environment).
         embedder: the policy's embedder (None: the forward model's space, else the local MiniLM).
         device: for the policy and forward model ("auto": CUDA when available).
+        index: the answer index `search` starts from: "auto" (02_pinecone's, in the local store `alpaca`, for this
+            environment, embedder and answer length; none when it was not built), an `AnswerIndex`, or None.
         options: passed to `Inverter` (answer_max_new_tokens, generation_batch_size, embedding_cache_dir).
 
     Raises:
@@ -781,7 +791,38 @@ def load_inverter(
         from e2p_lib.lm import make_lm
 
         environment = make_lm(environment)
-    return Inverter(policy, embedder, forward_model, environment, **options)
+    if isinstance(index, str):
+        if index != "auto":
+            raise ValueError(f"index={index!r}: pass 'auto', an AnswerIndex or None.")
+        index = default_answer_index(
+            environment, embedder, options.get("answer_max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
+        )
+    return Inverter(policy, embedder, forward_model, environment, index=index, **options)
+
+
+def default_answer_index(environment: Any, embedder: Embedder, max_new_tokens: int, store_name: str = "alpaca"):
+    """02_pinecone's answer index in the local store `store_name` for this environment, embedder and answer length,
+    or None (no environment, no such store, or no index of these settings in it): the search then starts from the
+    policy's rewrites alone, which the README's results show is weaker."""
+    from e2p_lib.answer_index import AnswerIndex, answer_namespace
+    from e2p_lib.config import data_dir
+    from e2p_lib.store import make_vector_store
+
+    if environment is None:
+        return None
+    if not (data_dir() / "vectorstores" / store_name).is_dir():  # opening a missing store would create it
+        log.info("No local store %r: no answer index (run notebooks/02_pinecone.ipynb to build one).", store_name)
+        return None
+    index = AnswerIndex(make_vector_store("local", store_name), answer_namespace(environment, embedder, max_new_tokens))
+    if len(index) == 0:
+        log.info(
+            "No answer index for %s with %d-token answers in store %r: run 02_pinecone with those settings.",
+            environment.name,
+            max_new_tokens,
+            store_name,
+        )
+        return None
+    return index
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -92,3 +92,13 @@ def test_invert_prints_the_prompt_with_predicted_and_achieved_cosine(tmp_path, c
     predicted, achieved = float(lines["predicted cosine"]), float(lines["achieved cosine"])
     assert predicted == pytest.approx(float(forward.predict_cosine([lines["prompt"]], target)[0]), abs=2e-3)
     assert achieved == pytest.approx(float(embedder.embed([lines["answer"]])[0] @ target[0]), abs=2e-3)
+
+    # --budget: the search (no answer index was built here, so rewrites only), within its environment calls
+    code = main(
+        ["invert", text, "--policy", str(tmp_path / "policy"), "--forward-model", str(tmp_path / "forward")]
+        + ["--budget", "2", "--answer-max-new-tokens", "8", "--device", "cpu"]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    calls = int(out.split("environment calls:")[1].split()[0])
+    assert 1 <= calls <= 2 and "achieved cosine:" in out

@@ -152,3 +152,21 @@ def test_hypothesis_round_trip_into_the_policy_context(pieces):
     policy = pieces["inverter"].policy
     ids = policy.hypothesis_ids([Hypothesis("Name a fruit.", 0.5, "row-0")])
     assert "50: Name a fruit." in policy.tokenizer.decode(ids)
+
+
+def test_load_inverter_finds_the_answer_index_of_its_environment_and_answer_length(tmp_path, monkeypatch):
+    from e2p_lib.answer_index import DEFAULT_ANSWER_TOKENS
+    from e2p_lib.invert import default_answer_index
+
+    monkeypatch.setenv("E2P_DATA_DIR", str(tmp_path / "data"))
+    embedder, lm = ByteEmbedder(), EchoLM()
+    assert default_answer_index(lm, embedder, DEFAULT_ANSWER_TOKENS) is None  # nothing built yet ...
+    assert not (tmp_path / "data" / "vectorstores").exists()  # ... and looking created no empty store
+    store = make_vector_store("local", name="alpaca", dimensions=DIMS)
+    ids = [f"row-{i}" for i in range(len(PROMPTS))]
+    build_answer_index(store, lm, embedder, ids, PROMPTS, embedding_cache_dir=tmp_path)
+    found = default_answer_index(lm, embedder, DEFAULT_ANSWER_TOKENS)
+    assert found is not None and len(found) == len(PROMPTS)
+    assert found.namespace == answer_namespace(lm, embedder, DEFAULT_ANSWER_TOKENS)
+    assert default_answer_index(lm, embedder, DEFAULT_ANSWER_TOKENS * 2) is None  # other answers: not this index
+    assert default_answer_index(None, embedder, DEFAULT_ANSWER_TOKENS) is None  # no environment: no search
