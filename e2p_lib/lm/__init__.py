@@ -6,8 +6,8 @@ e2p searches for a prompt whose answer lands near a target embedding, so every c
     lm.generate(prompts, max_new_tokens=128, temperature=0.0, seed=0) -> list[str]     # answers in input order
 
 - `CTranslate2ChatLM` (in `e2p_lib.lm.ctranslate2`): SmolLM2-135M-Instruct on CTranslate2, int8 by default. The
-  offline default (`make_lm("local")`): the same chat template and answers of the same quality for less than half
-  the CPU time; sampled answers come from `LocalChatLM`.
+  offline default (`make_lm("local")`): the same chat template, fewer CPU seconds per answer token; sampled answers
+  come from `LocalChatLM`.
 - `LocalChatLM`: SmolLM2-135M-Instruct (`e2p_lib.lm.smollm`) on transformers, CPU or CUDA, with its chat template,
   batched with left padding, prompts sorted by length (`make_lm("local", engine="transformers")`).
 - `OpenAIChatLM` (in `e2p_lib.lm.openai`): any OpenAI-compatible chat endpoint, rate-limited and retried.
@@ -20,32 +20,22 @@ e2p searches for a prompt whose answer lands near a target embedding, so every c
     ['The capital of France is Paris.']
     >>> lm.generate(prompts, temperature=0.7, seed=[0, 1, 2])   # one seed per prompt: 3 samples of one prompt
 
-Generation parameters and their defaults (why):
-    max_new_tokens  128: Alpaca's reference outputs have a median of 43 and a mean of 57 cl100k tokens, and 90% have
-                    at most 122 (SmolLM2's tokenizer counts ~4% more); answers past that are rare and cost the most.
+Generation parameters:
+    max_new_tokens  answer tokens at most (default 128, enough for about 90% of Alpaca's reference outputs).
     temperature     0.0 means greedy decoding (the seed is then ignored, also by the answer cache). Above 0, tokens
                     are sampled from softmax(logits / temperature), cut to the `top_p` nucleus (an LM setting).
     seed            an int for every prompt, or one int per prompt. Each prompt draws from its own random stream,
                     seeded by (seed, prompt), so its answer does not depend on the other prompts in the call, on the
-                    batch size, or on its position: the same (prompt, seed) gives the same sample. Ask for several
-                    samples of one prompt with several seeds.
+                    batch size, or on its position: the same (prompt, seed) gives the same sample.
     system prompt   an LM setting (`system_prompt`), not a call argument; see `DEFAULT_SYSTEM_PROMPT`.
 
-What holds for LocalChatLM in float32, its default (tested here on CPU; checked on an H100): sampled answers with a
-seed repeat exactly, whatever the batch size, batch mates and order; greedy answers in a batch equal those generated
-one by one (48 of 48 Alpaca prompts, 64 tokens, on CUDA), and CUDA's equal the CPU's (16 of 16, 32 tokens). Left
-padding changes the shapes of the matrix products, so float rounding can differ in the last bits; where two tokens
-are within rounding of each other an answer could still flip (not seen in float32). In bfloat16 it is common: on the
-H100 only 31 of 48 greedy and 9 of 48 sampled answers survived a change of batch, for no gain in speed (the 135M
-model is bound by per-step overhead there, not by arithmetic), hence float32 everywhere by default.
+LocalChatLM runs in float32 by default: there, sampled answers with a seed repeat exactly whatever the batch, and
+greedy answers in a batch equal those generated one by one (tested on CPU). Left padding changes the shapes of the
+matrix products, so where two tokens are within rounding of each other an answer could still flip; in bfloat16 that
+is common, for no gain in speed at 135M parameters (README "Benchmarks"). Use the largest batch that fits.
 
-Speed: bench/lm_generate.py compares the engines side by side; README "Environment speed" holds the numbers. Use
-the largest batch that fits (default 32): per decoding step the model costs about the same at any batch up to 64.
-
-Bad input is refused before any work: a single string instead of a list, a non-string or blank prompt,
-`max_new_tokens` not a positive integer, a negative or non-finite temperature, a seed that is not an integer (or a
-seed list of the wrong length). Each error names the values and the fix.
-
+Bad input (a single string instead of a list, a blank prompt, a bad `max_new_tokens`, temperature or seed) raises
+TypeError or ValueError before any work, naming the values and the fix.
 """
 
 from __future__ import annotations
@@ -110,10 +100,12 @@ def make_lm(
 ) -> ChatLM:
     """Build an environment LM: "local" (SmolLM2, offline) or "openai" (any OpenAI-compatible endpoint).
 
-    `engine` picks the local engine: "ctranslate2" (`CTranslate2ChatLM`, int8, the default: 2-3x fewer CPU
-    seconds per answer token) or "transformers" (`LocalChatLM`); None: `DEFAULT_ENGINE`. `cache=True` wraps the LM
-    in `CachedLM` with the answer cache in `cache_dir` (None: `config.data_dir()/answers`); `options` go to the
-    LM's constructor.
+    `engine` picks the local engine: "ctranslate2" (`CTranslate2ChatLM`, int8, the default) or "transformers"
+    (`LocalChatLM`); None: `DEFAULT_ENGINE`. `cache=True` wraps the LM in `CachedLM` with the answer cache in
+    `cache_dir` (None: `config.data_dir()/answers`); `options` go to the LM's constructor.
+
+    Raises:
+        ValueError: an unknown backend or engine, an engine for "openai", or `cache_dir` with `cache=False`.
     """
     if backend == "local":
         engine = DEFAULT_ENGINE if engine is None else engine

@@ -8,7 +8,7 @@ was answered before and sends only the rest to `lm`, committing each batch as it
     >>> lm.generate(prompts)                            # generates, and stores each batch as it completes
     >>> lm.generate(prompts)                            # reads them back: the model is not called
     >>> lm.last_stats
-    {'prompts': 32, 'cached': 32, 'generated': 0, 'seconds': 0.004}
+    {'prompts': 32, 'cached': 32, 'generated': 0, 'seconds': ...}
     >>> lm.cache.frame()                                # everything answered so far, as a DataFrame
 
 The key of an answer is the sha256 of a canonical JSON of (model name, the LM's `settings()` such as system prompt,

@@ -1,7 +1,7 @@
 """CTranslate2ChatLM: SmolLM2-135M-Instruct on CTranslate2, the fast local environment (the default of `make_lm`).
 
-CTranslate2 is a C++ inference engine for Transformer models: on CPU it spends less than half of transformers' CPU
-time per answer token (bench/lm_generate.py), which is what a machine with 2 shared cores is short of.
+CTranslate2 is a C++ inference engine for Transformer models: on CPU it spends less CPU time per answer token than
+transformers (README "Environment speed"), which is what a machine with few shared cores is short of.
 
     >>> lm = CTranslate2ChatLM()                     # int8 weights and float32 activations on CPU
     >>> lm.generate(["What is the capital of France?"], max_new_tokens=32)
@@ -15,16 +15,16 @@ time per answer token (bench/lm_generate.py), which is what a machine with 2 sha
   stop tokens, so the engines differ only in arithmetic. float32 greedy answers equal transformers' (tested).
 - Greedy decoding (temperature 0) runs here, batched and length-sorted. `generate_batch` forwards the first
   (shortest-row) tokens of every row at once and the rest of each prompt step by step, so a row's arithmetic
-  depends on its batch mates' lengths: in int8 only 10 of 32 Alpaca answers survived a change of batch (measured).
+  depends on its batch mates' lengths, and in int8 many answers change with the batch.
   Every batch therefore carries one extra row, the chat template's fixed prefix (`anchor_tokens`), which is
   shorter than any prompt: every prompt then takes the same path (that prefix at once, the rest step by step)
-  whatever its batch, and greedy answers equal those generated one by one (32 of 32; tested). It costs one row.
+  whatever its batch, and greedy answers equal those generated one by one (tested). It costs one row.
 - Sampling (temperature > 0) is delegated to `LocalChatLM` (transformers, float32), loaded on first use.
   Why: CTranslate2 4.8 draws every row of a batch from one random generator per worker thread, seeded once when that
   thread first samples (`set_random_seed` later has no effect on a running Generator). A prompt's sample would then
-  depend on its batch mates, its position and every earlier call. The only per-prompt reset is a new Generator per
-  prompt (1.5-3 s to load here), slower than transformers. LocalChatLM's per-prompt random streams give the
-  contract: the same (prompt, seed) gives the same sample whatever the batch and order.
+  depend on its batch mates, its position and every earlier call. The only per-prompt reset is loading a new
+  Generator per prompt, slower than transformers. LocalChatLM's per-prompt random streams give the contract: the
+  same (prompt, seed) gives the same sample whatever the batch and order.
 - Answer-cache keys: `settings()` names the engine and the resolved compute type, so the answers of transformers,
   CTranslate2 float32 and CTranslate2 int8 never share a key (see `e2p_lib.lm.cache`).
 """

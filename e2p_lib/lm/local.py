@@ -98,8 +98,8 @@ class LocalChatLM(ChatLM):
     """SmolLM2-135M-Instruct on this machine: batched, left-padded, sorted by length, deterministic with a seed.
 
     Parameters that control the model:
-        device: "auto" (CUDA when available), "cpu", "cuda"...; dtype: "float32" (see the module docstring for why
-            not bfloat16), "bfloat16" or "float16".
+        device: "auto" (CUDA when available), "cpu", "cuda"...; dtype: "float32" (see `e2p_lib.lm` for why not
+            bfloat16), "bfloat16" or "float16".
         model_dir: the converted SmolLM2 folder (None: `e2p_lib.lm.smollm.smollm2_path()`, converting on first use).
     Parameters that control the answers (part of the answer-cache key):
         system_prompt: None keeps SmolLM2's built-in one; a string replaces it ("" leaves the system turn empty).
@@ -108,8 +108,7 @@ class LocalChatLM(ChatLM):
         batch_size: prompts per forward pass (see bench/lm_generate.py for throughput by batch size).
         num_threads: torch CPU threads (None: leave torch's setting, one per core). torch's setting is
             process-wide, so this changes it for everything else in the process too. Use 1 where the cores are
-            shared with other busy processes: there torch's threads spin against them, and on 2 busy cores the
-            same answers took 10-40x longer on 2 threads than on 1 (measured).
+            shared with other busy processes: there torch's threads spin against them (README "Benchmarks").
         show_progress: a progress bar over prompts when there is more than one batch.
     """
 

@@ -9,11 +9,9 @@
     >>> lm = OpenAIChatLM("Qwen/Qwen2.5-0.5B-Instruct", base_url="http://localhost:8000/v1", api_key="EMPTY",
     ...                   requests_per_minute=None, tokens_per_minute=None)          # a local vLLM server
 
-The key, client and pacing are set up by `e2p_lib.clients.openai`. Requests run through `e2p_lib.clients.ratelimit` (the
-embedder's machinery): paced on requests AND tokens per minute, each
-request costing its prompt tokens (cl100k_base, plus OpenAI's per-message overhead) plus `max_new_tokens`, which
-is what OpenAI reserves against the token limit; retried on 429 / 5xx / timeouts with the server's retry headers or
-backoff with jitter, a 429 pausing every worker; the SDK's own retries are off so one policy decides.
+The key, client and pacing are set up by `e2p_lib.clients.openai`; requests run through `e2p_lib.clients.ratelimit`,
+paced on requests AND tokens per minute. A request costs its prompt tokens (cl100k_base, plus OpenAI's per-message
+overhead) plus `max_new_tokens`, which is what OpenAI reserves against the token limit.
 
 Determinism: with temperature 0 the answer is as deterministic as the server makes it; OpenAI treats `seed` as best
 effort (its `system_fingerprint` changes with backend updates), vLLM honours it per request. The answer cache
@@ -21,8 +19,8 @@ effort (its `system_fingerprint` changes with backend updates), vLLM honours it 
 
 If a request still fails after `max_attempts`, `iter_generate` first yields every answer that completed, then
 raises `GenerationRunError` naming the prompt that failed and how many completed; `CachedLM` has committed those,
-so a rerun asks only for the rest. The key comes from `api_key` or OPENAI_API_KEY and is never kept on the object,
-printed, logged or left in an exception message.
+so a rerun asks only for the rest. The key comes from `api_key` or OPENAI_API_KEY; it is kept only to redact it,
+and never printed, logged or left in an exception message.
 """
 
 from __future__ import annotations

