@@ -13,15 +13,14 @@ Format and why
   `StoreCorruptedError` naming the file. A namespace gets an empty manifest before its first segment is written, so
   segment files without a manifest can only mean the manifest was lost: the store refuses to open it (a write would
   otherwise start afresh and sweep the segments away) and `rebuild_manifest` recovers it from the segments.
-- Append-only segments make an upsert cost what it writes, not the size of the store: 52,002 x 1,024 upserts in
-  1-2 s on 2 cores and reloads in about 1 s (bench/store.py), and a long upload commits batch by batch. `.npy` plus
-  JSON (orjson) meets the goals with nothing beyond numpy, so no database is used; lancedb and chromadb were not
-  tried (chromadb's HNSW index would make search approximate by default).
+- Append-only segments make an upsert cost what it writes, not the size of the store, and a long upload commits
+  batch by batch. `.npy` plus JSON (orjson) needs nothing beyond numpy, so no database is used; lancedb and chromadb
+  were not tried (chromadb's HNSW index would make search approximate by default).
 - Search is exact by default: one matrix product (numpy/BLAS) against all live rows, in blocks of queries. faiss'
-  flat index was slower than numpy here (32 ms vs 14 ms per query at 52k x 1,024), so it is not used. Exact search
-  at 52k x 1,024 reads 213 MB per query and is memory-bound (~14 ms); `search="binary"` ranks candidates by the Hamming
-  distance of sign bits (1 bit per dimension, 32x less memory traffic), then re-scores the best `rerank_candidates`
-  exactly; bench/store.py prints its recall@10 against exact search.
+  flat index was slower than numpy here, so it is not used. Exact search is memory-bound at large sizes;
+  `search="binary"` ranks candidates by the Hamming distance of sign bits (1 bit per dimension, 32x less memory
+  traffic), then re-scores the best `rerank_candidates` exactly. README "Benchmarks" (bench/store.py) has timings
+  and the binary search's recall@10.
 - Several processes may use one store: writes take an exclusive `fcntl` lock on the namespace and first reload
   anything another process committed; readers notice a new manifest and reload.
 """
@@ -207,9 +206,8 @@ def _blas_controller() -> Any:
 
 
 def _one_blas_thread() -> Any:
-    """Queries score with one BLAS thread. On a busy 2-core machine, waking OpenBLAS's second thread costs more than
-    it saves: one query against 5,000 x 128 took 11 ms p50 with two threads, 0.08 ms with one, while other jobs ran;
-    a batch of 100 against 4,965 x 384, 51 ms vs 31 ms. A matrix-vector product is memory-bound anyway."""
+    """Queries score with one BLAS thread: a matrix-vector product is memory-bound, and on busy cores waking
+    OpenBLAS's other threads costs more than it saves (README "Benchmarks")."""
     return _blas_controller().limit(limits=1, user_api="blas")
 
 
@@ -302,7 +300,7 @@ class LocalVectorStore(VectorStore):
         dimensions: vector dimension; required to create a store, checked against an existing one (None = read it).
         root: parent folder; default `config.data_dir() / "vectorstores"`.
         search: "exact" (default; exact cosine by matrix product) or "binary" (sign-bit Hamming candidates,
-            re-scored exactly: ~5x faster at 52k x 1,024, approximate; see bench/store.py for its recall).
+            re-scored exactly: faster on large stores, approximate; README "Benchmarks" has its recall).
         rerank_candidates: with search="binary", how many candidates per query are re-scored exactly (at least
             top_k). More is slower and closer to exact.
         batch_size: records per segment written by `upsert`; a crash loses at most the batch in flight.
