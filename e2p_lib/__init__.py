@@ -2,13 +2,14 @@
 
 The library behind the numbered notebooks, in packages that follow the data:
 - `data`, `tokens`, `config`: Alpaca loading and splits, token counts, folders and keys.
-- `embed` (base, local, openai, cache): embedders, `make_embedder`, the embedding cache.
-- `store` (base, filters, local, pinecone, retrieval): vector stores, `make_vector_store`, the retrieval baseline.
-- `lm` (base, local, smollm, openai, cache): environment LMs that answer prompts, `make_lm`, the answer cache.
-- `models` (forward, policy) and `train` (loop, sft, rl, rewards): the forward model, the prompt policy, their training.
-- `evaluate` (metrics, plots), `plots` (figures of 01-04), `clients` (OpenAI client set-up, rate limiter).
-- `atomic`, `sqlite_store`: all-or-nothing file writes and the SQLite helpers the caches share.
-- `invert`: the inversion API, re-exported here; `run_notebooks`: runs the notebooks headless.
+- `embed`: embedders (`make_embedder`) and the embedding cache.
+- `store`: vector stores (`make_vector_store`, local or Pinecone) and the retrieval baseline.
+- `lm`: environment LMs that answer prompts (`make_lm`: CTranslate2, transformers or OpenAI) and the answer cache.
+- `answer_index`: the environment's own answers to stored prompts, searchable by target.
+- `models` (forward, policy) and `train` (loop, sft, rl, expert, rewards): the models and their training.
+- `evaluate` (metrics, baselines, own targets, plots), `plots` (figures of 01-04), `pipeline` (what 03-05 share).
+- `invert`: the inversion API, re-exported here; `cli` (the `e2p` command), `run_notebooks`, `notebook`.
+- helpers: `clients` (OpenAI set-up, rate limiter), `atomic`, `sqlite_store`, `devices`, `checks`.
 """
 
 __version__ = "0.1.0"

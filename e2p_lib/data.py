@@ -1,13 +1,11 @@
 """The Alpaca data layer: load Stanford Alpaca as a clean, stably-identified frame, and split it deterministically.
 
-Every later stage (embedding, the vector store, training, evaluation) starts from `load_alpaca()`:
-
-    >>> df = load_alpaca()                    # 52,002 rows read; ~51.7k kept after cleaning
+    >>> df = load_alpaca()                    # the 52,002 rows of the official file, cleaned
     >>> df.columns.tolist()
     ['id', 'prompt', 'output', 'tokens', 'type']
     >>> df.attrs["load_report"]               # what was dropped, and why
     {'source': '.../alpaca_data.json', 'rows_read': 52002, 'malformed': 0, 'empty_output': ..., ...}
-    >>> df = add_split(df)                    # + 'split' column: ~90% train, 5% val, 5% test
+    >>> df = add_split(df)                    # + 'split' column: 90% train, 5% val, 5% test in expectation
     >>> quick = load_alpaca(limit=500)        # the first 500 kept rows, for smoke runs
 
 Columns
@@ -30,11 +28,10 @@ Where the data comes from (first match wins)
        `download=False`. Offline with nothing local, `AlpacaUnavailableError` says where to put the file.
 A missing explicit path is a FileNotFoundError; an unknown extension a ValueError naming the supported ones.
 
-Downloads are atomic: bytes stream (with a progress bar) into a temporary file in the target folder, are checked,
-and only then `os.replace`d into place, so an interrupted download leaves nothing behind and the next call starts
-again. No published sha256 of the official file could be found, so its check is the row count (52,002); the sha256
-seen on first download is written beside the file as `<file>.sha256` (sha256sum format). Any local file with such a
-sidecar is verified against it on every load, so a file truncated or edited later is refused, not silently used.
+Downloads are atomic (temporary file, checked, then `os.replace`d), so an interrupted download leaves nothing behind.
+No published sha256 of the official file could be found, so its check is the row count (52,002); the sha256 seen on
+first download is written beside the file as `<file>.sha256` (sha256sum format), and any local file with such a
+sidecar is verified against it on every load: a file truncated or edited later is refused, not silently used.
 
 Row policy (never crashes half-way on a bad row; every drop is counted)
     malformed        not an object; `instruction` or `output` missing or not a string; `input` present but neither

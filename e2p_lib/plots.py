@@ -87,7 +87,7 @@ def plot_similarity_histograms(
 def plot_training_curves(history: pd.DataFrame, title: str, metrics: tuple[str, ...] = ("loss",)) -> plt.Figure:
     """Train and validation curves from a tidy history (step, split, metric, value), one panel per metric.
 
-    Training values are noisy per batch, so a rolling mean over ~5% of the steps is drawn over them.
+    Training values are noisy per batch, so past 20 points a rolling mean over 5% of them is drawn over them.
     """
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):

@@ -55,7 +55,7 @@ class ClientSettings:
     Parameters that control failures:
         max_attempts (`int`, defaults to `6`): attempts per request before the run fails (1: no retries).
         initial_backoff_seconds (`float`, defaults to `1.0`): first backoff when the server sends no retry header
-            (doubles per attempt, capped at 60 s or this value).
+            (doubles per attempt, capped at the larger of 60 s and this value).
         timeout_seconds (`float`, defaults to `60.0`): per-request timeout; a timeout is retried.
     """
 

@@ -186,8 +186,7 @@ class RateLimiter:
         burst_seconds: each bucket holds this many seconds of its limit. OpenAI's own buckets hold a full minute;
             keeping a little below it (the default, 58 s) leaves headroom for requests still on their way. Small
             values pace evenly from the start.
-    Parameters that control adaptation to 429s (every 429 pauses all workers for the server's retry-after, lowers
-    the buckets to the server's `x-ratelimit-remaining-*` and adopts lower `x-ratelimit-limit-*`):
+    Parameters that control adaptation to 429s (see `report_rate_limited`):
         successes_to_trust: a 429 after at least this many successes since the last one is taken as a one-off
             (a burst the server did not have room for, e.g. after another run on the same key): the sync is
             enough. A 429 sooner than that means the limits are set too high, and slows the pace.

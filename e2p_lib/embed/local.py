@@ -26,7 +26,7 @@ class LocalEmbedder:
     """A sentence-transformers model on this machine (CPU or CUDA); the offline default.
 
     `model` is a sentence-transformers model name or folder; by default the packaged all-MiniLM-L6-v2 (384-d).
-    The work is `SentenceTransformer.encode` itself (it sorts by length and batches), so this wrapper costs nothing.
+    The work is `SentenceTransformer.encode` itself (it sorts by length and batches); this wrapper adds no work.
     """
 
     def __init__(

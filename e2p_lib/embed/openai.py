@@ -17,9 +17,8 @@ What happens to the texts:
 3. Texts are grouped in input order into requests of at most `batch_size` inputs (OpenAI allows 2,048) and
    300,000 tokens, and never more tokens than the token bucket holds.
 4. The token count and a dollar estimate (`price_per_million_tokens`) are logged and, with `verbose`, printed.
-5. Requests run on `max_concurrency` threads through `e2p_lib.clients.ratelimit`: paced on requests AND tokens per
-   minute, retried on 429 / 5xx / timeouts with the server's retry headers or backoff with jitter, a 429
-   pausing every worker. The SDK's own retries are off (`max_retries=0`) so one policy decides.
+5. Requests run on `max_concurrency` threads through `e2p_lib.clients.ratelimit` (paced on requests AND tokens per
+   minute, retried by one policy; the SDK's own retries are off).
 6. A summary (requests, tokens, 429s, retries, failures, seconds) is logged and, with `verbose`, printed.
 
 If a request still fails after `max_attempts`, `iter_embed` first yields every batch that did complete, then raises

@@ -2,9 +2,8 @@
 
 Every method is scored the same way: its prompt for each target is answered by the same environment LM
 (`e2p_lib.lm`) and the answer is embedded by the same embedder as the targets, so the headline number,
-`cosine(target, embed(answer))`, is comparable across methods. The notebook builds, per method, one prompt, one
-answer and one answer vector per target; this module turns them into numbers and `e2p_lib.evaluate.plots` into
-figures.
+`cosine(target, embed(answer))`, is comparable across methods. This module turns per-method prompts, answers and
+answer vectors into numbers; `e2p_lib.evaluate.plots` turns them into figures.
 
     >>> cosines = {name: answer_cosines(vectors, targets) for name, vectors in answer_vectors.items()}
     >>> summarise(cosines)                       # mean, median, 95% CI, win rates against oracle and retrieval, n
@@ -16,24 +15,19 @@ figures.
     ...                       perplexities=ppl, eval_env_calls=calls)   # everything, one row per method
     >>> save_results(table, reports_dir())                              # results.csv + results.json, atomically
 
-Conventions (each one a choice; the reasons are beside the code):
+Conventions:
 - Method names. The oracle (the target's own Alpaca prompt) is `REFERENCE` = "original prompt" and the retrieval
   baseline is `RETRIEVAL` = "nearest neighbour"; both can be renamed or switched off (None) per call.
 - Win rate of A against B: the share of targets where A's cosine is strictly higher, ties counting half, so a method
   that returns the oracle's own prompts scores exactly 0.5 against it, and A-vs-B plus B-vs-A is always 1. Cosines
-  within `TIE_TOLERANCE` (1e-6) of each other tie: two float32 paths to the same answer can differ in the last bits.
+  within `TIE_TOLERANCE` of each other tie: two float32 paths to the same answer can differ in the last bits.
 - Confidence intervals are bootstrap 95% intervals of the mean over targets (scipy.stats.bootstrap, BCa, seeded).
   They cover the choice of targets, not the environment's sampling noise; `noise_ceiling` measures that.
-- Environment calls: `eval_env_calls` counts every prompt the environment answered to produce a method's row;
-  one per target for every method here, best-of-N included (its N candidates are re-ranked by the forward model,
-  and only the chosen one is answered). `train_env_calls` counts answers spent while training (RL rollouts; 0 for
-  the oracle, retrieval, the constant prompt and SFT, which trains on Alpaca pairs). Both are passed in.
+- Environment calls are passed in: `eval_env_calls` counts every prompt the environment answered to produce a
+  method's row (default: one per target), `train_env_calls` the answers spent while training (RL rollouts).
 - Perplexity of an empty (or blank) prompt is NaN: it has no tokens to score. Tables report the median over the
   rest (perplexity is heavy-tailed) and the share of empty prompts beside it.
 - Lengths are cl100k tokens (`e2p_lib.tokens.count_tokens`), as elsewhere in e2p.
-
-Outline: input checks -> answer cosines -> win rate and bootstrap -> summarise -> noise ceiling -> prompt overlap ->
-perplexity -> diversity -> results table -> save and load.
 """
 
 from __future__ import annotations
@@ -357,7 +351,7 @@ def perplexity(
         tokenizer: its tokenizer.
         batch_size: prompts per forward pass; memory grows with batch_size * length * vocabulary (49k for SmolLM2).
         context: text before each prompt; the default suits ChatML models such as SmolLM2-Instruct.
-        show_progress: a tqdm bar over the batches (minutes for a few thousand prompts on a CPU).
+        show_progress: a tqdm bar over the batches.
     """
     import torch
     from tqdm.auto import tqdm
@@ -527,12 +521,12 @@ def results_table(
     """Everything about each method in one row (index `method`, in `answer_vectors`' order).
 
     Always: the `summarise` columns and `answer_pairwise_cosine` (diversity of the answers). With `prompts`:
-    `distinct_1`, `distinct_2` and `empty_prompt_share`; with `reference_prompts` as well (the original prompts, in
-    target order), the `overlap_summary` columns `corpus_bleu`, `sentence_bleu`, `rouge_l`, `exact_match`. With
-    `answers`: `median_answer_tokens` (cl100k). With `perplexities` (from `perplexity`): `median_perplexity` over
-    non-empty prompts, and the `collapse` columns. With `baselines` ({method: baseline method}): `baseline`,
+    `distinct_1`, `distinct_2`, `empty_prompt_share` and the `collapse` columns; with `reference_prompts` as well
+    (the original prompts, in target order), the `overlap_summary` columns `corpus_bleu`, `sentence_bleu`,
+    `rouge_l`, `exact_match`. With `answers`: `median_answer_tokens` (cl100k). With `perplexities` (from
+    `perplexity`): `median_perplexity` over non-empty prompts. With `baselines` ({method: baseline method}): `baseline`,
     `diff_vs_baseline` and its paired 95% interval `diff_low`, `diff_high` (`paired_difference`).
-    `eval_env_calls` defaults to one call per target for every method (see the module docstring) and gives
+    `eval_env_calls` defaults to one call per target for a method it does not name, and gives
     `eval_env_calls_per_target`; `train_env_calls` is NaN where not given. A method missing from an optional
     mapping gets NaN in that mapping's columns.
 

@@ -7,7 +7,7 @@ embeddings are cached, so a prompt seen before costs nothing.
 Shaping terms are switchable and reported apart from the real reward, so a curve can never flatter itself:
 - `surrogate_cosine`: the forward model's predicted cosine for the prompt (`ForwardModel.predict_cosine`), cheap and
   smooth, a hint where the environment is noisy;
-- `degeneracy`: 1 for an empty prompt, plus the share of repeated tokens beyond half, plus 1 when the prompt ran
+- `degeneracy`: 1 for an empty prompt; else the share of repeated words beyond half, plus 1 when the prompt ran
   into the length cap without ending; 0 for an ordinary prompt.
 
 An empty prompt is never sent to the environment (it has no answer): its real reward is 0.
@@ -98,7 +98,7 @@ class AnswerCosineReward:
 
 
 def degeneracy(prompts: Sequence[str], token_counts: Sequence[int], ended: Sequence[bool]) -> np.ndarray:
-    """Penalty per prompt: empty -> 1; repeated tokens beyond half the prompt -> their excess share; no end -> +1."""
+    """Penalty per prompt: empty -> 1; repeated words beyond half the prompt -> their excess share; no end -> +1."""
     penalty = np.zeros(len(prompts), dtype=np.float32)
     for i, (prompt, did_end) in enumerate(zip(prompts, ended)):
         words = prompt.split()
