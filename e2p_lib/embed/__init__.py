@@ -41,6 +41,9 @@ def make_embedder(
 
     `model` None picks the backend's default (all-MiniLM-L6-v2 / text-embedding-3-small); `dimensions` is for OpenAI
     models, which can shorten their vectors (None: 1,024). `options` go to the embedder's constructor.
+
+    Raises:
+        ValueError: an unknown backend, or `dimensions` for "local" (its models have a fixed size).
     """
     if backend == "local":
         if dimensions is not None:
@@ -58,6 +61,7 @@ def embedder_from_name(name: str, dimensions: int, **options) -> Embedder:
     """Rebuild the embedder behind a cache or store from its recorded `name` and `dimensions`.
 
     "local/all-MiniLM-L6-v2" -> the packaged default; "local/<path>" -> that model; "openai/<model>" -> OpenAI.
+    Raises ValueError for another form of name, or when the rebuilt embedder's size is not `dimensions`.
     """
     backend, sep, model = name.partition("/")
     if not sep or backend not in ("local", "openai"):

@@ -5,8 +5,8 @@ One SQLite file per vector space, `<cache_dir>/<model>-<dimensions>d.sqlite`, ho
 - `meta`: the embedder's name and dimensions, when the file was made, the schema version. Opening a file with
   another embedder or dimension raises: vectors from two spaces are never silently mixed.
 - `vectors`: one row per distinct text, keyed by the sha256 of the text, with its float32 vector and token count.
-  Keying by content means duplicate outputs (Alpaca has about 1,160) are embedded once, and a text shared by two
-  datasets is never paid for twice.
+  Keying by content means a repeated text (the same answer to two prompts, a text in two datasets) is embedded
+  and paid for once.
 - `records`: the dataset rows last embedded into this file (`id`, `prompt`, `output`, `tokens`, `type`, text key),
   so later notebooks load ids, metadata and vectors from this one file without re-reading Alpaca.
 
