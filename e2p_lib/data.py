@@ -26,7 +26,6 @@ Where the data comes from (first match wins)
     3. `config.data_dir()/alpaca_data.json` (where a previous download went).
     4. A download of the official 52,002-row file (`OFFICIAL_ALPACA.url`) into `config.data_dir()`, unless
        `download=False`. Offline with nothing local, `AlpacaUnavailableError` says where to put the file.
-A missing explicit path is a FileNotFoundError; an unknown extension a ValueError naming the supported ones.
 
 Downloads are atomic (temporary file, checked, then `os.replace`d), so an interrupted download leaves nothing behind.
 No published sha256 of the official file could be found, so its check is the row count (52,002); the sha256 seen on
@@ -44,17 +43,14 @@ Row policy (never crashes half-way on a bad row; every drop is counted)
     cut_by_limit     rows past `limit` (the first `limit` kept rows are returned, so `load_alpaca(limit=n)` equals
                      `load_alpaca().head(n)`).
 rows_read = malformed + empty_output + duplicate_output + cut_by_limit + rows_kept. The counts go to
-`df.attrs["load_report"]` (a plain dict, so the frame still saves to parquet) and one INFO log line.
-A file that is not Alpaca-shaped at all (not a list of objects, no instruction/output fields anywhere, no rows)
-raises ValueError, and so does a whole-file .json that is not valid UTF-8 (the error names the byte offset) or is
-nested too deeply to parse. A download is held to the same checks before it is kept.
+`df.attrs["load_report"]` (a plain dict, so the frame still saves to parquet) and one INFO log line. A file that
+is not Alpaca-shaped at all, or a .json that does not parse, raises ValueError (see `load_alpaca`); a download is
+held to the same checks before it is kept.
 
 Splits
     `split_of(ids)` maps each id to "train" / "val" / "test" by a blake2b hash of the id string, so a row's split
     is the same in every run, process and Python version and does not depend on which other rows are loaded (unlike
     a shuffled index, or Python's salted `hash()`). `add_split(df)` adds it as a `split` column.
-
-Outline: constants -> LoadReport -> source resolution -> download -> readers -> row cleaning -> load_alpaca -> splits.
 """
 
 from __future__ import annotations

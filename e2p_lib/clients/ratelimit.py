@@ -1,31 +1,26 @@
-"""Rate-limited, retried, concurrent API calls: the machinery behind the OpenAI embedder (and the chat client).
+"""Rate-limited, retried, concurrent API calls: the machinery behind the OpenAI embedder and chat client.
 
 OpenAI limits each key on requests per minute AND tokens per minute; at real tier limits the token limit binds
 first, so a limiter that only counts requests runs into 429s. This module follows the OpenAI cookbook's
 `api_request_parallel_processor.py`, with threads instead of asyncio (threads also work inside Jupyter's running
-event loop, where `asyncio.run` fails):
+event loop, where `asyncio.run` fails), and with the server's retry and `x-ratelimit-*` headers instead of the
+cookbook's fixed 15 s pause:
 
-- `RateLimiter`: two token buckets (requests, tokens), refilled with elapsed time and capped at a burst, plus a
-  shared cooldown. A job's token cost is estimated before it is sent. A 429 pauses EVERY worker for as long as the
-  server's `retry-after-ms` / `retry-after` says (the cookbook pauses a fixed 15 s), lowers the buckets to the
-  server's `x-ratelimit-remaining-*`, and adopts its `x-ratelimit-limit-*` when they are below the configured
-  limits; 429s that still recur (another user of the key) slow the refill rate, and successes bring it back.
-- `RetryPolicy`: which errors are retried (429, 408, 409, 5xx, timeouts, connection errors) and for how long
-  (the server's retry headers when it sends them, else exponential backoff with jitter), for at most
-  `max_attempts` attempts. Everything else (400, 401, 404, ...) fails at once: retrying cannot fix it.
+- `RateLimiter`: two token buckets (requests, tokens) with a shared cooldown; a 429 pauses every worker.
+- `RetryPolicy`: which errors are retried (429, 408, 409, 5xx, timeouts, connection errors) and how long to wait;
+  everything else (400, 401, 404, ...) fails at once, since retrying cannot fix it.
 - `StatusTracker`: counts of requests, tokens, 429s, retries and failures; `summary()` at the end of a run.
-- `run_rate_limited(jobs, call, ...)`: runs `call(job.payload)` for each `Job` on `max_concurrency` threads and
-  yields `(job, result)` as each completes (completion order, not input order: join on the job). When a job fails
-  for good, no new job starts, the ones in flight finish and are yielded, then `RunFailedError` is raised, so a
-  caller that saves every yielded result loses nothing and can resume.
+- `run_rate_limited(jobs, call, ...)`: yields `(job, result)` in completion order (join on the job). When a job
+  fails for good, the jobs in flight finish and are yielded before `RunFailedError` is raised, so a caller that
+  saves every yielded result loses nothing and can resume.
 
     >>> limiter = RateLimiter(requests_per_minute=3_000, tokens_per_minute=1_000_000)
     >>> jobs = [Job(payload=batch, token_cost=count) for batch, count in planned_batches]
     >>> for job, result in run_rate_limited(jobs, send_batch, limiter=limiter):
     ...     save(job.payload, result)
 
-Every class takes a `clock` (seconds, monotonic) so tests can drive it with a fake clock and no sleeping.
-Outline: header parsing -> TokenBucket -> RateLimiter -> RetryPolicy -> StatusTracker -> run_rate_limited.
+`RateLimiter` takes a `clock` (seconds, monotonic) and `TokenBucket` is handed the time, so tests drive both with a
+fake clock and no sleeping.
 """
 
 from __future__ import annotations

@@ -10,8 +10,6 @@ order), so the figures of one notebook read together.
     >>> plot_cosine_vs_length(cosines, answer_tokens)      # scatter + binned mean per method
     >>> plot_answer_map(targets, answer_vectors)           # PCA of the targets, lines target -> answer, a subset
     >>> plot_win_rates(summarise(cosines))                 # against the oracle and against retrieval
-
-Outline: colours -> distributions -> ECDF -> cosine vs length -> answer map -> win rates.
 """
 
 from __future__ import annotations

@@ -8,10 +8,8 @@ For stores that outgrow one machine. Same verbs, same checks and same filter lan
     >>> store.upsert(ds.ids, ds.vectors, ds.frame.to_dict("records"))    # resumable; progress bar
     >>> store.query(ds.vectors[0], top_k=10, filter={"tokens": {"$lt": 200}})
 
-Index: created when missing, with `dimensions`, the cosine metric and a serverless (`cloud`, `region`) deployment,
-then polled every `ready_poll_seconds` until ready (at most `ready_timeout_seconds`). An existing index must have
-the same dimension and metric, or the constructor raises naming both. `controller_host` (or the SDK's
-PINECONE_CONTROLLER_HOST) points the control plane elsewhere; `index_host` skips the describe lookup.
+Index: created when missing (cosine metric, serverless) and waited for until ready; an existing index must have
+the same dimension and metric, or the constructor raises naming both.
 
 Upload, within Pinecone's limits:
 - at most 1,000 records and 2 MB (of encoded JSON) per upsert request; requests are packed by their encoded size,
@@ -30,8 +28,6 @@ Queries: Pinecone answers one vector per request; many query vectors go out conc
 client-side (Pinecone cannot filter on ids): each query asks for `top_k` + the number excluded. `count()` and
 `namespaces()` read `describe_index_stats`, which Pinecone updates eventually, not instantly, after a write.
 Metadata numbers come back as floats (Pinecone stores numbers as 64-bit floats).
-
-Outline: limits -> metadata fitting -> request packing -> upload journal -> `PineconeVectorStore`.
 """
 
 from __future__ import annotations
