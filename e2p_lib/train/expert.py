@@ -26,8 +26,9 @@ from e2p_lib.train.sft import POLICY_FOLDER, PolicyTrainingConfig, train_policy
 
 @dataclass
 class ExpertIterationConfig:
-    """One round: `targets_per_round` training targets searched with `budget` calls each (`samples` rewrites per
-    search round), then `steps_per_round` SFT steps of `batch_size` on the best prompts at `learning_rate`."""
+    """`rounds` rounds, each: `targets_per_round` training targets searched with `budget` calls each (`samples`
+    rewrites per search round), then `steps_per_round` SFT steps of `batch_size` on the best prompts at
+    `learning_rate`. `output_dir` None: the policy is not saved."""
 
     rounds: int = 1
     targets_per_round: int = 48
