@@ -341,9 +341,8 @@ def perplexity(
     tokens are exactly `tokenizer(prompt)`'s. The end-of-turn token is not scored: this measures the wording, not
     where it stops (`e2p_lib.train.rewards.degeneracy` covers prompts that run into the length cap).
 
-    Prompts are sorted by length and batched (right padding, `batch_size` per forward pass) to waste little on
-    padding; the model is put in eval mode for the call and restored after. Float32 models give the same values
-    batched as one by one, to rounding.
+    The model is put in eval mode for the call and restored after; float32 models give the same values batched as
+    one by one, to rounding.
 
     Args:
         prompts: the prompts; blank ones get NaN.
@@ -409,8 +408,7 @@ def distinct_n(prompts: Sequence[str], n: int) -> float:
     """Unique n-grams / all n-grams, pooled over all prompts (Li et al. 2016, "distinct-n"); NaN if there are none.
 
     1.0: no n-gram is ever repeated. k identical prompts score 1/k of one prompt's own value: a method that writes
-    the same prompt for every target is as low as it gets. N-grams do not cross prompt boundaries. Words are
-    lower-cased, with punctuation split off.
+    the same prompt for every target is as low as it gets. N-grams do not cross prompt boundaries (words: `_words`).
     """
     if isinstance(prompts, str):
         raise TypeError("distinct_n() takes a list of prompts, not one string: wrap it as [prompt].")

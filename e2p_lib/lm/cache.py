@@ -19,9 +19,8 @@ seed, so their key holds no seed: a rerun with another seed still hits. Duplicat
 are generated once.
 
 Storage: one SQLite file per model, `<cache_dir>/<model>.sqlite`, one row per answer with its prompt and parameters
-beside it (so the cache can be read as a table). Through `e2p_lib.sqlite_store`, WAL mode and one `BEGIN IMMEDIATE`
-transaction per batch make every batch all-or-nothing under SIGKILL, and let several processes (notebooks, RL
-workers) share one file; `INSERT OR IGNORE` keeps the first answer of a key.
+beside it (so the cache can be read as a table). Each batch is one transaction (`e2p_lib.sqlite_store`): all or
+nothing under SIGKILL, and several processes may share one file; the first answer stored for a key is kept.
 If the LM fails half-way (an API that gives up), every answer it returned before the failure is already committed
 and the error propagates; the rerun generates only what is missing.
 """

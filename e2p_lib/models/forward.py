@@ -335,8 +335,7 @@ def forward_loss(predictions: torch.Tensor, targets: torch.Tensor, loss: str) ->
 
 
 def prompt_embeddings(prompts: Sequence[str], embedder: Embedder, cache_dir: str | Path | None) -> np.ndarray:
-    """(n, d) MLP inputs: through the embedding cache under `cache_dir`, or straight from the embedder when it is
-    None (the forward model's `cache_dir=None` means no cache, so tests and one-off calls leave no files)."""
+    """(n, d) MLP inputs: through the embedding cache under `cache_dir`; None: straight from the embedder, no files."""
     return embed_texts(prompts, embedder, cache_dir, use_cache=cache_dir is not None, show_progress=False)
 
 
