@@ -6,7 +6,6 @@ L2-normalised, input order) with the official `openai` SDK. `base_url` points it
 
     >>> embedder = OpenAIEmbedder(tokens_per_minute=1_000_000)   # key from OPENAI_API_KEY (or .env)
     >>> embedder.estimate_cost(texts)                            # (tokens, dollars), before spending anything
-    (281771, 0.00563542)
     >>> for rows, vectors in embedder.iter_embed(texts):         # batches in completion order: save each one
     ...     save(rows, vectors)                                  # (e2p_lib.embed.cache does this)
 
