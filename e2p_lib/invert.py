@@ -80,6 +80,7 @@ from e2p_lib.embed.base import Embedder, check_texts, l2_normalise
 from e2p_lib.embed.cache import embed_texts
 from e2p_lib.lm.base import DEFAULT_MAX_NEW_TOKENS
 from e2p_lib.models.policy import Hypotheses, Hypothesis
+from e2p_lib.store.retrieval import retrieval_candidates
 from e2p_lib.train.rewards import AnswerCosineReward
 
 RERANK_METHODS = ("forward", "environment")
@@ -165,7 +166,7 @@ class Candidate:
 
     prompt: str
     step: int  # 0: the first round; k: the k-th refinement round
-    source: str  # "greedy" or "sampled"
+    source: str  # "greedy" or "sampled" (the policy's), "index" (the answer index), "retrieved" (output retrieval)
     condition_cosine: float  # cosine(vector the policy was conditioned on, target): 1.0 in round 0
     predicted_cosine: float = math.nan  # forward model's cosine to the target; NaN without one, or for ""
     achieved_cosine: float = math.nan  # cosine(target, embedded answer); NaN when not answered
@@ -227,6 +228,8 @@ class Inverter:
         index: an `AnswerIndex` of this environment and embedder (`e2p_lib.answer_index`): known prompts with their
             real answers, the first candidates and hypotheses of `search`; optional. Its answers must have the
             inverter's `answer_max_new_tokens`, or its cosines are not the ones `search` measures.
+        retrieval: the store of the dataset's outputs with their prompts (02_pinecone's default namespace): `search`
+            also asks the prompts of the `retrieval_k` outputs nearest each target; optional.
 
     Raises:
         ValueError: the pieces disagree on the vector space (dimensions, or the forward model's space name).
@@ -240,6 +243,8 @@ class Inverter:
         environment=None,
         *,
         index=None,
+        retrieval=None,
+        retrieval_k: int = 8,
         answer_max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         generation_batch_size: int = 64,
         embedding_cache_dir: str | Path | None = None,
@@ -265,8 +270,10 @@ class Inverter:
                 f"{type(environment).__name__}."
             )
         check_positive_int(generation_batch_size, "generation_batch_size")
+        check_positive_int(retrieval_k, "retrieval_k")
         self.policy, self.embedder, self.forward_model, self.environment = policy, embedder, forward_model, environment
         self.index = index  # an AnswerIndex of this environment and embedder: the search's first candidates
+        self.retrieval, self.retrieval_k = retrieval, retrieval_k  # the outputs' store: the search's second pool
         self.dimensions = dims
         self.generation_batch_size = generation_batch_size
         self.embedding_cache_dir = embedding_cache_dir
@@ -531,6 +538,8 @@ class Inverter:
         budget: int,
         *,
         exclude_ids: Sequence | None = None,
+        retrieved: Sequence[Sequence[str]] | None = None,
+        retrieved_share: float = 0.5,
         samples: int = 8,
         pool: int = 8,
         rounds: int = 2,
@@ -550,9 +559,18 @@ class Inverter:
         is the prompt with the best real cosine; with `budget=1` the only call is that final answer, and a rewrite
         replaces the best indexed prompt only when the forward model predicts it `switch_margin` higher.
 
+        `retrieved` (per target, prompts nearest first; None: the prompts of the `retrieval_k` stored outputs
+        nearest the target, from the inverter's `retrieval` store, when it has one) adds the other pool: before the
+        rewrite rounds, `retrieved_share` of the `budget - 1` calls (rounded up) answer the first of them not known
+        yet, and their real cosines join the hypotheses the policy reads. The index holds the environment's answers
+        to train prompts, retrieval the dataset's outputs; which is nearer depends on the target, so the search asks
+        both. At `budget=1` they compete with the rewrites for the forward model's switch.
+
         Every call is counted (`environment_calls` <= budget); `trajectory` holds each round's best.
         """
         check_positive_int(budget, "budget")
+        if not 0.0 <= retrieved_share <= 1.0:
+            raise ValueError(f"retrieved_share={retrieved_share!r} must be between 0 and 1 (a share of the calls).")
         for name, value in (("samples", samples), ("pool", pool), ("rounds", rounds)):
             check_positive_int(value, name)
         if self.environment is None:
@@ -562,11 +580,30 @@ class Inverter:
             )
         targets = self.target_vectors(targets)
         n = len(targets)
+        if retrieved is None and self.retrieval is not None:
+            retrieved = retrieval_candidates(self.retrieval, targets, None, k=self.retrieval_k, exclude_ids=exclude_ids)
+        if retrieved is not None and len(retrieved) != n:
+            raise ValueError(f"retrieved holds {len(retrieved)} rows of prompts for {n} targets: pass one per target.")
         known = self._indexed(targets, pool, exclude_ids)  # per target: indexed candidates, real cosines known
         memo: list[dict[str, tuple[float, str]]] = [{} for _ in targets]  # prompts answered in this search
         history = [list(row) for row in known]
         trajectory: list[list[Candidate]] = [[] for _ in targets]
-        calls = max(budget - 1, 0)  # for rewrites; the last call is kept for the final answer
+        calls = max(budget - 1, 0)  # for exploring; the last call is kept for the final answer
+        if retrieved is not None:
+            asked = math.ceil(calls * retrieved_share)
+            pooled = [
+                [
+                    Candidate(p, 0, "retrieved", 1.0)
+                    for p in dict.fromkeys(row)
+                    if p.strip() and p not in {c.prompt for c in history[i]}
+                ]
+                for i, row in enumerate(retrieved)
+            ]
+            self.predict(pooled, targets)
+            self.answer([row[:asked] for row in pooled], targets, memo)  # nearest first: retrieval's own order
+            for i, row in enumerate(pooled):
+                history[i] += row
+            calls -= asked
         per_round = [calls // rounds + (r < calls % rounds) for r in range(rounds)] if calls else [0]
         for step, quota in enumerate(per_round):
             shown = [self.shown_hypotheses(history[i]) for i in range(n)]
@@ -753,6 +790,7 @@ def load_inverter(
     embedder: Embedder | None = None,
     device: str = "auto",
     index: Any = "auto",
+    retrieval: Any = "auto",
     **options: Any,
 ) -> Inverter:
     """An `Inverter` over the trained models on disk (see the module docstring for the defaults).
@@ -765,6 +803,8 @@ def load_inverter(
         device: for the policy and forward model ("auto": CUDA when available).
         index: the answer index `search` starts from: "auto" (02_pinecone's, in the local store `alpaca`, for this
             environment, embedder and answer length; none when it was not built), an `AnswerIndex`, or None.
+        retrieval: the store of the dataset's outputs `search` also retrieves from: "auto" (02_pinecone's local
+            store `alpaca`, when it holds vectors of the embedder's size), a `VectorStore`, or None.
         options: passed to `Inverter` (answer_max_new_tokens, generation_batch_size, embedding_cache_dir).
 
     Raises:
@@ -797,7 +837,30 @@ def load_inverter(
         index = default_answer_index(
             environment, embedder, options.get("answer_max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
         )
-    return Inverter(policy, embedder, forward_model, environment, index=index, **options)
+    if isinstance(retrieval, str):
+        if retrieval != "auto":
+            raise ValueError(f"retrieval={retrieval!r}: pass 'auto', a VectorStore or None.")
+        retrieval = default_retrieval_store(embedder)
+    return Inverter(policy, embedder, forward_model, environment, index=index, retrieval=retrieval, **options)
+
+
+def _existing_local_store(store_name: str):
+    """The local store `store_name`, or None when it was never built (opening a missing store would create it)."""
+    from e2p_lib.config import data_dir
+    from e2p_lib.store import make_vector_store
+
+    if not (data_dir() / "vectorstores" / store_name).is_dir():
+        log.info("No local store %r: run notebooks/02_pinecone.ipynb to build it.", store_name)
+        return None
+    return make_vector_store("local", store_name)
+
+
+def default_retrieval_store(embedder: Embedder, store_name: str = "alpaca"):
+    """02_pinecone's local store of the dataset's outputs, when it holds vectors of `embedder`'s size, else None."""
+    store = _existing_local_store(store_name)
+    if store is None or store.count() == 0 or int(store.dimensions) != int(embedder.dimensions):
+        return None
+    return store
 
 
 def default_answer_index(environment: Any, embedder: Embedder, max_new_tokens: int, store_name: str = "alpaca"):
@@ -805,15 +868,11 @@ def default_answer_index(environment: Any, embedder: Embedder, max_new_tokens: i
     or None (no environment, no such store, or no index of these settings in it): the search then starts from the
     policy's rewrites alone, which the README's results show is weaker."""
     from e2p_lib.answer_index import AnswerIndex, answer_namespace
-    from e2p_lib.config import data_dir
-    from e2p_lib.store import make_vector_store
 
-    if environment is None:
+    store = None if environment is None else _existing_local_store(store_name)
+    if store is None:
         return None
-    if not (data_dir() / "vectorstores" / store_name).is_dir():  # opening a missing store would create it
-        log.info("No local store %r: no answer index (run notebooks/02_pinecone.ipynb to build one).", store_name)
-        return None
-    index = AnswerIndex(make_vector_store("local", store_name), answer_namespace(environment, embedder, max_new_tokens))
+    index = AnswerIndex(store, answer_namespace(environment, embedder, max_new_tokens))
     if len(index) == 0:
         log.info(
             "No answer index for %s with %d-token answers in store %r: run 02_pinecone with those settings.",

@@ -156,7 +156,7 @@ def test_hypothesis_round_trip_into_the_policy_context(pieces):
 
 def test_load_inverter_finds_the_answer_index_of_its_environment_and_answer_length(tmp_path, monkeypatch):
     from e2p_lib.answer_index import DEFAULT_ANSWER_TOKENS
-    from e2p_lib.invert import default_answer_index
+    from e2p_lib.invert import default_answer_index, default_retrieval_store
 
     monkeypatch.setenv("E2P_DATA_DIR", str(tmp_path / "data"))
     embedder, lm = ByteEmbedder(), EchoLM()
@@ -170,3 +170,52 @@ def test_load_inverter_finds_the_answer_index_of_its_environment_and_answer_leng
     assert found.namespace == answer_namespace(lm, embedder, DEFAULT_ANSWER_TOKENS)
     assert default_answer_index(lm, embedder, DEFAULT_ANSWER_TOKENS * 2) is None  # other answers: not this index
     assert default_answer_index(None, embedder, DEFAULT_ANSWER_TOKENS) is None  # no environment: no search
+
+    assert default_retrieval_store(embedder) is None  # the outputs are not stored yet (only the answer index is)
+    store.upsert(ids, np.stack([embedder.vector(p) for p in PROMPTS]), [{"prompt": p} for p in PROMPTS])
+    assert default_retrieval_store(embedder).count() == len(PROMPTS)
+    assert default_retrieval_store(ByteEmbedder(dimensions=DIMS * 2)) is None  # another space: not these vectors
+
+
+def test_the_search_retrieves_from_its_store_and_never_an_excluded_row(pieces):
+    inverter, store, embedder = pieces["inverter"], pieces["store"], pieces["embedder"]
+    store.upsert(pieces["ids"], np.stack([embedder.vector(p) for p in PROMPTS]), [{"prompt": p} for p in PROMPTS])
+    inverter.retrieval, inverter.retrieval_k = store, 3
+    target = embedder.vector(PROMPTS[4])[None]  # its own stored output is the nearest: excluded, never retrieved
+    result = inverter.invert(target, budget=4, samples=2, pool=1, exclude_ids=[["row-4"]], max_prompt_tokens=6)[0]
+    indexed = [c.prompt for c in result.candidates if c.source == "index"]
+    nearest = retrieval_candidates(store, target, None, k=3, exclude_ids=[["row-4"]])[0]
+    assert PROMPTS[4] not in nearest + indexed and len(indexed) == 1
+    # the retrieved prompts not known from the index, nearest first; ceil(0.5 x 3 exploring calls) of them answered
+    expected = [p for p in nearest if p not in indexed]
+    assert [c.prompt for c in result.candidates if c.source == "retrieved"] == expected
+    asked = [c.prompt for c in result.candidates if c.source == "retrieved" and not np.isnan(c.achieved_cosine)]
+    assert asked == expected[:2] and result.environment_calls <= 4
+
+
+def test_retrieved_prompts_get_their_share_of_the_calls_nearest_first(pieces):
+    inverter, lm, embedder = pieces["inverter"], pieces["lm"], pieces["embedder"]
+    targets = np.stack([embedder.vector(t) for t in ("A poem about rain.", "Three colours please")])
+    retrieved = [["Write a rain poem.", "Describe a storm.", "Name a cloud.", "Write a rain poem."], ["Paint it."]]
+    sent_before = len(lm.received)
+    results = inverter.invert(
+        targets, budget=5, samples=2, seed=3, retrieved=retrieved, max_prompt_tokens=6, exclude_ids=[["row-2"], []]
+    )
+    sent = lm.received[sent_before:]
+    # ceil(0.5 x 4 exploring calls) = 2 per target, in retrieval order; the second target has only one to ask
+    assert sent[:3] == ["Write a rain poem.", "Describe a storm.", "Paint it."]
+    for result, row in zip(results, retrieved):
+        assert result.environment_calls <= 5
+        asked = [c for c in result.candidates if c.source == "retrieved" and not np.isnan(c.achieved_cosine)]
+        assert [c.prompt for c in asked] == list(dict.fromkeys(row))[:2]
+        assert result.achieved_cosine >= max(c.achieved_cosine for c in asked)  # never worse than what it asked
+    assert len(sent) == sum(r.environment_calls for r in results)
+
+    # all of the exploring calls to retrieval: no rewrite is answered before the final pick
+    only = inverter.invert(targets[:1], budget=3, samples=2, retrieved=retrieved[:1], retrieved_share=1.0)[0]
+    answered = [c for c in only.candidates if not np.isnan(c.achieved_cosine) and c.source != "index"]
+    assert {c.source for c in answered} == {"retrieved"} and only.environment_calls <= 3
+    with pytest.raises(ValueError, match="retrieved_share"):
+        inverter.invert(targets, budget=3, retrieved=retrieved, retrieved_share=1.5)
+    with pytest.raises(ValueError, match="one per target"):
+        inverter.invert(targets, budget=3, retrieved=retrieved[:1])

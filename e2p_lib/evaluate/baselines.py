@@ -19,14 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from e2p_lib.checks import check_positive_int
-from e2p_lib.store.retrieval import nearest_prompt
-
-
-def retrieval_candidates(store, targets: np.ndarray, target_ids: Sequence[str] | None, k: int) -> list[list[str]]:
-    """The prompts of the `k` stored outputs nearest each target (other than its own row), nearest first."""
-    frame = nearest_prompt(store, targets, target_ids, k=k)
-    grouped = frame.groupby("target")["prompt"].apply(list)
-    return [grouped.get(i, []) for i in range(len(targets))]
+from e2p_lib.store.retrieval import retrieval_candidates  # noqa: F401 (part of the baselines' interface)
 
 
 def forward_ranked(candidates: Sequence[Sequence[str]], targets: np.ndarray, forward_model) -> list[str]:

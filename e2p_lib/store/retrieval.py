@@ -36,6 +36,7 @@ def nearest_prompt(
     target_ids: Sequence[str] | None = None,
     *,
     k: int = 1,
+    exclude_ids: Sequence[Sequence[str] | str | None] | None = None,
     namespace: str = DEFAULT_NAMESPACE,
     prompt_key: str = "prompt",
     batch_size: int = 1024,
@@ -45,7 +46,9 @@ def nearest_prompt(
 
     Returns a DataFrame with one row per (target, neighbour), ordered by target then rank: `target` (position in
     `target_vectors`), `target_id`, `rank` (1 = nearest), `id`, `score` (cosine similarity) and `prompt`. A target
-    gets fewer than `k` rows only when the store holds fewer than `k` other records.
+    gets fewer than `k` rows only when the store holds fewer than `k` other records. `exclude_ids` (one entry per
+    target: an id, a list of ids, or None) leaves out more than the target's own row, e.g. every row with the same
+    output (`e2p_lib.answer_index.leave_out`); without it, each target's own id is left out.
 
     Raises:
         ValueError: `target_ids` does not have one id per target, `k` is not a positive integer, the namespace is
@@ -59,6 +62,9 @@ def nearest_prompt(
                 f"Got {len(target_ids)} target_ids for {len(targets)} target vectors; give one per target "
                 "(or None when the targets are not in the store)."
             )
+    if exclude_ids is not None and len(exclude_ids) != len(targets):
+        raise ValueError(f"Got {len(exclude_ids)} exclude_ids entries for {len(targets)} targets: give one per target.")
+    excluding = exclude_ids if exclude_ids is not None else target_ids
     check_positive_int(k, "k")
     check_positive_int(batch_size, "batch_size")
     if store.count(namespace=namespace) == 0:
@@ -68,7 +74,7 @@ def nearest_prompt(
     show = len(targets) > batch_size if show_progress is None else show_progress
     for start in tqdm(range(0, len(targets), batch_size), desc="nearest prompt", unit="batch", disable=not show):
         stop = start + batch_size
-        excluded = target_ids[start:stop] if target_ids is not None else None
+        excluded = list(excluding[start:stop]) if excluding is not None else None
         results = store.query(targets[start:stop], top_k=k, exclude_ids=excluded, namespace=namespace)
         for offset, matches in enumerate(results):
             position = start + offset
@@ -89,3 +95,17 @@ def nearest_prompt(
                     )
                 )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def retrieval_candidates(
+    store: VectorStore,
+    targets: Any,
+    target_ids: Sequence[str] | None,
+    k: int,
+    exclude_ids: Sequence[Sequence[str] | str | None] | None = None,
+) -> list[list[str]]:
+    """The prompts of the `k` stored outputs nearest each target (other than its own row), nearest first."""
+    targets = check_query_vectors(targets, store.dimensions)
+    frame = nearest_prompt(store, targets, target_ids, k=k, exclude_ids=exclude_ids)
+    grouped = frame.groupby("target")["prompt"].apply(list)
+    return [grouped.get(i, []) for i in range(len(targets))]
