@@ -1,15 +1,23 @@
-"""Trains the forward MLP on fixed tiny data and saves its weights and train losses: run alone, or by
-tests/test_accelerate.py as two CPU processes (`torchrun --standalone --nproc_per_node 2`), which compares them."""
+"""Trains e2p's models on fixed tiny data and saves what tests/test_accelerate.py compares: run alone, or as two CPU
+processes (`torchrun --standalone --nproc_per_node 2 accelerate_worker.py JOB OUT_DIR`), each process writing
+`OUT_DIR/rank<N>.pt`.
+
+Jobs: "forward" (the forward MLP) and "sft" (the prompt policy's SFT, resumed once from its checkpoint). Dropout
+is off everywhere: each process would draw its own masks for its rows.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
+from tiny import tiny_policy, unit_vectors
 
 from e2p_lib.models.forward import forward_model_config, train_forward_model
+from e2p_lib.models.policy import Hypothesis
 
 DIMS = 8
 ROWS = 21  # batches of 8: the last of each epoch has 5 rows, shared 3/2 by two processes (uneven on purpose)
@@ -32,12 +40,16 @@ class HashEmbedder:
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+def train_losses(history) -> list[float]:
+    frame = history if hasattr(history, "query") else history.to_frame()
+    return frame.query("split == 'train' and metric == 'loss'")["value"].tolist()
+
+
 def train() -> tuple[dict[str, torch.Tensor], list[float]]:
-    """The trained head's weights and the logged train losses (the same on every process)."""
+    """The forward MLP's trained weights and the logged train losses (the same on every process)."""
     embedder = HashEmbedder()
     prompts = [f"prompt number {i}" for i in range(ROWS)]
     targets = embedder.embed([f"answer number {i}" for i in range(ROWS)])
-    # dropout 0: each process would draw its own masks for its rows, so weights would differ by design
     config = forward_model_config(
         "mlp",
         hidden_sizes=(16,),
@@ -49,14 +61,87 @@ def train() -> tuple[dict[str, torch.Tensor], list[float]]:
         device="cpu",
     )
     model, history = train_forward_model(prompts, targets, None, None, config, embedder)
-    losses = history[(history["split"] == "train") & (history["metric"] == "loss")]["value"].tolist()
-    return {k: v.detach().cpu() for k, v in model.net.state_dict().items()}, losses
+    return {k: v.detach().cpu() for k, v in model.net.state_dict().items()}, train_losses(history)
+
+
+# --- the prompt policy ----------------------------------------------------------------------------------------
+
+SFT_PROMPTS = [  # lengths differ, so a share's weight in the per-token mean is not its share of the rows
+    "Name a fruit.",
+    "List three primary colours and one secondary colour.",
+    "Write a haiku.",
+    "Define gravity in one sentence.",
+    "Translate 'cat' into French.",
+    "What is 2 + 2?",
+    "Summarise Hamlet.",
+    "Give a synonym for happy.",
+    "Explain photosynthesis to a child.",
+    "Sort 3, 1, 2.",
+    "Hello.",
+]  # 11 rows in batches of 4: the last of each epoch has 3, shared 2/1 by two processes
+
+
+def small_policy(hypotheses: int = 0):
+    """The tiny LoRA policy (tests/tiny.py), dropout off: the same on every process."""
+    from trl.trainer.utils import disable_dropout_in_model
+
+    from e2p_lib.lm.smollm import load_smollm2
+
+    policy = tiny_policy(load_smollm2(device="cpu")[1], finetune="lora")
+    policy.config.hypotheses = hypotheses
+    disable_dropout_in_model(policy)
+    return policy
+
+
+def trainable_weights(policy) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in policy.named_parameters() if p.requires_grad}
+
+
+def train_sft(output_dir: str | None = None, stop_at: int | None = None):
+    """(initial, trained) trainable weights (LoRA + mapper) and the train losses of 6 SFT steps; with `stop_at`,
+    the run stops there and resumes from its checkpoint in `output_dir` to finish."""
+    from e2p_lib.train.sft import PolicyTrainingConfig, train_policy
+
+    policy = small_policy(hypotheses=2)
+    initial = trainable_weights(policy)
+    vectors = unit_vectors(len(SFT_PROMPTS), seed=5)
+    hypotheses = [[Hypothesis(p, 0.6), Hypothesis("Say hello.", 0.2)] for p in reversed(SFT_PROMPTS)]
+    base = dict(
+        batch_size=4,
+        learning_rate=1e-2,
+        mapper_learning_rate=1e-2,
+        lr_scheduler="constant",
+        eval_every_steps=0,
+        save_every_steps=0,
+        show_progress=False,
+        val_rows=4,
+        device="cpu",
+        output_dir=output_dir,
+    )
+    for steps in ([stop_at] if stop_at else []) + [6]:
+        _, history = train_policy(
+            vectors,
+            SFT_PROMPTS,
+            vectors[:4],
+            SFT_PROMPTS[:4],
+            PolicyTrainingConfig(max_steps=steps, **base),
+            policy=policy,
+            train_hypotheses=hypotheses,
+            val_hypotheses=hypotheses[:4],
+        )
+    return initial, trainable_weights(policy), train_losses(history)
+
+
+JOBS = {
+    "forward": lambda out: dict(zip(("weights", "losses"), train())),
+    "sft": lambda out: dict(zip(("initial", "weights", "losses"), train_sft(str(out / "sft"), stop_at=3))),
+}
 
 
 if __name__ == "__main__":
     from accelerate import PartialState
 
-    weights, losses = train()
+    job, out = sys.argv[1], Path(sys.argv[2])
+    result = JOBS[job](out)
     state = PartialState()
-    if state.is_main_process:
-        torch.save({"weights": weights, "losses": losses, "processes": state.num_processes}, sys.argv[1])
+    torch.save({**result, "processes": state.num_processes}, out / f"rank{state.process_index}.pt")

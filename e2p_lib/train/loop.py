@@ -29,7 +29,8 @@ the fields in `RESUMABLE_FIELDS` (run length, logging, device).
 
 Several processes (`accelerate launch`): `prepare_for_processes(model)` wraps the model so gradients are averaged
 across processes, `local_rows` gives each process its share of the global batch (and the weight of its loss), and
-`global_mean` reduces a metric; one process validates and writes. So far the forward model trains this way.
+`global_mean` reduces a metric; one process validates and writes. The forward model and the policy's SFT train
+this way, and reach the weights one process reaches on the same global batches.
 
 Contents, in the order data flows: `TrainingConfig` -> `seed_everything` -> several processes -> `batch_indices`,
 `data_fingerprint` -> `LossHistory`, `TrainState` -> RNG capture/restore -> checkpoint save/load/check ->
@@ -215,25 +216,39 @@ def seed_everything(seed: int) -> None:
 # --- several processes -----------------------------------------------------------------------------------------
 
 
-def prepare_for_processes(model: torch.nn.Module):
+class MethodAsForward(torch.nn.Module):
+    """`module.<method>(...)` as a forward pass. DistributedDataParallel averages the gradients of passes made
+    through its wrapper only, and e2p's policy computes its losses in methods, not in `forward`."""
+
+    def __init__(self, module: torch.nn.Module, method: str):
+        super().__init__()
+        self.module, self.method = module, method
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.module, self.method)(*args, **kwargs)
+
+
+def prepare_for_processes(model: torch.nn.Module, method: str | None = None):
     """(accelerator, wrapped): `model` made ready for every process of this run (`accelerate launch`).
 
     With several processes `wrapped` is the DistributedDataParallel wrapper: run the forward pass through it and
     call `accelerator.backward(loss)`, and the gradients are averaged across processes before the optimiser step.
-    Alone, `wrapped` is `model` itself. The model stays where the caller put it (`resolve_device`).
+    Alone, `wrapped` is `model` itself. With `method`, calling `wrapped(...)` runs `model.<method>(...)` instead of
+    `model(...)`. The model stays where the caller put it (`resolve_device`).
     """
     from accelerate import Accelerator
 
     accelerator = Accelerator(device_placement=False)
-    return accelerator, accelerator.prepare_model(model)
+    return accelerator, accelerator.prepare_model(model if method is None else MethodAsForward(model, method))
 
 
-def local_rows(index: np.ndarray, accelerator: Any) -> tuple[np.ndarray, float]:
+def local_rows(index: np.ndarray, accelerator: Any, sizes: Sequence[float] | None = None) -> tuple[np.ndarray, float]:
     """This process's share of the global batch `index`, and the factor for its mean loss.
 
     Every process computes the same `batch_indices` (the global batch) and trains on one contiguous share of it.
-    DDP averages gradients across processes, so a share's mean loss is weighted by its size (times the number of
-    processes): the update then equals one process's on the whole batch, even when the shares differ in size.
+    DDP averages gradients across processes, so a share's mean loss is weighted by its share of the batch (times
+    the number of processes): the update then equals one process's on the whole batch, even when the shares differ
+    in size. `sizes` are what each row adds to that mean (its tokens, for a mean over tokens); None counts rows.
     """
     world, rank = accelerator.num_processes, accelerator.process_index
     if len(index) < world:
@@ -241,8 +256,9 @@ def local_rows(index: np.ndarray, accelerator: Any) -> tuple[np.ndarray, float]:
             f"A batch of {len(index)} rows cannot be shared by {world} processes; use batch_size >= "
             f"{world} and a training-row count whose remainder by batch_size is 0 or >= {world}."
         )
-    share = np.array_split(index, world)[rank]
-    return share, len(share) * world / len(index)
+    mine = np.array_split(np.arange(len(index)), world)[rank]
+    sizes = np.ones(len(index)) if sizes is None else np.asarray(sizes, dtype=np.float64)
+    return np.asarray(index)[mine], float(sizes[mine].sum() * world / sizes.sum())
 
 
 def global_mean(accelerator: Any, value: torch.Tensor) -> float:

@@ -13,6 +13,10 @@ Checkpoints hold only the weights that train (the mapping network, plus LoRA ada
 optimiser state; the frozen base is rebuilt from the SmolLM2 package. The finished policy is saved with
 `PromptPolicy.save` into `<output_dir>/policy/`, the folder later stages load.
 
+Under `accelerate launch` each process trains on its share of every global batch (weighted by its prompt tokens,
+since the loss is a mean over tokens) and the gradients are averaged, so N processes reach the weights one reaches
+with the same `batch_size`; the main process alone validates and writes.
+
 Larger configurations (documented, not the default):
 - GPU, all 52,002 rows: `PolicyTrainingConfig(batch_size=64, num_epochs=3, learning_rate=2e-4, device="cuda")`
   with `PolicyConfig(finetune="full", prefix_tokens=16)`; about 2,400 steps.
@@ -35,7 +39,10 @@ from e2p_lib.train.loop import (
     batch_indices,
     check_resumable,
     data_fingerprint,
+    global_mean,
     load_checkpoint,
+    local_rows,
+    prepare_for_processes,
     restore_training_state,
     run_training_loop,
     save_checkpoint,
@@ -230,21 +237,28 @@ def train_policy(
 
     val_take = np.arange(min(config.val_rows, len(val_prompts)))
 
+    # several processes (`accelerate launch`): each trains on its share of every global batch, gradients averaged
+    accelerator, wrapped = prepare_for_processes(policy, method="supervised_loss")
+
     # 3. one optimiser step on the batch that this step number always gets (so a resume sees the same data)
     def train_step(step: int) -> dict[str, float]:
         rows = batch_indices(len(train_prompts), config.batch_size, config.seed, step)
-        loss = policy.supervised_loss(
-            train_vectors[rows],
-            [train_prompts[i] for i in rows],
-            hypotheses=shown_hypotheses(train_hypotheses, rows, most, config.seed, step),
+        shown = shown_hypotheses(train_hypotheses, rows, most, config.seed, step)  # drawn for the global batch
+        # the loss is a mean over prompt tokens, so each process's share is weighted by its tokens
+        _, token_mask = policy.tokenize_prompts([train_prompts[i] for i in rows])
+        mine, weight = local_rows(np.arange(len(rows)), accelerator, sizes=token_mask.sum(1).tolist())
+        loss = weight * wrapped(
+            train_vectors[rows[mine]],
+            [train_prompts[i] for i in rows[mine]],
+            hypotheses=None if shown is None else [shown[j] for j in mine],
         )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        accelerator.backward(loss)
         if config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+            accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
         optimizer.step()
         scheduler.step()
-        return {"loss": float(loss.detach())}
+        return {"loss": global_mean(accelerator, loss)}
 
     def evaluate() -> dict[str, float]:
         hypotheses = None if val_hypotheses is None else [val_hypotheses[i] for i in val_take]
@@ -265,17 +279,19 @@ def train_policy(
             extra={"data_fingerprint": fingerprint, "policy_config": asdict(policy_config)},
         )
 
-    # 4. the loop: progress bar, validation, checkpoints
+    # 4. the loop: progress bar, validation, checkpoints; one process validates and writes, the others only train
+    main = accelerator.is_main_process
     state = run_training_loop(
         train_step,
         total_steps=total_steps,
         state=state,
         config=config,
-        evaluate=evaluate,
-        save=save if config.output_dir else None,
+        evaluate=evaluate if main else None,
+        save=save if config.output_dir and main else None,
         desc="policy SFT",
     )
     policy.eval()
-    if config.output_dir:
+    if config.output_dir and main:
         policy.save(Path(config.output_dir) / POLICY_FOLDER, extra={"training": config.to_dict(), "step": state.step})
+    accelerator.wait_for_everyone()  # every process returns once the policy folder is written
     return policy, state.history
