@@ -6,6 +6,7 @@ step uses the real SmolLM2 environment and MiniLM embedder.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import numpy as np
@@ -208,3 +209,90 @@ def test_ppo_with_hypotheses_learns_and_conditions_every_log_prob(red_blue_polic
     assert (tmp_path / "policy-best" / "policy_config.json").is_file()
     with pytest.raises(ValueError, match="one list per target row"):
         train_ppo(policy, red_reward, targets, tiny_config(max_steps=1), train_hypotheses=hypotheses[:3])
+
+
+def lora_policy(tokenizer, seed: int = 0):
+    """A tiny LoRA policy whose adapters change its outputs (peft starts lora_B at zero, where merging is a no-op)."""
+    policy = tiny_policy(tokenizer, finetune="lora", seed=seed)
+    with torch.no_grad():
+        for name, p in policy.lm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    return policy
+
+
+def test_rollout_logprobs_equal_recomputed_ones(smollm2_tokenizer):
+    """The log-probs generation returns are what a teacher-forced pass computes, with and without hypotheses
+    (left-padded contexts) and with merged adapters; only the masked tail may differ."""
+    from e2p_lib.models.policy import Hypothesis
+
+    policy = lora_policy(smollm2_tokenizer).eval()
+    policy.config.hypotheses = 1
+    targets = unit_vectors(3)
+    for hypotheses in (None, [[], [Hypothesis("red blue red", 0.4)], [Hypothesis("blue", 0.9)]]):
+        for merged in (False, True):
+            with policy.merged_lora() if merged else contextlib.nullcontext():
+                ids, rollout = policy.generate_ids(
+                    targets,
+                    temperature=1.0,
+                    num_return_sequences=2,
+                    seed=3,
+                    hypotheses=hypotheses,
+                    return_logprobs=True,
+                )
+            mask = policy.completion_mask(ids)
+            per_sample = None if hypotheses is None else [h for h in hypotheses for _ in range(2)]
+            with torch.no_grad():
+                recomputed = policy.token_logprobs(np.repeat(targets, 2, axis=0), ids, mask, hypotheses=per_sample)
+            assert ids.shape == rollout.shape and mask.sum() > ids.shape[0]
+            torch.testing.assert_close(rollout * mask, recomputed * mask, atol=1e-4, rtol=1e-4)
+
+
+def test_merged_lora_rollouts_equal_unmerged_and_leave_the_weights_as_they_were(smollm2_tokenizer):
+    policy = lora_policy(smollm2_tokenizer).eval()
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    targets = unit_vectors(4)
+    greedy = policy.generate_ids(targets)
+    with torch.no_grad():
+        unmerged = policy.token_logprobs(targets, greedy)
+    with policy.merged_lora():
+        assert any(torch.ne(before[k], v).any() for k, v in policy.state_dict().items() if "base_layer" in k)
+        assert torch.equal(policy.generate_ids(targets), greedy)
+        with torch.no_grad():
+            torch.testing.assert_close(policy.token_logprobs(targets, greedy), unmerged, atol=1e-5, rtol=1e-5)
+    after = policy.state_dict()
+    for k, v in before.items():
+        assert torch.equal(after[k], v), f"{k} changed: merging must not leave rounding behind"
+    with torch.no_grad():
+        assert torch.equal(policy.token_logprobs(targets, greedy), unmerged), "the adapters are active again"
+
+
+def length_reward(prompts, targets):
+    """A reward that differs between samples of a random policy, so every step updates the weights."""
+    return np.array([(len(p) % 7) / 7 for p in prompts], dtype=np.float32)
+
+
+def test_fast_ppo_step_updates_as_the_old_path_does(smollm2_tokenizer):
+    """Merged rollouts and trimmed minibatches change the time a step takes, not its update: the weights after two
+    steps (step 2 samples from the updated policy) are bit for bit the old path's. Reused log-probs differ from
+    recomputed ones by float rounding only, which Adam's first steps amplify on near-zero gradient coordinates, so
+    with them the update is the same in direction and metrics, not bitwise."""
+    targets = unit_vectors(16)
+    old_path = dict(merge_lora_for_rollout=False, reuse_rollout_logprobs=False, trim_minibatches=False)
+    settings = {"old": old_path, "exact": dict(reuse_rollout_logprobs=False), "fast": {}}
+    runs = {}
+    for name, options in settings.items():
+        policy = lora_policy(smollm2_tokenizer)
+        _, history = train_ppo(policy, length_reward, targets, tiny_config(max_steps=2, ppo_epochs=2, **options))
+        weights = torch.cat([p.detach().flatten() for p in policy.parameters()])
+        runs[name] = weights, history.to_frame().query("split == 'train'").set_index(["step", "metric"])["value"]
+    start = torch.cat([p.detach().flatten() for p in lora_policy(smollm2_tokenizer).parameters()])
+    (old, old_metrics), (exact, _), (fast, fast_metrics) = runs["old"], runs["exact"], runs["fast"]
+    assert (old - start).abs().max() > 1e-3, "the steps moved the weights"
+    assert torch.equal(exact, old)
+    cosine = torch.nn.functional.cosine_similarity(fast - start, old - start, dim=0)
+    assert cosine > 0.97, float(cosine)
+    for metric in ("reward", "kl", "policy_loss", "clip_fraction", "entropy", "prompt_tokens"):
+        assert fast_metrics[1, metric] == pytest.approx(old_metrics[1, metric], abs=1e-5), metric
+    assert fast_metrics[2, "reward"] == old_metrics[2, "reward"], "step 2 sampled the same prompts"
+    assert (fast_metrics.xs("seconds_scoring", level="metric") >= 0).all()

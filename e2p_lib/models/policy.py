@@ -23,11 +23,12 @@ Outline: PolicyConfig -> PrefixMapper -> PromptPolicy (build, context, generate,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -251,10 +252,15 @@ class PromptPolicy(nn.Module):
         max_new_tokens: int | None = None,
         seed: int | None = None,
         hypotheses: Hypotheses = None,
-    ) -> torch.Tensor:
+        return_logprobs: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Prompt token ids (B * num_return_sequences, T), padded after `<|im_end|>` with the pad id.
 
         temperature 0 is greedy (and num_return_sequences must then be 1). Rows for one target are adjacent.
+        With `return_logprobs`, also the (B * num_return_sequences, T) log-probability of each sampled token under
+        the policy's own (untempered) distribution, from the logits generation computed anyway: what
+        `token_logprobs` would recompute, without a second forward pass. Positions after `<|im_end|>` are not
+        meaningful; callers mask them.
         """
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}.")
@@ -280,11 +286,38 @@ class PromptPolicy(nn.Module):
                 eos_token_id=self.end_id,
                 pad_token_id=self.tokenizer.pad_token_id,
                 top_k=None,
+                output_logits=return_logprobs,
+                return_dict_in_generate=return_logprobs,
                 **sampling,
             )
         finally:
             self.train(was_training)
-        return out  # inputs_embeds without input_ids: generate returns only the new tokens
+        if not return_logprobs:
+            return out  # inputs_embeds without input_ids: generate returns only the new tokens
+        logits = torch.stack(out.logits, dim=1).float()  # (B, T, V), before temperature and top-p
+        return out.sequences, selective_log_softmax(logits, out.sequences)
+
+    @contextlib.contextmanager
+    def merged_lora(self) -> Iterator[None]:
+        """Within this block the LoRA adapters are merged into the base weights: one matmul per projection
+        instead of three, for rollouts (no gradients). Merging works on copies, so the base weights come back bit
+        for bit afterwards (unmerging in place would leave rounding behind, step after step). Not LoRA: no-op."""
+        if self.config.finetune != "lora" or not hasattr(self.lm, "merge_adapter"):
+            yield
+            return
+        from peft.tuners.lora import LoraLayer
+
+        layers = [m for m in self.lm.modules() if isinstance(m, LoraLayer)]
+        originals = [m.get_base_layer().weight.data for m in layers]
+        with torch.no_grad():
+            self.lm.merge_adapter(safe_merge=True)  # safe_merge: the merged weights are new tensors
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                self.lm.unmerge_adapter()
+                for layer, weight in zip(layers, originals):
+                    layer.get_base_layer().weight.data = weight
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
@@ -319,8 +352,9 @@ class PromptPolicy(nn.Module):
         fed = torch.where(mask.bool(), ids, torch.full_like(ids, self.end_id))
         inputs = torch.cat([context, self.lm.get_input_embeddings()(fed)], dim=1)
         attention = torch.cat([context_mask, mask], dim=1)
-        logits = self.lm(inputs_embeds=inputs, attention_mask=attention).logits
-        logits = logits[:, context.shape[1] - 1 : -1].float()  # (B, T, V): position t predicts token t
+        # Logits only where they predict a prompt token: the LM head (a 49k-token vocabulary) skips the context.
+        logits = self.lm(inputs_embeds=inputs, attention_mask=attention, logits_to_keep=ids.shape[1] + 1).logits
+        logits = logits[:, :-1].float()  # (B, T, V): position t predicts token t
         # TRL's helpers avoid materialising a (B, T, V) log-softmax (49k-token vocabulary).
         chosen = selective_log_softmax(logits, fed)
         if not with_entropy:

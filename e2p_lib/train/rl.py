@@ -8,7 +8,8 @@ schedulers, peft's LoRA, and `e2p_lib.train.loop`'s loop, checkpoints and resume
 
 One PPO step, for `targets_per_step` target embeddings:
   1. rollout: sample `samples_per_target` (K) prompts per target from the policy (temperature, top-p);
-  2. score: log-probs of the sampled tokens under the policy (old) and the frozen SFT reference;
+  2. score: log-probs of the sampled tokens under the policy (old: reused from the rollout's own logits) and the
+     frozen SFT reference;
   3. reward: the real reward (`e2p_lib.train.rewards.AnswerCosineReward`: environment answer -> embedding -> cosine),
      plus optional shaping (forward-model cosine, degeneracy penalty), minus `kl_coef` x the sequence's KL to the
      reference (k1 estimator, summed over tokens, as in Ziegler et al. 2019 and TRL's RLOO);
@@ -18,7 +19,7 @@ One PPO step, for `targets_per_step` target embeddings:
   6. adapt `kl_coef` towards `kl_target` when `adaptive_kl` (Ziegler et al.'s proportional controller).
 
 Logged per step: real reward mean/std, shaped reward, KL, entropy, clip fraction, approximate policy KL, prompt
-length, and the time split (policy generation, environment, embedding, update).
+length, and the time split (policy generation, scoring, environment, embedding, update).
 
     >>> policy = PromptPolicy.load("data/models/policy-sft/policy", trainable=True)
     >>> reward = AnswerCosineReward(make_lm("local"), make_embedder("local"))
@@ -28,6 +29,7 @@ length, and the time split (policy generation, environment, embedding, update).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -65,6 +67,10 @@ class PPOConfig(TrainingConfig):
         samples_per_target (`int`, defaults to `4`): K prompts sampled per target; the group baseline needs >= 2.
         temperature (`float`, defaults to `1.0`), top_p (`float`, defaults to `1.0`): sampling of prompts.
         max_prompt_tokens (`int` or `None`, defaults to `None`): prompt length cap (None: the policy's own).
+        merge_lora_for_rollout (`bool`, defaults to `True`): sample through LoRA-merged weights (fewer matmuls;
+            the same distribution up to float rounding). If `False`, through the adapters as in training.
+        reuse_rollout_logprobs (`bool`, defaults to `True`): take the old log-probs from the logits the rollout
+            computed, instead of a second forward pass over the rollout (the same values up to float rounding).
 
     Parameters that control the reward:
         surrogate_weight (`float`, defaults to `0.0`): weight of the forward model's predicted cosine. If `0.0`,
@@ -81,6 +87,8 @@ class PPOConfig(TrainingConfig):
         clip_range (`float`, defaults to `0.2`): PPO's epsilon.
         learning_rate (`float`, defaults to `5e-5`), mapper_learning_rate (`float`, defaults to `1e-4`).
         whiten_advantages (`bool`, defaults to `True`).
+        trim_minibatches (`bool`, defaults to `True`): feed each minibatch only up to its longest prompt, not the
+            rollout's (causal attention: the cut padding never influenced a kept position).
     """
 
     max_steps: int | None = 20
@@ -95,6 +103,8 @@ class PPOConfig(TrainingConfig):
     temperature: float = 1.0
     top_p: float = 1.0
     max_prompt_tokens: int | None = None
+    merge_lora_for_rollout: bool = True
+    reuse_rollout_logprobs: bool = True
     surrogate_weight: float = 0.0
     degeneracy_weight: float = 0.1
     kl_coef: float = 0.05
@@ -104,6 +114,7 @@ class PPOConfig(TrainingConfig):
     ppo_epochs: int = 2
     clip_range: float = 0.2
     whiten_advantages: bool = True
+    trim_minibatches: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -253,25 +264,33 @@ def train_ppo(
         targets = np.repeat(train_vectors[rows], config.samples_per_target, axis=0)
         shown = None if train_hypotheses is None else [train_hypotheses[r] for r in rows]
         per_sample = None if shown is None else [h for h in shown for _ in range(config.samples_per_target)]
-        ids = policy.generate_ids(
-            train_vectors[rows],
-            temperature=config.temperature,
-            top_p=config.top_p,
-            num_return_sequences=config.samples_per_target,
-            max_new_tokens=max_new_tokens,
-            seed=config.seed * 1_000_003 + step,
-            hypotheses=shown,
-        )
+        with policy.merged_lora() if config.merge_lora_for_rollout else contextlib.nullcontext():
+            rollout = policy.generate_ids(
+                train_vectors[rows],
+                temperature=config.temperature,
+                top_p=config.top_p,
+                num_return_sequences=config.samples_per_target,
+                max_new_tokens=max_new_tokens,
+                seed=config.seed * 1_000_003 + step,
+                hypotheses=shown,
+                return_logprobs=config.reuse_rollout_logprobs,
+            )
+        ids, rollout_logprobs = rollout if config.reuse_rollout_logprobs else (rollout, None)
         mask = policy.completion_mask(ids)
         prompts = policy.decode(ids)
         seconds["policy_generation"] = time.perf_counter() - started
 
-        # 2. log-probs of what was sampled, under the policy (old) and the reference
+        # 2. log-probs of what was sampled, under the policy (old) and the reference; zero after each prompt's end
+        started = time.perf_counter()
         with torch.no_grad():
-            policy.eval()
-            old_logprobs = policy.token_logprobs(targets, ids, mask, hypotheses=per_sample)
+            old_logprobs = rollout_logprobs
+            if old_logprobs is None:
+                policy.eval()
+                old_logprobs = policy.token_logprobs(targets, ids, mask, hypotheses=per_sample)
+                policy.train()
+            old_logprobs = old_logprobs.masked_fill(mask == 0, 0.0)
             ref_logprobs = reference.token_logprobs(targets, ids, mask, hypotheses=per_sample)
-            policy.train()
+        seconds["scoring"] = time.perf_counter() - started
         kl_per_prompt = ((old_logprobs - ref_logprobs) * mask).sum(1)
 
         # 3. rewards: the real one, shaping, and the KL penalty
@@ -309,15 +328,17 @@ def train_ppo(
             for start in range(0, len(prompts), config.batch_size):
                 mb = order[start : start + config.batch_size].to(policy.device)
                 picked = mb.cpu().numpy()
+                width = int(mask[mb].sum(1).max()) if config.trim_minibatches else ids.shape[1]
+                mb_mask = mask[mb, :width]
                 new_logprobs, entropy = policy.token_logprobs(
                     targets[picked],
-                    ids[mb],
-                    mask[mb],
+                    ids[mb, :width],
+                    mb_mask,
                     with_entropy=True,
                     hypotheses=None if per_sample is None else [per_sample[j] for j in picked],
                 )
                 loss, stats = clipped_surrogate_loss(
-                    new_logprobs, old_logprobs[mb], advantages[mb], mask[mb], config.clip_range
+                    new_logprobs, old_logprobs[mb, :width], advantages[mb], mb_mask, config.clip_range
                 )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -325,7 +346,7 @@ def train_ppo(
                     torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
                 optimizer.step()
                 update_stats.append({"policy_loss": float(loss.detach()), **stats})
-                entropies.append(float(masked_mean(entropy, mask[mb])))
+                entropies.append(float(masked_mean(entropy, mb_mask)))
         scheduler.step()
         seconds["update"] = time.perf_counter() - started
 
