@@ -8,19 +8,24 @@ costs and whether its answers are as good. The same Alpaca prompts (chat templat
 - CPU seconds of this process (all threads) per 1,000 answer tokens: what an engine takes from other jobs;
 - answers identical to transformers float32 (a count out of the prompts);
 - mean MiniLM cosine between each answer and Alpaca's own output (the quality an environment must keep), and the
-  mean cosine to transformers' answer.
+  mean cosine to transformers' answer. On 32 prompts this is a glance; issue 14's quality criterion (05_eval's
+  original prompt row on 120 test targets, with bootstrap intervals) is bench/environment_quality.py.
 
     .venv/bin/python bench/lm_generate.py                                  # 32 prompts, 64 tokens, batch 16 and 32
     .venv/bin/python bench/lm_generate.py --batch-sizes 8 32 --rounds 2    # best of 2 rounds per cell
 
 Both engines use the cores this process may run on (`default_threads()`). Timings include tokenization and
 decoding, not model loading; a first, untimed call warms each engine up. Other processes on the same cores distort
-absolute numbers, so compare the ratios within one run.
+absolute numbers, so compare the ratios within one run; the load average is printed before and after. CPU seconds
+per token move least with the load, except where the cores are heavily oversubscribed: there transformers' CPU
+seconds per token grew several-fold (113 per 1k tokens at load 10 on 2 cores in bench/environment_quality.py, 18-24
+at load 5), most likely torch's threads waiting on each other busily.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -31,6 +36,11 @@ from e2p_lib.data import load_alpaca
 from e2p_lib.embed import LocalEmbedder
 from e2p_lib.lm import LocalChatLM
 from e2p_lib.lm.ctranslate2 import CTranslate2ChatLM, default_threads
+
+
+def load_line() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min) on {os.cpu_count()} cores"
 
 
 def timed(lm, prompts: list[str], max_new_tokens: int) -> tuple[list[str], float, float, int]:
@@ -64,7 +74,7 @@ def main() -> None:
     print(
         f"SmolLM2-135M-Instruct on {platform.processor() or platform.machine()}, {threads} threads, "
         f"{len(prompts)} Alpaca prompts, greedy, max_new_tokens={args.max_new_tokens}; CTranslate2 int8 runs as "
-        f"{engines['CTranslate2 int8'].compute_type}\n"
+        f"{engines['CTranslate2 int8'].compute_type}\nbefore: {load_line()}\n"
     )
 
     rows, answers_of = [], {}
@@ -116,6 +126,7 @@ def main() -> None:
             f"{r['CPU s / 1k tokens'] / b['CPU s / 1k tokens']:.2f} | {same}/{len(prompts)} | {to_output:.3f} | "
             f"{to_reference:.3f} |"
         )
+    print(f"\nafter: {load_line()}")
 
 
 if __name__ == "__main__":
