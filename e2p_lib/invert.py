@@ -17,28 +17,18 @@ Targets are texts (embedded first with the inverter's embedder, through the embe
 `InversionResult` per target, in order; `results_frame` turns them into a DataFrame.
 
 How a prompt is chosen (`Inverter.invert`):
-    best_of=1    the policy's greedy prompt. No forward model or environment is needed.
-    best_of=N    the greedy prompt plus N-1 sampled ones (`temperature`, `top_p`), re-ranked by `rerank`:
-                 "forward": the forward model's predicted answer cosine (cheap: no environment call);
-                 "environment": the real answer cosine: each distinct candidate is answered by the environment
-                 LM, its answer embedded and compared with the target (up to N calls per target).
-                 None picks "forward" when there is a forward model, else "environment". The greedy prompt is
-                 always a candidate, so re-ranking never returns a prompt that scores lower than greedy's by that score.
-    refine_steps=k  k rounds of feedback after the first pick (needs the environment). Each round answers the
-                 latest pick, embeds the answer `a`, and conditions the policy on a corrected vector
-                     c <- normalise(c + (t - a))          (c starts at the target t; see `feedback_target`)
-                 (a pick without an answer, such as an empty prompt, leaves c as it was)
-                 then proposes candidates again (greedy + samples from c), picks one by `rerank` and answers it.
-                 The result is the pick with the best real cosine over all rounds; every round's pick is kept in
-                 `trajectory`. This is vec2text's corrector loop (Morris et al. 2023: hypothesis -> embed ->
-                 condition on target and hypothesis -> new hypothesis) done in embedding space with a fixed rule
-                 instead of a learned corrector, so it needs no training; whether it beats plain best-of-N depends
-                 on the policy and is for the trajectories to show, not assumed here.
-    measure=True answer the final prompt with the environment even when nothing above needed it (1 call per target),
-                 so `achieved_cosine` and `answer` are filled in.
-    budget=B     the search (`Inverter.search`), what 05_eval reports as `e2p, <=B calls`: the answer index's
-                 nearest prompts (real cosines known, free) and the policy's rewrites of them, at most B environment
-                 calls per target in all. This is the method to use; the options above are the policy alone.
+    budget=B     the search (`Inverter.search`), the method to use and what 05_eval reports as `e2p, <=B calls`:
+                 the answer index's nearest prompts (real cosines known, free), the prompts of the nearest stored
+                 outputs and the policy's rewrites, at most B environment calls per target in all.
+    best_of=1    the policy's greedy prompt alone. No forward model or environment is needed.
+    best_of=N    the greedy prompt plus N-1 samples (`temperature`, `top_p`), re-ranked by `rerank`: "forward" (the
+                 forward model's predicted cosine, no environment call) or "environment" (real answers, up to N
+                 calls); None picks "forward" when there is a forward model. Greedy is always a candidate.
+    refine_steps=k  k feedback rounds (needs the environment): answer the pick, embed its answer `a`, condition the
+                 policy on c <- normalise(c + (t - a)) (`feedback_target`), propose and pick again; the best real
+                 cosine over the rounds wins, each round's pick is kept in `trajectory`. A fixed-rule version of
+                 vec2text's corrector loop (Morris et al. 2023).
+    measure=True answer the final prompt even when nothing above needed it (1 call), filling `achieved_cosine`.
 
 Environment calls are counted exactly per target (`environment_calls`): one per distinct non-empty prompt sent.
 A prompt already answered for the same target is not sent again, and an empty prompt is never sent (it has no answer);
@@ -54,11 +44,8 @@ Shoemake 1985), the seed write-up's "future work": does the answer move smoothly
 Loading (`load_inverter`): the RL policy (`models_dir()/policy-rl/policy`) when 04_rl has run, else the SFT one
 (`policy-sft/policy`, from 03_sft); the forward model `forward-transformer`, else `forward-mlp`, when present; the
 embedder of the forward model's vector space (else the local MiniLM); the local SmolLM2 environment with its answer
-cache; 02_pinecone's answer index for that environment, when built (`default_answer_index`). Each can be given
-instead.
-
-Outline: pure helpers (slerp, feedback_target) -> results -> Inverter (targets, proposals, scores, picks, invert,
-interpolate) -> loading -> top-level functions.
+cache; 02_pinecone's answer index for that environment and its store of outputs, when built
+(`default_answer_index`, `default_retrieval_store`). Each can be given instead.
 """
 
 from __future__ import annotations
