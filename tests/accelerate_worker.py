@@ -2,8 +2,8 @@
 processes (`torchrun --standalone --nproc_per_node 2 accelerate_worker.py JOB OUT_DIR`), each process writing
 `OUT_DIR/rank<N>.pt`.
 
-Jobs: "forward" (the forward MLP) and "sft" (the prompt policy's SFT, resumed once from its checkpoint). Dropout
-is off everywhere: each process would draw its own masks for its rows.
+Jobs: "forward" (the forward MLP), "sft" (the prompt policy's SFT, resumed once from its checkpoint) and "ppo"
+(two PPO steps of the policy). Dropout is off everywhere: each process would draw its own masks for its rows.
 """
 
 from __future__ import annotations
@@ -132,9 +132,47 @@ def train_sft(output_dir: str | None = None, stop_at: int | None = None):
     return initial, trainable_weights(policy), train_losses(history)
 
 
+def word_reward(prompts, targets, produced: list[np.ndarray] | None = None) -> np.ndarray:
+    """A reward with spread between samples of one target: the share of characters that are letters."""
+    rewards = np.array([sum(c.isalpha() for c in p) / max(len(p), 1) for p in prompts], dtype=np.float32)
+    if produced is not None:
+        produced.append(rewards)
+    return rewards
+
+
+def train_ppo_steps():
+    """(initial, trained) trainable weights, the logged train metrics and the rewards this process produced, of
+    two PPO steps on 4 targets per step (each process rolls out its share)."""
+    from e2p_lib.train.rl import PPOConfig, train_ppo
+
+    policy = small_policy()
+    initial = trainable_weights(policy)
+    produced: list[np.ndarray] = []
+    config = PPOConfig(
+        max_steps=2,
+        targets_per_step=4,
+        samples_per_target=2,
+        batch_size=4,
+        ppo_epochs=1,
+        learning_rate=1e-2,
+        mapper_learning_rate=1e-2,
+        max_prompt_tokens=5,
+        eval_every_steps=0,
+        save_every_steps=0,
+        show_progress=False,
+        device="cpu",
+    )
+    _, history = train_ppo(
+        policy, lambda p, t: word_reward(p, t, produced), unit_vectors(8, seed=2), config, val_vectors=None
+    )
+    metrics = history.to_frame().query("split == 'train' and not metric.str.startswith('seconds_')")
+    return initial, trainable_weights(policy), metrics, produced
+
+
 JOBS = {
     "forward": lambda out: dict(zip(("weights", "losses"), train())),
     "sft": lambda out: dict(zip(("initial", "weights", "losses"), train_sft(str(out / "sft"), stop_at=3))),
+    "ppo": lambda out: dict(zip(("initial", "weights", "metrics", "rewards"), train_ppo_steps())),
 }
 
 
@@ -144,4 +182,7 @@ if __name__ == "__main__":
     job, out = sys.argv[1], Path(sys.argv[2])
     result = JOBS[job](out)
     state = PartialState()
+    if "metrics" in result:
+        result["metrics"] = result["metrics"].to_dict("list")
+        result["rewards"] = [torch.as_tensor(r) for r in result["rewards"]]
     torch.save({**result, "processes": state.num_processes}, out / f"rank{state.process_index}.pt")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,3 +70,23 @@ def test_two_processes_train_the_policy_by_sft_to_the_same_weights_as_one(tmp_pa
     assert losses[-1] < losses[0]
     assert largest_change(initial, weights, "mapper.") > 1e-3
     assert largest_change(initial, weights, "lm.") > 1e-3  # the LoRA adapters trained too
+
+
+@pytest.mark.slow  # two processes import torch, transformers and peft and load SmolLM2's tokenizer
+def test_two_ppo_processes_share_gradients_and_log_global_rewards(tmp_path):
+    first, second = launch("ppo", tmp_path)
+    # each process rolled out its own targets, yet the weights are the same: gradients were averaged
+    assert_same_weights(second["weights"], first["weights"], rtol=0, atol=0)
+    assert largest_change(first["initial"], first["weights"]) > 1e-4
+    # both log the mean over both processes' rewards, not their own
+    assert first["metrics"] == second["metrics"]
+    logged = {
+        name: [v for m, v in zip(first["metrics"]["metric"], first["metrics"]["value"]) if m == name]
+        for name in ("reward", "reward_std")
+    }
+    assert len(logged["reward"]) == len(first["rewards"]) == 2
+    for step, (mine, theirs) in enumerate(zip(first["rewards"], second["rewards"])):
+        both = torch.cat([mine, theirs])
+        assert logged["reward"][step] == pytest.approx(float(both.mean()), rel=1e-5)
+        assert logged["reward_std"][step] == pytest.approx(float(both.std()), rel=1e-5)
+    assert not np.allclose([float(r.mean()) for r in first["rewards"]], [float(r.mean()) for r in second["rewards"]])

@@ -27,10 +27,13 @@ the fields in `RESUMABLE_FIELDS` (run length, logging, device).
     ...                   evaluate=evaluate, save=lambda s: save_checkpoint(config.output_dir, config=config,
     ...                   state=s, model=model, optimizer=optimizer))
 
-Several processes (`accelerate launch`): `prepare_for_processes(model)` wraps the model so gradients are averaged
-across processes, `local_rows` gives each process its share of the global batch (and the weight of its loss), and
-`global_mean` reduces a metric; one process validates and writes. The forward model and the policy's SFT train
-this way, and reach the weights one process reaches on the same global batches.
+Several processes (`accelerate launch`): `prepare_for_processes(model, method)` wraps the model so gradients are
+averaged across processes (`method` routes a loss computed in a method, as the policy's are, through the wrapper),
+`local_rows` gives each process its share of the global batch (and the weight of its loss), and `global_mean` /
+`global_means` reduce metrics; one process validates and writes. The forward model and the policy's SFT reach the
+weights one process reaches on the same global batches. PPO's processes each roll out an equal share of a step's
+targets and update on their own minibatches: the updates are synchronised, but sampling, advantage whitening and
+minibatches are per process, so N processes are not one process's run.
 
 Contents, in the order data flows: `TrainingConfig` -> `seed_everything` -> several processes -> `batch_indices`,
 `data_fingerprint` -> `LossHistory`, `TrainState` -> RNG capture/restore -> checkpoint save/load/check ->
@@ -264,6 +267,15 @@ def local_rows(index: np.ndarray, accelerator: Any, sizes: Sequence[float] | Non
 def global_mean(accelerator: Any, value: torch.Tensor) -> float:
     """The mean over processes of a scalar already weighted by `local_rows`: the whole batch's value."""
     return float(accelerator.reduce(value.detach().reshape(1), reduction="mean")[0])
+
+
+def global_means(accelerator: Any, metrics: Mapping[str, float]) -> dict[str, float]:
+    """Each metric's mean over processes, in one reduction; every process must pass the same keys in the same
+    order. For metrics of equal shares (PPO's rollouts), this is the metric of the whole batch."""
+    if accelerator.num_processes == 1:
+        return {k: float(v) for k, v in metrics.items()}
+    values = torch.tensor([float(v) for v in metrics.values()], dtype=torch.float64, device=accelerator.device)
+    return dict(zip(metrics, accelerator.reduce(values, reduction="mean").tolist()))
 
 
 # --- data order ------------------------------------------------------------------------------------------------

@@ -46,7 +46,11 @@ from e2p_lib.train.loop import (
     batch_indices,
     check_resumable,
     data_fingerprint,
+    global_mean,
+    global_means,
     load_checkpoint,
+    local_rows,
+    prepare_for_processes,
     restore_training_state,
     run_training_loop,
     save_checkpoint,
@@ -254,13 +258,22 @@ def train_ppo(
         state = restore_training_state(checkpoint, model=weights, optimizer=optimizer, scheduler=scheduler)
         kl_coef = float(checkpoint["extra"]["kl_coef"])
     max_new_tokens = config.max_prompt_tokens or policy.config.max_prompt_tokens
+    # several processes (`accelerate launch`): each rolls out an equal share of every step's targets (whole groups,
+    # so the baseline stays local) and updates on its share of each minibatch; gradients are averaged
+    accelerator, wrapped = prepare_for_processes(policy, method="token_logprobs")
+    world = accelerator.num_processes
+    if config.targets_per_step % world or config.batch_size % world:
+        raise ValueError(
+            f"targets_per_step ({config.targets_per_step}) and batch_size ({config.batch_size}) must be "
+            f"divisible by the {world} processes: each rolls out and updates on an equal share."
+        )
 
     def train_step(step: int) -> dict[str, float]:
         nonlocal kl_coef
         seconds = {}
         # 1. rollout: K sampled prompts per target, rows of one target adjacent
         started = time.perf_counter()
-        rows = batch_indices(len(train_vectors), config.targets_per_step, config.seed, step)
+        rows, _ = local_rows(batch_indices(len(train_vectors), config.targets_per_step, config.seed, step), accelerator)
         targets = np.repeat(train_vectors[rows], config.samples_per_target, axis=0)
         shown = None if train_hypotheses is None else [train_hypotheses[r] for r in rows]
         per_sample = None if shown is None else [h for h in shown for _ in range(config.samples_per_target)]
@@ -271,7 +284,7 @@ def train_ppo(
                 top_p=config.top_p,
                 num_return_sequences=config.samples_per_target,
                 max_new_tokens=max_new_tokens,
-                seed=config.seed * 1_000_003 + step,
+                seed=config.seed * 1_000_003 + step + 7_919 * accelerator.process_index,  # each its own draws
                 hypotheses=shown,
                 return_logprobs=config.reuse_rollout_logprobs,
             )
@@ -325,12 +338,12 @@ def train_ppo(
         entropies = []
         for epoch in range(config.ppo_epochs):
             order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(step * 97 + epoch))
-            for start in range(0, len(prompts), config.batch_size):
-                mb = order[start : start + config.batch_size].to(policy.device)
+            for start in range(0, len(prompts), config.batch_size // world):
+                mb = order[start : start + config.batch_size // world].to(policy.device)
                 picked = mb.cpu().numpy()
                 width = int(mask[mb].sum(1).max()) if config.trim_minibatches else ids.shape[1]
                 mb_mask = mask[mb, :width]
-                new_logprobs, entropy = policy.token_logprobs(
+                new_logprobs, entropy = wrapped(
                     targets[picked],
                     ids[mb, :width],
                     mb_mask,
@@ -341,9 +354,9 @@ def train_ppo(
                     new_logprobs, old_logprobs[mb, :width], advantages[mb], mb_mask, config.clip_range
                 )
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                accelerator.backward(loss)
                 if config.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+                    accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
                 optimizer.step()
                 update_stats.append({"policy_loss": float(loss.detach()), **stats})
                 entropies.append(float(masked_mean(entropy, mb_mask)))
@@ -351,13 +364,14 @@ def train_ppo(
         seconds["update"] = time.perf_counter() - started
 
         # 6. the KL controller
-        observed_kl = float(kl_per_prompt.mean())
+        everyone = accelerator.gather(real)  # every process's real rewards
+        observed_kl = global_mean(accelerator, kl_per_prompt.mean())  # every process adapts kl_coef alike
         if config.adaptive_kl:
             kl_coef = adapt_kl_coef(kl_coef, observed_kl, config.kl_target, len(prompts), config.kl_horizon)
         metrics.update(
             {
-                "reward": float(real.mean()),
-                "reward_std": float(real.std()),
+                "reward": float(everyone.mean()),
+                "reward_std": float(everyone.std()),
                 "shaped_reward": float(shaped.mean()),
                 "kl": observed_kl,
                 "kl_coef": kl_coef,
@@ -367,7 +381,7 @@ def train_ppo(
                 **{f"seconds_{k}": v for k, v in seconds.items()},
             }
         )
-        return metrics
+        return global_means(accelerator, metrics)  # the whole rollout's, the same on every process
 
     best_val_reward = [-np.inf]  # this run's best so far (a resumed run starts again from its resumed weights)
 
@@ -401,11 +415,12 @@ def train_ppo(
         total_steps=config.max_steps,
         state=state,
         config=config,
-        evaluate=evaluate if val_vectors is not None else None,
-        save=save if config.output_dir else None,
+        evaluate=evaluate if val_vectors is not None and accelerator.is_main_process else None,
+        save=save if config.output_dir and accelerator.is_main_process else None,
         desc="PPO",
     )
     policy.eval()
-    if config.output_dir:
+    if config.output_dir and accelerator.is_main_process:
         policy.save(Path(config.output_dir) / POLICY_FOLDER, extra={"ppo": config.to_dict(), "step": state.step})
+    accelerator.wait_for_everyone()  # every process returns once the policy folder is written
     return policy, state.history
