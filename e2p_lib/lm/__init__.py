@@ -5,7 +5,7 @@ e2p searches for a prompt whose answer lands near a target embedding, so every c
 
     lm.generate(prompts, max_new_tokens=128, temperature=0.0, seed=0) -> list[str]     # answers in input order
 
-- `CTranslate2ChatLM` (in `e2p_lib.lm.ctranslate2`): SmolLM2-135M-Instruct on CTranslate2, int8 by default. The
+- `CTranslate2ChatLM` (in `e2p_lib.lm.ctranslate2`): SmolLM2-135M-Instruct on CTranslate2, float32 by default. The
   offline default (`make_lm("local")`): the same chat template, fewer CPU seconds per answer token; sampled answers
   come from `LocalChatLM`.
 - `LocalChatLM`: SmolLM2-135M-Instruct (`e2p_lib.lm.smollm`) on transformers, CPU or CUDA, with its chat template,
@@ -100,7 +100,7 @@ def make_lm(
 ) -> ChatLM:
     """Build an environment LM: "local" (SmolLM2, offline) or "openai" (any OpenAI-compatible endpoint).
 
-    `engine` picks the local engine: "ctranslate2" (`CTranslate2ChatLM`, int8, the default) or "transformers"
+    `engine` picks the local engine: "ctranslate2" (`CTranslate2ChatLM`, float32, the default) or "transformers"
     (`LocalChatLM`); None: `DEFAULT_ENGINE`. `cache=True` wraps the LM in `CachedLM` with the answer cache in
     `cache_dir` (None: `config.data_dir()/answers`); `options` go to the LM's constructor.
 
