@@ -60,8 +60,8 @@ class PolicyTrainingConfig(TrainingConfig):
         learning_rate (`float`, defaults to `2e-4`): for the LM's trainable weights (LoRA adapters or all).
         mapper_learning_rate (`float`, defaults to `1e-3`): for the mapping network, which starts from scratch
             and needs a larger step than the pretrained LM.
-        batch_size (`int`, defaults to `16`), num_epochs (`int`, defaults to `1`): one pass over the ~4,500
-            training rows of the 5,000-row subset is ~280 steps, about 10 minutes on 2 cores with LoRA.
+        batch_size (`int`, defaults to `16`), num_epochs (`int`, defaults to `1`): one pass over the training
+            rows is len(rows) / batch_size steps.
 
     Parameters that control validation:
         val_rows (`int`, defaults to `64`): validation rows scored at each validation (teacher-forced loss).
