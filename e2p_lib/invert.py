@@ -578,15 +578,7 @@ class Inverter:
         calls = max(budget - 1, 0)  # for exploring; the last call is kept for the final answer
         if retrieved is not None:
             asked = math.ceil(calls * retrieved_share)
-            pooled = [
-                [
-                    Candidate(p, 0, "retrieved", 1.0)
-                    for p in dict.fromkeys(row)
-                    if p.strip() and p not in {c.prompt for c in history[i]}
-                ]
-                for i, row in enumerate(retrieved)
-            ]
-            self.predict(pooled, targets)
+            pooled = self._unseen(retrieved, history, 0, lambda j: "retrieved", targets)
             self.answer([row[:asked] for row in pooled], targets, memo)  # nearest first: retrieval's own order
             for i, row in enumerate(pooled):
                 history[i] += row
@@ -597,15 +589,7 @@ class Inverter:
             proposals = self.propose(
                 targets, samples, temperature, top_p, seed + step, max_prompt_tokens, hypotheses=shown
             )
-            fresh = [
-                [
-                    Candidate(p, step, "greedy" if j == 0 else "sampled", 1.0)
-                    for j, p in enumerate(dict.fromkeys(row))
-                    if p.strip() and p not in {c.prompt for c in history[i]}
-                ]
-                for i, row in enumerate(proposals)
-            ]
-            self.predict(fresh, targets)
+            fresh = self._unseen(proposals, history, step, lambda j: "greedy" if j == 0 else "sampled", targets)
             for i, row in enumerate(fresh):
                 row.sort(key=lambda c: -np.nan_to_num(c.predicted_cosine, nan=-np.inf))
                 history[i] += row
@@ -630,6 +614,22 @@ class Inverter:
             )
             for i, f in enumerate(finals)
         ]
+
+    def _unseen(self, rows, history, step: int, source, targets: np.ndarray) -> list[list[Candidate]]:
+        """Per target, candidates of the distinct non-empty prompts in `rows` that `history` does not hold yet,
+        scored by the forward model; `source(j)` names the j-th distinct prompt of a row."""
+        unseen = []
+        for row, seen in zip(rows, history):
+            known = {c.prompt for c in seen}
+            unseen.append(
+                [
+                    Candidate(p, step, source(j), 1.0)
+                    for j, p in enumerate(dict.fromkeys(row))
+                    if p.strip() and p not in known
+                ]
+            )
+        self.predict(unseen, targets)
+        return unseen
 
     def _indexed(self, targets: np.ndarray, pool: int, exclude_ids) -> list[list[Candidate]]:
         """The answer index's nearest prompts as candidates whose real cosine is already known (none without one)."""
@@ -818,45 +818,53 @@ def load_inverter(
         from e2p_lib.lm import make_lm
 
         environment = make_lm(environment)
-    if isinstance(index, str):
-        if index != "auto":
-            raise ValueError(f"index={index!r}: pass 'auto', an AnswerIndex or None.")
-        index = default_answer_index(
-            environment, embedder, options.get("answer_max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
-        )
-    if isinstance(retrieval, str):
-        if retrieval != "auto":
-            raise ValueError(f"retrieval={retrieval!r}: pass 'auto', a VectorStore or None.")
-        retrieval = default_retrieval_store(embedder)
+    if isinstance(index, str) and index != "auto":
+        raise ValueError(f"index={index!r}: pass 'auto', an AnswerIndex or None.")
+    if isinstance(retrieval, str) and retrieval != "auto":
+        raise ValueError(f"retrieval={retrieval!r}: pass 'auto', a VectorStore or None.")
+    if isinstance(index, str) or isinstance(retrieval, str):  # both live in 02's store: open it once
+        store = _existing_local_store("alpaca")
+        if isinstance(index, str):
+            tokens = options.get("answer_max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
+            index = default_answer_index(environment, embedder, tokens, store)
+        if isinstance(retrieval, str):
+            retrieval = default_retrieval_store(embedder, store)
     return Inverter(policy, embedder, forward_model, environment, index=index, retrieval=retrieval, **options)
 
 
-def _existing_local_store(store_name: str):
-    """The local store `store_name`, or None when it was never built (opening a missing store would create it)."""
+def _existing_local_store(store_name: Any):
+    """The local store `store_name`, or None when it was never built (opening a missing store would create it);
+    a store already opened (or None) is returned as it is."""
     from e2p_lib.config import data_dir
     from e2p_lib.store import make_vector_store
 
+    if not isinstance(store_name, str):
+        return store_name
     if not (data_dir() / "vectorstores" / store_name).is_dir():
         log.info("No local store %r: run notebooks/02_pinecone.ipynb to build it.", store_name)
         return None
     return make_vector_store("local", store_name)
 
 
-def default_retrieval_store(embedder: Embedder, store_name: str = "alpaca"):
-    """02_pinecone's local store of the dataset's outputs, when it holds vectors of `embedder`'s size, else None."""
-    store = _existing_local_store(store_name)
+def default_retrieval_store(embedder: Embedder, store: Any = "alpaca"):
+    """02_pinecone's local store of the dataset's outputs, when it holds vectors of `embedder`'s size, else None.
+
+    `store`: the local store's name (opened only if it was built), or a store already opened (or None)."""
+    store = _existing_local_store(store)
     if store is None or store.count() == 0 or int(store.dimensions) != int(embedder.dimensions):
         return None
     return store
 
 
-def default_answer_index(environment: Any, embedder: Embedder, max_new_tokens: int, store_name: str = "alpaca"):
-    """02_pinecone's answer index in the local store `store_name` for this environment, embedder and answer length,
+def default_answer_index(environment: Any, embedder: Embedder, max_new_tokens: int, store: Any = "alpaca"):
+    """02_pinecone's answer index in the local store `store` for this environment, embedder and answer length,
     or None (no environment, no such store, or no index of these settings in it): the search then starts from the
-    policy's rewrites alone, which the README's results show is weaker."""
+    policy's rewrites alone, which the README's results show is weaker. `store`: as in `default_retrieval_store`."""
     from e2p_lib.answer_index import AnswerIndex, answer_namespace
 
-    store = None if environment is None else _existing_local_store(store_name)
+    if environment is None:
+        return None
+    store = _existing_local_store(store)
     if store is None:
         return None
     index = AnswerIndex(store, answer_namespace(environment, embedder, max_new_tokens))
@@ -865,7 +873,7 @@ def default_answer_index(environment: Any, embedder: Embedder, max_new_tokens: i
             "No answer index for %s with %d-token answers in store %r: run 02_pinecone with those settings.",
             environment.name,
             max_new_tokens,
-            store_name,
+            store,
         )
         return None
     return index
