@@ -8,24 +8,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_invert import ByteEmbedder, EchoLM, one_torch_thread, tiny_forward_model  # noqa: F401 (autouse fixture)
+from test_invert import ByteEmbedder, EchoLM, one_torch_thread  # noqa: F401 (autouse fixture)
+from test_search import PROMPTS as SEARCH_PROMPTS
+from test_search import search_pieces
 from tiny import DIMS, tiny_policy
 
-from e2p_lib.answer_index import build_answer_index, leave_out
+from e2p_lib.answer_index import leave_out
 from e2p_lib.invert import Inverter
-from e2p_lib.store import make_vector_store
 from e2p_lib.train.expert import ExpertIterationConfig, expert_iteration
 from e2p_lib.train.rewards import AnswerCosineReward
 
 PROMPTS = [
-    "Name a fruit.",
-    "List three colours.",
-    "Write a haiku about rain.",
-    "Define gravity.",
-    "Translate cat into French.",
-    "Give a synonym for happy.",
-    "Summarise Hamlet.",
-    "What is 2 + 2?",
+    *SEARCH_PROMPTS,
     "Describe the sea.",
     "Count to five.",
     "Spell banana.",
@@ -34,15 +28,9 @@ PROMPTS = [
 
 
 def test_expert_iteration_raises_the_greedy_reward_and_counts_its_calls(tmp_path, smollm2_tokenizer):
-    embedder, lm = ByteEmbedder(), EchoLM()
-    store = make_vector_store("local", name="ei", dimensions=DIMS, root=tmp_path / "stores")
-    ids = [f"row-{i}" for i in range(len(PROMPTS))]
-    index = build_answer_index(store, lm, embedder, ids, PROMPTS, embedding_cache_dir=tmp_path)
-    policy = tiny_policy(smollm2_tokenizer)
-    policy.config.hypotheses = 2
-    inverter = Inverter(
-        policy, embedder, tiny_forward_model(embedder, tmp_path), lm, index=index, embedding_cache_dir=tmp_path
-    )
+    pieces = search_pieces(tmp_path, smollm2_tokenizer, PROMPTS)
+    embedder, lm, ids, index, inverter = (pieces[k] for k in ("embedder", "lm", "ids", "index", "inverter"))
+    policy = inverter.policy
     targets = np.stack([embedder.vector(f"Answer to: {p} please") for p in PROMPTS])
     exclusions = leave_out(ids, [f"own output {i}" for i in range(len(PROMPTS))])  # each row excludes itself
     hypotheses = index.hypotheses(targets, k=2, exclude_ids=exclusions)

@@ -29,13 +29,14 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture()
-def pieces(tmp_path, smollm2_tokenizer):
+def search_pieces(tmp_path, tokenizer, prompts) -> dict:
+    """An answer index of `prompts` (EchoLM answers, ByteEmbedder vectors) and an inverter over it with the tiny
+    policy reading 2 hypotheses: what the search and expert-iteration tests share."""
     embedder, lm = ByteEmbedder(), EchoLM()
     store = make_vector_store("local", name="test", dimensions=DIMS, root=tmp_path / "stores")
-    ids = [f"row-{i}" for i in range(len(PROMPTS))]
-    index = build_answer_index(store, lm, embedder, ids, PROMPTS, chunk_size=3, embedding_cache_dir=tmp_path)
-    policy = tiny_policy(smollm2_tokenizer)
+    ids = [f"row-{i}" for i in range(len(prompts))]
+    index = build_answer_index(store, lm, embedder, ids, prompts, chunk_size=3, embedding_cache_dir=tmp_path)
+    policy = tiny_policy(tokenizer)
     policy.config.hypotheses = 2
     inverter = Inverter(
         policy, embedder, tiny_forward_model(embedder, tmp_path), lm, index=index, embedding_cache_dir=tmp_path
@@ -49,6 +50,11 @@ def pieces(tmp_path, smollm2_tokenizer):
         "inverter": inverter,
         "tmp": tmp_path,
     }
+
+
+@pytest.fixture()
+def pieces(tmp_path, smollm2_tokenizer):
+    return search_pieces(tmp_path, smollm2_tokenizer, PROMPTS)
 
 
 def test_the_index_holds_each_prompt_once_with_its_real_answer_and_resumes(pieces):
