@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from e2p_lib.checks import check_positive_int
-from e2p_lib.embed.base import Embedder
+from e2p_lib.embed.base import Embedder, l2_normalise
 from e2p_lib.models.policy import Hypothesis
 from e2p_lib.store.base import VectorStore, check_ids, check_query_vectors
 from e2p_lib.train.rewards import embed_answers
@@ -107,6 +107,19 @@ class AnswerIndex:
             )
             found += [[Hypothesis(m.metadata["prompt"], float(m.score), m.id) for m in row] for row in matches]
         return found
+
+    def known(self, rows: Sequence[Sequence[tuple[str, str]]], targets: Any) -> list[list[Hypothesis]]:
+        """Per target, those of its (id, prompt) pairs that the index holds, with the real cosine of their answer to
+        the target: prompts found another way (e.g. by output retrieval) whose answers need no environment call."""
+        targets = l2_normalise(check_query_vectors(targets, self.store.dimensions))
+        if len(rows) != len(targets):
+            raise ValueError(f"Got {len(rows)} rows of (id, prompt) for {len(targets)} targets: give one per target.")
+        present, vectors = self.answer_vectors(list(dict.fromkeys(i for row in rows for i, _ in row)))
+        answers = dict(zip(present, l2_normalise(vectors)))
+        return [
+            [Hypothesis(prompt, float(answers[i] @ target), i) for i, prompt in row if i in answers]
+            for row, target in zip(rows, targets)
+        ]
 
 
 def build_answer_index(

@@ -67,7 +67,7 @@ from e2p_lib.embed.base import Embedder, check_texts, l2_normalise
 from e2p_lib.embed.cache import embed_texts
 from e2p_lib.lm.base import DEFAULT_MAX_NEW_TOKENS
 from e2p_lib.models.policy import Hypotheses, Hypothesis
-from e2p_lib.store.retrieval import retrieval_candidates
+from e2p_lib.store.retrieval import retrieved_rows
 from e2p_lib.train.rewards import AnswerCosineReward
 
 RERANK_METHODS = ("forward", "environment")
@@ -549,9 +549,11 @@ class Inverter:
         `retrieved` (per target, prompts nearest first; None: the prompts of the `retrieval_k` stored outputs
         nearest the target, from the inverter's `retrieval` store, when it has one) adds the other pool: before the
         rewrite rounds, `retrieved_share` of the `budget - 1` calls (rounded up) answer the first of them not known
-        yet, and their real cosines join the hypotheses the policy reads. The index holds the environment's answers
-        to train prompts, retrieval the dataset's outputs; which is nearer depends on the target, so the search asks
-        both. At `budget=1` they compete with the rewrites for the forward model's switch.
+        yet, and their real cosines join the hypotheses the policy reads; calls they leave unused go to the rewrites.
+        Rows retrieved from the store whose ids the index holds are known already (their answers were indexed) and
+        join at no call; prompts passed as `retrieved` carry no ids and are all answered. The index holds the
+        environment's answers to train prompts, retrieval the dataset's outputs; which is nearer depends on the
+        target, so the search asks both. At `budget=1` they compete with the rewrites for the forward model's switch.
 
         Every call is counted (`environment_calls` <= budget); `trajectory` holds each round's best.
         """
@@ -567,24 +569,25 @@ class Inverter:
             )
         targets = self.target_vectors(targets)
         n = len(targets)
+        retrieved_ids = None
         if retrieved is None and self.retrieval is not None:
-            retrieved = retrieval_candidates(self.retrieval, targets, None, k=self.retrieval_k, exclude_ids=exclude_ids)
+            retrieved_ids = retrieved_rows(self.retrieval, targets, None, k=self.retrieval_k, exclude_ids=exclude_ids)
+            retrieved = [[prompt for _, prompt in row] for row in retrieved_ids]
         if retrieved is not None and len(retrieved) != n:
             raise ValueError(f"retrieved holds {len(retrieved)} rows of prompts for {n} targets: pass one per target.")
-        known = self._indexed(targets, pool, exclude_ids)  # per target: indexed candidates, real cosines known
+        # per target: indexed candidates, real cosines known (retrieved rows that the index holds among them)
+        history = self._indexed(targets, pool, exclude_ids, retrieved_ids)
         memo: list[dict[str, tuple[float, str]]] = [{} for _ in targets]  # prompts answered in this search
-        history = [list(row) for row in known]
         trajectory: list[list[Candidate]] = [[] for _ in targets]
-        calls = max(budget - 1, 0)  # for exploring; the last call is kept for the final answer
+        left = [max(budget - 1, 0)] * n  # calls for exploring; the last call is kept for the final answer
         if retrieved is not None:
-            asked = math.ceil(calls * retrieved_share)
+            share = math.ceil(left[0] * retrieved_share)
             pooled = self._unseen(retrieved, history, 0, lambda j: "retrieved", targets)
-            self.answer([row[:asked] for row in pooled], targets, memo)  # nearest first: retrieval's own order
+            self.answer([row[:share] for row in pooled], targets, memo)  # nearest first: retrieval's own order
             for i, row in enumerate(pooled):
                 history[i] += row
-            calls -= asked
-        per_round = [calls // rounds + (r < calls % rounds) for r in range(rounds)] if calls else [0]
-        for step, quota in enumerate(per_round):
+                left[i] -= min(share, len(row))  # calls retrieval could not use go to the rewrites
+        for step in range(rounds if any(left) else 1):
             shown = [self.shown_hypotheses(history[i]) for i in range(n)]
             proposals = self.propose(
                 targets, samples, temperature, top_p, seed + step, max_prompt_tokens, hypotheses=shown
@@ -593,8 +596,9 @@ class Inverter:
             for i, row in enumerate(fresh):
                 row.sort(key=lambda c: -np.nan_to_num(c.predicted_cosine, nan=-np.inf))
                 history[i] += row
-            if quota:
-                self.answer([row[:quota] for row in fresh], targets, memo)
+            quotas = [c // rounds + (step < c % rounds) for c in left]  # this round's share of each target's calls
+            if any(quotas):
+                self.answer([row[:q] for row, q in zip(fresh, quotas)], targets, memo)
             for i in range(n):
                 trajectory[i].append(max(history[i], key=_real_or_lowest))
         finals = [self._final(history[i], budget, switch_margin, targets[i]) for i in range(n)]
@@ -631,11 +635,17 @@ class Inverter:
         self.predict(unseen, targets)
         return unseen
 
-    def _indexed(self, targets: np.ndarray, pool: int, exclude_ids) -> list[list[Candidate]]:
-        """The answer index's nearest prompts as candidates whose real cosine is already known (none without one)."""
+    def _indexed(self, targets: np.ndarray, pool: int, exclude_ids, retrieved_ids=None) -> list[list[Candidate]]:
+        """The answer index's nearest prompts as candidates whose real cosine is already known (none without one),
+        and those of the retrieved (id, prompt) rows that the index holds: answering them again would spend calls
+        on answers known for free (with every train prompt indexed, that is most of what retrieval returns)."""
         if self.index is None:
             return [[] for _ in targets]
         found = self.index.hypotheses(targets, k=pool, exclude_ids=exclude_ids)
+        if retrieved_ids is not None:
+            for row, also in zip(found, self.index.known(retrieved_ids, targets)):
+                have = {h.prompt for h in row}
+                row += [h for h in also if h.prompt not in have]
         rows = [[Candidate(h.prompt, 0, "index", 1.0, achieved_cosine=h.cosine) for h in row] for row in found]
         self.predict(rows, targets)
         return rows

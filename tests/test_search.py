@@ -184,19 +184,39 @@ def test_load_inverter_finds_the_answer_index_of_its_environment_and_answer_leng
 
 
 def test_the_search_retrieves_from_its_store_and_never_an_excluded_row(pieces):
-    inverter, store, embedder = pieces["inverter"], pieces["store"], pieces["embedder"]
-    store.upsert(pieces["ids"], np.stack([embedder.vector(p) for p in PROMPTS]), [{"prompt": p} for p in PROMPTS])
-    inverter.retrieval, inverter.retrieval_k = store, 3
+    inverter, store, embedder, lm = pieces["inverter"], pieces["store"], pieces["embedder"], pieces["lm"]
+    # the store holds the indexed rows and two rows the index does not hold (e.g. val/test rows)
+    extra = ["Translate dog into French.", "Translate bird into French."]
+    stored = PROMPTS + extra
+    ids = pieces["ids"] + ["row-x", "row-y"]
+    store.upsert(ids, np.stack([embedder.vector(p) for p in stored]), [{"prompt": p} for p in stored])
+    inverter.retrieval, inverter.retrieval_k = store, 6
     target = embedder.vector(PROMPTS[4])[None]  # its own stored output is the nearest: excluded, never retrieved
+    nearest = retrieval_candidates(store, target, None, k=6, exclude_ids=[["row-4"]])[0]
+    assert set(extra) <= set(nearest) and any(p in PROMPTS for p in nearest)  # both kinds are retrieved
+    sent_before = len(lm.received)
     result = inverter.invert(target, budget=4, samples=2, pool=1, exclude_ids=[["row-4"]], max_prompt_tokens=6)[0]
-    indexed = [c.prompt for c in result.candidates if c.source == "index"]
-    nearest = retrieval_candidates(store, target, None, k=3, exclude_ids=[["row-4"]])[0]
-    assert PROMPTS[4] not in nearest + indexed and len(indexed) == 1
-    # the retrieved prompts not known from the index, nearest first; ceil(0.5 x 3 exploring calls) of them answered
-    expected = [p for p in nearest if p not in indexed]
-    assert [c.prompt for c in result.candidates if c.source == "retrieved"] == expected
-    asked = [c.prompt for c in result.candidates if c.source == "retrieved" and not np.isnan(c.achieved_cosine)]
-    assert asked == expected[:2] and result.environment_calls <= 4
+    sent = lm.received[sent_before:]
+    assert PROMPTS[4] not in nearest + [c.prompt for c in result.candidates if c.source == "index"]
+    # retrieved rows the index holds join with their indexed cosine and are never sent to the environment
+    known = {h.prompt: h.cosine for h in pieces["index"].hypotheses(target, k=len(PROMPTS), exclude_ids=[["row-4"]])[0]}
+    indexed = {c.prompt: c.achieved_cosine for c in result.candidates if c.source == "index"}
+    assert {p for p in nearest if p in PROMPTS} <= set(indexed)
+    assert all(indexed[p] == pytest.approx(known[p], abs=1e-5) for p in indexed)
+    assert not set(sent) & set(indexed) - {result.prompt}  # only the final answer may repeat an indexed prompt
+    # the others, nearest first: ceil(0.5 x 3 exploring calls) = 2 calls, both used by the two unindexed rows
+    assert [c.prompt for c in result.candidates if c.source == "retrieved"] == [p for p in nearest if p in extra]
+    assert sent[:2] == [p for p in nearest if p in extra] and result.environment_calls == len(sent) <= 4
+
+
+def test_calls_retrieval_cannot_use_go_to_the_rewrites(pieces):
+    inverter, lm, embedder = pieces["inverter"], pieces["lm"], pieces["embedder"]
+    target = embedder.vector("A poem about rain.")[None]
+    sent_before = len(lm.received)
+    # 4 exploring calls, 2 of them retrieval's; it has one prompt, so 3 go to the rewrites (+ the final answer)
+    result = inverter.invert(target, budget=5, samples=6, retrieved=[["Paint it."]], max_prompt_tokens=6, pool=1)[0]
+    answered = [c for c in result.candidates if c.source in ("greedy", "sampled") and not np.isnan(c.achieved_cosine)]
+    assert len(answered) >= 3 and result.environment_calls == len(lm.received) - sent_before <= 5
 
 
 def test_retrieved_prompts_get_their_share_of_the_calls_nearest_first(pieces):

@@ -97,6 +97,22 @@ def nearest_prompt(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def retrieved_rows(
+    store: VectorStore,
+    targets: Any,
+    target_ids: Sequence[str] | None,
+    k: int,
+    exclude_ids: Sequence[Sequence[str] | str | None] | None = None,
+) -> list[list[tuple[str, str]]]:
+    """(id, prompt) of the `k` stored outputs nearest each target (other than its own row), nearest first."""
+    targets = check_query_vectors(targets, store.dimensions)
+    frame = nearest_prompt(store, targets, target_ids, k=k, exclude_ids=exclude_ids)
+    rows: list[list[tuple[str, str]]] = [[] for _ in range(len(targets))]
+    for position, row_id, prompt in zip(frame["target"], frame["id"], frame["prompt"]):
+        rows[position].append((row_id, prompt))
+    return rows
+
+
 def retrieval_candidates(
     store: VectorStore,
     targets: Any,
@@ -105,7 +121,4 @@ def retrieval_candidates(
     exclude_ids: Sequence[Sequence[str] | str | None] | None = None,
 ) -> list[list[str]]:
     """The prompts of the `k` stored outputs nearest each target (other than its own row), nearest first."""
-    targets = check_query_vectors(targets, store.dimensions)
-    frame = nearest_prompt(store, targets, target_ids, k=k, exclude_ids=exclude_ids)
-    grouped = frame.groupby("target")["prompt"].apply(list)
-    return [grouped.get(i, []) for i in range(len(targets))]
+    return [[prompt for _, prompt in row] for row in retrieved_rows(store, targets, target_ids, k, exclude_ids)]
