@@ -569,14 +569,14 @@ class Inverter:
             )
         targets = self.target_vectors(targets)
         n = len(targets)
-        retrieved_ids = None
+        retrieved_pairs = None
         if retrieved is None and self.retrieval is not None:
-            retrieved_ids = retrieved_rows(self.retrieval, targets, None, k=self.retrieval_k, exclude_ids=exclude_ids)
-            retrieved = [[prompt for _, prompt in row] for row in retrieved_ids]
+            retrieved_pairs = retrieved_rows(self.retrieval, targets, None, k=self.retrieval_k, exclude_ids=exclude_ids)
+            retrieved = [[prompt for _, prompt in row] for row in retrieved_pairs]
         if retrieved is not None and len(retrieved) != n:
             raise ValueError(f"retrieved holds {len(retrieved)} rows of prompts for {n} targets: pass one per target.")
         # per target: indexed candidates, real cosines known (retrieved rows that the index holds among them)
-        history = self._indexed(targets, pool, exclude_ids, retrieved_ids)
+        history = self._indexed(targets, pool, exclude_ids, retrieved_pairs)
         memo: list[dict[str, tuple[float, str]]] = [{} for _ in targets]  # prompts answered in this search
         trajectory: list[list[Candidate]] = [[] for _ in targets]
         left = [max(budget - 1, 0)] * n  # calls for exploring; the last call is kept for the final answer
@@ -635,15 +635,15 @@ class Inverter:
         self.predict(unseen, targets)
         return unseen
 
-    def _indexed(self, targets: np.ndarray, pool: int, exclude_ids, retrieved_ids=None) -> list[list[Candidate]]:
+    def _indexed(self, targets: np.ndarray, pool: int, exclude_ids, retrieved_pairs=None) -> list[list[Candidate]]:
         """The answer index's nearest prompts as candidates whose real cosine is already known (none without one),
         and those of the retrieved (id, prompt) rows that the index holds: answering them again would spend calls
         on answers known for free (with every train prompt indexed, that is most of what retrieval returns)."""
         if self.index is None:
             return [[] for _ in targets]
         found = self.index.hypotheses(targets, k=pool, exclude_ids=exclude_ids)
-        if retrieved_ids is not None:
-            for row, also in zip(found, self.index.known(retrieved_ids, targets)):
+        if retrieved_pairs is not None:
+            for row, also in zip(found, self.index.known(retrieved_pairs, targets)):
                 have = {h.prompt for h in row}
                 row += [h for h in also if h.prompt not in have]
         rows = [[Candidate(h.prompt, 0, "index", 1.0, achieved_cosine=h.cosine) for h in row] for row in found]
