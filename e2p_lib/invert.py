@@ -41,11 +41,12 @@ one target depend on the other targets in the call (the policy samples them all 
 Interpolation (`Inverter.interpolate`): prompts for points on the great circle between two targets (`slerp`,
 Shoemake 1985), the seed write-up's "future work": does the answer move smoothly from one meaning to the other?
 
-Loading (`load_inverter`): the RL policy (`models_dir()/policy-rl/policy`) when 04_rl has run, else the SFT one
-(`policy-sft/policy`, from 03_sft); the forward model `forward-transformer`, else `forward-mlp`, when present; the
-embedder of the forward model's vector space (else the local MiniLM); the local SmolLM2 environment with its answer
-cache; 02_pinecone's answer index for that environment and its store of outputs, when built
-(`default_answer_index`, `default_retrieval_store`). Each can be given instead.
+Loading (`load_inverter`): the policy 04_rl chose by its validation score (`e2p_lib.policy_choice`; PPO's
+`policy-rl/policy` when no choice is recorded), else the SFT one (`policy-sft/policy`, from 03_sft); the forward
+model `forward-transformer`, else `forward-mlp`, when present; the embedder of the forward model's vector space (else
+the local MiniLM); the local SmolLM2 environment with its answer cache; 02_pinecone's answer index for that
+environment and its store of outputs, when built (`default_answer_index`, `default_retrieval_store`). Each can be
+given instead.
 """
 
 from __future__ import annotations
@@ -750,15 +751,20 @@ class Inverter:
 
 
 def default_policy_dir() -> Path:
-    """The policy `load_inverter` uses: 04_rl's (`models_dir()/policy-rl/policy`) if saved, else 03_sft's.
+    """The policy `load_inverter` uses: the one 04_rl chose by validation score (`policy_choice`), else 04's PPO
+    policy (`models_dir()/policy-rl/policy`) if saved, else 03_sft's.
 
     Raises:
-        FileNotFoundError: neither exists.
+        FileNotFoundError: none exists.
     """
     from e2p_lib.config import models_dir
     from e2p_lib.models.policy import CONFIG_FILE
+    from e2p_lib.policy_choice import chosen_policy_run
     from e2p_lib.train.sft import POLICY_FOLDER
 
+    chosen = chosen_policy_run(models_dir())
+    if chosen is not None:
+        return models_dir() / chosen / POLICY_FOLDER
     folders = [models_dir() / run / POLICY_FOLDER for run in POLICY_RUNS]
     for folder in folders:
         if (folder / CONFIG_FILE).is_file():

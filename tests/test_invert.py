@@ -29,6 +29,7 @@ from e2p_lib.invert import (
 )
 from e2p_lib.lm import ChatLM
 from e2p_lib.models.forward import ForwardModel, MLPForwardNet, forward_model_config
+from e2p_lib.policy_choice import save_policy_choice
 
 
 class ByteEmbedder:
@@ -371,7 +372,7 @@ def test_top_level_functions_take_the_right_kind_of_target(parts):
 # --- loading ------------------------------------------------------------------------------------------------------
 
 
-def test_default_locations_prefer_rl_and_the_transformer(monkeypatch, tmp_path):
+def test_default_locations_prefer_the_chosen_policy_and_the_transformer(monkeypatch, tmp_path):
     monkeypatch.setenv("E2P_DATA_DIR", str(tmp_path))
     models = tmp_path / "models"
     with pytest.raises(FileNotFoundError, match="Run notebooks/03_sft.ipynb"):
@@ -387,6 +388,10 @@ def test_default_locations_prefer_rl_and_the_transformer(monkeypatch, tmp_path):
         (models / folder / marker).write_text("{}")
     assert default_policy_dir() == models / "policy-rl/policy"
     assert default_forward_model_dir() == models / "forward-transformer"
+    (models / "policy-ei/policy").mkdir(parents=True)
+    (models / "policy-ei/policy/policy_config.json").write_text("{}")
+    save_policy_choice(models, {"policy-sft": 0.4, "policy-rl": 0.5, "policy-ei": 0.6}, targets=8)
+    assert default_policy_dir() == models / "policy-ei/policy"  # 04's choice by validation score wins
 
 
 def test_load_inverter_rebuilds_the_saved_pieces(tmp_path, policy):
