@@ -1,0 +1,87 @@
+"""Which trained policy e2p's search should read: the same search (05's `e2p, 1 call` and `e2p, <=8 calls`) run with
+each saved policy (03's SFT, 04's PPO and expert iteration), paired on the same test targets.
+
+    E2P_DATA_DIR=data .venv/bin/python bench/search_policies.py --targets 120
+
+Needs what 02-04 left in the data folder (the store, the answer index of the default environment, the policies, a
+forward model). The search's settings are 05's (6 rewrites per round at temperature 0.8, half the exploring calls to
+retrieved prompts). Prints each row's mean answer cosine with its bootstrap interval, the calls spent, and paired
+differences to the SFT policy's search and to the original prompt. Answers are cached, so the baselines and a policy
+already searched cost little on a rerun; the policies' sampling is what takes the time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+
+from e2p_lib import config
+from e2p_lib.answer_index import leave_out
+from e2p_lib.data import add_split
+from e2p_lib.embed.cache import load_embedded_dataset
+from e2p_lib.evaluate.baselines import best_answered, retrieval_candidates
+from e2p_lib.evaluate.metrics import mean_ci, paired_difference
+from e2p_lib.invert import load_inverter
+from e2p_lib.lm import make_lm
+from e2p_lib.pipeline import split_rows
+from e2p_lib.train.rewards import AnswerCosineReward
+from e2p_lib.train.sft import POLICY_FOLDER
+
+POLICIES = {"SFT": "policy-sft", "PPO": "policy-rl", "expert iteration": "policy-ei"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--targets", type=int, default=120, help="test targets (the first N of the test split)")
+    parser.add_argument("--budgets", default="1,8", help="comma-separated search budgets")
+    parser.add_argument("--policies", default="SFT,expert iteration", help=f"comma-separated, of {list(POLICIES)}")
+    args = parser.parse_args()
+    budgets = [int(b) for b in args.budgets.split(",")]
+
+    lm = make_lm("local")
+    dataset = load_embedded_dataset(model="local/all-MiniLM-L6-v2", dimensions=384)
+    frame = add_split(dataset.frame)
+    test = split_rows(frame, "test", args.targets)
+    targets, test_ids = dataset.vectors[test], frame["id"].to_numpy()[test].tolist()
+    exclusions = leave_out(frame["id"].tolist(), frame["output"].tolist())
+    exclude = [exclusions[r] for r in test]
+    started = time.perf_counter()
+    inverters = {
+        name: load_inverter(config.models_dir() / POLICIES[name] / POLICY_FOLDER, environment=lm)
+        for name in args.policies.split(",")
+    }
+    reward = AnswerCosineReward(lm, next(iter(inverters.values())).embedder, max_new_tokens=64)
+    original = frame["prompt"].to_numpy()[test].tolist()
+    cosines = {"original prompt": reward(original, targets).rewards}
+    calls = {"original prompt": 1.0}
+    candidates = retrieval_candidates(next(iter(inverters.values())).retrieval, targets, test_ids, k=8)
+    cosines["retrieval, best of 8 answered"] = best_answered(candidates, targets, reward, 8)[1]
+    calls["retrieval, best of 8 answered"] = 8.0
+    for budget in budgets:
+        for name, inverter in inverters.items():
+            began = time.perf_counter()
+            results = inverter.invert(targets, budget=budget, exclude_ids=exclude, retrieved_share=0.5, samples=6)
+            row = f"e2p, <={budget} calls, {name} policy"
+            cosines[row] = np.array([r.achieved_cosine for r in results])
+            calls[row] = float(np.mean([r.environment_calls for r in results]))
+            print(f"{row}: {cosines[row].mean():.3f} in {time.perf_counter() - began:.0f} s", flush=True)
+    rows = []
+    for name, values in cosines.items():
+        low, high = mean_ci(values)
+        row = {"method": name, "mean": values.mean(), "low": low, "high": high, "calls/target": calls[name]}
+        if name.startswith("e2p"):
+            sft = name.rsplit(",", 1)[0] + ", SFT policy"
+            for column, baseline in (("vs SFT policy", sft), ("vs original prompt", "original prompt")):
+                if baseline in cosines and baseline != name:
+                    mean, low, high = paired_difference(values, cosines[baseline])
+                    row[column] = f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+        rows.append(row)
+    print(f"{len(test)} test targets, {time.perf_counter() - started:.0f} s")
+    print(pd.DataFrame(rows).round(3).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
