@@ -45,9 +45,9 @@ from e2p_lib.store import make_vector_store
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kinds", nargs="+", default=["transformer", "mlp"])
-    parser.add_argument("--weights", nargs="+", type=float, default=[0.0, 0.5, 1.0, 2.0])
+    parser.add_argument("--weights", nargs="+", type=float, default=[0.0, 0.0003, 0.001, 0.003])
     parser.add_argument("--ranking-loss", default="listnet", help="listnet | pairwise")
-    parser.add_argument("--temperature", type=float, default=0.05)
+    parser.add_argument("--temperature", type=float, default=0.2)
     parser.add_argument("--groups-per-step", type=int, default=4)
     parser.add_argument("--k", type=int, default=8, help="candidates per training group")
     parser.add_argument("--preset", default="cpu")

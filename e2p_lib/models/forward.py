@@ -100,13 +100,15 @@ class ForwardModelConfig(TrainingConfig):
     Parameters that control the ranking term (see `e2p_lib.models.forward_ranking`):
         ranking_weight (`float`, defaults to `0.0`): weight of the ranking loss added to the regression loss, on
             the `ranking_groups` given to `train_forward_model`. If `0.0`, no groups are used (none need be given)
-            and training is exactly the plain regression.
+            and training is exactly the plain regression. Scale: the "mse" loss of unit vectors is 2 (1 - cosine)
+            / d (about 0.0015 for MiniLM), the ranking loss 0.1 to 1, so weights near 1e-3 balance the two;
+            bench/forward_ranking.py measures what they do to the ranking.
         ranking_loss (`str`, defaults to `"listnet"`): "listnet" (softmax cross-entropy over a group) or
             "pairwise" (logistic loss over the pairs of a group).
-        ranking_temperature (`float`, defaults to `0.05`): T, the scale of cosine gaps that matters (real cosines
-            of one target's 8 nearest candidates span about 0.15).
+        ranking_temperature (`float`, defaults to `0.2`): T, the scale of cosine gaps that matters (real cosines
+            of one target's 8 nearest candidates span about 0.15; at 0.05 the term fought the regression).
         ranking_groups_per_step (`int`, defaults to `4`): groups per optimiser step; each adds k prompts to the
-            step's forward passes.
+            step's forward pass.
 
     Parameters for kind "transformer" only:
         encoder (`str` or `None`, defaults to `None`): a transformers model folder or name. If `None`, the
@@ -127,7 +129,7 @@ class ForwardModelConfig(TrainingConfig):
     # ranking term
     ranking_weight: float = 0.0
     ranking_loss: str = "listnet"
-    ranking_temperature: float = 0.05
+    ranking_temperature: float = 0.2
     ranking_groups_per_step: int = 4
     # transformer kind only
     encoder: str | None = None
