@@ -758,17 +758,14 @@ def default_policy_dir() -> Path:
         FileNotFoundError: none exists.
     """
     from e2p_lib.config import models_dir
-    from e2p_lib.models.policy import CONFIG_FILE
-    from e2p_lib.policy_choice import chosen_policy_run
+    from e2p_lib.policy_choice import chosen_policy_run, has_saved_policy
     from e2p_lib.train.sft import POLICY_FOLDER
 
-    chosen = chosen_policy_run(models_dir())
-    if chosen is not None:
-        return models_dir() / chosen / POLICY_FOLDER
+    runs = [chosen_policy_run(models_dir()), *POLICY_RUNS]  # 04's choice (None when not recorded) first
+    for run in runs:
+        if run is not None and has_saved_policy(models_dir(), run):
+            return models_dir() / run / POLICY_FOLDER
     folders = [models_dir() / run / POLICY_FOLDER for run in POLICY_RUNS]
-    for folder in folders:
-        if (folder / CONFIG_FILE).is_file():
-            return folder
     raise FileNotFoundError(
         f"No trained policy in {' or '.join(map(str, folders))}. Run notebooks/03_sft.ipynb "
         "(and 04_rl.ipynb for the RL policy), or pass policy_dir."

@@ -20,13 +20,20 @@ CHOICE_FILE = "policy-choice.json"
 log = logging.getLogger(__name__)
 
 
+def has_saved_policy(models_dir: str | Path, run: str) -> bool:
+    """Whether `models_dir/run/policy` holds a saved policy (its config file written last by `PromptPolicy.save`)."""
+    from e2p_lib.models.policy import CONFIG_FILE
+    from e2p_lib.train.sft import POLICY_FOLDER
+
+    return (Path(models_dir) / run / POLICY_FOLDER / CONFIG_FILE).is_file()
+
+
 def save_policy_choice(models_dir: str | Path, scores: Mapping[str, float], *, targets: int) -> str:
     """Record each run's mean validation answer cosine over `targets` targets; return the best run's folder name.
 
     Raises:
         ValueError: no scores, a score that is not a finite number, or a run with no saved policy in `models_dir`.
     """
-    from e2p_lib.models.policy import CONFIG_FILE
     from e2p_lib.train.sft import POLICY_FOLDER
 
     models_dir = Path(models_dir)
@@ -36,7 +43,7 @@ def save_policy_choice(models_dir: str | Path, scores: Mapping[str, float], *, t
     for run, score in scores.items():
         if not isinstance(score, (int, float)) or not math.isfinite(score):
             raise ValueError(f"The validation score of {run!r} is {score!r}: pass a finite mean answer cosine.")
-        if not (models_dir / run / POLICY_FOLDER / CONFIG_FILE).is_file():
+        if not has_saved_policy(models_dir, run):
             raise ValueError(f"{models_dir / run / POLICY_FOLDER} holds no saved policy: train {run!r} first.")
         clean[str(run)] = float(score)
     best = max(clean, key=clean.get)
@@ -51,9 +58,6 @@ def chosen_policy_run(models_dir: str | Path) -> str | None:
     A record that cannot be read, or that names a policy no longer on disk, is ignored with a warning that says
     how to make a new one (rerun 04_rl), so a stale file never hides the policies that are there.
     """
-    from e2p_lib.models.policy import CONFIG_FILE
-    from e2p_lib.train.sft import POLICY_FOLDER
-
     path = Path(models_dir) / CHOICE_FILE
     if not path.is_file():
         return None
@@ -66,7 +70,7 @@ def chosen_policy_run(models_dir: str | Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError) as error:
         log.warning("Ignoring %s (%s): rerun notebooks/04_rl.ipynb to record the policy choice again.", path, error)
         return None
-    if not (Path(models_dir) / chosen / POLICY_FOLDER / CONFIG_FILE).is_file():
+    if not has_saved_policy(models_dir, chosen):
         log.warning("%s chose %r, which holds no saved policy any more: rerun notebooks/04_rl.ipynb.", path, chosen)
         return None
     return chosen
