@@ -12,8 +12,8 @@ from e2p_lib.config import PROJECT_ROOT
 ALPACA_5000_SHA256 = "fc1add24c93c9fbbe585a64a6c9bf6165eb110225f4470efbff382a913558ec0"
 # The real 5,000-row Alpaca subset, beside the clone on the project's machines and in CI (never copied into the repo).
 SHARED_ALPACA_5000 = PROJECT_ROOT.parent / "shared" / "data" / "alpaca_5000.json"
-# 104 instruction/output pairs written for this project (1 empty and 1 repeated output, 15 with an input), so a
-# fresh clone with nothing beside it tests on its own.
+# 235 instruction/output pairs written for this project (1 empty and 1 repeated output, 32 with an input), so a
+# fresh clone with nothing beside it tests on its own: its 233 clean rows cover the smoke profile's 200.
 FIXTURE_ALPACA = PROJECT_ROOT / "tests" / "fixtures" / "instructions.json"
 
 

@@ -7,7 +7,9 @@ import json
 import nbformat
 import pandas as pd
 import pytest
+from conftest import FIXTURE_ALPACA
 
+from e2p_lib.data import add_split, load_alpaca
 from e2p_lib.embed import DEFAULT_LOCAL_MODEL
 from e2p_lib.embed.cache import load_embedded_dataset
 from e2p_lib.notebook import findings_markdown, method_findings, setup_notebook
@@ -101,9 +103,22 @@ def test_unknown_notebook_or_profile_is_a_clear_error():
         run_notebooks("huge")
 
 
+def test_the_fixture_feeds_the_smoke_profile_in_full():
+    """A clone with nothing beside it runs the smoke notebooks on the fixture: the limit's rows, and every split the
+    notebooks draw from holds what the profile asks of it."""
+    smoke = PROFILES["smoke"]
+    limit = smoke["01_embed"]["limit"]
+    rows = load_alpaca(FIXTURE_ALPACA, download=False)
+    assert len(rows) >= limit + 20, f"{len(rows)} clean rows in {FIXTURE_ALPACA.name}; the smoke profile embeds {limit}"
+    split = add_split(rows.head(limit))["split"].value_counts()
+    assert split["test"] >= smoke["05_eval"]["eval_targets"], split.to_dict()
+    assert split["val"] >= smoke["04_rl"]["validation_targets"], split.to_dict()
+    assert split["train"] >= smoke["03_sft"]["train_rows"], split.to_dict()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(2400)  # five notebooks, each loading its models afresh: minutes, more on a busy machine
-def test_smoke_profile_runs_every_notebook_headless(isolated_dirs):
+def test_smoke_profile_runs_every_notebook_headless(isolated_dirs, alpaca_path):
     executed = run_notebooks("smoke")
     assert [p.stem for p in executed] == [p.stem for p in notebook_paths()]
     for path in executed:
@@ -124,7 +139,9 @@ def test_smoke_profile_runs_every_notebook_headless(isolated_dirs):
     dataset = load_embedded_dataset(
         model=f"local/{DEFAULT_LOCAL_MODEL}", dimensions=384, cache_dir=isolated_dirs / "data" / "embeddings"
     )
-    assert len(dataset) == PROFILES["smoke"]["01_embed"]["limit"]
+    # the limit's rows, or every clean row of a smaller file (the fixture, in a clone with nothing beside it)
+    clean_rows = len(load_alpaca(alpaca_path, download=False))
+    assert len(dataset) == min(PROFILES["smoke"]["01_embed"]["limit"], clean_rows)
     assert dataset.ids[0] == "alpaca-0"
     # 02 filled the store with every embedded row.
     store = make_vector_store("local", name="alpaca", dimensions=384, root=isolated_dirs / "data" / "vectorstores")
