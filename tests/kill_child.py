@@ -9,8 +9,8 @@ failing seed replays exactly. A run that finishes prints `DONE {json}` last. The
 (deterministic, instant); the cache, store, checkpoint and PPO code they drive is e2p's own.
 
 Scenarios: embed (embed_dataset into the SQLite cache), store (LocalVectorStore upserts, a delete and compactions),
-answers (CachedLM answer-cache writes) and ppo (train_ppo on the tiny policy: checkpoints each step, then
-policy.save). Each is idempotent: rerunning it after a kill resumes the same job.
+answers (CachedLM answer-cache writes), sft (train_policy on the tiny policy) and ppo (train_ppo on it): both write
+a checkpoint each step, then policy.save. Each is idempotent: rerunning it after a kill resumes the same job.
 """
 
 from __future__ import annotations
@@ -29,12 +29,14 @@ sys.path[:0] = [str(TESTS.parent), str(TESTS)]
 
 PAUSE_AT = 0
 _events = 0
+_checkpoints = 0  # checkpoint.pt files this process wrote (a resumed trainer writes only the steps it trains)
 
 
 def event(what: str) -> None:
     """Announce a step; at the PAUSE_AT-th one, wait to be killed."""
-    global _events
+    global _events, _checkpoints
     _events += 1
+    _checkpoints += what == "replaced checkpoint.pt"
     print(f"EVENT {_events} {what}", flush=True)
     if _events == PAUSE_AT:
         sys.stdin.read()  # the parent never writes: this blocks until SIGKILL
@@ -173,47 +175,86 @@ def run_answers(workdir: Path) -> dict:
     return {"generated": lm.last_stats["generated"], "answers": answers}
 
 
+# Both trainers, shrunk as tests/test_rl.py does: a checkpoint after every step, so kills land between, inside and
+# after checkpoint writes (and in the final policy.save).
+CHECKPOINT_EVERY_STEP = dict(
+    learning_rate=3e-3, mapper_learning_rate=3e-3, eval_every_steps=0, save_every_steps=1, show_progress=False
+)
+TRAINING_STEPS = {"sft": 4, "ppo": 3}
+
+
+def tiny_trainee():
+    """The tiny test policy (tests/tiny.py), on one thread: the machine is shared, and one thread keeps the run's
+    arithmetic identical run to run."""
+    import torch
+    from tiny import tiny_policy
+
+    from e2p_lib.lm.smollm import load_smollm2
+
+    torch.set_num_threads(1)
+    return tiny_policy(load_smollm2(device="cpu")[1])
+
+
+def sft_config(workdir: Path):
+    from e2p_lib.train.sft import PolicyTrainingConfig
+
+    # 8 rows in batches of 4: each step's batch is drawn from (seed, step), so a resumed run sees the same data
+    return PolicyTrainingConfig(
+        max_steps=TRAINING_STEPS["sft"],
+        batch_size=4,
+        val_rows=4,
+        output_dir=str(workdir / "sft"),
+        **CHECKPOINT_EVERY_STEP,
+    )
+
+
+def sft_prompts() -> list[str]:
+    return [f"Write a sentence about the number {i}." for i in range(8)]
+
+
+def run_sft(workdir: Path) -> dict:
+    from tiny import unit_vectors
+
+    from e2p_lib.train.sft import train_policy
+
+    prompts = sft_prompts()
+    train_policy(
+        unit_vectors(8), prompts, unit_vectors(4, seed=1), prompts[:4], sft_config(workdir), policy=tiny_trainee()
+    )
+    return {"checkpoints": _checkpoints}
+
+
 def ppo_config(workdir: Path):
     from e2p_lib.train.rl import PPOConfig
 
-    # Shrunk as tests/test_rl.py does: 2 targets x 2 samples of at most 5 tokens, one PPO epoch, 3 steps, a
-    # checkpoint after every step so kills land between, inside and after checkpoint writes.
+    # 2 targets x 2 samples of at most 5 tokens, one PPO epoch
     return PPOConfig(
-        max_steps=3,
+        max_steps=TRAINING_STEPS["ppo"],
         targets_per_step=2,
         samples_per_target=2,
         batch_size=4,
         ppo_epochs=1,
-        learning_rate=3e-3,
-        mapper_learning_rate=3e-3,
         max_prompt_tokens=5,
         degeneracy_weight=0.0,
-        eval_every_steps=0,
-        save_every_steps=1,
-        show_progress=False,
         output_dir=str(workdir / "ppo"),
+        **CHECKPOINT_EVERY_STEP,
     )
 
 
 def run_ppo(workdir: Path) -> dict:
-    import torch
-    from tiny import tiny_policy, unit_vectors
+    from tiny import unit_vectors
 
-    from e2p_lib.lm.smollm import load_smollm2
     from e2p_lib.train.rl import train_ppo
-
-    torch.set_num_threads(1)  # the machine is shared; one thread keeps the run's arithmetic identical run to run
 
     def reward(prompts, targets):
         event("reward")  # a kill here lands in the middle of a PPO step: after the rollout, before the update
         return np.array([(len(p) % 5) / 5 for p in prompts], dtype=np.float32)
 
-    policy = tiny_policy(load_smollm2(device="cpu")[1])
-    train_ppo(policy, reward, unit_vectors(8), ppo_config(workdir))
-    return {}
+    train_ppo(tiny_trainee(), reward, unit_vectors(8), ppo_config(workdir))
+    return {"checkpoints": _checkpoints}
 
 
-SCENARIOS = {"embed": run_embed, "store": run_store, "answers": run_answers, "ppo": run_ppo}
+SCENARIOS = {"embed": run_embed, "store": run_store, "answers": run_answers, "sft": run_sft, "ppo": run_ppo}
 
 
 def main(argv: list[str]) -> None:

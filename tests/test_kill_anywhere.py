@@ -9,6 +9,7 @@ reference's, with no row lost, duplicated or computed twice. The seed is in each
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from pathlib import Path
 import kill_child
 import numpy as np
 import pytest
-from kill_child import answer_prompts, embed_frame, fake_vector, store_operations
+from kill_child import TRAINING_STEPS, answer_prompts, embed_frame, fake_vector, store_operations
 
 CHILD = Path(kill_child.__file__)
 KILLS = 3  # kills per test, each in the resumed run of the one before (1 for PPO: each of its runs takes ~20 s)
@@ -216,7 +217,7 @@ def test_answer_cache_killed_anywhere_keeps_whole_answers_and_asks_nothing_twice
     assert final["generated"] == len(expected) - len(seen[-1])
 
 
-# --- 03/04: checkpoints, the PPO step and the saved policy ------------------------------------------------------------
+# --- 03/04: SFT and PPO checkpoints, the PPO step and the saved policy -------------------------------------------
 
 
 def _policy_tensors(folder: Path) -> dict:
@@ -230,33 +231,56 @@ def _policy_tensors(folder: Path) -> dict:
     return tensors
 
 
-def _check_ppo(workdir: Path) -> int:
+def _check_training(scenario: str, workdir: Path) -> int:
     """After a kill: the checkpoint is absent or whole, and so is the saved policy folder; returns the step."""
     from e2p_lib.train.loop import load_checkpoint
 
-    checkpoint = load_checkpoint(workdir / "ppo")
+    checkpoint = load_checkpoint(workdir / scenario)  # a half-written one would fail to unpickle here
     step = 0 if checkpoint is None else checkpoint["step"]
     if checkpoint is not None:
-        assert 1 <= step <= 3 and [r["step"] for r in checkpoint["history"] if r["metric"] == "reward"] == list(
-            range(1, step + 1)
-        )
-    policy = workdir / "ppo" / "policy"
+        metric = {"sft": "loss", "ppo": "reward"}[scenario]
+        logged = [r["step"] for r in checkpoint["history"] if (r["split"], r["metric"]) == ("train", metric)]
+        assert 1 <= step <= TRAINING_STEPS[scenario] and logged == list(range(1, step + 1)), (step, logged)
+    policy = workdir / scenario / "policy"
     if policy.exists():
         json.loads((policy / "policy_config.json").read_text())
         assert _policy_tensors(policy)
     return step
 
 
-@pytest.mark.slow
-def test_ppo_killed_anywhere_resumes_to_the_same_policy(tmp_path):
+def _killed_training_ends_with_the_reference_policy(scenario: str, tmp_path: Path, seed: int, kills: int) -> list:
+    """Kill `scenario` at seeded points, resume to the end; return the step each kill left in the checkpoint."""
     import torch
 
     from e2p_lib.train.loop import load_checkpoint
 
-    reference, _, work, _, steps = kill_resume_finish("ppo", tmp_path, 7, _check_ppo, kills=1)
+    reference, reference_done, work, final, steps = kill_resume_finish(
+        scenario, tmp_path, seed, functools.partial(_check_training, scenario), kills=kills
+    )
     assert steps, "no kill landed"
-    assert load_checkpoint(work / "ppo")["step"] == 3
-    expected, resumed = _policy_tensors(reference / "ppo" / "policy"), _policy_tensors(work / "ppo" / "policy")
+    assert load_checkpoint(work / scenario)["step"] == TRAINING_STEPS[scenario]
+    # the final run resumed from the last kill's checkpoint: it trained (and checkpointed) only the steps left
+    assert reference_done["checkpoints"] == TRAINING_STEPS[scenario]
+    assert final["checkpoints"] == TRAINING_STEPS[scenario] - steps[-1], (final, steps)
+    expected = _policy_tensors(reference / scenario / "policy")
+    resumed = _policy_tensors(work / scenario / "policy")
     assert expected.keys() == resumed.keys()
     for name, tensor in expected.items():
         assert torch.allclose(tensor, resumed[name], atol=1e-6), name
+    return steps
+
+
+def test_sft_killed_anywhere_in_its_checkpoint_writes_resumes_to_the_same_policy(tmp_path):
+    # Seed 297's kills land before config.json's rename (step 1), before checkpoint.pt's (step 2, so the checkpoint
+    # still says step 1) and before the finished policy folder's rename: each write's file is whole, its rename not
+    # yet done.
+    steps = _killed_training_ends_with_the_reference_policy("sft", tmp_path, 297, kills=KILLS)
+    assert steps == [1, 1, 4], steps  # the checkpoint's step after each kill: every kill landed, none went back
+    # what the kills left beside the checkpoint is their staging files (hidden, never read)
+    leftovers = {p.name for p in (tmp_path / "killed" / "sft").iterdir()} - {"checkpoint.pt", "config.json", "policy"}
+    assert all(n.startswith(".") and n.endswith(".part") for n in leftovers), leftovers
+
+
+@pytest.mark.slow
+def test_ppo_killed_anywhere_resumes_to_the_same_policy(tmp_path):
+    _killed_training_ends_with_the_reference_policy("ppo", tmp_path, 7, kills=1)
