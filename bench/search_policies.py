@@ -6,14 +6,15 @@ each saved policy (03's SFT, 04's PPO and expert iteration), paired on the same 
 Needs what 02-04 left in the data folder (the store, the answer index of the default environment, the policies, a
 forward model). The search's settings are 05's (6 rewrites per round at temperature 0.8, half the exploring calls to
 retrieved prompts). Prints each row's mean answer cosine with its bootstrap interval, the calls spent, and paired
-differences to the SFT policy's search and to the original prompt. Answers are cached, so the baselines and a policy
-already searched cost little on a rerun; the policies' sampling is what takes the time.
+differences to one policy's search (`--versus`, SFT by default) and to the original prompt. Answers are cached, so
+the baselines and a policy already searched cost little on a rerun; the policies' sampling is what takes the time.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -38,7 +39,21 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=120, help="test targets (the first N of the test split)")
     parser.add_argument("--budgets", default="1,8", help="comma-separated search budgets")
     parser.add_argument("--policies", default="SFT,expert iteration", help=f"comma-separated, of {list(POLICIES)}")
+    parser.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER",
+        help="another saved run to search with (a folder holding policy/, e.g. bench/sft_steps.py's --out); repeatable",
+    )
+    parser.add_argument("--versus", default="SFT", help="the policy each other policy's search is paired with")
     args = parser.parse_args()
+    folders = {name: config.models_dir() / POLICIES[name] for name in args.policies.split(",") if name}
+    for entry in args.policy:
+        name, _, folder = entry.partition("=")
+        if not folder:
+            parser.error(f"--policy {entry!r}: write NAME=FOLDER")
+        folders[name] = Path(folder)
     budgets = [int(b) for b in args.budgets.split(",")]
 
     lm = make_lm("local")
@@ -49,10 +64,7 @@ def main() -> None:
     exclusions = leave_out(frame["id"].tolist(), frame["output"].tolist())
     exclude = [exclusions[r] for r in test]
     started = time.perf_counter()
-    inverters = {
-        name: load_inverter(config.models_dir() / POLICIES[name] / POLICY_FOLDER, environment=lm)
-        for name in args.policies.split(",")
-    }
+    inverters = {name: load_inverter(folder / POLICY_FOLDER, environment=lm) for name, folder in folders.items()}
     reward = AnswerCosineReward(lm, next(iter(inverters.values())).embedder, max_new_tokens=64)
     original = frame["prompt"].to_numpy()[test].tolist()
     cosines = {"original prompt": reward(original, targets).rewards}
@@ -73,8 +85,8 @@ def main() -> None:
         low, high = mean_ci(values)
         row = {"method": name, "mean": values.mean(), "low": low, "high": high, "calls/target": calls[name]}
         if name.startswith("e2p"):
-            sft = name.rsplit(",", 1)[0] + ", SFT policy"
-            for column, baseline in (("vs SFT policy", sft), ("vs original prompt", "original prompt")):
+            paired = name.rsplit(",", 1)[0] + f", {args.versus} policy"
+            for column, baseline in ((f"vs {args.versus} policy", paired), ("vs original prompt", "original prompt")):
                 if baseline in cosines and baseline != name:
                     mean, low, high = paired_difference(values, cosines[baseline])
                     row[column] = f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"

@@ -4,6 +4,7 @@
 >>> forward = load_forward_model(models_dir, embedder)          # the best forward model 03 saved, or None
 >>> index = open_answer_index(store, lm, embedder, 64)           # the answer index 02 built for this environment
 >>> hypotheses = row_hypotheses(index, frame, train, vectors, k=3)   # never a row's own, or same-output, rows
+>>> keep = improves_on_hypotheses(index, frame, train, vectors, hypotheses)  # own prompt answers nearer than they
 """
 
 from __future__ import annotations
@@ -68,3 +69,32 @@ def row_hypotheses(
     the row itself and every row of `frame` with the same output (`leave_out`), so training never sees the answer."""
     exclusions = leave_out(frame["id"].tolist(), frame["output"].tolist())
     return index.hypotheses(vectors[rows], k=k, exclude_ids=[exclusions[r] for r in rows])
+
+
+def improves_on_hypotheses(
+    index: AnswerIndex,
+    frame: pd.DataFrame,
+    rows: np.ndarray,
+    vectors: np.ndarray,
+    hypotheses: list[list[Hypothesis]],
+    margin: float = 0.0,
+) -> np.ndarray:
+    """Per row of `rows`, whether the environment answers the row's own prompt nearer its output (`vectors`) than
+    the best of the `hypotheses` it is shown, by more than `margin`; rows with no hypothesis or no indexed answer
+    count as improving (nothing says otherwise).
+
+    The index holds the real answer to every train prompt, so this costs no environment call. Supervised rows that
+    fail it teach the policy to write a prompt whose answer lands farther than one it was shown.
+    """
+    if len(hypotheses) != len(rows):
+        raise ValueError(f"Got {len(hypotheses)} hypothesis lists for {len(rows)} rows: pass one per row.")
+    ids = frame["id"].to_numpy()[rows].tolist()
+    present, answers = index.answer_vectors(ids)
+    unit = answers / np.maximum(np.linalg.norm(answers, axis=1, keepdims=True), 1e-12)
+    answered = dict(zip(present, unit))
+    keep = np.ones(len(rows), dtype=bool)
+    for j, (row, row_id, shown) in enumerate(zip(rows, ids, hypotheses)):
+        if shown and row_id in answered:
+            target = vectors[row] / max(float(np.linalg.norm(vectors[row])), 1e-12)
+            keep[j] = float(answered[row_id] @ target) > shown[0].cosine + margin
+    return keep

@@ -7,6 +7,7 @@ prompt it is sent, so the environment calls are counted from what the environmen
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from test_invert import ByteEmbedder, EchoLM, one_torch_thread, tiny_forward_model  # noqa: F401 (autouse fixture)
 from tiny import DIMS, tiny_policy
@@ -15,6 +16,7 @@ from e2p_lib.answer_index import answer_namespace, build_answer_index, leave_out
 from e2p_lib.evaluate.baselines import best_answered, budget_curve, forward_ranked, retrieval_candidates
 from e2p_lib.invert import Inverter
 from e2p_lib.models.policy import Hypothesis
+from e2p_lib.pipeline import improves_on_hypotheses, row_hypotheses
 from e2p_lib.store import make_vector_store
 
 PROMPTS = [
@@ -245,3 +247,23 @@ def test_retrieved_prompts_get_their_share_of_the_calls_nearest_first(pieces):
         inverter.invert(targets, budget=3, retrieved=retrieved, retrieved_share=1.5)
     with pytest.raises(ValueError, match="one per target"):
         inverter.invert(targets, budget=3, retrieved=retrieved[:1])
+
+
+def test_a_row_improves_on_its_hypotheses_only_when_its_own_answer_lands_nearer(pieces):
+    """Row 0's target is its own answer (nothing shown can beat it); row 1's target is row 2's answer, which the
+    index shows it as a hypothesis at cosine 1, so row 1's own prompt does worse than what it reads."""
+    index, embedder, ids = pieces["index"], pieces["embedder"], pieces["ids"]
+    frame = pd.DataFrame({"id": ids, "output": [f"out {i}" for i in range(len(ids))]})
+    vectors = np.stack([embedder.vector(f"Answer to: {p}") for p in PROMPTS])
+    vectors[1] = embedder.vector(f"Answer to: {PROMPTS[2]}")
+    rows = np.array([0, 1, 3])
+    shown = row_hypotheses(index, frame, rows, vectors, k=2)
+    assert shown[1][0].id == "row-2" and shown[1][0].cosine == pytest.approx(1.0, abs=1e-5)
+    assert improves_on_hypotheses(index, frame, rows, vectors, shown).tolist() == [True, False, True]
+    # nothing shown, or a row the index does not hold: nothing says it does worse
+    assert improves_on_hypotheses(index, frame, rows, vectors, [[], [], []]).all()
+    assert improves_on_hypotheses(index, frame.assign(id=["gone"] * len(ids)), rows, vectors, shown).all()
+    # a margin asks for more than beating the best hypothesis
+    assert not improves_on_hypotheses(index, frame, rows[:1], vectors, shown[:1], margin=1.5).any()
+    with pytest.raises(ValueError, match="one per row"):
+        improves_on_hypotheses(index, frame, rows, vectors, shown[:2])
