@@ -17,14 +17,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from paired import paired_table
 
 from e2p_lib import config
 from e2p_lib.answer_index import leave_out
 from e2p_lib.data import add_split
 from e2p_lib.embed.cache import load_embedded_dataset
 from e2p_lib.evaluate.baselines import best_answered, retrieval_candidates
-from e2p_lib.evaluate.metrics import mean_ci, paired_difference
 from e2p_lib.invert import load_inverter
 from e2p_lib.lm import make_lm
 from e2p_lib.pipeline import split_rows
@@ -80,19 +79,14 @@ def main() -> None:
             cosines[row] = np.array([r.achieved_cosine for r in results])
             calls[row] = float(np.mean([r.environment_calls for r in results]))
             print(f"{row}: {cosines[row].mean():.3f} in {time.perf_counter() - began:.0f} s", flush=True)
-    rows = []
-    for name, values in cosines.items():
-        low, high = mean_ci(values)
-        row = {"method": name, "mean": values.mean(), "low": low, "high": high, "calls/target": calls[name]}
-        if name.startswith("e2p"):
-            paired = name.rsplit(",", 1)[0] + f", {args.versus} policy"
-            for column, baseline in ((f"vs {args.versus} policy", paired), ("vs original prompt", "original prompt")):
-                if baseline in cosines and baseline != name:
-                    mean, low, high = paired_difference(values, cosines[baseline])
-                    row[column] = f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
-        rows.append(row)
+    versus = {
+        name: [name.rsplit(",", 1)[0] + f", {args.versus} policy", "original prompt"]
+        for name in cosines
+        if name.startswith("e2p")
+    }
+    table = paired_table(cosines, versus, {name: {"calls/target": c} for name, c in calls.items()})
     print(f"{len(test)} test targets, {time.perf_counter() - started:.0f} s")
-    print(pd.DataFrame(rows).round(3).to_string(index=False))
+    print(table.to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import argparse
 import time
 
 import numpy as np
-import pandas as pd
+from paired import paired_table
 
 from e2p_lib import config
 from e2p_lib.answer_index import leave_out
@@ -23,7 +23,6 @@ from e2p_lib.data import add_split
 from e2p_lib.embed import embedder_from_name
 from e2p_lib.embed.cache import load_embedded_dataset
 from e2p_lib.evaluate.baselines import best_answered, retrieval_candidates
-from e2p_lib.evaluate.metrics import mean_ci, paired_difference
 from e2p_lib.invert import Inverter
 from e2p_lib.lm import make_lm
 from e2p_lib.models.policy import PromptPolicy
@@ -76,16 +75,10 @@ def main() -> None:
         )
         cosines[name] = np.array([r.achieved_cosine for r in results])
         calls[name] = float(np.mean([r.environment_calls for r in results]))
-    rows = []
-    for name, values in cosines.items():
-        low, high = mean_ci(values)
-        row = {"method": name, "mean": values.mean(), "low": low, "high": high, "calls/target": calls[name]}
-        if name != "retrieval, best of 8 answered":
-            mean, low, high = paired_difference(values, cosines["retrieval, best of 8 answered"])
-            row["vs retrieval best of 8"] = f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
-        rows.append(row)
+    versus = {name: ["retrieval, best of 8 answered"] for name in cosines}
+    table = paired_table(cosines, versus, {name: {"calls/target": c} for name, c in calls.items()})
     print(f"{len(test)} test targets, answer index {len(index)} prompts, {time.perf_counter() - started:.0f} s")
-    print(pd.DataFrame(rows).round(3).to_string(index=False))
+    print(table.to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -22,14 +22,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from paired import paired_table
 
 from e2p_lib import config
 from e2p_lib.answer_index import leave_out
 from e2p_lib.data import add_split
 from e2p_lib.embed import embedder_from_name
 from e2p_lib.embed.cache import load_embedded_dataset
-from e2p_lib.evaluate.metrics import mean_ci, paired_difference
 from e2p_lib.lm import make_lm
 from e2p_lib.models.policy import PromptPolicy
 from e2p_lib.pipeline import improves_on_hypotheses, open_answer_index, row_hypotheses, split_rows
@@ -111,16 +110,9 @@ def main() -> None:
         cosines[name] = reward(rewrites, dataset.vectors[test]).rewards
     cosines["original prompt"] = reward(prompts[test].tolist(), dataset.vectors[test]).rewards
     first, second = list(cosines)[:2]
-    rows = []
-    for name, values in cosines.items():
-        low, high = mean_ci(values)
-        row = {"rewrite": name, "val CE": losses.get(name, np.nan), "mean": values.mean(), "low": low, "high": high}
-        if name == second:
-            mean, low, high = paired_difference(values, cosines[first])
-            row["vs before"] = f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
-        rows.append(row)
+    table = paired_table(cosines, {second: [first]}, {name: {"val CE": loss} for name, loss in losses.items()})
     print(f"{len(test)} test targets, one call each; {time.perf_counter() - started:.0f} s in all")
-    print(pd.DataFrame(rows).round(3).to_string(index=False))
+    print(table.to_string(index=False))
 
 
 if __name__ == "__main__":
