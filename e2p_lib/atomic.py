@@ -32,6 +32,20 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
         raise
 
 
+def sweep_staging(path: str | os.PathLike) -> None:
+    """Remove what killed writes of `path` left beside it (hidden `.part` files or folders, never read).
+
+    Only for a path that one process writes (a training run's own checkpoint or policy folder): another writer's
+    staging file in progress would be removed too.
+    """
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.part"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
 def write_atomically(path: str | os.PathLike, data: bytes) -> None:
     """Replace `path` with `data`, all or nothing."""
     with atomic_file(path) as handle:

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
+from e2p_lib.atomic import sweep_staging
 from e2p_lib.lm.smollm import load_smollm2
 
 FINETUNE_MODES = ("lora", "full", "prefix")
@@ -390,6 +391,7 @@ class PromptPolicy(nn.Module):
         """Write config, mapping network and LM weights (the adapters only, for LoRA) to `folder`, atomically."""
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
+        sweep_staging(folder)  # what a killed save left (a policy folder has one writer: the run's main process)
         staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".part"))
         try:
             (staging / CONFIG_FILE).write_text(json.dumps({"policy": asdict(self.config), **(extra or {})}, indent=2))

@@ -60,7 +60,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from e2p_lib.atomic import write_atomically
+from e2p_lib.atomic import sweep_staging, write_atomically
 from e2p_lib.checks import check_int
 from e2p_lib.devices import check_device_name
 
@@ -414,6 +414,8 @@ def save_checkpoint(
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     path = directory / CHECKPOINT_FILE
+    for name in (CHECKPOINT_FILE, CONFIG_FILE):  # a killed save left its staging files: this run writes them alone
+        sweep_staging(directory / name)
     write_atomically(path, buffer.getvalue())
     readable = {"config_class": payload["config_class"], "step": state.step, "config": payload["config"]}
     write_atomically(directory / CONFIG_FILE, (json.dumps(readable, indent=2) + "\n").encode("utf-8"))
