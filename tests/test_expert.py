@@ -73,3 +73,29 @@ def test_expert_iteration_needs_trainable_weights(tmp_path, smollm2_tokenizer):
     inverter = Inverter(policy, ByteEmbedder(), None, EchoLM())
     with pytest.raises(ValueError, match="trainable"):
         expert_iteration(inverter, np.ones((2, DIMS), dtype=np.float32), [[], []])
+
+
+def test_keep_rewrites_trains_only_on_targets_where_a_rewrite_beat_the_index(tmp_path, smollm2_tokenizer, monkeypatch):
+    import e2p_lib.train.expert as expert
+
+    pieces = search_pieces(tmp_path, smollm2_tokenizer, PROMPTS)
+    embedder, ids, inverter = pieces["embedder"], pieces["ids"], pieces["inverter"]
+    for p in inverter.policy.parameters():
+        p.requires_grad_(True)
+    targets = np.stack([embedder.vector(f"Answer to: {p} please") for p in PROMPTS])
+    exclusions = leave_out(ids, [f"own output {i}" for i in range(len(PROMPTS))])
+    trained, searched = [], []
+    monkeypatch.setattr(expert, "train_policy", lambda vectors, prompts, *a, **k: trained.append(list(prompts)))
+    real_search = inverter.search
+    monkeypatch.setattr(inverter, "search", lambda *a, **k: searched.append(real_search(*a, **k)) or searched[-1])
+    settings = dict(targets_per_round=len(PROMPTS), budget=3, samples=2, steps_per_round=1)
+    log = expert_iteration(inverter, targets, exclusions, ExpertIterationConfig(keep="rewrites", **settings))
+    won = [r.prompt for r in searched[0] if expert._is_rewrite(r)]
+    indexed = [r.prompt for r in searched[0] if not expert._is_rewrite(r)]
+    assert won and indexed, "the synthetic search should let rewrites win some targets and the index others"
+    assert trained == [won] and log["trained_on"].tolist() == [len(won)]
+    trained.clear()
+    log = expert_iteration(inverter, targets, exclusions, ExpertIterationConfig(keep="all", **settings))
+    assert len(trained[0]) == len(PROMPTS) and log["trained_on"].tolist() == [len(PROMPTS)]
+    with pytest.raises(ValueError, match="keep="):
+        ExpertIterationConfig(keep="best")

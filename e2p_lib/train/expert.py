@@ -23,12 +23,16 @@ import pandas as pd
 from e2p_lib.checks import check_positive_int
 from e2p_lib.train.sft import POLICY_FOLDER, PolicyTrainingConfig, train_policy
 
+KEEP = ("all", "rewrites")
+
 
 @dataclass
 class ExpertIterationConfig:
     """`rounds` rounds, each: `targets_per_round` training targets searched with `budget` calls each (`samples`
     rewrites per search round), then `steps_per_round` SFT steps of `batch_size` on the best prompts at
-    `learning_rate`. `output_dir` None: the policy is not saved."""
+    `learning_rate`. `keep`: "all" trains on every searched target's best prompt; "rewrites" only on the targets
+    where one of the policy's own rewrites beat every indexed prompt (a policy taught to improve on its hypotheses
+    rather than to write the best of them back). `output_dir` None: the policy is not saved."""
 
     rounds: int = 1
     targets_per_round: int = 48
@@ -38,9 +42,12 @@ class ExpertIterationConfig:
     batch_size: int = 16
     learning_rate: float = 1e-4
     seed: int = 0
+    keep: str = "all"
     output_dir: str | None = None
 
     def __post_init__(self) -> None:
+        if self.keep not in KEEP:
+            raise ValueError(f"keep={self.keep!r}; choose one of {KEEP}.")
         for name in ("rounds", "targets_per_round", "budget", "samples", "steps_per_round", "batch_size"):
             check_positive_int(getattr(self, name), name)
         if not self.learning_rate > 0:
@@ -57,7 +64,8 @@ def expert_iteration(
 
     `exclude_ids[i]`: the ids training target i must not retrieve (`answer_index.leave_out`). Returns one row per
     round: targets, environment calls spent, the mean best real cosine found, and the share of targets where a policy
-    rewrite (not an indexed prompt) was best. The policy is saved to `<output_dir>/policy` when `output_dir` is set.
+    rewrite (not an indexed prompt) was best, and how many targets it trained on (`keep`). The policy is saved to
+    `<output_dir>/policy` when `output_dir` is set.
 
     Raises:
         ValueError: no trainable weights, or `exclude_ids` not one entry per training target.
@@ -81,32 +89,26 @@ def expert_iteration(
             samples=config.samples,
             seed=config.seed + round_,
         )
-        shown = [inverter.shown_hypotheses([c for c in r.candidates if c.source == "index"]) for r in results]
-        best = [r.prompt for r in results]
-        sft = PolicyTrainingConfig(
-            max_steps=config.steps_per_round,
-            batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            warmup_fraction=0.0,
-            eval_every_steps=config.steps_per_round,
-            save_every_steps=config.steps_per_round,
-            seed=config.seed + round_,
-            val_rows=min(16, len(rows)),
-        )
-        train_policy(
-            train_vectors[rows],
-            best,
-            train_vectors[rows],
-            best,
-            sft,
-            policy=policy,
-            train_hypotheses=shown,
-            val_hypotheses=shown,
-        )
+        kept = [j for j, r in enumerate(results) if config.keep == "all" or _is_rewrite(r)]
+        if kept:  # a round where no rewrite won teaches nothing under keep="rewrites"
+            shown = [inverter.shown_hypotheses([c for c in results[j].candidates if c.source == "index"]) for j in kept]
+            vectors, best = train_vectors[rows[kept]], [results[j].prompt for j in kept]
+            sft = PolicyTrainingConfig(
+                max_steps=config.steps_per_round,
+                batch_size=config.batch_size,
+                learning_rate=config.learning_rate,
+                warmup_fraction=0.0,
+                eval_every_steps=config.steps_per_round,
+                save_every_steps=config.steps_per_round,
+                seed=config.seed + round_,
+                val_rows=min(16, len(kept)),
+            )
+            train_policy(vectors, best, vectors, best, sft, policy=policy, train_hypotheses=shown, val_hypotheses=shown)
         log.append(
             {
                 "round": round_,
                 "targets": len(rows),
+                "trained_on": len(kept),
                 "environment_calls": int(sum(r.environment_calls for r in results)),
                 "mean_best_cosine": float(np.mean([r.achieved_cosine for r in results])),
                 "rewrite_best_share": float(np.mean([_is_rewrite(r) for r in results])),
@@ -119,5 +121,5 @@ def expert_iteration(
 
 
 def _is_rewrite(result) -> bool:
-    """Whether the search's pick is one of the policy's prompts rather than an indexed one."""
-    return next((c.source != "index" for c in result.candidates if c.prompt == result.prompt), False)
+    """Whether the search's pick is one of the policy's prompts rather than an indexed or retrieved one."""
+    return next((c.source in ("greedy", "sampled") for c in result.candidates if c.prompt == result.prompt), False)
