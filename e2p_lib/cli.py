@@ -17,6 +17,8 @@ import argparse
 import math
 import sys
 
+from e2p_lib.answer_index import DEFAULT_ANSWER_TOKENS
+
 
 def _cosine(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
@@ -87,7 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("local", "openai"),
         help="the LM that answers (openai needs OPENAI_API_KEY)",
     )
-    invert.add_argument("--answer-max-new-tokens", type=int, default=64, help="answer length cap in tokens")
+    invert.add_argument(
+        "--answer-max-new-tokens",
+        type=int,
+        default=DEFAULT_ANSWER_TOKENS,
+        help="answer length cap in tokens (the answer index's)",
+    )
     invert.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     invert.add_argument("--seed", type=int, default=0, help="seed of the sampled candidates")
     invert.add_argument(

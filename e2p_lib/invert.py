@@ -63,6 +63,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from e2p_lib.answer_index import DEFAULT_ANSWER_TOKENS
 from e2p_lib.checks import check_int, check_positive_int
 from e2p_lib.embed.base import Embedder, check_texts, l2_normalise
 from e2p_lib.embed.cache import embed_texts
@@ -805,7 +806,9 @@ def load_inverter(
             environment, embedder and answer length; none when it was not built), an `AnswerIndex`, or None.
         retrieval: the store of the dataset's outputs `search` also retrieves from: "auto" (02_pinecone's local
             store `alpaca`, when it holds vectors of the embedder's size), a `VectorStore`, or None.
-        options: passed to `Inverter` (answer_max_new_tokens, generation_batch_size, embedding_cache_dir).
+        options: passed to `Inverter` (answer_max_new_tokens, generation_batch_size, embedding_cache_dir);
+            answer_max_new_tokens defaults to the answer index's length (`DEFAULT_ANSWER_TOKENS`, as `e2p invert`
+            does), so the search finds 02's index and its answers compare with the index's.
 
     Raises:
         FileNotFoundError: no trained policy (run 03_sft / 04_rl), or no forward model in `forward_model_dir`.
@@ -835,11 +838,11 @@ def load_inverter(
         raise ValueError(f"index={index!r}: pass 'auto', an AnswerIndex or None.")
     if isinstance(retrieval, str) and retrieval != "auto":
         raise ValueError(f"retrieval={retrieval!r}: pass 'auto', a VectorStore or None.")
+    options.setdefault("answer_max_new_tokens", DEFAULT_ANSWER_TOKENS)  # 128 would find no index built by 02
     if isinstance(index, str) or isinstance(retrieval, str):  # both live in 02's store: open it once
         store = _existing_local_store("alpaca")
         if isinstance(index, str):
-            tokens = options.get("answer_max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
-            index = default_answer_index(environment, embedder, tokens, store)
+            index = default_answer_index(environment, embedder, options["answer_max_new_tokens"], store)
         if isinstance(retrieval, str):
             retrieval = default_retrieval_store(embedder, store)
     return Inverter(policy, embedder, forward_model, environment, index=index, retrieval=retrieval, **options)

@@ -162,9 +162,11 @@ def test_hypothesis_round_trip_into_the_policy_context(pieces):
     assert "50: Name a fruit." in policy.tokenizer.decode(ids)
 
 
-def test_load_inverter_finds_the_answer_index_of_its_environment_and_answer_length(tmp_path, monkeypatch):
+def test_load_inverter_finds_the_answer_index_of_its_environment_and_answer_length(
+    tmp_path, monkeypatch, smollm2_tokenizer
+):
     from e2p_lib.answer_index import DEFAULT_ANSWER_TOKENS
-    from e2p_lib.invert import default_answer_index, default_retrieval_store
+    from e2p_lib.invert import default_answer_index, default_retrieval_store, load_inverter
 
     monkeypatch.setenv("E2P_DATA_DIR", str(tmp_path / "data"))
     embedder, lm = ByteEmbedder(), EchoLM()
@@ -178,6 +180,13 @@ def test_load_inverter_finds_the_answer_index_of_its_environment_and_answer_leng
     assert found.namespace == answer_namespace(lm, embedder, DEFAULT_ANSWER_TOKENS)
     assert default_answer_index(lm, embedder, DEFAULT_ANSWER_TOKENS * 2) is None  # other answers: not this index
     assert default_answer_index(None, embedder, DEFAULT_ANSWER_TOKENS) is None  # no environment: no search
+
+    # load_inverter, told no answer length, answers at the index's and so finds it (it used to look for 128 tokens)
+    folder = tmp_path / "policy"
+    tiny_policy(smollm2_tokenizer).save(folder)
+    loaded = load_inverter(folder, forward_model_dir=False, environment=lm, embedder=embedder, retrieval=None)
+    assert loaded.index is not None and loaded.index.namespace == found.namespace
+    assert loaded.reward.max_new_tokens == DEFAULT_ANSWER_TOKENS  # what the search answers at
 
     assert default_retrieval_store(embedder) is None  # the outputs are not stored yet (only the answer index is)
     store.upsert(ids, np.stack([embedder.vector(p) for p in PROMPTS]), [{"prompt": p} for p in PROMPTS])
