@@ -25,7 +25,6 @@ import numpy as np
 from paired import paired_table
 
 from e2p_lib import config
-from e2p_lib.answer_index import leave_out
 from e2p_lib.data import add_split
 from e2p_lib.embed import embedder_from_name
 from e2p_lib.embed.cache import load_embedded_dataset
@@ -90,8 +89,7 @@ def main() -> None:
     trained = time.perf_counter() - started
     print(f"trained to step {training.max_steps} in {trained:.0f} s", flush=True)
 
-    exclusions = leave_out(frame["id"].tolist(), frame["output"].tolist())
-    hypotheses = index.hypotheses(dataset.vectors[test], k=k, exclude_ids=[exclusions[r] for r in test])
+    hypotheses = row_hypotheses(index, frame, test, dataset.vectors, k=k)
     val_rows = np.arange(min(64, len(val)))
     reward = AnswerCosineReward(lm, embedder, max_new_tokens=64)
     cosines, losses = {}, {}

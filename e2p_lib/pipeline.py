@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from e2p_lib.answer_index import AnswerIndex, answer_namespace, leave_out
+from e2p_lib.embed.base import l2_normalise
 from e2p_lib.models.policy import Hypothesis
 from e2p_lib.train.loop import CHECKPOINT_FILE
 
@@ -90,11 +91,10 @@ def improves_on_hypotheses(
         raise ValueError(f"Got {len(hypotheses)} hypothesis lists for {len(rows)} rows: pass one per row.")
     ids = frame["id"].to_numpy()[rows].tolist()
     present, answers = index.answer_vectors(ids)
-    unit = answers / np.maximum(np.linalg.norm(answers, axis=1, keepdims=True), 1e-12)
-    answered = dict(zip(present, unit))
+    answered = dict(zip(present, l2_normalise(answers) if present else answers))
+    targets = l2_normalise(vectors[rows])
     keep = np.ones(len(rows), dtype=bool)
-    for j, (row, row_id, shown) in enumerate(zip(rows, ids, hypotheses)):
+    for j, (row_id, shown) in enumerate(zip(ids, hypotheses)):
         if shown and row_id in answered:
-            target = vectors[row] / max(float(np.linalg.norm(vectors[row])), 1e-12)
-            keep[j] = float(answered[row_id] @ target) > shown[0].cosine + margin
+            keep[j] = float(answered[row_id] @ targets[j]) > shown[0].cosine + margin
     return keep

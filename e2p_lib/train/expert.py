@@ -89,7 +89,8 @@ def expert_iteration(
             samples=config.samples,
             seed=config.seed + round_,
         )
-        kept = [j for j, r in enumerate(results) if config.keep == "all" or _is_rewrite(r)]
+        rewrite_best = [_is_rewrite(r) for r in results]
+        kept = [j for j, won in enumerate(rewrite_best) if config.keep == "all" or won]
         if kept:  # a round where no rewrite won teaches nothing under keep="rewrites"
             shown = [inverter.shown_hypotheses([c for c in results[j].candidates if c.source == "index"]) for j in kept]
             vectors, best = train_vectors[rows[kept]], [results[j].prompt for j in kept]
@@ -111,7 +112,7 @@ def expert_iteration(
                 "trained_on": len(kept),
                 "environment_calls": int(sum(r.environment_calls for r in results)),
                 "mean_best_cosine": float(np.mean([r.achieved_cosine for r in results])),
-                "rewrite_best_share": float(np.mean([_is_rewrite(r) for r in results])),
+                "rewrite_best_share": float(np.mean(rewrite_best)),
             }
         )
     policy.eval()
