@@ -45,8 +45,14 @@ def main() -> None:
     targets = dataset.vectors[test]
     exclusions = leave_out(frame["id"].tolist(), frame["output"].tolist())
     inverter = load_inverter(environment=lm)
+    # a finite margin, so the policy writes the rewrites the replay chooses among (never switching writes none)
     results = inverter.invert(
-        targets, budget=1, exclude_ids=[exclusions[r] for r in test], retrieved_share=0.5, samples=6
+        targets,
+        budget=1,
+        exclude_ids=[exclusions[r] for r in test],
+        retrieved_share=0.5,
+        samples=6,
+        switch_margin=DEFAULT_MARGIN,
     )
     # what the search knew before its one call: the answer it paid for is forgotten, or a replay would see it
     known = [

@@ -548,7 +548,8 @@ class Inverter:
         is the prompt with the best real cosine; with `budget=1` the only call is that final answer, and a rewrite
         replaces the best indexed prompt only when the forward model predicts it `switch_margin` higher. The default
         never switches: on the demo's test targets the forward model's switch lost at every margin tried (README,
-        `bench/switch_margin.py`), so one call answers the indexed prompt whose real answer lands nearest.
+        `bench/switch_margin.py`), so one call answers the indexed prompt whose real answer lands nearest, and the
+        policy writes no rewrites at all (none could be picked) unless a target has no indexed prompt.
 
         `retrieved` (per target, prompts nearest first; None: the prompts of the `retrieval_k` stored outputs
         nearest the target, from the inverter's `retrieval` store, when it has one) adds the other pool: before the
@@ -591,7 +592,12 @@ class Inverter:
             for i, row in enumerate(pooled):
                 history[i] += row
                 left[i] -= min(share, len(row))  # calls retrieval could not use go to the rewrites
-        for step in range(rounds if any(left) else 1):
+        # At budget 1 a rewrite can become the final prompt only through the forward model's switch, or where nothing
+        # real is known; otherwise writing rewrites would only fill `candidates` (05's one-call search: minutes).
+        can_pick_rewrite = any(left) or (math.isfinite(switch_margin) and self.forward_model is not None)
+        all_known = all(any(not math.isnan(c.achieved_cosine) for c in row) for row in history)
+        steps = rounds if any(left) else int(can_pick_rewrite or not all_known)
+        for step in range(steps):
             shown = [self.shown_hypotheses(history[i]) for i in range(n)]
             proposals = self.propose(
                 targets, samples, temperature, top_p, seed + step, max_prompt_tokens, hypotheses=shown
@@ -605,6 +611,8 @@ class Inverter:
                 self.answer([row[:q] for row, q in zip(fresh, quotas)], targets, memo)
             for i in range(n):
                 trajectory[i].append(max(history[i], key=_real_or_lowest))
+        if steps == 0:
+            trajectory = [[max(row, key=_real_or_lowest)] for row in history]
         finals = [self._final(history[i], budget, switch_margin, targets[i]) for i in range(n)]
         self.answer([[f] for f in finals], targets, memo)  # a cache hit, or the one call of budget=1
         for i, row in enumerate(history):

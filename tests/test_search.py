@@ -276,3 +276,19 @@ def test_a_row_improves_on_its_hypotheses_only_when_its_own_answer_lands_nearer(
     assert not improves_on_hypotheses(index, frame, rows[:1], vectors, shown[:1], margin=1.5).any()
     with pytest.raises(ValueError, match="one per row"):
         improves_on_hypotheses(index, frame, rows, vectors, shown[:2])
+
+
+def test_one_call_writes_no_rewrites_it_could_not_pick(pieces):
+    """Budget 1 never switching answers the index's best prompt: the policy is not asked (05's one-call search)."""
+    inverter = pieces["inverter"]
+    targets = np.stack([pieces["embedder"].vector(t) for t in ("A poem about rain.", "Three colours please")])
+    kept = inverter.invert(targets, budget=1, samples=3, exclude_ids=[["row-2"], ["row-1"]], max_prompt_tokens=6)
+    top = pieces["index"].hypotheses(targets, k=1, exclude_ids=[["row-2"], ["row-1"]])
+    assert [r.prompt for r in kept] == [row[0].prompt for row in top]
+    assert all(c.source == "index" for r in kept for c in r.candidates)
+    assert [len(r.trajectory) for r in kept] == [1, 1] and [r.environment_calls for r in kept] == [1, 1]
+    # a finite margin lets a rewrite win, so the policy writes them
+    switching = inverter.invert(
+        targets, budget=1, samples=3, exclude_ids=[["row-2"], ["row-1"]], max_prompt_tokens=6, switch_margin=0.0
+    )
+    assert all(any(c.source in ("greedy", "sampled") for c in r.candidates) for r in switching)
