@@ -65,6 +65,7 @@ import torch
 
 from e2p_lib.answer_index import DEFAULT_ANSWER_TOKENS
 from e2p_lib.checks import check_int, check_positive_int
+from e2p_lib.echo import echo_prompts, echo_texts
 from e2p_lib.embed.base import Embedder, check_texts, l2_normalise
 from e2p_lib.embed.cache import embed_texts
 from e2p_lib.lm.base import DEFAULT_MAX_NEW_TOKENS
@@ -155,7 +156,7 @@ class Candidate:
 
     prompt: str
     step: int  # 0: the first round; k: the k-th refinement round
-    source: str  # "greedy" or "sampled" (the policy's), "index" (the answer index), "retrieved" (output retrieval)
+    source: str  # "greedy"/"sampled" (the policy's), "index" (answer index), "retrieved" (output retrieval), "echo"
     condition_cosine: float  # cosine(vector the policy was conditioned on, target): 1.0 in round 0
     predicted_cosine: float = math.nan  # forward model's cosine to the target; NaN without one, or for ""
     achieved_cosine: float = math.nan  # cosine(target, embedded answer); NaN when not answered
@@ -537,6 +538,7 @@ class Inverter:
         seed: int = 0,
         switch_margin: float = math.inf,
         max_prompt_tokens: int | None = None,
+        echo: int = 0,
     ) -> list[InversionResult]:
         """The best prompt for each target found with at most `budget` environment calls per target.
 
@@ -560,6 +562,11 @@ class Inverter:
         environment's answers to train prompts, retrieval the dataset's outputs; which is nearer depends on the
         target, so the search asks both. At `budget=1` they compete with the rewrites for the forward model's switch.
 
+        `echo` (needs the `retrieval` store) spends up to that many of the `budget - 1` calls first on echo prompts
+        (`e2p_lib.echo`): a text composed from the nearest stored outputs' sentences, which the environment is asked
+        to repeat, one template per call. They are candidates like the others (source "echo") but the policy never
+        reads them: it was trained on dataset prompts, not copy instructions.
+
         Every call is counted (`environment_calls` <= budget); `trajectory` holds each round's best.
         """
         check_positive_int(budget, "budget")
@@ -567,6 +574,12 @@ class Inverter:
             raise ValueError(f"retrieved_share={retrieved_share!r} must be between 0 and 1 (a share of the calls).")
         for name, value in (("samples", samples), ("pool", pool), ("rounds", rounds)):
             check_positive_int(value, name)
+        check_int(echo, "echo", minimum=0)
+        if echo and self.retrieval is None:
+            raise ValueError(
+                f"echo={echo} composes texts from the stored outputs nearest each target: build the Inverter with "
+                "retrieval=<the store 02_pinecone filled> (load_inverter does), or pass echo=0."
+            )
         if self.environment is None:
             raise ValueError(
                 "search(budget=...) answers prompts, which needs an environment LM; pass "
@@ -585,13 +598,12 @@ class Inverter:
         memo: list[dict[str, tuple[float, str]]] = [{} for _ in targets]  # prompts answered in this search
         trajectory: list[list[Candidate]] = [[] for _ in targets]
         left = [max(budget - 1, 0)] * n  # calls for exploring; the last call is kept for the final answer
-        if retrieved is not None:
-            share = math.ceil(left[0] * retrieved_share)
-            pooled = self._unseen(retrieved, history, 0, lambda j: "retrieved", targets)
-            self.answer([row[:share] for row in pooled], targets, memo)  # nearest first: retrieval's own order
-            for i, row in enumerate(pooled):
-                history[i] += row
-                left[i] -= min(share, len(row))  # calls retrieval could not use go to the rewrites
+        if echo and any(left):
+            texts = echo_texts(self.retrieval, targets, self.embedder, k=self.retrieval_k, exclude_ids=exclude_ids)
+            self._spend(echo_prompts(texts, echo), [min(echo, c) for c in left], "echo", history, left, targets, memo)
+        if retrieved is not None:  # nearest first: retrieval's own order
+            shares = [math.ceil(c * retrieved_share) for c in left]
+            self._spend(retrieved, shares, "retrieved", history, left, targets, memo)
         # At budget 1 a rewrite can become the final prompt only through the forward model's switch, or where nothing
         # real is known; otherwise writing rewrites would only fill `candidates` (05's one-call search: minutes).
         can_pick_rewrite = any(left) or (math.isfinite(switch_margin) and self.forward_model is not None)
@@ -631,6 +643,15 @@ class Inverter:
             for i, f in enumerate(finals)
         ]
 
+    def _spend(self, rows, calls: list[int], source: str, history, left: list[int], targets, memo) -> None:
+        """Add `rows`' unseen prompts to `history` as `source` candidates and answer the first `calls[i]` of target
+        i's; calls a row could not use stay in `left` for the rewrites."""
+        pooled = self._unseen(rows, history, 0, lambda j: source, targets)
+        self.answer([row[:c] for row, c in zip(pooled, calls)], targets, memo)
+        for i, row in enumerate(pooled):
+            history[i] += row
+            left[i] -= min(calls[i], len(row))
+
     def _unseen(self, rows, history, step: int, source, targets: np.ndarray) -> list[list[Candidate]]:
         """Per target, candidates of the distinct non-empty prompts in `rows` that `history` does not hold yet,
         scored by the forward model; `source(j)` names the j-th distinct prompt of a row."""
@@ -665,7 +686,8 @@ class Inverter:
     def shown_hypotheses(self, candidates: list[Candidate]) -> list[Hypothesis]:
         """What the policy reads: the candidates with a real cosine, best first, as many as it was trained on."""
         answered = sorted(
-            (c for c in candidates if not math.isnan(c.achieved_cosine)), key=lambda c: -c.achieved_cosine
+            (c for c in candidates if not math.isnan(c.achieved_cosine) and c.source != "echo"),
+            key=lambda c: -c.achieved_cosine,
         )
         unique = list({c.prompt: c for c in reversed(answered)}.values())[::-1]
         return [Hypothesis(c.prompt, c.achieved_cosine) for c in unique[: self.policy.config.hypotheses]]
