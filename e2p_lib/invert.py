@@ -74,6 +74,9 @@ from e2p_lib.store.retrieval import retrieved_rows
 from e2p_lib.train.rewards import AnswerCosineReward
 
 RERANK_METHODS = ("forward", "environment")
+# At one call, an echo's composed text must land this much nearer the target than the best indexed prompt's real
+# answer: chosen on 120 validation targets of the demo data (bench/echo.py), where a repeat loses ~0.1 on average.
+ECHO_MARGIN = 0.05
 POLICY_RUNS = ("policy-rl", "policy-sft")  # under models_dir(), most trained first (04_rl, then 03_sft)
 FORWARD_MODEL_RUNS = ("forward-transformer", "forward-mlp")  # under models_dir(), better model first (03_sft table)
 log = logging.getLogger(__name__)
@@ -539,6 +542,7 @@ class Inverter:
         switch_margin: float = math.inf,
         max_prompt_tokens: int | None = None,
         echo: int = 0,
+        echo_margin: float = ECHO_MARGIN,
     ) -> list[InversionResult]:
         """The best prompt for each target found with at most `budget` environment calls per target.
 
@@ -565,7 +569,9 @@ class Inverter:
         `echo` (needs the `retrieval` store) spends up to that many of the `budget - 1` calls first on echo prompts
         (`e2p_lib.echo`): a text composed from the nearest stored outputs' sentences, which the environment is asked
         to repeat, one template per call. They are candidates like the others (source "echo") but the policy never
-        reads them: it was trained on dataset prompts, not copy instructions.
+        reads them: it was trained on dataset prompts, not copy instructions. At `budget=1` nothing is answered
+        before the final call: the first echo prompt replaces the best indexed prompt when its text's own cosine is
+        more than `echo_margin` above the indexed prompt's real one (a small LM repeats loosely; README, "Echo").
 
         Every call is counted (`environment_calls` <= budget); `trajectory` holds each round's best.
         """
@@ -598,9 +604,10 @@ class Inverter:
         memo: list[dict[str, tuple[float, str]]] = [{} for _ in targets]  # prompts answered in this search
         trajectory: list[list[Candidate]] = [[] for _ in targets]
         left = [max(budget - 1, 0)] * n  # calls for exploring; the last call is kept for the final answer
-        if echo and any(left):
+        if echo:
             texts = echo_texts(self.retrieval, targets, self.embedder, k=self.retrieval_k, exclude_ids=exclude_ids)
-            self._spend(echo_prompts(texts, echo), [min(echo, c) for c in left], "echo", history, left, targets, memo)
+            echoes = echo_prompts(texts, echo)
+            self._spend(echoes, [min(echo, c) for c in left], "echo", history, left, targets, memo)
         if retrieved is not None:  # nearest first: retrieval's own order
             shares = [math.ceil(c * retrieved_share) for c in left]
             self._spend(retrieved, shares, "retrieved", history, left, targets, memo)
@@ -626,6 +633,10 @@ class Inverter:
         if steps == 0:
             trajectory = [[max(row, key=_real_or_lowest)] for row in history]
         finals = [self._final(history[i], budget, switch_margin, targets[i]) for i in range(n)]
+        if echo and budget == 1:  # nothing answered yet: the composed text's cosine stands in for its answer's
+            for i, final in enumerate(finals):
+                if echoes[i] and texts[i].cosine - echo_margin > np.nan_to_num(final.achieved_cosine, nan=-np.inf):
+                    finals[i] = next(c for c in history[i] if c.prompt == echoes[i][0])
         self.answer([[f] for f in finals], targets, memo)  # a cache hit, or the one call of budget=1
         for i, row in enumerate(history):
             self._fill(row, memo[i])
