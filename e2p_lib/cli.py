@@ -5,6 +5,7 @@
     e2p invert "Paris is the capital of France."
     e2p invert "A haiku about rain." --best-of 4 --measure   # + the achieved cosine of the environment's answer
     e2p invert "A haiku about rain." --budget 8              # the search (answer index + rewrites), <= 8 calls
+    e2p invert "A haiku about rain." --budget 8 --echo 2     # ... 2 of whose calls may ask to repeat a composed text
 
 `invert` loads what `load_inverter` finds under data/models (the RL policy, else SFT; a forward model when trained)
 and prints, for each text, the prompt and its predicted cosine (NaN without a forward model); `--measure` has the
@@ -28,6 +29,8 @@ def invert_command(args: argparse.Namespace) -> int:
     """Print one block per text: the prompt, its predicted and (with --measure) achieved cosine."""
     from e2p_lib.invert import load_inverter
 
+    if args.echo and args.budget is None:
+        raise ValueError(f"--echo {args.echo} is a search option: add --budget B (e.g. --budget 8 --echo {args.echo})")
     needs_environment = args.measure or args.rerank == "environment" or args.budget is not None
     inverter = load_inverter(
         args.policy,
@@ -37,7 +40,7 @@ def invert_command(args: argparse.Namespace) -> int:
         answer_max_new_tokens=args.answer_max_new_tokens,
     )
     if args.budget is not None:  # the search: the answer index's prompts and the policy's rewrites, <= B calls
-        results = inverter.invert(args.texts, budget=args.budget, seed=args.seed)
+        results = inverter.invert(args.texts, budget=args.budget, seed=args.seed, echo=args.echo)
     else:
         results = inverter.invert(
             args.texts,
@@ -103,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="search with at most B environment calls per text (the answer index from 02 and the policy's "
         "rewrites; what 05_eval reports as 'e2p, <=B calls'); prints the achieved cosine",
+    )
+    invert.add_argument(
+        "--echo",
+        type=int,
+        default=0,
+        help="with --budget: up to N of the search's calls ask the environment to repeat a text composed from the "
+        "stored outputs nearest the target (README, 'Echo prompts'); at --budget 1, 1 lets such a prompt replace the "
+        "index's when its text lies clearly nearer",
     )
     return parser
 

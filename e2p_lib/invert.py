@@ -583,8 +583,9 @@ class Inverter:
         check_int(echo, "echo", minimum=0)
         if echo and self.retrieval is None:
             raise ValueError(
-                f"echo={echo} composes texts from the stored outputs nearest each target: build the Inverter with "
-                "retrieval=<the store 02_pinecone filled> (load_inverter does), or pass echo=0."
+                f"echo={echo} composes texts from the stored outputs nearest each target, and no store of them is "
+                "loaded: run notebooks/02_pinecone.ipynb (load_inverter then opens its store), build the Inverter "
+                "with retrieval=<a VectorStore of the outputs>, or pass echo=0."
             )
         if self.environment is None:
             raise ValueError(

@@ -45,8 +45,17 @@ def test_invert_without_a_trained_policy_is_a_clear_error(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("e2p: error: ")
 
 
+def test_echo_without_a_budget_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["invert", "some text", "--echo", "1", "--policy", str(tmp_path / "nothing")])
+    assert stop.value.code == 2
+    assert "--echo 1 is a search option: add --budget" in capsys.readouterr().err
+
+
 @pytest.mark.slow  # loads MiniLM and SmolLM2 (seconds each)
-def test_invert_prints_the_prompt_with_predicted_and_achieved_cosine(tmp_path, capsys, smollm2_tokenizer):
+def test_invert_prints_the_prompt_with_predicted_and_achieved_cosine(
+    isolated_dirs, tmp_path, capsys, smollm2_tokenizer
+):
     torch.manual_seed(0)
     policy = tiny_policy(smollm2_tokenizer, embedding_dim=MINILM_DIMS)
     policy.save(tmp_path / "policy")
@@ -102,3 +111,9 @@ def test_invert_prints_the_prompt_with_predicted_and_achieved_cosine(tmp_path, c
     out = capsys.readouterr().out
     calls = int(out.split("environment calls:")[1].split()[0])
     assert 1 <= calls <= 2 and "achieved cosine:" in out
+
+    # --echo needs the stored outputs (02's store) to compose from; there is none here: a message naming the fix
+    with pytest.raises(SystemExit) as stop:
+        main(["invert", text, "--policy", str(tmp_path / "policy"), "--budget", "2", "--echo", "1", "--device", "cpu"])
+    assert stop.value.code == 2
+    assert "echo=1 composes texts from the stored outputs" in capsys.readouterr().err
