@@ -54,6 +54,7 @@ PROFILES: dict[str, dict[str, dict]] = {
         "05_eval": {
             "eval_targets": 4,
             "search_samples": 2,
+            "search_echo": 1,
             "answer_max_new_tokens": 16,
             "examples": 2,
             "budgets": [1, 2],

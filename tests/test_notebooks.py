@@ -12,6 +12,7 @@ from conftest import FIXTURE_ALPACA
 from e2p_lib.data import add_split, load_alpaca
 from e2p_lib.embed import DEFAULT_LOCAL_MODEL
 from e2p_lib.embed.cache import load_embedded_dataset
+from e2p_lib.evaluate.metrics import load_results
 from e2p_lib.notebook import findings_markdown, method_findings, setup_notebook
 from e2p_lib.run_notebooks import KERNEL_NAME, PROFILES, declared_parameters, notebook_paths, run_notebooks
 from e2p_lib.store import make_vector_store
@@ -146,3 +147,7 @@ def test_smoke_profile_runs_every_notebook_headless(isolated_dirs, alpaca_path):
     # 02 filled the store with every embedded row.
     store = make_vector_store("local", name="alpaca", dimensions=384, root=isolated_dirs / "data" / "vectorstores")
     assert store.count() == len(dataset)
+    # 05 scored the searches with echo calls (the smoke profile asks for them) within their budgets, on both tables.
+    for name in ("05_eval_results", "05_own_targets_results"):
+        calls = load_results(isolated_dirs / "reports" / f"{name}.csv")["eval_env_calls_per_target"]
+        assert calls["e2p, 1 call, echo"] == 1 and 1 <= calls["e2p, ≤8 calls, echo"] <= 8, (name, calls.to_dict())
