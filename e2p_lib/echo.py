@@ -26,8 +26,8 @@ from e2p_lib.checks import check_positive_int
 from e2p_lib.embed.base import Embedder, l2_normalise
 from e2p_lib.store.retrieval import nearest_prompt
 
-# Best first: on the demo data's first 60 test targets, SmolLM2's answers to these landed at 0.602, 0.584 and 0.564
-# mean cosine (README, "Echo prompts"); the instruction after the text is the one it follows best.
+# Best first: on the demo data's first 60 test targets, SmolLM2's answers to these landed at 0.620, 0.604 and 0.581
+# mean cosine (bench/echo.py; README, "Echo prompts"); the instruction after the text is the one it follows best.
 ECHO_TEMPLATES = (
     "{text}\n\nRepeat the text above word for word.",
     'Say exactly this: "{text}"',
