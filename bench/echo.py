@@ -5,11 +5,17 @@ instructions e2p finds, alone at one call and as a pool of the <=8-call search?
 
 Needs what 02 and 03 left in the data folder (the store with the outputs, the answer index, a policy and a forward
 model); uses the policy e2p uses (`default_policy_dir`). Prints, on the first N test targets: the original prompt,
-the answer index's top 1 (e2p's one call), retrieval's best of 8 answered, each echo template answered alone (one
-call), the one-call search with echo (`search(budget=1, echo=1)`: the first template instead of the index's top 1
-when the composed text's own cosine is more than `echo_margin` above the index's known one; the margin is chosen on
-validation targets, then applied to the test targets), and 05's <=8-call search with each number of echo calls;
-with paired differences.
+the answer index's top 1 (e2p's one call), retrieval's best of 8 (and of each budget) answered, each echo template
+answered alone (one call), the one-call search with echo (`search(budget=1, echo=1)`: the first template instead of
+the index's top 1 when the composed text's own cosine is more than `echo_margin` above the index's known one; the
+margin is chosen on validation targets, then applied to the test targets), and 05's search at each budget of
+`--budgets` (default 8) with each number of echo calls; with paired differences. `--own` measures the same on the
+target texts that are not Alpaca outputs (`e2p_lib.evaluate.own_targets`), where there is no original prompt: the
+searches are compared with retrieval's best of 8 answered instead. A budget curve with and without echo:
+
+    E2P_DATA_DIR=data .venv/bin/python bench/echo.py --targets 24 --echo 0,3 --budgets 1,2,4,8,16
+
+    E2P_DATA_DIR=data .venv/bin/python bench/echo.py --own --targets 60 --echo 0,3
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from paired import paired_table
 from e2p_lib.answer_index import leave_out
 from e2p_lib.data import add_split
 from e2p_lib.echo import ECHO_TEMPLATES, echo_prompts, echo_texts
-from e2p_lib.embed.cache import load_embedded_dataset
+from e2p_lib.embed.cache import embed_texts, load_embedded_dataset
 from e2p_lib.evaluate.baselines import best_answered, retrieval_candidates
+from e2p_lib.evaluate.own_targets import own_targets
 from e2p_lib.invert import default_policy_dir, load_inverter
 from e2p_lib.lm import make_lm
 from e2p_lib.pipeline import split_rows
@@ -45,11 +52,13 @@ def one_call_rule(inverter, targets, exclude, margin=None):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", type=int, default=60, help="test targets (the first N of the test split)")
+    parser.add_argument("--own", action="store_true", help="the first N own target texts instead of Alpaca's")
     parser.add_argument("--val-targets", type=int, default=120, help="validation targets that choose the margin")
     parser.add_argument("--echo", default="0,1,2,3", help="comma-separated echo calls for the <=8-call search")
-    parser.add_argument("--budget", type=int, default=8, help="the search's budget")
+    parser.add_argument("--budgets", default="8", help="comma-separated budgets of the search (a budget curve)")
     args = parser.parse_args()
     echoes = [int(e) for e in args.echo.split(",")]
+    budgets = [int(b) for b in args.budgets.split(",")]
     started = time.perf_counter()
     lm = make_lm("local")
     dataset = load_embedded_dataset(model="local/all-MiniLM-L6-v2", dimensions=384)
@@ -68,11 +77,16 @@ def main() -> None:
         flush=True,
     )
 
-    test = split_rows(frame, "test", args.targets)
-    targets, test_ids = dataset.vectors[test], frame["id"].to_numpy()[test].tolist()
-    exclude = [exclusions[r] for r in test]
-    cosines = {"original prompt": inverter.reward(frame["prompt"].to_numpy()[test].tolist(), targets).rewards}
-    calls = {"original prompt": 1.0}
+    if args.own:  # users' own texts: no stored row to leave out, no original prompt
+        own = own_targets().head(args.targets)
+        targets, test_ids, exclude = embed_texts(own["text"].tolist(), inverter.embedder), None, None
+        cosines, calls, reference = {}, {}, "retrieval, best of 8 answered"
+    else:
+        test = split_rows(frame, "test", args.targets)
+        targets, test_ids = dataset.vectors[test], frame["id"].to_numpy()[test].tolist()
+        exclude = [exclusions[r] for r in test]
+        cosines = {"original prompt": inverter.reward(frame["prompt"].to_numpy()[test].tolist(), targets).rewards}
+        calls, reference = {"original prompt": 1.0}, "original prompt"
     top, echoed, text_cosines, texts = one_call_rule(inverter, targets, exclude)
     cosines["answer index, top 1 (e2p, 1 call)"], calls["answer index, top 1 (e2p, 1 call)"] = top, 1.0
     cosines["composed text itself (no answer)"] = text_cosines
@@ -87,27 +101,33 @@ def main() -> None:
     calls[row] = float(np.mean([r.environment_calls for r in one]))
     replay = np.where(text_cosines - margin > top, echoed, top)  # the rule from the cosines above: the same
     print(f"{row}: {cosines[row].mean():.3f} (replayed {replay.mean():.3f})", flush=True)
-    candidates = retrieval_candidates(inverter.retrieval, targets, test_ids, k=8)
-    cosines["retrieval, best of 8 answered"] = best_answered(candidates, targets, inverter.reward, 8)[1]
-    calls["retrieval, best of 8 answered"] = 8.0
-    for echo in echoes:
-        began = time.perf_counter()
-        results = inverter.invert(
-            targets, budget=args.budget, exclude_ids=exclude, retrieved_share=0.5, samples=6, echo=echo
-        )
-        row = f"e2p, <={args.budget} calls, echo {echo}"
-        cosines[row] = np.array([r.achieved_cosine for r in results])
-        calls[row] = float(np.mean([r.environment_calls for r in results]))
-        won = np.mean([next(c for c in r.candidates if c.prompt == r.prompt).source == "echo" for r in results])
-        print(f"{row}: {cosines[row].mean():.3f} ({won:.0%} echo) in {time.perf_counter() - began:.0f} s", flush=True)
-    first = f"e2p, <={args.budget} calls, echo {echoes[0]}"
-    versus = {name: ["original prompt"] for name in cosines}
-    versus.update({name: [first, "original prompt"] for name in cosines if name.startswith("e2p")})
+    candidates = retrieval_candidates(inverter.retrieval, targets, test_ids, k=max(8, *budgets))
+    for budget in sorted({8, *budgets} - {1}):
+        row = f"retrieval, best of {budget} answered"
+        cosines[row], calls[row] = best_answered(candidates, targets, inverter.reward, budget)[1], float(budget)
+    for budget in budgets:
+        for echo in echoes:
+            began = time.perf_counter()
+            results = inverter.invert(
+                targets, budget=budget, exclude_ids=exclude, retrieved_share=0.5, samples=6, echo=echo,
+                echo_margin=margin,
+            )  # fmt: skip
+            row = f"e2p, <={budget} calls, echo {echo}"
+            cosines[row] = np.array([r.achieved_cosine for r in results])
+            calls[row] = float(np.mean([r.environment_calls for r in results]))
+            won = np.mean([next(c for c in r.candidates if c.prompt == r.prompt).source == "echo" for r in results])
+            took = time.perf_counter() - began
+            print(f"{row}: {cosines[row].mean():.3f} ({won:.0%} echo) in {took:.0f} s", flush=True)
+    versus = {name: [reference] for name in cosines if name != reference}
+    for budget in budgets:  # each search against the same budget with the first echo count (0: without echo)
+        for echo in echoes[1:]:
+            versus[f"e2p, <={budget} calls, echo {echo}"] = [f"e2p, <={budget} calls, echo {echoes[0]}", reference]
     for name in cosines:
         if "1 call" in name and "index" not in name:
-            versus[name] = ["answer index, top 1 (e2p, 1 call)", "original prompt"]
+            versus[name] = ["answer index, top 1 (e2p, 1 call)", reference]
     table = paired_table(cosines, versus, {name: {"calls/target": c} for name, c in calls.items()})
-    print(f"{len(test)} test targets, policy {default_policy_dir()}, {time.perf_counter() - started:.0f} s")
+    kind = "own target texts" if args.own else "test targets"
+    print(f"{len(targets)} {kind}, policy {default_policy_dir()}, {time.perf_counter() - started:.0f} s")
     print(table.to_string(index=False))
 
 
