@@ -30,7 +30,7 @@ from e2p_lib.answer_index import leave_out
 from e2p_lib.data import add_split
 from e2p_lib.echo import ECHO_TEMPLATES, echo_prompts, echo_texts
 from e2p_lib.embed.cache import embed_texts, load_embedded_dataset
-from e2p_lib.evaluate.baselines import best_answered, retrieval_candidates
+from e2p_lib.evaluate.baselines import answered_cosines, best_of_first, retrieval_candidates
 from e2p_lib.evaluate.own_targets import own_targets
 from e2p_lib.invert import default_policy_dir, load_inverter
 from e2p_lib.lm import make_lm
@@ -101,17 +101,22 @@ def main() -> None:
     calls[row] = float(np.mean([r.environment_calls for r in one]))
     replay = np.where(text_cosines - margin > top, echoed, top)  # the rule from the cosines above: the same
     print(f"{row}: {cosines[row].mean():.3f} (replayed {replay.mean():.3f})", flush=True)
-    candidates = retrieval_candidates(inverter.retrieval, targets, test_ids, k=max(8, *budgets))
+    widest = max(8, *budgets)
+    candidates = retrieval_candidates(inverter.retrieval, targets, test_ids, k=widest)
+    _, answered = answered_cosines(candidates, targets, inverter.reward, widest)  # each B: the first B of these
     for budget in sorted({8, *budgets} - {1}):
         row = f"retrieval, best of {budget} answered"
-        cosines[row], calls[row] = best_answered(candidates, targets, inverter.reward, budget)[1], float(budget)
+        cosines[row], calls[row] = best_of_first(answered, budget)[0], float(budget)
     for budget in budgets:
         for echo in echoes:
             began = time.perf_counter()
-            results = inverter.invert(
-                targets, budget=budget, exclude_ids=exclude, retrieved_share=0.5, samples=6, echo=echo,
-                echo_margin=margin,
-            )  # fmt: skip
+            if budget == 1 and echo:  # at one call only the first echo prompt can act: the one-call rule's search
+                results = one
+            else:
+                results = inverter.invert(
+                    targets, budget=budget, exclude_ids=exclude, retrieved_share=0.5, samples=6, echo=echo,
+                    echo_margin=margin,
+                )  # fmt: skip
             row = f"e2p, <={budget} calls, echo {echo}"
             cosines[row] = np.array([r.achieved_cosine for r in results])
             calls[row] = float(np.mean([r.environment_calls for r in results]))

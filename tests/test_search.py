@@ -13,7 +13,14 @@ from test_invert import ByteEmbedder, EchoLM, one_torch_thread, tiny_forward_mod
 from tiny import DIMS, tiny_policy
 
 from e2p_lib.answer_index import answer_namespace, build_answer_index, leave_out
-from e2p_lib.evaluate.baselines import best_answered, budget_curve, forward_ranked, retrieval_candidates
+from e2p_lib.evaluate.baselines import (
+    answered_cosines,
+    best_answered,
+    best_of_first,
+    budget_curve,
+    forward_ranked,
+    retrieval_candidates,
+)
 from e2p_lib.invert import Inverter
 from e2p_lib.models.policy import Hypothesis
 from e2p_lib.pipeline import improves_on_hypotheses, row_hypotheses
@@ -151,9 +158,21 @@ def test_retrieval_baselines_spend_what_they_say(pieces, tmp_path):
     reward = AnswerCosineReward(lm, embedder, embedding_cache_dir=tmp_path)
     prompts, cosines, calls = best_answered(candidates, targets, reward, budget=3)
     assert calls == [3, 3] and all(p in row[:3] for p, row in zip(prompts, candidates))
-    curve = budget_curve({"retrieval": lambda b: best_answered(candidates, targets, reward, b)[1:]}, [1, 2, 4])
+    asked_sizes = []
+
+    def counting(prompts, vectors):
+        asked_sizes.append(len(prompts))
+        return reward(prompts, vectors)
+
+    _, answered = answered_cosines(candidates, targets, counting, budget=4)
+    assert asked_sizes == [8]  # a curve up to 4 calls answers each target's first 4 candidates once
+    curve = budget_curve({"retrieval": lambda b: best_of_first(answered, b)}, [1, 2, 4])
     assert list(curve["max_calls"]) == [1, 2, 4]
     assert curve["mean_cosine"].is_monotonic_increasing  # best of more, from the same ordered list
+    for budget in (1, 2, 4):  # the prefix maxima are what answering the first `budget` anew gives
+        assert np.allclose(best_of_first(answered, budget)[0], best_answered(candidates, targets, reward, budget)[1])
+    with pytest.raises(ValueError, match=r"Targets \[1\] have no candidate prompts"):
+        answered_cosines([["a prompt"], []], targets, reward, budget=2)
 
 
 def test_hypothesis_round_trip_into_the_policy_context(pieces):

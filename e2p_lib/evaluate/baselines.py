@@ -6,6 +6,8 @@ target with the environment calls it spent:
     >>> candidates = retrieval_candidates(store, targets, target_ids, k=8)
     >>> forward_ranked(candidates, targets, forward_model)          # 1 call: the forward model picks, then answer it
     >>> best_answered(candidates, targets, reward, budget=8)        # 8 calls: answer the 8 nearest, keep the best
+    >>> _, answered = answered_cosines(candidates, targets, reward, 16)  # 16 calls each, once, for a budget curve:
+    >>> best_of_first(answered, 4)                                  # the best of the first 4 (4 calls)
 
 `budget_curve` runs a search function at several budgets for the quality-vs-budget figure.
 """
@@ -33,23 +35,35 @@ def forward_ranked(candidates: Sequence[Sequence[str]], targets: np.ndarray, for
     return [best[i][1] for i in range(len(candidates))]
 
 
+def answered_cosines(
+    candidates: Sequence[Sequence[str]], targets: np.ndarray, reward, budget: int
+) -> tuple[list[list[str]], list[np.ndarray]]:
+    """Answer each target's first `budget` distinct candidates, one call each: (those prompts, their real cosines),
+    per target in retrieval's order. The best of the first b <= budget of them is retrieval's best of b answered
+    (`best_of_first`), so a budget curve answers each candidate once."""
+    check_positive_int(budget, "budget")
+    asked = [list(dict.fromkeys(row))[:budget] for row in candidates]
+    if empty := [i for i, row in enumerate(asked) if not row]:
+        raise ValueError(f"Targets {empty[:5]} have no candidate prompts: retrieve some (k >= 1) for every target.")
+    flat = [(i, p) for i, row in enumerate(asked) for p in row]
+    rewards = np.asarray(reward([p for _, p in flat], targets[[i for i, _ in flat]]).rewards, dtype=float)
+    starts = np.cumsum([0] + [len(row) for row in asked])
+    return asked, [rewards[a:b] for a, b in zip(starts[:-1], starts[1:])]
+
+
+def best_of_first(cosines: Sequence[np.ndarray], budget: int) -> tuple[np.ndarray, list[int]]:
+    """From `answered_cosines`: each target's best real cosine among its first `budget` answers, and those calls."""
+    check_positive_int(budget, "budget")
+    return np.array([row[:budget].max() for row in cosines]), [len(row[:budget]) for row in cosines]
+
+
 def best_answered(
     candidates: Sequence[Sequence[str]], targets: np.ndarray, reward, budget: int
 ) -> tuple[list[str], np.ndarray, list[int]]:
     """Answer each target's first `budget` candidates and keep the best: (prompts, real cosines, calls per target)."""
-    check_positive_int(budget, "budget")
-    asked = [list(dict.fromkeys(row))[:budget] for row in candidates]
-    flat = [(i, p) for i, row in enumerate(asked) for p in row]
-    result = reward([p for _, p in flat], targets[[i for i, _ in flat]])
-    best: dict[int, tuple[float, str]] = {}
-    for (i, prompt), cosine in zip(flat, result.rewards):
-        if i not in best or cosine > best[i][0]:
-            best[i] = (float(cosine), prompt)
-    return (
-        [best[i][1] for i in range(len(asked))],
-        np.array([best[i][0] for i in range(len(asked))]),
-        [len(row) for row in asked],
-    )
+    asked, cosines = answered_cosines(candidates, targets, reward, budget)
+    best, calls = best_of_first(cosines, budget)
+    return [row[int(np.argmax(c))] for row, c in zip(asked, cosines)], best, calls
 
 
 def budget_curve(
