@@ -71,19 +71,16 @@ def main() -> None:
     candidates = retrieval_candidates(next(iter(inverters.values())).retrieval, targets, test_ids, k=8)
     cosines["retrieval, best of 8 answered"] = best_answered(candidates, targets, reward, 8)[1]
     calls["retrieval, best of 8 answered"] = 8.0
+    versus = {}
     for budget in budgets:
         for name, inverter in inverters.items():
             began = time.perf_counter()
             results = inverter.invert(targets, budget=budget, exclude_ids=exclude, retrieved_share=0.5, samples=6)
             row = f"e2p, <={budget} calls, {name} policy"
+            versus[row] = [f"e2p, <={budget} calls, {args.versus} policy", "original prompt"]
             cosines[row] = np.array([r.achieved_cosine for r in results])
             calls[row] = float(np.mean([r.environment_calls for r in results]))
             print(f"{row}: {cosines[row].mean():.3f} in {time.perf_counter() - began:.0f} s", flush=True)
-    versus = {
-        name: [name.rsplit(",", 1)[0] + f", {args.versus} policy", "original prompt"]
-        for name in cosines
-        if name.startswith("e2p")
-    }
     table = paired_table(cosines, versus, {name: {"calls/target": c} for name, c in calls.items()})
     print(f"{len(test)} test targets, {time.perf_counter() - started:.0f} s")
     print(table.to_string(index=False))
