@@ -6,6 +6,7 @@
     e2p invert "A haiku about rain." --best-of 4 --measure   # + the achieved cosine of the environment's answer
     e2p invert "A haiku about rain." --budget 8              # the search (answer index + rewrites), <= 8 calls
     e2p invert "A haiku about rain." --budget 8 --echo 2     # ... 2 of whose calls may ask to repeat a composed text
+    e2p invert "A haiku about rain." --budget 8 --ground 2   # ... 2 of whose calls add a composed text as ideas
 
 `invert` loads what `load_inverter` finds under data/models (the RL policy, else SFT; a forward model when trained)
 and prints, for each text, the prompt and its predicted cosine (NaN without a forward model); `--measure` has the
@@ -31,6 +32,8 @@ def invert_command(args: argparse.Namespace) -> int:
 
     if args.echo and args.budget is None:
         raise ValueError(f"--echo {args.echo} is a search option: add --budget B (e.g. --budget 8 --echo {args.echo})")
+    if args.ground and args.budget is None:
+        raise ValueError(f"--ground {args.ground} is a search option: add --budget B (e.g. --budget 8 --ground 2)")
     needs_environment = args.measure or args.rerank == "environment" or args.budget is not None
     inverter = load_inverter(
         args.policy,
@@ -40,7 +43,7 @@ def invert_command(args: argparse.Namespace) -> int:
         answer_max_new_tokens=args.answer_max_new_tokens,
     )
     if args.budget is not None:  # the search: the answer index's prompts and the policy's rewrites, <= B calls
-        results = inverter.invert(args.texts, budget=args.budget, seed=args.seed, echo=args.echo)
+        results = inverter.invert(args.texts, budget=args.budget, seed=args.seed, echo=args.echo, ground=args.ground)
     else:
         results = inverter.invert(
             args.texts,
@@ -114,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --budget: up to N of the search's calls ask the environment to repeat a text composed from the "
         "stored outputs nearest the target (README, 'Echo prompts'); at --budget 1, 1 lets such a prompt replace the "
         "index's when its text lies clearly nearer",
+    )
+    invert.add_argument(
+        "--ground",
+        type=int,
+        default=0,
+        help="with --budget 2 or more: up to N of the search's calls answer the best indexed prompt with the composed "
+        "text appended as ideas to use, one wording each (README, 'Grounded prompts')",
     )
     return parser
 

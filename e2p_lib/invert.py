@@ -68,6 +68,7 @@ from e2p_lib.checks import check_int, check_positive_int
 from e2p_lib.echo import echo_prompts, echo_texts
 from e2p_lib.embed.base import Embedder, check_texts, l2_normalise
 from e2p_lib.embed.cache import embed_texts
+from e2p_lib.ground import grounded_prompts
 from e2p_lib.lm.base import DEFAULT_MAX_NEW_TOKENS
 from e2p_lib.models.policy import Hypotheses, Hypothesis
 from e2p_lib.store.retrieval import retrieved_rows
@@ -86,6 +87,11 @@ IDENTICAL_TOLERANCE = 1e-6  # sin(angle) below this: the two vectors are (numeri
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Pure helpers
+
+
+# The candidate sources the policy reads as hypotheses: dataset-style prompts. Echo (copy instructions) and grounded
+# prompts (other rows' outputs appended as ideas) are answered and kept, never shown: it was not trained on them.
+_SHOWN_SOURCES = frozenset({"index", "retrieved", "greedy", "sampled"})
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: float | Sequence[float] | np.ndarray) -> np.ndarray:
@@ -159,7 +165,8 @@ class Candidate:
 
     prompt: str
     step: int  # 0: the first round; k: the k-th refinement round
-    source: str  # "greedy"/"sampled" (the policy's), "index" (answer index), "retrieved" (output retrieval), "echo"
+    source: str  # "greedy"/"sampled" (the policy's), "index" (answer index), "retrieved" (output retrieval), "echo",
+    # "grounded" (Inverter.search)
     condition_cosine: float  # cosine(vector the policy was conditioned on, target): 1.0 in round 0
     predicted_cosine: float = math.nan  # forward model's cosine to the target; NaN without one, or for ""
     achieved_cosine: float = math.nan  # cosine(target, embedded answer); NaN when not answered
@@ -543,6 +550,7 @@ class Inverter:
         max_prompt_tokens: int | None = None,
         echo: int = 0,
         echo_margin: float = ECHO_MARGIN,
+        ground: int = 0,
     ) -> list[InversionResult]:
         """The best prompt for each target found with at most `budget` environment calls per target.
 
@@ -573,6 +581,11 @@ class Inverter:
         before the final call: the first echo prompt replaces the best indexed prompt when its text's own cosine is
         more than `echo_margin` above the indexed prompt's real one (a small LM repeats loosely; README, "Echo").
 
+        `ground` (needs the `retrieval` store; budget 2 or more) spends up to that many calls, after the echoes and
+        before the retrieved prompts, on the best prompt known so far with the same composed text appended, one
+        wording per call (`e2p_lib.ground`; source "grounded"). Like echoes, the policy never reads them: their text
+        is other rows' outputs, not an instruction of the kind it was trained on.
+
         Every call is counted (`environment_calls` <= budget); `trajectory` holds each round's best.
         """
         check_positive_int(budget, "budget")
@@ -581,11 +594,13 @@ class Inverter:
         for name, value in (("samples", samples), ("pool", pool), ("rounds", rounds)):
             check_positive_int(value, name)
         check_int(echo, "echo", minimum=0)
-        if echo and self.retrieval is None:
+        check_int(ground, "ground", minimum=0)
+        if (echo or ground) and self.retrieval is None:
+            option, fix = (f"echo={echo}", "echo=0") if echo else (f"ground={ground}", "ground=0")
             raise ValueError(
-                f"echo={echo} composes texts from the stored outputs nearest each target, and no store of them is "
+                f"{option} composes texts from the stored outputs nearest each target, and no store of them is "
                 "loaded: run notebooks/02_pinecone.ipynb (load_inverter then opens its store), build the Inverter "
-                "with retrieval=<a VectorStore of the outputs>, or pass echo=0."
+                f"with retrieval=<a VectorStore of the outputs>, or pass {fix}."
             )
         if self.environment is None:
             raise ValueError(
@@ -605,10 +620,21 @@ class Inverter:
         memo: list[dict[str, tuple[float, str]]] = [{} for _ in targets]  # prompts answered in this search
         trajectory: list[list[Candidate]] = [[] for _ in targets]
         left = [max(budget - 1, 0)] * n  # calls for exploring; the last call is kept for the final answer
-        if echo:
+        if echo or (ground and budget > 1):
             texts = echo_texts(self.retrieval, targets, self.embedder, k=self.retrieval_k, exclude_ids=exclude_ids)
+        if echo:
             echoes = echo_prompts(texts, echo)
             self._spend(echoes, [min(echo, c) for c in left], "echo", history, left, targets, memo)
+        if ground and budget > 1:  # the best known prompt, grounded in the composed text, within the calls left
+            bests = [
+                max((c for c in row if c.source in _SHOWN_SOURCES), key=_real_or_lowest, default=None)
+                for row in history
+            ]
+            rows = grounded_prompts(
+                [b.prompt if b and not math.isnan(b.achieved_cosine) else None for b in bests], texts, ground
+            )
+            rows = [row[:c] for row, c in zip(rows, left)]
+            self._spend(rows, [min(ground, c) for c in left], "grounded", history, left, targets, memo)
         if retrieved is not None:  # nearest first: retrieval's own order
             shares = [math.ceil(c * retrieved_share) for c in left]
             self._spend(retrieved, shares, "retrieved", history, left, targets, memo)
@@ -698,7 +724,7 @@ class Inverter:
     def shown_hypotheses(self, candidates: list[Candidate]) -> list[Hypothesis]:
         """What the policy reads: the candidates with a real cosine, best first, as many as it was trained on."""
         answered = sorted(
-            (c for c in candidates if not math.isnan(c.achieved_cosine) and c.source != "echo"),
+            (c for c in candidates if not math.isnan(c.achieved_cosine) and c.source in _SHOWN_SOURCES),
             key=lambda c: -c.achieved_cosine,
         )
         unique = list({c.prompt: c for c in reversed(answered)}.values())[::-1]

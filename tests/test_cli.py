@@ -50,6 +50,10 @@ def test_echo_without_a_budget_is_a_clear_error(tmp_path, capsys):
         main(["invert", "some text", "--echo", "1", "--policy", str(tmp_path / "nothing")])
     assert stop.value.code == 2
     assert "--echo 1 is a search option: add --budget" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["invert", "some text", "--ground", "2", "--policy", str(tmp_path / "nothing")])
+    assert stop.value.code == 2
+    assert "--ground 2 is a search option: add --budget" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # loads MiniLM and SmolLM2 (seconds each)
@@ -117,3 +121,9 @@ def test_invert_prints_the_prompt_with_predicted_and_achieved_cosine(
         main(["invert", text, "--policy", str(tmp_path / "policy"), "--budget", "2", "--echo", "1", "--device", "cpu"])
     assert stop.value.code == 2
     assert "echo=1 composes texts from the stored outputs" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(
+            ["invert", text, "--policy", str(tmp_path / "policy"), "--budget", "2", "--ground", "1", "--device", "cpu"]
+        )
+    assert stop.value.code == 2
+    assert "ground=1 composes texts from the stored outputs" in capsys.readouterr().err

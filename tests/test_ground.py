@@ -1,0 +1,96 @@
+"""Grounded prompts: the best known prompt with a composed text appended, and the search's grounded calls: counted
+within the budget, made from the best indexed prompt and never from an excluded row, never shown to the policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_echo import OUTPUTS
+from test_invert import one_torch_thread  # noqa: F401 (autouse fixture)
+from test_search import pieces  # noqa: F401 (fixture)
+
+from e2p_lib.echo import EchoText, echo_texts
+from e2p_lib.ground import GROUND_TEMPLATES, grounded_prompts
+
+
+def test_grounded_prompts_append_the_text_and_skip_what_is_missing():
+    texts = [EchoText("Waves break.", 0.7), EchoText("", float("nan")), EchoText("Rain.", 0.5)]
+    assert grounded_prompts(["Write a poem.", "Name a fruit.", None], texts) == [
+        ["Write a poem.\nUse these ideas: Waves break."],
+        [],  # nothing composed
+        [],  # no prompt known
+    ]
+    [two] = grounded_prompts(["P"], texts[:1], 2)  # the templates in order, the prompt first in each
+    assert two == ["P\nUse these ideas: Waves break.", "P\nWrite about: Waves break."]
+    with pytest.raises(ValueError, match="one of each per target"):
+        grounded_prompts(["a"], texts)
+    with pytest.raises(ValueError, match="grounding templates"):
+        grounded_prompts(["a"], texts[:1], len(GROUND_TEMPLATES) + 1)
+    with pytest.raises(ValueError, match="count"):
+        grounded_prompts(["a"], texts[:1], 0)
+
+
+def _with_outputs(pieces):  # noqa: F811
+    """The fixture's inverter with a retrieval store of OUTPUTS (ids out-0 ...; out-0 and out-3 share an output)."""
+    inverter, store, embedder = pieces["inverter"], pieces["store"], pieces["embedder"]
+    store.upsert(
+        [f"out-{i}" for i in range(len(OUTPUTS))],
+        np.stack([embedder.vector(o) for o in OUTPUTS]),
+        [{"prompt": f"p{i}", "output": o} for i, o in enumerate(OUTPUTS)],
+    )
+    inverter.retrieval, inverter.retrieval_k = store, 3
+    return inverter
+
+
+@pytest.mark.parametrize(("budget", "ground"), [(1, 1), (2, 1), (5, 1), (3, 3), (6, 3)])
+def test_the_search_spends_its_grounded_calls_within_the_budget_and_never_shows_them(pieces, budget, ground):  # noqa: F811
+    embedder, lm = pieces["embedder"], pieces["lm"]
+    targets = np.stack([embedder.vector(t) for t in (OUTPUTS[4], OUTPUTS[2])])
+    with pytest.raises(ValueError, match=f"ground={ground} composes texts"):
+        pieces["inverter"].invert(targets, budget=budget, ground=ground)
+    inverter = _with_outputs(pieces)
+    shown = []
+    original = inverter.shown_hypotheses
+    inverter.shown_hypotheses = lambda candidates: shown.append(original(candidates)) or shown[-1]
+    sent_before = len(lm.received)
+    results = inverter.invert(targets, budget=budget, samples=2, seed=2, ground=ground, max_prompt_tokens=6)
+    sent = lm.received[sent_before:]
+    assert len(sent) == sum(r.environment_calls for r in results)
+    assert all(1 <= r.environment_calls <= budget for r in results)
+    grounded = [[c for c in r.candidates if c.source == "grounded"] for r in results]
+    if budget == 1:  # no call to spend before the final answer: nothing grounded, one call each
+        assert grounded == [[], []] and [r.environment_calls for r in results] == [1, 1]
+        return
+    top = [row[0].prompt for row in pieces["index"].hypotheses(targets, k=1)]
+    texts = echo_texts(inverter.retrieval, targets, embedder, k=3)
+    spent = min(ground, budget - 1)  # the last call is the final answer's
+    for row, prompt, text in zip(grounded, top, texts):
+        assert all(not np.isnan(c.achieved_cosine) for c in row)  # each one answered
+        wordings = [t.format(prompt=prompt, text=text.text) for t in GROUND_TEMPLATES[:spent]]
+        assert [c.prompt for c in row] == wordings  # the best indexed prompt, grounded, one wording per call
+    assert sent[: 2 * spent] == [c.prompt for row in grounded for c in row]  # first: before retrieval and rewrites
+    assert not any(c.prompt == h.prompt for r in grounded for c in r for row in shown for h in row)
+    with pytest.raises(ValueError, match="ground"):
+        inverter.invert(targets, budget=budget, ground=-1)
+
+
+def test_the_grounded_text_never_comes_from_an_excluded_row(pieces):  # noqa: F811
+    inverter = _with_outputs(pieces)
+    target = pieces["embedder"].vector(OUTPUTS[0])[None]
+    [free] = inverter.invert(target, budget=2, ground=1, max_prompt_tokens=6)
+    [kept_out] = inverter.invert(target, budget=2, ground=1, max_prompt_tokens=6, exclude_ids=[["out-0", "out-3"]])
+    [ground_free] = [c.prompt for c in free.candidates if c.source == "grounded"]
+    [ground_kept_out] = [c.prompt for c in kept_out.candidates if c.source == "grounded"]
+    assert "Rain falls on the hills." in ground_free  # the target's own output, when nothing is excluded
+    assert "Rain falls on the hills." not in ground_kept_out and "The river rises." not in ground_kept_out
+
+
+def test_a_seeded_grounded_search_repeats_exactly(pieces):  # noqa: F811
+    inverter = _with_outputs(pieces)
+    targets = np.stack([pieces["embedder"].vector(t) for t in ("rain and clouds", "a fruit salad")])
+    first = inverter.invert(targets, budget=4, samples=3, seed=5, ground=2, max_prompt_tokens=6)
+    second = inverter.invert(targets, budget=4, samples=3, seed=5, ground=2, max_prompt_tokens=6)
+    assert [r.prompt for r in first] == [r.prompt for r in second]
+    assert [[(c.prompt, c.achieved_cosine) for c in r.candidates] for r in first] == [
+        [(c.prompt, c.achieved_cosine) for c in r.candidates] for r in second
+    ]
