@@ -20,6 +20,7 @@ import math
 import sys
 
 from e2p_lib.answer_index import DEFAULT_ANSWER_TOKENS
+from e2p_lib.ground import DEFAULT_GROUND_CALLS
 
 
 def _cosine(value: float) -> str:
@@ -32,7 +33,7 @@ def invert_command(args: argparse.Namespace) -> int:
 
     if args.echo and args.budget is None:
         raise ValueError(f"--echo {args.echo} is a search option: add --budget B (e.g. --budget 8 --echo {args.echo})")
-    if args.ground and args.budget is None:
+    if args.ground is not None and args.budget is None:
         raise ValueError(f"--ground {args.ground} is a search option: add --budget B (e.g. --budget 8 --ground 2)")
     needs_environment = args.measure or args.rerank == "environment" or args.budget is not None
     inverter = load_inverter(
@@ -43,7 +44,10 @@ def invert_command(args: argparse.Namespace) -> int:
         answer_max_new_tokens=args.answer_max_new_tokens,
     )
     if args.budget is not None:  # the search: the answer index's prompts and the policy's rewrites, <= B calls
-        results = inverter.invert(args.texts, budget=args.budget, seed=args.seed, echo=args.echo, ground=args.ground)
+        ground = args.ground
+        if ground is None:  # as 05 reports `e2p, <=B calls`: grounded where 02's store of outputs is there to compose
+            ground = DEFAULT_GROUND_CALLS if inverter.retrieval is not None else 0
+        results = inverter.invert(args.texts, budget=args.budget, seed=args.seed, echo=args.echo, ground=ground)
     else:
         results = inverter.invert(
             args.texts,
@@ -121,9 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     invert.add_argument(
         "--ground",
         type=int,
-        default=0,
-        help="with --budget 2 or more: up to N of the search's calls answer the best indexed prompt with the composed "
-        "text appended as ideas to use, one wording each (README, 'Grounded prompts')",
+        default=None,
+        help="with --budget 2 or more: up to N of the search's calls answer the best indexed prompt with a text "
+        "composed from the nearest stored outputs appended, one wording each (README, 'Grounded prompts'); default "
+        f"{DEFAULT_GROUND_CALLS} when 02's store is there, as 05 searches; 0: none",
     )
     return parser
 

@@ -28,6 +28,9 @@ GROUND_TEMPLATES = (
     "{prompt}\nWrite about: {text}",
     "{prompt}\nInclude these points: {text}",
 )
+# What `e2p invert --budget B` and 05_eval's `search_ground` spend on them: all three wordings (README, "Grounded
+# prompts": at <=8 calls on the demo's 120 test targets, 3 grounded calls against 1 and against none).
+DEFAULT_GROUND_CALLS = 3
 
 
 def grounded_prompts(prompts: Sequence[str | None], texts: Sequence[EchoText], count: int = 1) -> list[list[str]]:

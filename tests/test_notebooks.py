@@ -151,6 +151,9 @@ def test_smoke_profile_runs_every_notebook_headless(isolated_dirs, alpaca_path):
     for name in ("05_eval_results", "05_own_targets_results"):
         calls = load_results(isolated_dirs / "reports" / f"{name}.csv")["eval_env_calls_per_target"]
         assert calls["e2p, 1 call, echo"] == 1 and 1 <= calls["e2p, ≤8 calls, echo"] <= 8, (name, calls.to_dict())
+    # 05's default search grounds prompts; it also scored the same search without, within the same budget.
+    calls = load_results(isolated_dirs / "reports" / "05_eval_results.csv")["eval_env_calls_per_target"]
+    assert 1 <= calls["e2p, ≤8 calls, ungrounded"] <= 8 and 1 <= calls["e2p, ≤8 calls"] <= 8, calls.to_dict()
     # ... and drew the search with echo calls on the budget curve, within each budget.
     curve = load_results(isolated_dirs / "reports" / "05_budget_curve.csv")
     echo_curve = curve[curve["method"] == "e2p, echo"]
