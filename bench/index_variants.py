@@ -16,16 +16,15 @@ import argparse
 import time
 
 import numpy as np
-from paired import paired_table  # bench/ is on sys.path when a script of it runs
+from demo_targets import demo_targets  # bench/ is on sys.path when a script of it runs
+from paired import paired_table
 
-from e2p_lib.answer_index import DEFAULT_ANSWER_TOKENS, leave_out
-from e2p_lib.data import add_split
+from e2p_lib.answer_index import DEFAULT_ANSWER_TOKENS
 from e2p_lib.echo import echo_prompts, echo_texts
 from e2p_lib.embed import make_embedder
-from e2p_lib.embed.cache import load_embedded_dataset
 from e2p_lib.ground import grounded_prompts
 from e2p_lib.lm import make_lm
-from e2p_lib.pipeline import open_answer_index, split_rows
+from e2p_lib.pipeline import open_answer_index
 from e2p_lib.store import make_vector_store
 from e2p_lib.train.rewards import NO_ANSWER, AnswerCosineReward
 
@@ -52,18 +51,14 @@ def main() -> None:
     started = time.perf_counter()
     lm = make_lm("local")
     embedder = make_embedder("local")
-    dataset = load_embedded_dataset(model="local/all-MiniLM-L6-v2", dimensions=384)
-    frame = add_split(dataset.frame)
-    exclusions = leave_out(frame["id"].tolist(), frame["output"].tolist())
     store = make_vector_store("local", "alpaca")
     index = open_answer_index(store, lm, embedder, DEFAULT_ANSWER_TOKENS)
     reward = AnswerCosineReward(lm, embedder, max_new_tokens=DEFAULT_ANSWER_TOKENS)
-    rows = split_rows(frame, args.split, args.targets)
-    targets = dataset.vectors[rows]
-    exclude = [exclusions[r] for r in rows]
+    chosen = demo_targets(args.targets, args.split)
+    targets, exclude = chosen.vectors, chosen.exclude
     hyp = index.hypotheses(targets, k=3, exclude_ids=exclude)
     top = np.array([row[0].cosine for row in hyp])
-    cos = {ORIGINAL: reward(frame["prompt"].to_numpy()[rows].tolist(), targets).rewards, TOP: top}
+    cos = {ORIGINAL: reward(chosen.prompts, targets).rewards, TOP: top}
     texts = echo_texts(store, targets, embedder, k=8, exclude_ids=exclude)
     text_cosines = np.array([t.cosine for t in texts])
     cos["composed text (no answer)"] = text_cosines
@@ -96,7 +91,7 @@ def main() -> None:
             switch, cos[GROUNDED], top
         )
     versus = {n: [TOP, ORIGINAL] for n in cos if n not in (TOP, ORIGINAL)}
-    print(f"{len(rows)} {args.split} targets, {time.perf_counter() - started:.0f} s")
+    print(f"{len(targets)} {args.split} targets, {time.perf_counter() - started:.0f} s")
     print(paired_table(cos, versus, {}).to_string(index=False))
 
 

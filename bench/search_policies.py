@@ -17,16 +17,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from demo_targets import demo_targets
 from paired import paired_table
 
 from e2p_lib import config
-from e2p_lib.answer_index import leave_out
-from e2p_lib.data import add_split
-from e2p_lib.embed.cache import load_embedded_dataset
 from e2p_lib.evaluate.baselines import best_answered, retrieval_candidates
 from e2p_lib.invert import load_inverter
 from e2p_lib.lm import make_lm
-from e2p_lib.pipeline import split_rows
 from e2p_lib.train.rewards import AnswerCosineReward
 from e2p_lib.train.sft import POLICY_FOLDER
 
@@ -56,17 +53,12 @@ def main() -> None:
     budgets = [int(b) for b in args.budgets.split(",")]
 
     lm = make_lm("local")
-    dataset = load_embedded_dataset(model="local/all-MiniLM-L6-v2", dimensions=384)
-    frame = add_split(dataset.frame)
-    test = split_rows(frame, "test", args.targets)
-    targets, test_ids = dataset.vectors[test], frame["id"].to_numpy()[test].tolist()
-    exclusions = leave_out(frame["id"].tolist(), frame["output"].tolist())
-    exclude = [exclusions[r] for r in test]
+    test = demo_targets(args.targets)
+    targets, test_ids, exclude = test.vectors, test.ids, test.exclude
     started = time.perf_counter()
     inverters = {name: load_inverter(folder / POLICY_FOLDER, environment=lm) for name, folder in folders.items()}
     reward = AnswerCosineReward(lm, next(iter(inverters.values())).embedder, max_new_tokens=64)
-    original = frame["prompt"].to_numpy()[test].tolist()
-    cosines = {"original prompt": reward(original, targets).rewards}
+    cosines = {"original prompt": reward(test.prompts, targets).rewards}
     calls = {"original prompt": 1.0}
     candidates = retrieval_candidates(next(iter(inverters.values())).retrieval, targets, test_ids, k=8)
     cosines["retrieval, best of 8 answered"] = best_answered(candidates, targets, reward, 8)[1]
@@ -82,7 +74,7 @@ def main() -> None:
             calls[row] = float(np.mean([r.environment_calls for r in results]))
             print(f"{row}: {cosines[row].mean():.3f} in {time.perf_counter() - began:.0f} s", flush=True)
     table = paired_table(cosines, versus, {name: {"calls/target": c} for name, c in calls.items()})
-    print(f"{len(test)} test targets, {time.perf_counter() - started:.0f} s")
+    print(f"{len(targets)} test targets, {time.perf_counter() - started:.0f} s")
     print(table.to_string(index=False))
 
 

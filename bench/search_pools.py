@@ -18,15 +18,14 @@ import argparse
 import time
 
 import numpy as np
+from demo_targets import demo_targets  # bench/ is on sys.path when a script of it runs
 from paired import paired_table
 
-from e2p_lib.answer_index import DEFAULT_ANSWER_TOKENS, leave_out
-from e2p_lib.data import add_split
-from e2p_lib.embed.cache import embed_texts, load_embedded_dataset
+from e2p_lib.answer_index import DEFAULT_ANSWER_TOKENS
+from e2p_lib.embed.cache import embed_texts
 from e2p_lib.evaluate.baselines import best_answered, retrieval_candidates
 from e2p_lib.evaluate.own_targets import own_targets
 from e2p_lib.invert import load_inverter
-from e2p_lib.pipeline import split_rows
 from e2p_lib.train.rewards import AnswerCosineReward
 
 RETRIEVAL = "retrieval, best of 8 answered"
@@ -55,14 +54,9 @@ def main() -> None:
         targets = embed_texts(own_targets().head(args.targets)["text"].tolist(), inverter.embedder)
         test_ids, exclude, cosines, calls = None, None, {}, {}
     else:
-        dataset = load_embedded_dataset(model="local/all-MiniLM-L6-v2", dimensions=384)
-        frame = add_split(dataset.frame)
-        test = split_rows(frame, "test", args.targets)
-        targets, test_ids = dataset.vectors[test], frame["id"].to_numpy()[test].tolist()
-        exclusions = leave_out(frame["id"].tolist(), frame["output"].tolist())
-        exclude = [exclusions[r] for r in test]
-        cosines = {"original prompt": reward(frame["prompt"].to_numpy()[test].tolist(), targets).rewards}
-        calls = {"original prompt": 1.0}
+        test = demo_targets(args.targets)
+        targets, test_ids, exclude = test.vectors, test.ids, test.exclude
+        cosines, calls = {"original prompt": reward(test.prompts, targets).rewards}, {"original prompt": 1.0}
     candidates = retrieval_candidates(inverter.retrieval, targets, test_ids, k=args.budget)
     cosines[RETRIEVAL] = best_answered(candidates, targets, reward, args.budget)[1]
     calls[RETRIEVAL] = float(args.budget)
