@@ -3,7 +3,8 @@
     E2P_DATA_DIR=data .venv/bin/python bench/search_pools.py --targets 120
 
 Needs what 02 and 03 left in the data folder (the store with the outputs and the answer index of the default
-environment, the SFT policy, a forward model). Rows: the original prompt and retrieval alone (the 8 nearest outputs'
+environment, the policy `load_inverter` picks as 05's e2p does: SFT on the demo folder of 2026-12-03, where 04 had
+not run; a forward model). Rows: the original prompt and retrieval alone (the 8 nearest outputs'
 prompts answered, the best kept) as baselines; the search on the answer index and the policy's rewrites
 (`retrieved_share=0`); the search on both pools (05_eval's `e2p, <=8 calls`, `retrieved_share=0.5`); and that search
 with 1 or 3 grounded calls (`ground=`: the best known prompt with a composed text appended as ideas; README,

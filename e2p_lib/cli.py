@@ -33,7 +33,7 @@ def invert_command(args: argparse.Namespace) -> int:
 
     if args.echo and args.budget is None:
         raise ValueError(f"--echo {args.echo} is a search option: add --budget B (e.g. --budget 8 --echo {args.echo})")
-    if args.ground is not None and args.budget is None:
+    if args.ground and args.budget is None:
         raise ValueError(f"--ground {args.ground} is a search option: add --budget B (e.g. --budget 8 --ground 2)")
     needs_environment = args.measure or args.rerank == "environment" or args.budget is not None
     inverter = load_inverter(

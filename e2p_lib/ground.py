@@ -4,9 +4,9 @@ An indexed prompt's answer lands near the target when the two share a task, and 
 talks about. The composed text (`e2p_lib.echo.compose`: sentences of the stored outputs nearest the target) carries
 that content, and appending it as ideas keeps the prompt a dataset-style instruction, not a copy instruction.
 
-    >>> grounded_prompts(["Write a poem about the sea."], [EchoText("Waves break on the rocks.", 0.7)], 2)
-    [['Write a poem about the sea.\\nUse these ideas: Waves break on the rocks.',
-      'Write a poem about the sea.\\nWrite about: Waves break on the rocks.']]
+    grounded_prompts(["Write a poem about the sea."], [EchoText("Waves break on the rocks.", 0.7)], 2)
+    # [['Write a poem about the sea.\\nUse these ideas: Waves break on the rocks.',
+    #   'Write a poem about the sea.\\nWrite about: Waves break on the rocks.']]
 
 On the demo's 120 test targets, the better of the index's top prompt and the first variant (two calls) beat the top
 prompt by +0.054 [+0.043, +0.068] answer cosine (bench/index_variants.py; README, "Grounded prompts"); alone a

@@ -68,7 +68,7 @@ from e2p_lib.checks import check_int, check_positive_int
 from e2p_lib.echo import echo_prompts, echo_texts
 from e2p_lib.embed.base import Embedder, check_texts, l2_normalise
 from e2p_lib.embed.cache import embed_texts
-from e2p_lib.ground import grounded_prompts
+from e2p_lib.ground import GROUND_TEMPLATES, grounded_prompts
 from e2p_lib.lm.base import DEFAULT_MAX_NEW_TOKENS
 from e2p_lib.models.policy import Hypotheses, Hypothesis
 from e2p_lib.store.retrieval import retrieved_rows
@@ -582,8 +582,8 @@ class Inverter:
         more than `echo_margin` above the indexed prompt's real one (a small LM repeats loosely; README, "Echo").
 
         `ground` (needs the `retrieval` store; budget 2 or more) spends up to that many calls, after the echoes and
-        before the retrieved prompts, on the best prompt known so far with the same composed text appended, one
-        wording per call (`e2p_lib.ground`; source "grounded"). Like echoes, the policy never reads them: their text
+        before the retrieved prompts, on the best indexed prompt (never an echo) with the same composed text appended,
+        one wording per call (`e2p_lib.ground`; source "grounded"). Like echoes, the policy never reads them: their text
         is other rows' outputs, not an instruction of the kind it was trained on.
 
         Every call is counted (`environment_calls` <= budget); `trajectory` holds each round's best.
@@ -595,6 +595,10 @@ class Inverter:
             check_positive_int(value, name)
         check_int(echo, "echo", minimum=0)
         check_int(ground, "ground", minimum=0)
+        if ground > len(GROUND_TEMPLATES):
+            raise ValueError(
+                f"ground={ground}: there are {len(GROUND_TEMPLATES)} grounding wordings; pass at most that."
+            )
         if (echo or ground) and self.retrieval is None:
             option, fix = (f"echo={echo}", "echo=0") if echo else (f"ground={ground}", "ground=0")
             raise ValueError(

@@ -72,6 +72,23 @@ def test_the_search_spends_its_grounded_calls_within_the_budget_and_never_shows_
     assert not any(c.prompt == h.prompt for r in grounded for c in r for row in shown for h in row)
     with pytest.raises(ValueError, match="ground"):
         inverter.invert(targets, budget=budget, ground=-1)
+    sent_before = len(lm.received)
+    with pytest.raises(ValueError, match="ground=4: there are 3 grounding wordings"):
+        inverter.invert(targets, budget=budget, ground=len(GROUND_TEMPLATES) + 1)
+    assert len(lm.received) == sent_before  # refused before any call
+
+
+def test_grounding_starts_from_the_best_indexed_prompt_even_when_an_echo_answered_nearer(pieces):  # noqa: F811
+    inverter = _with_outputs(pieces)
+    targets = np.stack([pieces["embedder"].vector(t) for t in (OUTPUTS[4], OUTPUTS[2])])
+    results = inverter.invert(targets, budget=6, samples=2, seed=2, echo=2, ground=2, max_prompt_tokens=6)
+    top = [row[0].prompt for row in pieces["index"].hypotheses(targets, k=1)]
+    for result, prompt in zip(results, top):
+        echoes = [c.achieved_cosine for c in result.candidates if c.source == "echo"]
+        grounded = [c for c in result.candidates if c.source == "grounded"]
+        assert max(echoes) > max(c.achieved_cosine for c in result.candidates if c.source == "index")
+        assert len(grounded) == 2 and all(c.prompt.startswith(prompt + "\n") for c in grounded)
+        assert result.environment_calls <= 6
 
 
 def test_the_grounded_text_never_comes_from_an_excluded_row(pieces):  # noqa: F811
