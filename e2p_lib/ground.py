@@ -33,12 +33,19 @@ GROUND_TEMPLATES = (
 DEFAULT_GROUND_CALLS = 3
 
 
+def check_count(count: int, name: str = "count") -> None:
+    """Refuse a number of grounded prompts that is not 1 to len(GROUND_TEMPLATES), naming the option (`name`)."""
+    check_positive_int(count, name)
+    if count > len(GROUND_TEMPLATES):
+        raise ValueError(
+            f"{name}={count}: there are {len(GROUND_TEMPLATES)} grounding templates (one wording each); at most that."
+        )
+
+
 def grounded_prompts(prompts: Sequence[str | None], texts: Sequence[EchoText], count: int = 1) -> list[list[str]]:
     """Per target, its prompt grounded in its composed text with the first `count` templates; none where either is
     missing or empty."""
-    check_positive_int(count, "count")
-    if count > len(GROUND_TEMPLATES):
-        raise ValueError(f"count={count}: there are {len(GROUND_TEMPLATES)} grounding templates; ask for at most that.")
+    check_count(count)
     if len(prompts) != len(texts):
         raise ValueError(f"{len(prompts)} prompts for {len(texts)} composed texts: pass one of each per target.")
     return [

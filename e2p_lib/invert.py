@@ -68,7 +68,8 @@ from e2p_lib.checks import check_int, check_positive_int
 from e2p_lib.echo import echo_prompts, echo_texts
 from e2p_lib.embed.base import Embedder, check_texts, l2_normalise
 from e2p_lib.embed.cache import embed_texts
-from e2p_lib.ground import GROUND_TEMPLATES, grounded_prompts
+from e2p_lib.ground import check_count as check_grounded_count
+from e2p_lib.ground import grounded_prompts
 from e2p_lib.lm.base import DEFAULT_MAX_NEW_TOKENS
 from e2p_lib.models.policy import Hypotheses, Hypothesis
 from e2p_lib.store.retrieval import retrieved_rows
@@ -595,10 +596,8 @@ class Inverter:
             check_positive_int(value, name)
         check_int(echo, "echo", minimum=0)
         check_int(ground, "ground", minimum=0)
-        if ground > len(GROUND_TEMPLATES):
-            raise ValueError(
-                f"ground={ground}: there are {len(GROUND_TEMPLATES)} grounding wordings; pass at most that."
-            )
+        if ground:  # refused before any call, not when the prompts are written
+            check_grounded_count(ground, "ground")
         if (echo or ground) and self.retrieval is None:
             option, fix = (f"echo={echo}", "echo=0") if echo else (f"ground={ground}", "ground=0")
             raise ValueError(

@@ -73,7 +73,7 @@ def test_the_search_spends_its_grounded_calls_within_the_budget_and_never_shows_
     with pytest.raises(ValueError, match="ground"):
         inverter.invert(targets, budget=budget, ground=-1)
     sent_before = len(lm.received)
-    with pytest.raises(ValueError, match="ground=4: there are 3 grounding wordings"):
+    with pytest.raises(ValueError, match="ground=4: there are 3 grounding templates"):
         inverter.invert(targets, budget=budget, ground=len(GROUND_TEMPLATES) + 1)
     assert len(lm.received) == sent_before  # refused before any call
 
