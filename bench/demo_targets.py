@@ -9,8 +9,11 @@ import numpy as np
 
 from e2p_lib.answer_index import leave_out
 from e2p_lib.data import add_split
-from e2p_lib.embed.cache import load_embedded_dataset
+from e2p_lib.embed.cache import embed_texts, load_embedded_dataset
+from e2p_lib.evaluate.own_targets import own_targets
 from e2p_lib.pipeline import split_rows
+
+MODEL, DIMENSIONS = "local/all-MiniLM-L6-v2", 384  # the demo profile's embedding space
 
 
 @dataclass
@@ -23,7 +26,7 @@ class Targets:
 
 def demo_targets(limit: int | None, split: str = "test") -> Targets:
     """The first `limit` rows of `split` of the MiniLM cache (the demo profile's space)."""
-    dataset = load_embedded_dataset(model="local/all-MiniLM-L6-v2", dimensions=384)
+    dataset = load_embedded_dataset(model=MODEL, dimensions=DIMENSIONS)
     frame = add_split(dataset.frame)
     rows = split_rows(frame, split, limit)
     exclusions = leave_out(frame["id"].tolist(), frame["output"].tolist())
@@ -33,3 +36,8 @@ def demo_targets(limit: int | None, split: str = "test") -> Targets:
         [exclusions[r] for r in rows],
         frame["prompt"].to_numpy()[rows].tolist(),
     )
+
+
+def own_target_vectors(limit: int, embedder) -> np.ndarray:
+    """The first `limit` own target texts (`e2p_lib.evaluate.own_targets`) embedded by `embedder`."""
+    return embed_texts(own_targets().head(limit)["text"].tolist(), embedder)

@@ -24,17 +24,13 @@ import argparse
 import time
 
 import numpy as np
+from demo_targets import demo_targets, own_target_vectors  # bench/ is on sys.path when a script of it runs
 from paired import paired_table
 
-from e2p_lib.answer_index import leave_out
-from e2p_lib.data import add_split
 from e2p_lib.echo import ECHO_TEMPLATES, echo_prompts, echo_texts
-from e2p_lib.embed.cache import embed_texts, load_embedded_dataset
 from e2p_lib.evaluate.baselines import answered_cosines, best_of_first, retrieval_candidates
-from e2p_lib.evaluate.own_targets import own_targets
 from e2p_lib.invert import default_policy_dir, load_inverter
 from e2p_lib.lm import make_lm
-from e2p_lib.pipeline import split_rows
 from e2p_lib.train.rewards import NO_ANSWER
 
 MARGINS = np.round(np.arange(0.0, 0.31, 0.025), 3)
@@ -61,31 +57,26 @@ def main() -> None:
     budgets = [int(b) for b in args.budgets.split(",")]
     started = time.perf_counter()
     lm = make_lm("local")
-    dataset = load_embedded_dataset(model="local/all-MiniLM-L6-v2", dimensions=384)
-    frame = add_split(dataset.frame)
-    exclusions = leave_out(frame["id"].tolist(), frame["output"].tolist())
+    val = demo_targets(args.val_targets, "val")
     inverter = load_inverter(environment=lm)
 
-    val = split_rows(frame, "val", args.val_targets)
-    val_top, val_echo, val_text, _ = one_call_rule(inverter, dataset.vectors[val], [exclusions[r] for r in val])
+    val_top, val_echo, val_text, _ = one_call_rule(inverter, val.vectors, val.exclude)
     by_margin = {m: np.where(val_text - m > val_top, val_echo, val_top).mean() for m in MARGINS}
     margin = max(by_margin, key=by_margin.get)
     print(
-        f"validation ({len(val)} targets): index top 1 {val_top.mean():.3f}, echo {val_echo.mean():.3f}; rule by "
+        f"validation ({len(val.ids)} targets): index top 1 {val_top.mean():.3f}, echo {val_echo.mean():.3f}; rule by "
         + ", ".join(f"{m:g}: {v:.3f}" for m, v in by_margin.items())
         + f"; chosen margin {margin:g}",
         flush=True,
     )
 
     if args.own:  # users' own texts: no stored row to leave out, no original prompt
-        own = own_targets().head(args.targets)
-        targets, test_ids, exclude = embed_texts(own["text"].tolist(), inverter.embedder), None, None
+        targets, test_ids, exclude = own_target_vectors(args.targets, inverter.embedder), None, None
         cosines, calls, reference = {}, {}, "retrieval, best of 8 answered"
     else:
-        test = split_rows(frame, "test", args.targets)
-        targets, test_ids = dataset.vectors[test], frame["id"].to_numpy()[test].tolist()
-        exclude = [exclusions[r] for r in test]
-        cosines = {"original prompt": inverter.reward(frame["prompt"].to_numpy()[test].tolist(), targets).rewards}
+        test = demo_targets(args.targets)
+        targets, test_ids, exclude = test.vectors, test.ids, test.exclude
+        cosines = {"original prompt": inverter.reward(test.prompts, targets).rewards}
         calls, reference = {"original prompt": 1.0}, "original prompt"
     top, echoed, text_cosines, texts = one_call_rule(inverter, targets, exclude)
     cosines["answer index, top 1 (e2p, 1 call)"], calls["answer index, top 1 (e2p, 1 call)"] = top, 1.0

@@ -20,15 +20,13 @@ import itertools
 import time
 
 import numpy as np
+from demo_targets import DIMENSIONS, MODEL, demo_targets  # bench/ is on sys.path when a script of it runs
 from paired import paired_table
 
-from e2p_lib.answer_index import leave_out
-from e2p_lib.data import add_split
 from e2p_lib.embed import embedder_from_name
 from e2p_lib.embed.base import l2_normalise
-from e2p_lib.embed.cache import load_embedded_dataset
 from e2p_lib.lm import make_lm
-from e2p_lib.pipeline import open_answer_index, split_rows
+from e2p_lib.pipeline import open_answer_index
 from e2p_lib.store import make_vector_store
 from e2p_lib.train.rewards import AnswerCosineReward
 
@@ -57,20 +55,17 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     lm = make_lm("local")
-    dataset = load_embedded_dataset(model="local/all-MiniLM-L6-v2", dimensions=384)
-    frame = add_split(dataset.frame)
-    embedder = embedder_from_name(dataset.model, dataset.dimensions)
-    store = make_vector_store("local", name="alpaca", dimensions=dataset.dimensions)
+    embedder = embedder_from_name(MODEL, DIMENSIONS)
+    store = make_vector_store("local", name="alpaca", dimensions=DIMENSIONS)
     index = open_answer_index(store, lm, embedder, 64)
     reward = AnswerCosineReward(lm, embedder, max_new_tokens=64)
-    exclusions = leave_out(frame["id"].tolist(), frame["output"].tolist())
-    rows = split_rows(frame, "test", args.targets)
-    targets = l2_normalise(dataset.vectors[rows])
-    found = index.hypotheses(targets, k=args.pool, exclude_ids=[exclusions[r] for r in rows])
+    chosen = demo_targets(args.targets)
+    targets = l2_normalise(chosen.vectors)  # as before demo_targets: the stored vectors normalised once more
+    found = index.hypotheses(targets, k=args.pool, exclude_ids=chosen.exclude)
     top = np.array([row[0].cosine for row in found])
     predicted, pairs = zip(*(best_pair(index, row, t) for row, t in zip(found, targets)))
     predicted = np.array(predicted)
-    cosines = {"original prompt": reward(frame["prompt"].to_numpy()[rows].tolist(), targets).rewards}
+    cosines = {"original prompt": reward(chosen.prompts, targets).rewards}
     cosines["answer index, top 1 (e2p, 1 call)"] = top
     for name, template in JOINS.items():
         joined = reward([template.format(a=a, b=b) for a, b in pairs], targets).rewards

@@ -19,13 +19,11 @@ import argparse
 import time
 
 import numpy as np
-from demo_targets import demo_targets  # bench/ is on sys.path when a script of it runs
+from demo_targets import demo_targets, own_target_vectors  # bench/ is on sys.path when a script of it runs
 from paired import paired_table
 
 from e2p_lib.answer_index import DEFAULT_ANSWER_TOKENS
-from e2p_lib.embed.cache import embed_texts
 from e2p_lib.evaluate.baselines import best_answered, retrieval_candidates
-from e2p_lib.evaluate.own_targets import own_targets
 from e2p_lib.invert import load_inverter
 from e2p_lib.train.rewards import AnswerCosineReward
 
@@ -52,7 +50,7 @@ def main() -> None:
     reward = AnswerCosineReward(inverter.environment, inverter.embedder, max_new_tokens=DEFAULT_ANSWER_TOKENS)
     started = time.perf_counter()
     if args.own:  # users' own texts: no stored row to leave out, no original prompt
-        targets = embed_texts(own_targets().head(args.targets)["text"].tolist(), inverter.embedder)
+        targets = own_target_vectors(args.targets, inverter.embedder)
         test_ids, exclude, cosines, calls = None, None, {}, {}
     else:
         test = demo_targets(args.targets)

@@ -19,14 +19,11 @@ import time
 from dataclasses import replace
 
 import numpy as np
+from demo_targets import demo_targets  # bench/ is on sys.path when a script of it runs
 from paired import paired_table
 
-from e2p_lib.answer_index import leave_out
-from e2p_lib.data import add_split
-from e2p_lib.embed.cache import load_embedded_dataset
 from e2p_lib.invert import default_policy_dir, load_inverter
 from e2p_lib.lm import make_lm
-from e2p_lib.pipeline import split_rows
 
 DEFAULT_MARGIN = 0.05  # Inverter.search's switch_margin before this benchmark (now: never switch)
 
@@ -39,17 +36,14 @@ def main() -> None:
     margins = [float(m) for m in args.margins.split(",")]
     started = time.perf_counter()
     lm = make_lm("local")
-    dataset = load_embedded_dataset(model="local/all-MiniLM-L6-v2", dimensions=384)
-    frame = add_split(dataset.frame)
-    test = split_rows(frame, "test", args.targets)
-    targets = dataset.vectors[test]
-    exclusions = leave_out(frame["id"].tolist(), frame["output"].tolist())
+    test = demo_targets(args.targets)
+    targets = test.vectors
     inverter = load_inverter(environment=lm)
     # a finite margin, so the policy writes the rewrites the replay chooses among (never switching writes none)
     results = inverter.invert(
         targets,
         budget=1,
-        exclude_ids=[exclusions[r] for r in test],
+        exclude_ids=test.exclude,
         retrieved_share=0.5,
         samples=6,
         switch_margin=DEFAULT_MARGIN,
@@ -69,7 +63,7 @@ def main() -> None:
     default = f"margin {DEFAULT_MARGIN:g}"
     versus = {name: [default, "never switch"] for name in cosines}
     seconds = time.perf_counter() - started
-    print(f"{len(test)} test targets, one call each, policy {default_policy_dir()}; {seconds:.0f} s")
+    print(f"{len(targets)} test targets, one call each, policy {default_policy_dir()}; {seconds:.0f} s")
     print(paired_table(cosines, versus, columns).to_string(index=False))
 
 
