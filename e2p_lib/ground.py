@@ -1,12 +1,14 @@
-"""Grounded prompts: the best prompt known for a target, with a text composed near the target as ideas to use.
+"""Grounded prompts: the best prompts known for a target, with a text composed near the target as ideas to use.
 
 An indexed prompt's answer lands near the target when the two share a task, and misses on content: what the answer
 talks about. The composed text (`e2p_lib.echo.compose`: sentences of the stored outputs nearest the target) carries
 that content, and appending it as ideas keeps the prompt a dataset-style instruction, not a copy instruction.
 
-    grounded_prompts(["Write a poem about the sea."], [EchoText("Waves break on the rocks.", 0.7)], 2)
-    # [['Write a poem about the sea.\\nUse these ideas: Waves break on the rocks.',
-    #   'Write a poem about the sea.\\nWrite about: Waves break on the rocks.']]
+    grounded_prompts([["Write a poem about the sea.", "Describe a storm."]], [EchoText("Waves break.", 0.7)], 4)
+    # [['Write a poem about the sea.\\nUse these ideas: Waves break.',
+    #   'Write a poem about the sea.\\nWrite about: Waves break.',
+    #   'Write a poem about the sea.\\nInclude these points: Waves break.',
+    #   'Describe a storm.\\nUse these ideas: Waves break.']]
 
 On the demo's 120 test targets, the better of the index's top prompt and the first variant (two calls) beat the top
 prompt by +0.054 [+0.043, +0.068] answer cosine (bench/index_variants.py; README, "Grounded prompts"); alone a
@@ -28,27 +30,39 @@ GROUND_TEMPLATES = (
     "{prompt}\nWrite about: {text}",
     "{prompt}\nInclude these points: {text}",
 )
+# Which known prompt each grounded call grounds (its rank among the target's answered dataset-style prompts, best
+# first) and with which wording (GROUND_TEMPLATES' index). On the demo's 120 validation targets the three wordings on
+# the best prompt (four calls with it) reach 0.632; a wording on the second or third prompt then adds more than one
+# on other composed texts (from the 4 or 16 nearest outputs) or on the best answer so far (bench/ground_schedules.py).
+GROUND_ORDER = ((0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0), (2, 1))
 # What `e2p invert --budget B` and 05_eval's `search_ground` spend on them: all three wordings (README, "Grounded
 # prompts": at <=8 calls on the demo's 120 test targets, 3 grounded calls against 1 and against none).
 DEFAULT_GROUND_CALLS = 3
 
 
 def check_count(count: int, name: str = "count") -> None:
-    """Refuse a number of grounded prompts that is not 1 to len(GROUND_TEMPLATES), naming the option (`name`)."""
+    """Refuse a number of grounded prompts that is not 1 to len(GROUND_ORDER), naming the option (`name`)."""
     check_positive_int(count, name)
-    if count > len(GROUND_TEMPLATES):
+    if count > len(GROUND_ORDER):
         raise ValueError(
-            f"{name}={count}: there are {len(GROUND_TEMPLATES)} grounding templates (one wording each); at most that."
+            f"{name}={count}: there are {len(GROUND_ORDER)} grounded prompts per target (3 wordings of the best known "
+            "prompt, 2 of the second, 2 of the third); at most that."
         )
 
 
-def grounded_prompts(prompts: Sequence[str | None], texts: Sequence[EchoText], count: int = 1) -> list[list[str]]:
-    """Per target, its prompt grounded in its composed text with the first `count` templates; none where either is
-    missing or empty."""
+def grounded_prompts(ranked: Sequence[Sequence[str]], texts: Sequence[EchoText], count: int = 1) -> list[list[str]]:
+    """Per target, the first `count` entries of GROUND_ORDER made from its known prompts (`ranked`, best first) and
+    its composed text; entries whose prompt rank is missing are skipped, and a target with no text gets none."""
     check_count(count)
-    if len(prompts) != len(texts):
-        raise ValueError(f"{len(prompts)} prompts for {len(texts)} composed texts: pass one of each per target.")
+    if len(ranked) != len(texts):
+        raise ValueError(f"{len(ranked)} rows of prompts for {len(texts)} composed texts: pass one of each per target.")
     return [
-        [t.format(prompt=p, text=e.text) for t in GROUND_TEMPLATES[:count]] if p and p.strip() and e.text else []
-        for p, e in zip(prompts, texts)
+        [
+            GROUND_TEMPLATES[wording].format(prompt=prompts[rank], text=e.text)
+            for rank, wording in GROUND_ORDER[:count]
+            if rank < len(prompts) and prompts[rank].strip()
+        ]
+        if e.text
+        else []
+        for prompts, e in zip(ranked, texts)
     ]

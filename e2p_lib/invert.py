@@ -583,9 +583,10 @@ class Inverter:
         more than `echo_margin` above the indexed prompt's real one (a small LM repeats loosely; README, "Echo").
 
         `ground` (needs the `retrieval` store; budget 2 or more) spends up to that many calls, after the echoes and
-        before the retrieved prompts, on the best indexed prompt (never an echo) with the same composed text appended,
-        one wording per call (`e2p_lib.ground`; source "grounded"). Like echoes, the policy never reads them: their text
-        is other rows' outputs, not an instruction of the kind it was trained on.
+        before the retrieved prompts, on the best indexed prompts (never an echo) with the same composed text
+        appended, one prompt and wording per call in `e2p_lib.ground.GROUND_ORDER` (three wordings of the best, then
+        the second and third best; source "grounded"). Like echoes, the policy never reads them: their text is other
+        rows' outputs, not an instruction of the kind it was trained on.
 
         Every call is counted (`environment_calls` <= budget); `trajectory` holds each round's best.
         """
@@ -629,13 +630,7 @@ class Inverter:
             echoes = echo_prompts(texts, echo)
             self._spend(echoes, [min(echo, c) for c in left], "echo", history, left, targets, memo)
         if ground and budget > 1:  # the best known prompt, grounded in the composed text, within the calls left
-            bests = [
-                max((c for c in row if c.source in _SHOWN_SOURCES), key=_real_or_lowest, default=None)
-                for row in history
-            ]
-            rows = grounded_prompts(
-                [b.prompt if b and not math.isnan(b.achieved_cosine) else None for b in bests], texts, ground
-            )
+            rows = grounded_prompts([[c.prompt for c in self._known_best(row)] for row in history], texts, ground)
             rows = [row[:c] for row, c in zip(rows, left)]
             self._spend(rows, [min(ground, c) for c in left], "grounded", history, left, targets, memo)
         if retrieved is not None:  # nearest first: retrieval's own order
@@ -724,14 +719,19 @@ class Inverter:
         self.predict(rows, targets)
         return rows
 
-    def shown_hypotheses(self, candidates: list[Candidate]) -> list[Hypothesis]:
-        """What the policy reads: the candidates with a real cosine, best first, as many as it was trained on."""
+    @staticmethod
+    def _known_best(candidates: list[Candidate]) -> list[Candidate]:
+        """The distinct dataset-style prompts (`_SHOWN_SOURCES`) with a real cosine, best first."""
         answered = sorted(
             (c for c in candidates if not math.isnan(c.achieved_cosine) and c.source in _SHOWN_SOURCES),
             key=lambda c: -c.achieved_cosine,
         )
-        unique = list({c.prompt: c for c in reversed(answered)}.values())[::-1]
-        return [Hypothesis(c.prompt, c.achieved_cosine) for c in unique[: self.policy.config.hypotheses]]
+        return list({c.prompt: c for c in reversed(answered)}.values())[::-1]
+
+    def shown_hypotheses(self, candidates: list[Candidate]) -> list[Hypothesis]:
+        """What the policy reads: the candidates with a real cosine, best first, as many as it was trained on."""
+        known = self._known_best(candidates)
+        return [Hypothesis(c.prompt, c.achieved_cosine) for c in known[: self.policy.config.hypotheses]]
 
     def _final(self, candidates: list[Candidate], budget: int, switch_margin: float, target) -> Candidate:
         """The best real cosine; at budget 1, a rewrite the forward model rates `switch_margin` above it instead."""

@@ -10,24 +10,34 @@ from test_invert import one_torch_thread  # noqa: F401 (autouse fixture)
 from test_search import pieces  # noqa: F401 (fixture)
 
 from e2p_lib.echo import EchoText, echo_texts
-from e2p_lib.ground import GROUND_TEMPLATES, grounded_prompts
+from e2p_lib.ground import GROUND_ORDER, GROUND_TEMPLATES, grounded_prompts
 
 
 def test_grounded_prompts_append_the_text_and_skip_what_is_missing():
     texts = [EchoText("Waves break.", 0.7), EchoText("", float("nan")), EchoText("Rain.", 0.5)]
-    assert grounded_prompts(["Write a poem.", "Name a fruit.", None], texts) == [
+    assert grounded_prompts([["Write a poem."], ["Name a fruit."], []], texts) == [
         ["Write a poem.\nUse these ideas: Waves break."],
         [],  # nothing composed
         [],  # no prompt known
     ]
-    [two] = grounded_prompts(["P"], texts[:1], 2)  # the templates in order, the prompt first in each
+    [two] = grounded_prompts([["P"]], texts[:1], 2)  # the templates in order, the prompt first in each
     assert two == ["P\nUse these ideas: Waves break.", "P\nWrite about: Waves break."]
+    [all_of_them] = grounded_prompts([["P", "Q", "R"]], texts[:1], len(GROUND_ORDER))
+    assert all_of_them == [GROUND_TEMPLATES[w].format(prompt="PQR"[r], text="Waves break.") for r, w in GROUND_ORDER]
+    assert all_of_them[3:] == [
+        "Q\nUse these ideas: Waves break.",
+        "Q\nWrite about: Waves break.",
+        "R\nUse these ideas: Waves break.",
+        "R\nWrite about: Waves break.",
+    ]
+    [two_known] = grounded_prompts([["P", "Q"]], texts[:1], len(GROUND_ORDER))  # no third prompt: its two skipped
+    assert two_known == all_of_them[:5]
     with pytest.raises(ValueError, match="one of each per target"):
-        grounded_prompts(["a"], texts)
-    with pytest.raises(ValueError, match="grounding templates"):
-        grounded_prompts(["a"], texts[:1], len(GROUND_TEMPLATES) + 1)
+        grounded_prompts([["a"]], texts)
+    with pytest.raises(ValueError, match="grounded prompts per target"):
+        grounded_prompts([["a"]], texts[:1], len(GROUND_ORDER) + 1)
     with pytest.raises(ValueError, match="count"):
-        grounded_prompts(["a"], texts[:1], 0)
+        grounded_prompts([["a"]], texts[:1], 0)
 
 
 def _with_outputs(pieces):  # noqa: F811
@@ -42,7 +52,7 @@ def _with_outputs(pieces):  # noqa: F811
     return inverter
 
 
-@pytest.mark.parametrize(("budget", "ground"), [(1, 1), (2, 1), (5, 1), (3, 3), (6, 3)])
+@pytest.mark.parametrize(("budget", "ground"), [(1, 1), (2, 1), (5, 1), (3, 3), (6, 3), (5, 7), (8, 7)])
 def test_the_search_spends_its_grounded_calls_within_the_budget_and_never_shows_them(pieces, budget, ground):  # noqa: F811
     embedder, lm = pieces["embedder"], pieces["lm"]
     targets = np.stack([embedder.vector(t) for t in (OUTPUTS[4], OUTPUTS[2])])
@@ -61,20 +71,21 @@ def test_the_search_spends_its_grounded_calls_within_the_budget_and_never_shows_
     if budget == 1:  # no call to spend before the final answer: nothing grounded, one call each
         assert grounded == [[], []] and [r.environment_calls for r in results] == [1, 1]
         return
-    top = [row[0].prompt for row in pieces["index"].hypotheses(targets, k=1)]
+    ranked = [[h.prompt for h in row] for row in pieces["index"].hypotheses(targets, k=3)]
+    assert all(len(row) == 3 for row in ranked)  # three known prompts each: every entry of GROUND_ORDER applies
     texts = echo_texts(inverter.retrieval, targets, embedder, k=3)
     spent = min(ground, budget - 1)  # the last call is the final answer's
-    for row, prompt, text in zip(grounded, top, texts):
+    for row, prompts, text in zip(grounded, ranked, texts):
         assert all(not np.isnan(c.achieved_cosine) for c in row)  # each one answered
-        wordings = [t.format(prompt=prompt, text=text.text) for t in GROUND_TEMPLATES[:spent]]
-        assert [c.prompt for c in row] == wordings  # the best indexed prompt, grounded, one wording per call
+        expected = [GROUND_TEMPLATES[w].format(prompt=prompts[r], text=text.text) for r, w in GROUND_ORDER[:spent]]
+        assert [c.prompt for c in row] == expected  # the best indexed prompts, grounded, one entry per call
     assert sent[: 2 * spent] == [c.prompt for row in grounded for c in row]  # first: before retrieval and rewrites
     assert not any(c.prompt == h.prompt for r in grounded for c in r for row in shown for h in row)
     with pytest.raises(ValueError, match="ground"):
         inverter.invert(targets, budget=budget, ground=-1)
     sent_before = len(lm.received)
-    with pytest.raises(ValueError, match="ground=4: there are 3 grounding templates"):
-        inverter.invert(targets, budget=budget, ground=len(GROUND_TEMPLATES) + 1)
+    with pytest.raises(ValueError, match="ground=8: there are 7 grounded prompts per target"):
+        inverter.invert(targets, budget=budget, ground=len(GROUND_ORDER) + 1)
     assert len(lm.received) == sent_before  # refused before any call
 
 
