@@ -7,11 +7,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from e2p_lib.answer_index import leave_out
+from e2p_lib.answer_index import DEFAULT_ANSWER_TOKENS, leave_out
 from e2p_lib.data import add_split
+from e2p_lib.embed import make_embedder
 from e2p_lib.embed.cache import embed_texts, load_embedded_dataset
 from e2p_lib.evaluate.own_targets import own_targets
-from e2p_lib.pipeline import split_rows
+from e2p_lib.lm import make_lm
+from e2p_lib.pipeline import open_answer_index, split_rows
+from e2p_lib.store import make_vector_store
+from e2p_lib.train.rewards import AnswerCosineReward
 
 MODEL, DIMENSIONS = "local/all-MiniLM-L6-v2", 384  # the demo profile's embedding space
 
@@ -41,3 +45,26 @@ def demo_targets(limit: int | None, split: str = "test") -> Targets:
 def own_target_vectors(limit: int, embedder) -> np.ndarray:
     """The first `limit` own target texts (`e2p_lib.evaluate.own_targets`) embedded by `embedder`."""
     return embed_texts(own_targets().head(limit)["text"].tolist(), embedder)
+
+
+@dataclass
+class IndexPieces:
+    embedder: object
+    store: object  # 02's local store of the outputs
+    reward: AnswerCosineReward  # real answer cosine with the local environment, greedy, the index's answer length
+    chosen: Targets
+    hypotheses: list  # per target, the answer index's 3 best prompts (Hypothesis: prompt, real cosine), best first
+    top: np.ndarray  # per target, the real cosine of the index's best prompt
+
+
+def index_pieces(limit: int | None, split: str) -> IndexPieces:
+    """What the policy-free bench scripts score with: the chosen targets and 02's store and answer index of the
+    local environment, with the index's 3 best prompts for each target (never an excluded row)."""
+    lm, embedder = make_lm("local"), make_embedder("local")
+    store = make_vector_store("local", "alpaca")
+    index = open_answer_index(store, lm, embedder, DEFAULT_ANSWER_TOKENS)
+    chosen = demo_targets(limit, split)
+    hypotheses = index.hypotheses(chosen.vectors, k=3, exclude_ids=chosen.exclude)
+    top = np.array([row[0].cosine for row in hypotheses])
+    reward = AnswerCosineReward(lm, embedder, DEFAULT_ANSWER_TOKENS)
+    return IndexPieces(embedder, store, reward, chosen, hypotheses, top)

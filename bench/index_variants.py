@@ -16,17 +16,12 @@ import argparse
 import time
 
 import numpy as np
-from demo_targets import demo_targets  # bench/ is on sys.path when a script of it runs
+from demo_targets import index_pieces  # bench/ is on sys.path when a script of it runs
 from paired import paired_table
 
-from e2p_lib.answer_index import DEFAULT_ANSWER_TOKENS
 from e2p_lib.echo import echo_prompts, echo_texts
-from e2p_lib.embed import make_embedder
 from e2p_lib.ground import grounded_prompts
-from e2p_lib.lm import make_lm
-from e2p_lib.pipeline import open_answer_index
-from e2p_lib.store import make_vector_store
-from e2p_lib.train.rewards import NO_ANSWER, AnswerCosineReward
+from e2p_lib.train.rewards import NO_ANSWER
 
 TOP, ORIGINAL, GROUNDED = "index top 1", "original prompt", "top1 + 'Use these ideas: text'"
 
@@ -39,7 +34,9 @@ def grounded(rank: int, hypotheses, texts, template: int = 0) -> list[str]:
     """The indexed prompt of this rank grounded in each target's composed text with `GROUND_TEMPLATES[template]`
     (the prompt itself without a text)."""
     prompts = [row[rank].prompt for row in hypotheses]
-    return [g[template] if g else p for g, p in zip(grounded_prompts(prompts, texts, template + 1), prompts)]
+    return [
+        g[template] if g else p for g, p in zip(grounded_prompts([[q] for q in prompts], texts, template + 1), prompts)
+    ]
 
 
 def main() -> None:
@@ -49,20 +46,13 @@ def main() -> None:
     parser.add_argument("--margins", default="-0.1,-0.05,0,0.05,0.1,0.2,inf", help="of the one-call grounding rule")
     args = parser.parse_args()
     started = time.perf_counter()
-    lm = make_lm("local")
-    embedder = make_embedder("local")
-    store = make_vector_store("local", "alpaca")
-    index = open_answer_index(store, lm, embedder, DEFAULT_ANSWER_TOKENS)
-    reward = AnswerCosineReward(lm, embedder, max_new_tokens=DEFAULT_ANSWER_TOKENS)
-    chosen = demo_targets(args.targets, args.split)
-    targets, exclude = chosen.vectors, chosen.exclude
-    hyp = index.hypotheses(targets, k=3, exclude_ids=exclude)
-    top = np.array([row[0].cosine for row in hyp])
-    cos = {ORIGINAL: reward(chosen.prompts, targets).rewards, TOP: top}
-    texts = echo_texts(store, targets, embedder, k=8, exclude_ids=exclude)
+    p = index_pieces(args.targets, args.split)
+    targets, exclude, hyp, top = p.chosen.vectors, p.chosen.exclude, p.hypotheses, p.top
+    cos = {ORIGINAL: p.reward(p.chosen.prompts, targets).rewards, TOP: top}
+    texts = echo_texts(p.store, targets, p.embedder, k=8, exclude_ids=exclude)
     text_cosines = np.array([t.cosine for t in texts])
     cos["composed text (no answer)"] = text_cosines
-    cos["echo template 1"] = reward([r[0] if r else NO_ANSWER for r in echo_prompts(texts, 1)], targets).rewards
+    cos["echo template 1"] = p.reward([r[0] if r else NO_ANSWER for r in echo_prompts(texts, 1)], targets).rewards
     families = {
         "transplant top1 (instr + composed input)": [
             f"{instruction(h[0].prompt)}\n\n{t.text}" for h, t in zip(hyp, texts)
@@ -77,7 +67,7 @@ def main() -> None:
         "top1 + 'Include these points: text'": grounded(0, hyp, texts, template=2),
     }
     for name, prompts in families.items():
-        got = reward(prompts, targets).rewards
+        got = p.reward(prompts, targets).rewards
         cos[name], cos[f"max(top1, {name})"] = got, np.maximum(top, got)
     for name in [n for n in families if n != GROUNDED and "text" in n]:  # a third call beside the grounded second
         cos[f"max(top1, grounded, {name})"] = np.maximum(cos[f"max(top1, {GROUNDED})"], cos[name])

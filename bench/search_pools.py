@@ -7,9 +7,10 @@ environment, the policy `load_inverter` picks as 05's e2p does: SFT on the demo 
 not run; a forward model). Rows: the original prompt and retrieval alone (the 8 nearest outputs'
 prompts answered, the best kept) as baselines; the search on the answer index and the policy's rewrites
 (`retrieved_share=0`); the search on both pools (05_eval's `e2p, <=8 calls`, `retrieved_share=0.5`); and that search
-with 1 or 3 grounded calls (`ground=`: the best known prompt with a composed text appended as ideas; README,
-"Grounded prompts"). Prints mean answer cosines with bootstrap intervals and paired differences to retrieval, to the
-search on both pools and to the original prompt. `--own` measures the same on the target texts that are not Alpaca
+with 1, 3, 5 or 7 grounded calls (`ground=`: the best known prompts with a composed text appended as ideas, in
+`e2p_lib.ground.GROUND_ORDER`; README, "Grounded prompts"; at 7 of 8 no call is left for anything else). Prints
+mean answer cosines with bootstrap intervals and paired differences to retrieval, to the search on both pools, to
+it with 3 grounded calls and to the original prompt. `--own` measures the same on the target texts that are not Alpaca
 outputs (`e2p_lib.evaluate.own_targets`): no original prompt, no stored row to leave out.
 """
 
@@ -29,11 +30,14 @@ from e2p_lib.train.rewards import AnswerCosineReward
 
 RETRIEVAL = "retrieval, best of 8 answered"
 BOTH = "e2p, both pools (05's e2p, <=8 calls)"
+THREE = "e2p, both pools + 3 grounded calls"
 SEARCHES = {  # row: search options
     "e2p, index and rewrites only": {"retrieved_share": 0.0},
     BOTH: {"retrieved_share": 0.5},
     "e2p, both pools + 1 grounded call": {"retrieved_share": 0.5, "ground": 1},
-    "e2p, both pools + 3 grounded calls": {"retrieved_share": 0.5, "ground": 3},
+    THREE: {"retrieved_share": 0.5, "ground": 3},
+    "e2p, both pools + 5 grounded calls": {"retrieved_share": 0.5, "ground": 5},
+    "e2p, 7 grounded calls (no call left to retrieval or rewrites)": {"retrieved_share": 0.5, "ground": 7},
 }
 
 
@@ -44,6 +48,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=6, help="policy rewrites per target and round (05: 6)")
     parser.add_argument("--rows", default="|".join(SEARCHES), help=f"search rows joined by '|', of {list(SEARCHES)}")
     parser.add_argument("--own", action="store_true", help="the first N own target texts instead of Alpaca's")
+    parser.add_argument("--save", help="also write each row's per-target cosines to this .npz, to pair with later runs")
     args = parser.parse_args()
 
     inverter = load_inverter()
@@ -72,10 +77,12 @@ def main() -> None:
         cosines[name] = np.array([r.achieved_cosine for r in results])
         calls[name] = float(np.mean([r.environment_calls for r in results]))
         print(f"{name}: {cosines[name].mean():.3f} in {time.perf_counter() - began:.0f} s", flush=True)
-    versus = {name: [RETRIEVAL, BOTH, "original prompt"] for name in cosines if name in SEARCHES}
+    versus = {name: [RETRIEVAL, BOTH, THREE, "original prompt"] for name in cosines if name in SEARCHES}
     table = paired_table(cosines, versus, {name: {"calls/target": c} for name, c in calls.items()})
     print(f"{len(targets)} {'own target texts' if args.own else 'test targets'}, {time.perf_counter() - started:.0f} s")
     print(table.to_string(index=False))
+    if args.save:
+        np.savez(args.save, **cosines)
 
 
 if __name__ == "__main__":
