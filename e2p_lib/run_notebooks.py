@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -151,6 +152,21 @@ def render_html(executed: Path) -> Path:
     return html
 
 
+# The paths users may set in the environment; the kernels inherit them but run in notebooks/.
+PATH_VARIABLES = ("E2P_DATA_DIR", "E2P_FIGURES_DIR", "E2P_REPORTS_DIR", "E2P_ALPACA_PATH")
+
+
+def absolute_path_variables() -> dict[str, str]:
+    """Make each relative path in PATH_VARIABLES absolute from where the command runs, and return what changed: the
+    kernels run in notebooks/, where `E2P_DATA_DIR=data` would name (and fill) another, empty folder."""
+    changed = {}
+    for name in PATH_VARIABLES:
+        value = os.environ.get(name)
+        if value and not Path(value).expanduser().is_absolute():
+            changed[name] = os.environ[name] = str(Path(value).expanduser().resolve())
+    return changed
+
+
 def run_notebooks(
     profile: str = "demo",
     only: list[str] | None = None,
@@ -164,6 +180,7 @@ def run_notebooks(
     if profile not in PROFILES:
         raise ValueError(f"Unknown profile {profile!r}; choose one of {sorted(PROFILES)}.")
     check_kernel(kernel_name)
+    absolute_path_variables()
     out_dir = Path(reports_dir or config.reports_dir())
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = []

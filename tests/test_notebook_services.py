@@ -1,7 +1,10 @@
 """Notebooks set to OpenAI and Pinecone: they run against wire-compatible local servers with the real SDKs, never
-print a key into a rendered report, and fail at once, naming the variable to set, when a key is missing."""
+print a key into a rendered report, and fail at once, naming the variable to set, when a key is missing; the data
+paths set in the environment mean in the kernels what they mean where the command runs."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -99,3 +102,17 @@ def test_notebook_set_to_pinecone_without_a_key_fails_naming_the_variable(isolat
     with pytest.raises(PapermillExecutionError, match="PINECONE_API_KEY is not set"):
         run_notebooks("smoke", only=["02_pinecone"], overrides={"backend": "pinecone", **OPENAI_SPACE})
     assert not (isolated_dirs / "figures").exists()
+
+
+def test_relative_data_paths_are_made_absolute_from_where_the_command_runs(tmp_path, monkeypatch):
+    """The kernels run in notebooks/: a relative E2P_DATA_DIR must still name the folder the user meant."""
+    from e2p_lib.run_notebooks import absolute_path_variables
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("E2P_DATA_DIR", "data")
+    monkeypatch.setenv("E2P_ALPACA_PATH", str(tmp_path / "alpaca.json"))  # absolute already: left as it is
+    monkeypatch.delenv("E2P_FIGURES_DIR", raising=False)
+    changed = absolute_path_variables()
+    assert changed == {"E2P_DATA_DIR": str(tmp_path / "data")}
+    assert os.environ["E2P_DATA_DIR"] == str(tmp_path / "data")
+    assert os.environ["E2P_ALPACA_PATH"] == str(tmp_path / "alpaca.json")
