@@ -4,7 +4,7 @@
     e2p run --profile smoke --only 01_embed   # any option of `python -m e2p_lib.run_notebooks`
     e2p invert "Paris is the capital of France."
     e2p invert "A haiku about rain." --best-of 4 --measure   # + the achieved cosine of the environment's answer
-    e2p invert "A haiku about rain." --budget 8              # the search (answer index + rewrites), <= 8 calls
+    e2p invert "A haiku about rain." --budget 8              # the search (answer index + grounded), <= 8 calls
     e2p invert "A haiku about rain." --budget 8 --echo 2     # ... 2 of whose calls may ask to repeat a composed text
     e2p invert "A haiku about rain." --budget 8 --ground 2   # ... 2 of whose calls add a composed text as ideas
 

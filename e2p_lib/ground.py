@@ -12,8 +12,8 @@ that content, and appending it as ideas keeps the prompt a dataset-style instruc
 
 On the demo's 120 test targets, the better of the index's top prompt and the first variant (two calls) beat the top
 prompt by +0.054 [+0.043, +0.068] answer cosine (bench/index_variants.py; README, "Grounded prompts"); alone a
-variant is about even with the top prompt, so each is worth a call, never a replacement unanswered. Seven of them
-beat any mix with the policy's rewrites measured at 8 calls (bench/search_pools.py).
+variant is about even with the top prompt, so each is worth a call, never a replacement unanswered. At 8 calls, seven
+of them beat three followed by the retrieved prompts and the policy's rewrites (bench/search_pools.py).
 """
 
 from __future__ import annotations

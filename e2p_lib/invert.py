@@ -629,7 +629,7 @@ class Inverter:
         if echo:
             echoes = echo_prompts(texts, echo)
             self._spend(echoes, [min(echo, c) for c in left], "echo", history, left, targets, memo)
-        if ground and budget > 1:  # the best known prompt, grounded in the composed text, within the calls left
+        if ground and budget > 1:  # the best known prompts, grounded in the composed text, within the calls left
             rows = grounded_prompts([[c.prompt for c in self._known_best(row)] for row in history], texts, ground)
             rows = [row[:c] for row, c in zip(rows, left)]
             self._spend(rows, [min(ground, c) for c in left], "grounded", history, left, targets, memo)
@@ -726,7 +726,10 @@ class Inverter:
             (c for c in candidates if not math.isnan(c.achieved_cosine) and c.source in _SHOWN_SOURCES),
             key=lambda c: -c.achieved_cosine,
         )
-        return list({c.prompt: c for c in reversed(answered)}.values())[::-1]
+        best: dict[str, Candidate] = {}
+        for c in answered:  # a repeated prompt at its best copy's rank
+            best.setdefault(c.prompt, c)
+        return list(best.values())
 
     def shown_hypotheses(self, candidates: list[Candidate]) -> list[Hypothesis]:
         """What the policy reads: the candidates with a real cosine, best first, as many as it was trained on."""

@@ -122,3 +122,17 @@ def test_a_seeded_grounded_search_repeats_exactly(pieces):  # noqa: F811
     assert [[(c.prompt, c.achieved_cosine) for c in r.candidates] for r in first] == [
         [(c.prompt, c.achieved_cosine) for c in r.candidates] for r in second
     ]
+
+
+def test_a_repeated_prompt_ranks_at_its_best_copy():
+    """The prompts grounded first are the best known: a prompt known twice ranks by its better cosine."""
+    from e2p_lib.invert import Candidate, Inverter
+
+    known = [
+        Candidate("A", 0, "index", 1.0, achieved_cosine=0.9),
+        Candidate("B", 0, "index", 1.0, achieved_cosine=0.8),
+        Candidate("A", 0, "retrieved", 1.0, achieved_cosine=0.5),
+        Candidate("E", 0, "echo", 1.0, achieved_cosine=0.95),  # never a dataset-style prompt: not ranked
+        Candidate("C", 0, "sampled", 1.0),  # not answered: not ranked
+    ]
+    assert [(c.prompt, c.achieved_cosine) for c in Inverter._known_best(known)] == [("A", 0.9), ("B", 0.8)]
