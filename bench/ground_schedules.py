@@ -17,18 +17,14 @@ import time
 
 import numpy as np
 from demo_targets import index_pieces  # bench/ is on sys.path when a script of it runs
+from index_variants import grounded
 from paired import paired_table
 
 from e2p_lib.echo import EchoText, echo_texts
 from e2p_lib.embed.base import l2_normalise
-from e2p_lib.ground import GROUND_TEMPLATES
 
 TOP = "index top 1"
 NOW = "now: top1 + g(0, w0-2, 8) (4 calls)"
-
-
-def ground(prompts: list[str], texts: list[EchoText], wording: int) -> list[str]:
-    return [GROUND_TEMPLATES[wording].format(prompt=p, text=t.text) if t.text else p for p, t in zip(prompts, texts)]
 
 
 def main() -> None:
@@ -39,22 +35,21 @@ def main() -> None:
     started = time.perf_counter()
     p = index_pieces(args.targets, args.split)
     targets, exclude, hyp, top = p.chosen.vectors, p.chosen.exclude, p.hypotheses, p.top
-    ranked = [[row[r].prompt for row in hyp] for r in range(3)]
     texts = {k: echo_texts(p.store, targets, p.embedder, k=k, exclude_ids=exclude) for k in (4, 8, 16)}
     for k, t in texts.items():
         print(f"composed text k={k}: own cosine {np.nanmean([e.cosine for e in t]):.3f}", flush=True)
     got: dict[str, np.ndarray] = {}
     answers: dict[str, list[str]] = {}
     for name, prompts in {
-        "g(0,0,8)": ground(ranked[0], texts[8], 0),
-        "g(0,1,8)": ground(ranked[0], texts[8], 1),
-        "g(0,2,8)": ground(ranked[0], texts[8], 2),
-        "g(1,0,8)": ground(ranked[1], texts[8], 0),
-        "g(1,1,8)": ground(ranked[1], texts[8], 1),
-        "g(2,0,8)": ground(ranked[2], texts[8], 0),
-        "g(0,0,4)": ground(ranked[0], texts[4], 0),
-        "g(0,0,16)": ground(ranked[0], texts[16], 0),
-        "g(0,1,16)": ground(ranked[0], texts[16], 1),
+        "g(0,0,8)": grounded(0, hyp, texts[8], 0),
+        "g(0,1,8)": grounded(0, hyp, texts[8], 1),
+        "g(0,2,8)": grounded(0, hyp, texts[8], 2),
+        "g(1,0,8)": grounded(1, hyp, texts[8], 0),
+        "g(1,1,8)": grounded(1, hyp, texts[8], 1),
+        "g(2,0,8)": grounded(2, hyp, texts[8], 0),
+        "g(0,0,4)": grounded(0, hyp, texts[4], 0),
+        "g(0,0,16)": grounded(0, hyp, texts[16], 0),
+        "g(0,1,16)": grounded(0, hyp, texts[16], 1),
     }.items():
         result = p.reward(prompts, targets)
         got[name], answers[name] = result.rewards, result.answers
@@ -68,8 +63,8 @@ def main() -> None:
     fb = echo_texts(p.store, feedback, p.embedder, k=8, exclude_ids=exclude)
     print(f"feedback text: own cosine to the target {np.mean([e.cosine for e in fb]):.3f} (to the feedback vector)")
     for name, prompts in {
-        "fb(0,0)": ground(ranked[0], fb, 0),
-        "ans(0,0)": ground(ranked[0], [EchoText(a, 0.0) for a in best_answer], 0),
+        "fb(0,0)": grounded(0, hyp, fb),
+        "ans(0,0)": grounded(0, hyp, [EchoText(a, 0.0) for a in best_answer]),
     }.items():
         got[name] = p.reward(prompts, targets).rewards
         print(f"{name}: {got[name].mean():.3f}", flush=True)

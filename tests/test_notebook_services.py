@@ -106,12 +106,13 @@ def test_notebook_set_to_pinecone_without_a_key_fails_naming_the_variable(isolat
 
 def test_relative_data_paths_are_made_absolute_from_where_the_command_runs(tmp_path, monkeypatch):
     """The kernels run in notebooks/: a relative E2P_DATA_DIR must still name the folder the user meant."""
-    from e2p_lib.run_notebooks import absolute_path_variables
+    from e2p_lib.run_notebooks import PATH_VARIABLES, absolute_path_variables
 
+    for name in PATH_VARIABLES:  # only what this test sets
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("E2P_DATA_DIR", "data")
     monkeypatch.setenv("E2P_ALPACA_PATH", str(tmp_path / "alpaca.json"))  # absolute already: left as it is
-    monkeypatch.delenv("E2P_FIGURES_DIR", raising=False)
     changed = absolute_path_variables()
     assert changed == {"E2P_DATA_DIR": str(tmp_path / "data")}
     assert os.environ["E2P_DATA_DIR"] == str(tmp_path / "data")
