@@ -53,18 +53,18 @@ class IndexPieces:
     store: object  # 02's local store of the outputs
     reward: AnswerCosineReward  # real answer cosine with the local environment, greedy, the index's answer length
     chosen: Targets
-    hypotheses: list  # per target, the answer index's 3 best prompts (Hypothesis: prompt, real cosine), best first
+    hypotheses: list  # per target, the answer index's `k` best prompts (Hypothesis: prompt, real cosine), best first
     top: np.ndarray  # per target, the real cosine of the index's best prompt
 
 
-def index_pieces(limit: int | None, split: str) -> IndexPieces:
+def index_pieces(limit: int | None, split: str, k: int = 3) -> IndexPieces:
     """What the policy-free bench scripts score with: the chosen targets and 02's store and answer index of the
-    local environment, with the index's 3 best prompts for each target (never an excluded row)."""
+    local environment, with the index's `k` best prompts for each target (never an excluded row)."""
     lm, embedder = make_lm("local"), make_embedder("local")
     store = make_vector_store("local", "alpaca")
     index = open_answer_index(store, lm, embedder, DEFAULT_ANSWER_TOKENS)
     chosen = demo_targets(limit, split)
-    hypotheses = index.hypotheses(chosen.vectors, k=3, exclude_ids=chosen.exclude)
+    hypotheses = index.hypotheses(chosen.vectors, k=k, exclude_ids=chosen.exclude)
     top = np.array([row[0].cosine for row in hypotheses])
     reward = AnswerCosineReward(lm, embedder, DEFAULT_ANSWER_TOKENS)
     return IndexPieces(embedder, store, reward, chosen, hypotheses, top)

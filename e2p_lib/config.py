@@ -19,23 +19,29 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 load_dotenv(PROJECT_ROOT / ".env", override=False)
 
 
+DATA_DIR_ENV, FIGURES_DIR_ENV, REPORTS_DIR_ENV = "E2P_DATA_DIR", "E2P_FIGURES_DIR", "E2P_REPORTS_DIR"
+ALPACA_PATH_ENV = "E2P_ALPACA_PATH"  # the dataset file to read instead of downloading (e2p_lib.data)
+# Every path a user may set in the environment (run_notebooks makes them absolute: its kernels run in notebooks/).
+PATH_VARIABLES = (DATA_DIR_ENV, FIGURES_DIR_ENV, REPORTS_DIR_ENV, ALPACA_PATH_ENV)
+
+
 def _dir(env_var: str, default: Path) -> Path:
     return Path(os.environ.get(env_var) or default).expanduser()
 
 
 def data_dir() -> Path:
     """Caches and downloads (git-ignored)."""
-    return _dir("E2P_DATA_DIR", PROJECT_ROOT / "data")
+    return _dir(DATA_DIR_ENV, PROJECT_ROOT / "data")
 
 
 def figures_dir() -> Path:
     """Plots written by the notebooks."""
-    return _dir("E2P_FIGURES_DIR", PROJECT_ROOT / "figures")
+    return _dir(FIGURES_DIR_ENV, PROJECT_ROOT / "figures")
 
 
 def reports_dir() -> Path:
     """Executed notebooks and their HTML renders."""
-    return _dir("E2P_REPORTS_DIR", PROJECT_ROOT / "reports")
+    return _dir(REPORTS_DIR_ENV, PROJECT_ROOT / "reports")
 
 
 def embeddings_dir() -> Path:

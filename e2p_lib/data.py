@@ -73,11 +73,11 @@ import pandas as pd
 from e2p_lib import config
 from e2p_lib.atomic import write_atomically
 from e2p_lib.checks import check_int
+from e2p_lib.config import ALPACA_PATH_ENV
 from e2p_lib.tokens import count_tokens
 
 logger = logging.getLogger(__name__)
 
-ALPACA_PATH_ENV = "E2P_ALPACA_PATH"
 SUPPORTED_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 COLUMNS = ("id", "prompt", "output", "tokens", "type")
 ROW_TYPE = "alpaca"

@@ -152,15 +152,11 @@ def render_html(executed: Path) -> Path:
     return html
 
 
-# The paths users may set in the environment; the kernels inherit them but run in notebooks/.
-PATH_VARIABLES = ("E2P_DATA_DIR", "E2P_FIGURES_DIR", "E2P_REPORTS_DIR", "E2P_ALPACA_PATH")
-
-
 def absolute_path_variables() -> dict[str, str]:
-    """Make each relative path in PATH_VARIABLES absolute from where the command runs, and return what changed: the
-    kernels run in notebooks/, where `E2P_DATA_DIR=data` would name (and fill) another, empty folder."""
+    """Make each relative path in `config.PATH_VARIABLES` absolute from where the command runs, and return what
+    changed: the kernels run in notebooks/, where `E2P_DATA_DIR=data` would name (and fill) another, empty folder."""
     changed = {}
-    for name in PATH_VARIABLES:
+    for name in config.PATH_VARIABLES:
         value = os.environ.get(name)
         if value and not Path(value).expanduser().is_absolute():
             changed[name] = os.environ[name] = str(Path(value).expanduser().resolve())

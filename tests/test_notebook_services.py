@@ -106,7 +106,8 @@ def test_notebook_set_to_pinecone_without_a_key_fails_naming_the_variable(isolat
 
 def test_relative_data_paths_are_made_absolute_from_where_the_command_runs(tmp_path, monkeypatch):
     """The kernels run in notebooks/: a relative E2P_DATA_DIR must still name the folder the user meant."""
-    from e2p_lib.run_notebooks import PATH_VARIABLES, absolute_path_variables
+    from e2p_lib.config import PATH_VARIABLES
+    from e2p_lib.run_notebooks import absolute_path_variables
 
     for name in PATH_VARIABLES:  # only what this test sets
         monkeypatch.delenv(name, raising=False)
