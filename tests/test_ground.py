@@ -136,3 +136,26 @@ def test_a_repeated_prompt_ranks_at_its_best_copy():
         Candidate("C", 0, "sampled", 1.0),  # not answered: not ranked
     ]
     assert [(c.prompt, c.achieved_cosine) for c in Inverter._known_best(known)] == [("A", 0.9), ("B", 0.8)]
+
+
+def test_a_target_with_fewer_known_prompts_grounds_only_those_and_spends_the_rest(pieces):  # noqa: F811
+    """With two indexed prompts left after the exclusions, GROUND_ORDER's entries for a third are skipped: five
+    grounded calls, and the calls they leave go to the other pools, the budget still holding."""
+    inverter, lm = _with_outputs(pieces), pieces["lm"]
+    ids = pieces["ids"]
+    target = pieces["embedder"].vector(OUTPUTS[2])[None]
+    kept = ids[:2]
+    exclude = [[i for i in ids if i not in kept]]
+    sent_before = len(lm.received)
+    [result] = inverter.invert(
+        target, budget=8, samples=2, seed=2, ground=len(GROUND_ORDER), max_prompt_tokens=6, exclude_ids=exclude
+    )
+    known = [h.prompt for h in pieces["index"].hypotheses(target, k=8, exclude_ids=exclude)[0]]
+    assert len(known) == 2
+    [text] = echo_texts(inverter.retrieval, target, pieces["embedder"], k=3, exclude_ids=exclude)
+    grounded = [c.prompt for c in result.candidates if c.source == "grounded"]
+    assert grounded == [GROUND_TEMPLATES[w].format(prompt=known[r], text=text.text) for r, w in GROUND_ORDER if r < 2]
+    assert len(grounded) == 5
+    spent_elsewhere = [c for c in result.candidates if c.source not in ("index", "grounded")]
+    assert any(not np.isnan(c.achieved_cosine) for c in spent_elsewhere)  # the two calls left were used
+    assert result.environment_calls == len(lm.received) - sent_before <= 8
