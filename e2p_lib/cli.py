@@ -126,10 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--ground",
         type=int,
         default=None,
-        help="with --budget 2 or more: up to N of the search's calls answer the best indexed prompts with a text "
-        "composed from the nearest stored outputs appended (3 wordings of the best, 2 of the second and third; "
-        f"README, 'Grounded prompts'); default {DEFAULT_GROUND_CALLS} when 02's store is there, as 05 searches; "
-        "0: none",
+        help="with --budget: up to N of the search's calls answer the best indexed prompts with a text composed "
+        "from the nearest stored outputs appended (3 wordings of the best, 2 of the second and third; README, "
+        "'Grounded prompts'); at --budget 1 the best prompt grounded replaces it when the text lies 0.1 nearer; "
+        f"default {DEFAULT_GROUND_CALLS} when 02's store is there, as 05 searches; 0: none",
     )
     return parser
 

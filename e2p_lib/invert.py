@@ -68,8 +68,8 @@ from e2p_lib.checks import check_int, check_positive_int
 from e2p_lib.echo import echo_prompts, echo_texts
 from e2p_lib.embed.base import Embedder, check_texts, l2_normalise
 from e2p_lib.embed.cache import embed_texts
+from e2p_lib.ground import GROUND_MARGIN, grounded_prompts
 from e2p_lib.ground import check_count as check_grounded_count
-from e2p_lib.ground import grounded_prompts
 from e2p_lib.lm.base import DEFAULT_MAX_NEW_TOKENS
 from e2p_lib.models.policy import Hypotheses, Hypothesis
 from e2p_lib.store.retrieval import retrieved_rows
@@ -552,6 +552,7 @@ class Inverter:
         echo: int = 0,
         echo_margin: float = ECHO_MARGIN,
         ground: int = 0,
+        ground_margin: float = GROUND_MARGIN,
     ) -> list[InversionResult]:
         """The best prompt for each target found with at most `budget` environment calls per target.
 
@@ -582,11 +583,13 @@ class Inverter:
         before the final call: the first echo prompt replaces the best indexed prompt when its text's own cosine is
         more than `echo_margin` above the indexed prompt's real one (a small LM repeats loosely; README, "Echo").
 
-        `ground` (needs the `retrieval` store; budget 2 or more) spends up to that many calls, after the echoes and
-        before the retrieved prompts, on the best indexed prompts (never an echo) with the same composed text
-        appended, one prompt and wording per call in `e2p_lib.ground.GROUND_ORDER` (three wordings of the best, then
-        the second and third best; source "grounded"). Like echoes, the policy never reads them: their text is other
-        rows' outputs, not an instruction of the kind it was trained on.
+        `ground` (needs the `retrieval` store) spends up to that many calls, after the echoes and before the
+        retrieved prompts, on the best indexed prompts (never an echo) with the same composed text appended, one
+        prompt and wording per call in `e2p_lib.ground.GROUND_ORDER` (three wordings of the best, then the second and
+        third best; source "grounded"). Like echoes, the policy never reads them: their text is other rows' outputs,
+        not an instruction of the kind it was trained on. At `budget=1` the first grounded prompt replaces the best
+        indexed prompt when the composed text's own cosine is more than `ground_margin` above that prompt's real one
+        (an echo's rule, when `echo` is set, is asked first: its margin is the lower).
 
         Every call is counted (`environment_calls` <= budget); `trajectory` holds each round's best.
         """
@@ -624,15 +627,16 @@ class Inverter:
         memo: list[dict[str, tuple[float, str]]] = [{} for _ in targets]  # prompts answered in this search
         trajectory: list[list[Candidate]] = [[] for _ in targets]
         left = [max(budget - 1, 0)] * n  # calls for exploring; the last call is kept for the final answer
-        if echo or (ground and budget > 1):
+        if echo or ground:
             texts = echo_texts(self.retrieval, targets, self.embedder, k=self.retrieval_k, exclude_ids=exclude_ids)
         if echo:
             echoes = echo_prompts(texts, echo)
             self._spend(echoes, [min(echo, c) for c in left], "echo", history, left, targets, memo)
-        if ground and budget > 1:  # the best known prompts, grounded in the composed text, within the calls left
+        if ground:  # the best known prompts, grounded in the composed text, within the calls left
             rows = grounded_prompts([[c.prompt for c in self._known_best(row)] for row in history], texts, ground)
-            rows = [row[:c] for row, c in zip(rows, left)]
+            rows = [row[: max(c, 1)] for row, c in zip(rows, left)]  # budget 1: the first, for the one-call rule
             self._spend(rows, [min(ground, c) for c in left], "grounded", history, left, targets, memo)
+            firsts = [row[0] if row else None for row in rows]
         if retrieved is not None:  # nearest first: retrieval's own order
             shares = [math.ceil(c * retrieved_share) for c in left]
             self._spend(retrieved, shares, "retrieved", history, left, targets, memo)
@@ -658,10 +662,13 @@ class Inverter:
         if steps == 0:
             trajectory = [[max(row, key=_real_or_lowest)] for row in history]
         finals = [self._final(history[i], budget, switch_margin, targets[i]) for i in range(n)]
-        if echo and budget == 1:  # nothing answered yet: the composed text's cosine stands in for its answer's
+        if budget == 1 and (echo or ground):  # nothing answered yet: the composed text's cosine stands in for theirs
             for i, final in enumerate(finals):
-                if echoes[i] and texts[i].cosine - echo_margin > np.nan_to_num(final.achieved_cosine, nan=-np.inf):
+                known = np.nan_to_num(final.achieved_cosine, nan=-np.inf)
+                if echo and echoes[i] and texts[i].cosine - echo_margin > known:
                     finals[i] = next(c for c in history[i] if c.prompt == echoes[i][0])
+                elif ground and firsts[i] and texts[i].cosine - ground_margin > known:
+                    finals[i] = next(c for c in history[i] if c.prompt == firsts[i])
         self.answer([[f] for f in finals], targets, memo)  # a cache hit, or the one call of budget=1
         for i, row in enumerate(history):
             self._fill(row, memo[i])

@@ -10,7 +10,7 @@ from test_invert import one_torch_thread  # noqa: F401 (autouse fixture)
 from test_search import pieces  # noqa: F401 (fixture)
 
 from e2p_lib.echo import EchoText, echo_texts
-from e2p_lib.ground import GROUND_ORDER, GROUND_TEMPLATES, grounded_prompts
+from e2p_lib.ground import GROUND_MARGIN, GROUND_ORDER, GROUND_TEMPLATES, grounded_prompts
 
 
 def test_grounded_prompts_append_the_text_and_skip_what_is_missing():
@@ -68,8 +68,18 @@ def test_the_search_spends_its_grounded_calls_within_the_budget_and_never_shows_
     assert len(sent) == sum(r.environment_calls for r in results)
     assert all(1 <= r.environment_calls <= budget for r in results)
     grounded = [[c for c in r.candidates if c.source == "grounded"] for r in results]
-    if budget == 1:  # no call to spend before the final answer: nothing grounded, one call each
-        assert grounded == [[], []] and [r.environment_calls for r in results] == [1, 1]
+    if budget == 1:  # no call before the final answer: the first grounded prompt is sent instead, or not, unanswered
+        assert [r.environment_calls for r in results] == [1, 1] and [len(row) for row in grounded] == [1, 1]
+        top = pieces["index"].hypotheses(targets, k=1)
+        texts = echo_texts(inverter.retrieval, targets, embedder, k=3)
+        rule = [
+            g[0].prompt if t.cosine - GROUND_MARGIN > h[0].cosine else h[0].prompt
+            for g, t, h in zip(grounded, texts, top)
+        ]
+        assert [r.prompt for r in results] == rule
+        for margin, sent in ((-np.inf, [g[0].prompt for g in grounded]), (np.inf, [h[0].prompt for h in top])):
+            again = inverter.invert(targets, budget=1, ground=ground, ground_margin=margin, max_prompt_tokens=6)
+            assert [r.prompt for r in again] == sent and [r.environment_calls for r in again] == [1, 1]
         return
     ranked = [[h.prompt for h in row] for row in pieces["index"].hypotheses(targets, k=3)]
     assert all(len(row) == 3 for row in ranked)  # three known prompts each: every entry of GROUND_ORDER applies
