@@ -3,14 +3,15 @@
     E2P_DATA_DIR=data .venv/bin/python bench/one_call_switch.py --targets 120
 
 Needs 01 and 02 (the embedded dataset, the store, the answer index); no policy, no forward model. At one call the
-search answers the index's top 1 (its answer known from the index); the grounded prompt ("Use these ideas: <text>")
+search answered the index's top 1 (its answer known from the index); the grounded prompt ("Use these ideas: <text>")
 ties it on average but beats it on about half the targets. What is known before the call, per target: the top 1's
-answer cosine, the composed text's own cosine, the cosine between that answer and the text, and the second indexed
-prompt's cosine. A ridge regression of the grounded prompt's gain over the top 1 on them, fitted on the validation
-targets, sends the grounded prompt where the predicted gain exceeds a margin; the margin is chosen by 5-fold
-cross-validation on the validation targets, then the rule fitted on all of them is applied once to the test targets,
-paired against the top 1 (and the old rule on the text's cosine alone). Answers come from the answer cache where
-earlier runs left them.
+answer cosine, the composed text's own cosine, the cosine between that answer and the text, the second indexed
+prompt's cosine, and the text's lead over the top 1. A ridge regression of the grounded prompt's gain over the top 1
+on them, fitted on the validation targets, sends the grounded prompt where the predicted gain exceeds a margin; the
+margin is chosen by 5-fold cross-validation on the validation targets, then the rule fitted on all of them is
+applied once to the test targets, paired against the top 1 and against the search's rule (`GROUND_MARGIN`: the
+text's own cosine alone, its margin chosen on validation targets by bench/index_variants.py). Answers come from the
+answer cache where earlier runs left them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sklearn.model_selection import KFold
 
 from e2p_lib.echo import echo_texts
 from e2p_lib.embed.base import l2_normalise
+from e2p_lib.ground import GROUND_MARGIN
 
 MARGINS = (-0.02, 0.0, 0.01, 0.02, 0.03, 0.05, 0.08)
 
@@ -84,13 +86,13 @@ def main() -> None:
     model = Ridge(alpha=args.alpha).fit(val["x"], gain)
     print("ridge coefficients (top, text, answer·text, second, text - top):", np.round(model.coef_, 3))
     chosen, choose = switched(model, test, margin)
-    old = np.where(test["x"][:, 1] - 0.1 > test["top"], test["grounded"], test["top"])
+    rule = np.where(test["x"][:, 1] - GROUND_MARGIN > test["top"], test["grounded"], test["top"])
     cos = {
         "original prompt": test["original"],
         "index top 1 (e2p, 1 call)": test["top"],
         "grounded prompt alone": test["grounded"],
         f"learned switch, margin {margin:+.2f} ({choose.mean():.0%} switched)": chosen,
-        "old rule: text cosine - top 1 > 0.1": old,
+        f"the search's rule: text cosine - top 1 > {GROUND_MARGIN}": rule,
         "best of both (2 calls; the ceiling of any switch)": np.maximum(test["grounded"], test["top"]),
     }
     versus = {n: ["index top 1 (e2p, 1 call)", "original prompt"] for n in cos if n != "index top 1 (e2p, 1 call)"}

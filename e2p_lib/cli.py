@@ -20,7 +20,7 @@ import math
 import sys
 
 from e2p_lib.answer_index import DEFAULT_ANSWER_TOKENS
-from e2p_lib.ground import DEFAULT_GROUND_CALLS
+from e2p_lib.ground import DEFAULT_GROUND_CALLS, GROUND_MARGIN
 
 
 def _cosine(value: float) -> str:
@@ -128,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with --budget: up to N of the search's calls answer the best indexed prompts with a text composed "
         "from the nearest stored outputs appended (3 wordings of the best, 2 of the second and third; README, "
-        "'Grounded prompts'); at --budget 1 the best prompt grounded replaces it when the text lies 0.1 nearer; "
-        f"default {DEFAULT_GROUND_CALLS} when 02's store is there, as 05 searches; 0: none",
+        f"'Grounded prompts'); at --budget 1 the best prompt grounded replaces it when the text lies {GROUND_MARGIN} "
+        f"nearer; default {DEFAULT_GROUND_CALLS} when 02's store is there, as 05 searches; 0: none",
     )
     return parser
 

@@ -12,8 +12,9 @@ that content, and appending it as ideas keeps the prompt a dataset-style instruc
 
 On the demo's 120 test targets, the better of the index's top prompt and the first variant (two calls) beat the top
 prompt by +0.054 [+0.043, +0.068] answer cosine (bench/index_variants.py; README, "Grounded prompts"); alone a
-variant is about even with the top prompt, so each is worth a call, never a replacement unanswered. At 8 calls, seven
-of them beat three followed by the retrieved prompts and the policy's rewrites (bench/search_pools.py).
+variant is about even with the top prompt, so each is worth a call; it replaces the top prompt unanswered only at one
+call, where its composed text lies GROUND_MARGIN nearer than the top prompt's answer (bench/one_call_switch.py). At 8
+calls, seven of them beat three followed by the retrieved prompts and the policy's rewrites (bench/search_pools.py).
 """
 
 from __future__ import annotations

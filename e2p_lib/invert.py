@@ -564,8 +564,9 @@ class Inverter:
         is the prompt with the best real cosine; with `budget=1` the only call is that final answer, and a rewrite
         replaces the best indexed prompt only when the forward model predicts it `switch_margin` higher. The default
         never switches: on the demo's test targets the forward model's switch lost at every margin tried (README,
-        `bench/switch_margin.py`), so one call answers the indexed prompt whose real answer lands nearest, and the
-        policy writes no rewrites at all (none could be picked) unless a target has no indexed prompt.
+        `bench/switch_margin.py`), so one call answers the indexed prompt whose real answer lands nearest (unless
+        `echo` or `ground`, below, replace it), and the policy writes no rewrites at all (none could be picked) unless
+        a target has no indexed prompt.
 
         `retrieved` (per target, prompts nearest first; None: the prompts of the `retrieval_k` stored outputs
         nearest the target, from the inverter's `retrieval` store, when it has one) adds the other pool: before the
@@ -589,7 +590,9 @@ class Inverter:
         third best; source "grounded"). Like echoes, the policy never reads them: their text is other rows' outputs,
         not an instruction of the kind it was trained on. At `budget=1` the first grounded prompt replaces the best
         indexed prompt when the composed text's own cosine is more than `ground_margin` above that prompt's real one
-        (an echo's rule, when `echo` is set, is asked first: its margin is the lower).
+        (an echo's rule, when `echo` is set, is asked first; with the default margins, 0.05 against 0.1, the grounded
+        prompt is then never sent at one call). Both rules compare with the best real cosine known, also where the
+        forward model's switch picked a rewrite.
 
         Every call is counted (`environment_calls` <= budget); `trajectory` holds each round's best.
         """
@@ -634,7 +637,7 @@ class Inverter:
             self._spend(echoes, [min(echo, c) for c in left], "echo", history, left, targets, memo)
         if ground:  # the best known prompts, grounded in the composed text, within the calls left
             rows = grounded_prompts([[c.prompt for c in self._known_best(row)] for row in history], texts, ground)
-            rows = [row[: max(c, 1)] for row, c in zip(rows, left)]  # budget 1: the first, for the one-call rule
+            rows = [row[:c] if budget > 1 else row[:1] for row, c in zip(rows, left)]  # 1: the one-call rule's
             self._spend(rows, [min(ground, c) for c in left], "grounded", history, left, targets, memo)
             firsts = [row[0] if row else None for row in rows]
         if retrieved is not None:  # nearest first: retrieval's own order
@@ -663,12 +666,16 @@ class Inverter:
             trajectory = [[max(row, key=_real_or_lowest)] for row in history]
         finals = [self._final(history[i], budget, switch_margin, targets[i]) for i in range(n)]
         if budget == 1 and (echo or ground):  # nothing answered yet: the composed text's cosine stands in for theirs
-            for i, final in enumerate(finals):
-                known = np.nan_to_num(final.achieved_cosine, nan=-np.inf)
+            for i in range(n):
+                known = max((_real_or_lowest(c) for c in history[i]), default=-np.inf)  # the best real answer
+                sent = None
                 if echo and echoes[i] and texts[i].cosine - echo_margin > known:
-                    finals[i] = next(c for c in history[i] if c.prompt == echoes[i][0])
+                    sent = echoes[i][0]
                 elif ground and firsts[i] and texts[i].cosine - ground_margin > known:
-                    finals[i] = next(c for c in history[i] if c.prompt == firsts[i])
+                    sent = firsts[i]
+                if sent is not None:
+                    finals[i] = next(c for c in history[i] if c.prompt == sent)
+                    trajectory[i][-1] = finals[i]
         self.answer([[f] for f in finals], targets, memo)  # a cache hit, or the one call of budget=1
         for i, row in enumerate(history):
             self._fill(row, memo[i])

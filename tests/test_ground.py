@@ -80,6 +80,11 @@ def test_the_search_spends_its_grounded_calls_within_the_budget_and_never_shows_
         for margin, sent in ((-np.inf, [g[0].prompt for g in grounded]), (np.inf, [h[0].prompt for h in top])):
             again = inverter.invert(targets, budget=1, ground=ground, ground_margin=margin, max_prompt_tokens=6)
             assert [r.prompt for r in again] == sent and [r.environment_calls for r in again] == [1, 1]
+            assert [r.trajectory[-1].prompt for r in again] == sent  # the trajectory ends at what was sent
+        # echo's rule is asked first: with both margins at -inf the echo prompt goes, the grounded one is not sent
+        both = inverter.invert(targets, budget=1, echo=1, ground=ground, echo_margin=-np.inf, ground_margin=-np.inf)
+        assert [next(c.source for c in r.candidates if c.prompt == r.prompt) for r in both] == ["echo", "echo"]
+        assert [r.environment_calls for r in both] == [1, 1]
         return
     ranked = [[h.prompt for h in row] for row in pieces["index"].hypotheses(targets, k=3)]
     assert all(len(row) == 3 for row in ranked)  # three known prompts each: every entry of GROUND_ORDER applies
@@ -167,5 +172,14 @@ def test_a_target_with_fewer_known_prompts_grounds_only_those_and_spends_the_res
     assert grounded == [GROUND_TEMPLATES[w].format(prompt=known[r], text=text.text) for r, w in GROUND_ORDER if r < 2]
     assert len(grounded) == 5
     spent_elsewhere = [c for c in result.candidates if c.source not in ("index", "grounded")]
-    assert any(not np.isnan(c.achieved_cosine) for c in spent_elsewhere)  # the two calls left were used
-    assert result.environment_calls == len(lm.received) - sent_before <= 8
+    assert sum(not np.isnan(c.achieved_cosine) for c in spent_elsewhere) == 2  # the two calls left, both used
+    final_was_indexed = next(c.source for c in result.candidates if c.prompt == result.prompt) == "index"
+    assert result.environment_calls == len(lm.received) - sent_before == 7 + final_was_indexed
+
+
+def test_echo_calls_that_use_every_exploring_call_leave_no_unanswered_grounded_prompt(pieces):  # noqa: F811
+    inverter = _with_outputs(pieces)
+    target = pieces["embedder"].vector(OUTPUTS[2])[None]
+    [result] = inverter.invert(target, budget=2, echo=1, ground=2, max_prompt_tokens=6)
+    assert [c for c in result.candidates if c.source == "grounded"] == []  # no call was left for one
+    assert any(c.source == "echo" and not np.isnan(c.achieved_cosine) for c in result.candidates)
