@@ -148,6 +148,39 @@ def test_resume_continues_the_same_run(red_blue_policy, tmp_path):
     assert (tmp_path / "policy" / "policy_config.json").is_file()
 
 
+def test_the_policy_kept_is_the_best_validated_one_also_when_a_finished_run_is_reopened(red_blue_policy, tmp_path):
+    """Validation rewards 0.2 / 0.9 / 0.4 at steps 2 / 4 / 6: step 4's weights are returned and saved as `policy`,
+    checkpoint.pt keeps step 6's to resume from, and reopening the finished run returns step 4's again."""
+    import json
+
+    from e2p_lib.train.loop import load_checkpoint
+
+    targets, val = unit_vectors(16), unit_vectors(3, seed=1)
+    scripted = iter([0.2, 0.9, 0.4])
+
+    def reward(prompts, vectors):  # rollouts: the learnable reward; validations (3 targets): the script
+        return (
+            np.full(len(prompts), next(scripted), np.float32)
+            if len(prompts) == len(val)
+            else red_reward(prompts, vectors)
+        )
+
+    config = tiny_config(max_steps=6, eval_every_steps=2, save_every_steps=2, output_dir=str(tmp_path))
+    kept, history = train_ppo(copy.deepcopy(red_blue_policy), reward, targets, config, val_vectors=val)
+    frame = history.to_frame().query("split == 'val'")
+    assert frame["step"].tolist() == [2, 4, 6] and frame["value"].round(2).tolist() == [0.2, 0.9, 0.4]
+    checkpoint = load_checkpoint(tmp_path)
+    best = checkpoint["extra"]["best"]
+    assert (best["step"], checkpoint["step"]) == (4, 6) and best["val_reward"] == pytest.approx(0.9)
+    trainable = {n: p.detach().cpu() for n, p in kept.named_parameters() if p.requires_grad}
+    assert all(torch.equal(trainable[n], w) for n, w in best["weights"].items())
+    assert any(not torch.equal(best["weights"][n], w) for n, w in checkpoint["model"].items())  # step 6 differs
+    saved = json.loads((tmp_path / "policy" / "policy_config.json").read_text())
+    assert (saved["step"], saved["last_step"]) == (4, 6)
+    reopened, _ = train_ppo(copy.deepcopy(red_blue_policy), reward, targets, config, val_vectors=val)  # no step runs
+    assert all(torch.equal(p.detach().cpu(), trainable[n]) for n, p in reopened.named_parameters() if p.requires_grad)
+
+
 @pytest.mark.slow
 def test_one_real_step_with_smollm2_environment_and_minilm(smollm2_tokenizer, tmp_path):
     from e2p_lib.embed import LocalEmbedder
@@ -206,7 +239,7 @@ def test_ppo_with_hypotheses_learns_and_conditions_every_log_prob(red_blue_polic
     assert all(len(h) in (4 * 4, 8) for h in seen)  # a rollout of 16 samples, or a minibatch of 8
     frame = history.to_frame().query("split == 'train'").pivot(index="step", columns="metric", values="value")
     assert frame["reward"].iloc[-3:].mean() > frame["reward"].iloc[:3].mean() + 0.1
-    assert (tmp_path / "policy-best" / "policy_config.json").is_file()
+    assert (tmp_path / "policy" / "policy_config.json").is_file()
     with pytest.raises(ValueError, match="one list per target row"):
         train_ppo(policy, red_reward, targets, tiny_config(max_steps=1), train_hypotheses=hypotheses[:3])
 

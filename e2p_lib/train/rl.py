@@ -30,6 +30,7 @@ length, and the time split (policy generation, scoring, environment, embedding, 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ from e2p_lib.train.loop import (
 from e2p_lib.train.rewards import RewardResult, degeneracy
 from e2p_lib.train.sft import POLICY_FOLDER, TrainableWeights, policy_optimizer
 
-BEST_POLICY_FOLDER = "policy-best"  # under output_dir: the policy at the best validation reward seen
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -211,6 +212,12 @@ def train_ppo(
 ) -> tuple[PromptPolicy, LossHistory]:
     """Fine-tune `policy` with PPO; return it with its history (see the module docstring).
 
+    With `val_vectors`, the policy returned (and saved to `<output_dir>/policy`, which 05 and `load_inverter` read)
+    holds the weights of the validation with the best reward, not the last step's: PPO's reward can fall again as
+    the KL grows (README, "Stage 2"). `checkpoint.pt` keeps the last step's weights to resume from, and that
+    choice, so a resumed or finished run keeps it too.
+    Validation runs on the main process, so with several processes the others return the last step's weights.
+
     Args:
         policy: the SFT policy, loaded trainable (`PromptPolicy.load(folder, trainable=True)`).
         reward_fn: `(prompts, targets) -> RewardResult or array` of real rewards, e.g. `AnswerCosineReward`.
@@ -254,13 +261,18 @@ def train_ppo(
     optimizer, scheduler, trainable = policy_optimizer(policy, config, config.max_steps)
     weights = TrainableWeights(policy)
     state, kl_coef = TrainState(), config.kl_coef
+    # the validated checkpoint to keep: its step, validation reward and trainable weights (saved in checkpoint.pt,
+    # so a resumed or finished run keeps the same one)
+    best: dict = {"step": None, "val_reward": -np.inf, "weights": None}
     if checkpoint is not None:
         state = restore_training_state(checkpoint, model=weights, optimizer=optimizer, scheduler=scheduler)
         kl_coef = float(checkpoint["extra"]["kl_coef"])
+        best.update(checkpoint["extra"].get("best", {}))
     max_new_tokens = config.max_prompt_tokens or policy.config.max_prompt_tokens
     # several processes (`accelerate launch`): each rolls out an equal share of every step's targets (whole groups,
     # so the baseline stays local) and updates on its share of each minibatch; gradients are averaged
     accelerator, wrapped = prepare_for_processes(policy, method="token_logprobs")
+    steps_done = state.step
     world = accelerator.num_processes
     if config.targets_per_step % world or config.batch_size % world:
         raise ValueError(
@@ -269,7 +281,8 @@ def train_ppo(
         )
 
     def train_step(step: int) -> dict[str, float]:
-        nonlocal kl_coef
+        nonlocal kl_coef, steps_done
+        steps_done = step + 1
         seconds = {}
         # 1. rollout: K sampled prompts per target, rows of one target adjacent
         started = time.perf_counter()
@@ -383,8 +396,6 @@ def train_ppo(
         )
         return global_means(accelerator, metrics)  # the whole rollout's, the same on every process
 
-    best_val_reward = [-np.inf]  # this run's best so far (a resumed run starts again from its resumed weights)
-
     def evaluate() -> dict[str, float]:
         prompts = policy.generate(
             val_vectors, temperature=0.0, max_new_tokens=max_new_tokens, hypotheses=val_hypotheses
@@ -392,11 +403,8 @@ def train_ppo(
         result = reward_fn(prompts, np.asarray(val_vectors, dtype=np.float32))
         rewards = result.rewards if isinstance(result, RewardResult) else np.asarray(result)
         reward = float(np.mean(rewards))
-        if config.output_dir and reward > best_val_reward[0]:  # the checkpoint to keep: the best validation reward
-            best_val_reward[0] = reward
-            policy.save(
-                Path(config.output_dir) / BEST_POLICY_FOLDER, extra={"ppo": config.to_dict(), "val_reward": reward}
-            )
+        if reward > best["val_reward"]:  # strictly: of equal checkpoints the earliest, nearest the reference
+            best.update(step=steps_done, val_reward=reward, weights=weights.state_dict())
         return {"reward": reward}
 
     def save(current: TrainState) -> None:
@@ -407,7 +415,7 @@ def train_ppo(
             model=weights,
             optimizer=optimizer,
             scheduler=scheduler,
-            extra={"data_fingerprint": fingerprint, "kl_coef": kl_coef},
+            extra={"data_fingerprint": fingerprint, "kl_coef": kl_coef, "best": best},
         )
 
     state = run_training_loop(
@@ -420,7 +428,12 @@ def train_ppo(
         desc="PPO",
     )
     policy.eval()
+    kept = {"step": state.step}
+    if best["weights"] is not None:  # the validated checkpoint with the best reward, not the last step's weights
+        weights.load_state_dict(best["weights"])
+        kept = {"step": best["step"], "val_reward": best["val_reward"], "last_step": state.step}
+        logger.info("PPO keeps step %d of %d (validation reward %.4f)", best["step"], state.step, best["val_reward"])
     if config.output_dir and accelerator.is_main_process:
-        policy.save(Path(config.output_dir) / POLICY_FOLDER, extra={"ppo": config.to_dict(), "step": state.step})
+        policy.save(Path(config.output_dir) / POLICY_FOLDER, extra={"ppo": config.to_dict(), **kept})
     accelerator.wait_for_everyone()  # every process returns once the policy folder is written
     return policy, state.history
