@@ -148,37 +148,57 @@ def test_resume_continues_the_same_run(red_blue_policy, tmp_path):
     assert (tmp_path / "policy" / "policy_config.json").is_file()
 
 
-def test_the_policy_kept_is_the_best_validated_one_also_when_a_finished_run_is_reopened(red_blue_policy, tmp_path):
+def test_the_policy_kept_is_the_best_validated_one_also_when_a_run_is_resumed_or_reopened(
+    red_blue_policy, tmp_path, caplog
+):
     """Validation rewards 0.2 / 0.9 / 0.4 at steps 2 / 4 / 6: step 4's weights are returned and saved as `policy`,
-    checkpoint.pt keeps step 6's to resume from, and reopening the finished run returns step 4's again."""
+    checkpoint.pt keeps step 6's to resume from; reopening the finished run, or resuming one stopped at step 4,
+    keeps step 4's; reopening with other validation targets cannot reuse a choice measured on these."""
     import json
 
     from e2p_lib.train.loop import load_checkpoint
 
     targets, val = unit_vectors(16), unit_vectors(3, seed=1)
-    scripted = iter([0.2, 0.9, 0.4])
+    scripted = iter([0.2, 0.9, 0.4, 0.2, 0.9, 0.4])
 
     def reward(prompts, vectors):  # rollouts: the learnable reward; validations (3 targets): the script
-        return (
-            np.full(len(prompts), next(scripted), np.float32)
-            if len(prompts) == len(val)
-            else red_reward(prompts, vectors)
-        )
+        if len(prompts) == len(val):
+            return np.full(len(prompts), next(scripted), np.float32)
+        return red_reward(prompts, vectors)
 
-    config = tiny_config(max_steps=6, eval_every_steps=2, save_every_steps=2, output_dir=str(tmp_path))
-    kept, history = train_ppo(copy.deepcopy(red_blue_policy), reward, targets, config, val_vectors=val)
+    def trainable(policy):
+        return {n: p.detach().cpu() for n, p in policy.named_parameters() if p.requires_grad}
+
+    def config(folder, steps=6):
+        return tiny_config(max_steps=steps, eval_every_steps=2, save_every_steps=2, output_dir=str(folder))
+
+    kept, history = train_ppo(copy.deepcopy(red_blue_policy), reward, targets, config(tmp_path), val_vectors=val)
     frame = history.to_frame().query("split == 'val'")
     assert frame["step"].tolist() == [2, 4, 6] and frame["value"].round(2).tolist() == [0.2, 0.9, 0.4]
     checkpoint = load_checkpoint(tmp_path)
     best = checkpoint["extra"]["best"]
     assert (best["step"], checkpoint["step"]) == (4, 6) and best["val_reward"] == pytest.approx(0.9)
-    trainable = {n: p.detach().cpu() for n, p in kept.named_parameters() if p.requires_grad}
-    assert all(torch.equal(trainable[n], w) for n, w in best["weights"].items())
+    weights = trainable(kept)
+    assert all(torch.equal(weights[n], w) for n, w in best["weights"].items())
     assert any(not torch.equal(best["weights"][n], w) for n, w in checkpoint["model"].items())  # step 6 differs
     saved = json.loads((tmp_path / "policy" / "policy_config.json").read_text())
     assert (saved["step"], saved["last_step"]) == (4, 6)
-    reopened, _ = train_ppo(copy.deepcopy(red_blue_policy), reward, targets, config, val_vectors=val)  # no step runs
-    assert all(torch.equal(p.detach().cpu(), trainable[n]) for n, p in reopened.named_parameters() if p.requires_grad)
+    saved_mapper = torch.load(tmp_path / "policy" / "mapper.pt", weights_only=True)
+    assert all(torch.equal(saved_mapper[n.removeprefix("mapper.")], w) for n, w in weights.items() if "mapper." in n)
+    # a finished run reopened: no step runs, no validation (the script would run dry), the same choice
+    reopened, _ = train_ppo(copy.deepcopy(red_blue_policy), reward, targets, config(tmp_path), val_vectors=val)
+    assert all(torch.equal(w, weights[n]) for n, w in trainable(reopened).items())
+    # stopped at step 4, then resumed to 6: step 6's 0.4 does not displace step 4's 0.9
+    stopped = tmp_path / "stopped"
+    train_ppo(copy.deepcopy(red_blue_policy), reward, targets, config(stopped, steps=4), val_vectors=val)
+    resumed, _ = train_ppo(copy.deepcopy(red_blue_policy), reward, targets, config(stopped), val_vectors=val)
+    assert load_checkpoint(stopped)["extra"]["best"]["step"] == 4
+    assert all(torch.allclose(w, weights[n], atol=1e-6) for n, w in trainable(resumed).items())  # step 4 again
+    # other validation targets: the stored choice is not theirs, so the last step's weights come back, with a warning
+    with caplog.at_level("WARNING", logger="e2p_lib.train.rl"):
+        other, _ = train_ppo(copy.deepcopy(red_blue_policy), reward, targets, config(tmp_path), val_vectors=val[:2])
+    assert "on other targets" in caplog.text
+    assert all(torch.equal(w, checkpoint["model"][n]) for n, w in trainable(other).items())
 
 
 @pytest.mark.slow

@@ -18,6 +18,8 @@ One PPO step, for `targets_per_step` target embeddings:
   5. update: `ppo_epochs` passes of the clipped surrogate objective over minibatches, gradient clipping;
   6. adapt `kl_coef` towards `kl_target` when `adaptive_kl` (Ziegler et al.'s proportional controller).
 
+With validation targets, the policy kept is the validated step with the best greedy reward, not the last step.
+
 Logged per step: real reward mean/std, shaped reward, KL, entropy, clip fraction, approximate policy KL, prompt
 length, and the time split (policy generation, scoring, environment, embedding, update).
 
@@ -213,10 +215,10 @@ def train_ppo(
     """Fine-tune `policy` with PPO; return it with its history (see the module docstring).
 
     With `val_vectors`, the policy returned (and saved to `<output_dir>/policy`, which 05 and `load_inverter` read)
-    holds the weights of the validation with the best reward, not the last step's: PPO's reward can fall again as
-    the KL grows (README, "Stage 2"). `checkpoint.pt` keeps the last step's weights to resume from, and that
-    choice, so a resumed or finished run keeps it too.
-    Validation runs on the main process, so with several processes the others return the last step's weights.
+    holds the weights of the validation with the best reward, not the last step's: PPO's validation reward can fall
+    again in later steps (README, "Stage 2"). `checkpoint.pt` keeps the last step's weights to resume from and
+    that choice (a second copy of the trainable weights: small for LoRA, the whole LM for `finetune="full"`), so a
+    resumed or finished run keeps it too, as long as it validates on the same `val_vectors`.
 
     Args:
         policy: the SFT policy, loaded trainable (`PromptPolicy.load(folder, trainable=True)`).
@@ -262,12 +264,22 @@ def train_ppo(
     weights = TrainableWeights(policy)
     state, kl_coef = TrainState(), config.kl_coef
     # the validated checkpoint to keep: its step, validation reward and trainable weights (saved in checkpoint.pt,
-    # so a resumed or finished run keeps the same one)
-    best: dict = {"step": None, "val_reward": -np.inf, "weights": None}
+    # so a resumed or finished run keeps the same one), and which validation set measured it
+    val_fingerprint = None if val_vectors is None else data_fingerprint([], val_vectors)
+    best: dict = {"step": None, "val_reward": -np.inf, "weights": None, "val_fingerprint": val_fingerprint}
     if checkpoint is not None:
         state = restore_training_state(checkpoint, model=weights, optimizer=optimizer, scheduler=scheduler)
         kl_coef = float(checkpoint["extra"]["kl_coef"])
-        best.update(checkpoint["extra"].get("best", {}))
+        kept_before = checkpoint["extra"].get("best")
+        if kept_before is not None and kept_before["val_fingerprint"] == val_fingerprint:
+            best.update(kept_before)
+        elif any(record["split"] == "val" for record in checkpoint["history"]):
+            logger.warning(
+                "%s: its validations were %s; only this run's validations choose the policy kept (delete the "
+                "folder to train and choose again from the start).",
+                config.output_dir,
+                "on other targets" if kept_before is not None else "saved before checkpoints kept the best one",
+            )
     max_new_tokens = config.max_prompt_tokens or policy.config.max_prompt_tokens
     # several processes (`accelerate launch`): each rolls out an equal share of every step's targets (whole groups,
     # so the baseline stays local) and updates on its share of each minibatch; gradients are averaged
@@ -428,6 +440,10 @@ def train_ppo(
         desc="PPO",
     )
     policy.eval()
+    if accelerator.num_processes > 1:  # only the main process validates: every process returns its choice
+        from accelerate.utils import broadcast_object_list
+
+        best = broadcast_object_list([best])[0]
     kept = {"step": state.step}
     if best["weights"] is not None:  # the validated checkpoint with the best reward, not the last step's weights
         weights.load_state_dict(best["weights"])
