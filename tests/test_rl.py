@@ -157,6 +157,7 @@ def test_the_policy_kept_is_the_best_validated_one_also_when_a_run_is_resumed_or
     import json
 
     from e2p_lib.train.loop import load_checkpoint
+    from e2p_lib.train.sft import TrainableWeights
 
     targets, val = unit_vectors(16), unit_vectors(3, seed=1)
     scripted = iter([0.2, 0.9, 0.4, 0.2, 0.9, 0.4])
@@ -167,7 +168,7 @@ def test_the_policy_kept_is_the_best_validated_one_also_when_a_run_is_resumed_or
         return red_reward(prompts, vectors)
 
     def trainable(policy):
-        return {n: p.detach().cpu() for n, p in policy.named_parameters() if p.requires_grad}
+        return TrainableWeights(policy).state_dict()
 
     def config(folder, steps=6):
         return tiny_config(max_steps=steps, eval_every_steps=2, save_every_steps=2, output_dir=str(folder))

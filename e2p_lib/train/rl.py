@@ -284,7 +284,6 @@ def train_ppo(
     # several processes (`accelerate launch`): each rolls out an equal share of every step's targets (whole groups,
     # so the baseline stays local) and updates on its share of each minibatch; gradients are averaged
     accelerator, wrapped = prepare_for_processes(policy, method="token_logprobs")
-    steps_done = state.step
     world = accelerator.num_processes
     if config.targets_per_step % world or config.batch_size % world:
         raise ValueError(
@@ -293,8 +292,7 @@ def train_ppo(
         )
 
     def train_step(step: int) -> dict[str, float]:
-        nonlocal kl_coef, steps_done
-        steps_done = step + 1
+        nonlocal kl_coef
         seconds = {}
         # 1. rollout: K sampled prompts per target, rows of one target adjacent
         started = time.perf_counter()
@@ -415,8 +413,9 @@ def train_ppo(
         result = reward_fn(prompts, np.asarray(val_vectors, dtype=np.float32))
         rewards = result.rewards if isinstance(result, RewardResult) else np.asarray(result)
         reward = float(np.mean(rewards))
-        if reward > best["val_reward"]:  # strictly: of equal checkpoints the earliest, nearest the reference
-            best.update(step=steps_done, val_reward=reward, weights=weights.state_dict())
+        # strictly: of equal checkpoints the earliest; `state` is the one the loop advances, so its step is this one
+        if reward > best["val_reward"]:
+            best.update(step=state.step, val_reward=reward, weights=weights.state_dict())
         return {"reward": reward}
 
     def save(current: TrainState) -> None:
