@@ -1,5 +1,6 @@
 """The CTranslate2 environment: atomic conversion, answers equal to transformers in float32, greedy answers that do
-not depend on batch mates (int8 too), seeded samples, and answer-cache keys that keep the engines apart.
+not depend on batch mates (float32 without the anchor row, int8 with it), seeded samples, and answer-cache keys that
+keep the engines apart.
 
 The real-model tests convert SmolLM2 once per session into a temporary folder (~25 s) and keep answers to a few
 tokens on one thread: the machine's 2 cores are shared with other jobs.
@@ -120,6 +121,7 @@ def test_float32_greedy_answers_equal_transformers(ct2_lms):
 @pytest.mark.parametrize("compute_type", ["float32", "int8"])
 def test_greedy_answers_do_not_depend_on_batch_mates(ct2_lms, compute_type):
     lm = ct2_lms[compute_type]
+    assert lm.anchor_row == (compute_type == "int8"), "float32 runs without the anchor row (the module docstring)"
     batched = lm.generate(PROMPTS, max_new_tokens=24)
     one_by_one = [lm.generate([p], max_new_tokens=24)[0] for p in PROMPTS]
     backwards = PROMPTS[::-1]

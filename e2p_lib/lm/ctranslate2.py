@@ -17,9 +17,12 @@ transformers (README "Environment speed"), which is what a machine with few shar
 - Greedy decoding (temperature 0) runs here, batched and length-sorted. `generate_batch` forwards the first
   (shortest-row) tokens of every row at once and the rest of each prompt step by step, so a row's arithmetic
   depends on its batch mates' lengths, and in int8 many answers change with the batch.
-  Every batch therefore carries one extra row, the chat template's fixed prefix (`anchor_tokens`), which is
+  An int8 batch therefore carries one extra row, the chat template's fixed prefix (`anchor_tokens`), which is
   shorter than any prompt: every prompt then takes the same path (that prefix at once, the rest step by step)
-  whatever its batch, and greedy answers equal those generated one by one (tested). It costs one row.
+  whatever its batch, and greedy answers equal those generated one by one (tested). It costs more than a row:
+  every prompt token after the prefix becomes a decoding step. float32 needs no anchor: its answers did not change
+  with the batch or the anchor on any prompt measured (bench/ct2_batching.py: Alpaca prompts and long grounded-style
+  prompts, batch 1 to 128; tested), and without it a batch of 64 takes about 0.6x the time of the anchored 32.
 - Sampling (temperature > 0) is delegated to `LocalChatLM` (transformers, float32), loaded on first use.
   Why: CTranslate2 4.8 draws every row of a batch from one random generator per worker thread, seeded once when that
   thread first samples (`set_random_seed` later has no effect on a running Generator). A prompt's sample would then
@@ -133,7 +136,8 @@ class CTranslate2ChatLM(ChatLM):
     Parameters that control the answers (part of the answer-cache key):
         system_prompt, top_p: as `LocalChatLM` (top_p applies to sampled answers, which LocalChatLM generates).
     Parameters that control speed:
-        batch_size: prompts per `generate_batch` call (32: bench/lm_generate.py).
+        batch_size: prompts per `generate_batch` call (64: bench/ct2_batching.py).
+        anchor_row: add the anchor row to every batch (None: for int8 compute types only; see the module docstring).
         num_threads: CTranslate2 intra-op threads (None: the cores this process may use, `default_threads()`).
             Unlike torch's, this setting belongs to this model only.
         show_progress: passed to the sampling LocalChatLM.
@@ -146,7 +150,8 @@ class CTranslate2ChatLM(ChatLM):
         device: str = "cpu",
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         top_p: float = 1.0,
-        batch_size: int = 32,
+        batch_size: int = 64,
+        anchor_row: bool | None = None,
         num_threads: int | None = None,
         model_dir: str | Path | None = None,
         ct2_dir: str | Path | None = None,
@@ -178,6 +183,7 @@ class CTranslate2ChatLM(ChatLM):
         self.compute_type = self.generator.compute_type  # resolved: "int8" -> "int8_float32" on CPU
         self.max_context_tokens = int(AutoConfig.from_pretrained(self.model_dir).max_position_embeddings)
         self.anchor_tokens = self._anchor_tokens()
+        self.anchor_row = self.compute_type.startswith("int8") if anchor_row is None else bool(anchor_row)
         self.show_progress = show_progress
         self._sampler: LocalChatLM | None = None
         self.prompts_generated = 0  # prompts answered greedily by CTranslate2 (sampled ones count in the sampler)
@@ -224,16 +230,17 @@ class CTranslate2ChatLM(ChatLM):
         started, tokens_before = time.perf_counter(), self.tokens_generated
         for start in range(0, len(order), self.batch_size):
             positions = order[start : start + self.batch_size]
-            # 3. greedy (top-1), with the anchor row last (see the module docstring); prompts are not returned
+            # 3. greedy (top-1), in int8 with the anchor row last (see the module docstring); prompts are not returned
+            anchor = [self.anchor_tokens] if self.anchor_row else []
             results = self.generator.generate_batch(
-                [self.tokenizer.convert_ids_to_tokens(token_ids[i]) for i in positions] + [self.anchor_tokens],
+                [self.tokenizer.convert_ids_to_tokens(token_ids[i]) for i in positions] + anchor,
                 max_length=max_new_tokens,
                 sampling_topk=1,
                 include_prompt_in_result=False,
                 end_token=list(STOP_TOKENS),
             )
             answers = []
-            for result in results[:-1]:
+            for result in results[: len(positions)]:
                 ids = result.sequences_ids[0]  # the stop token is not included
                 self.tokens_generated += len(ids) + (len(ids) < max_new_tokens)
                 answers.append(self.tokenizer.decode(ids, skip_special_tokens=True).strip())

@@ -1,0 +1,78 @@
+"""CTranslate2's greedy answers by batch size, with and without the anchor row: time, and whether answers change.
+
+The environment's default (`CTranslate2ChatLM`) decides two things this measures: how many prompts go into one
+`generate_batch` call, and whether each batch carries the anchor row (the chat template's fixed prefix, which makes
+every prompt take the same path whatever its batch mates, at the price of feeding each prompt token after that prefix
+as a decoding step). Prompts: a random sample of Alpaca prompts (instruction and input) and, like 05's grounded
+calls, long ones (an instruction, then "Use these ideas:" and another row's output). For each setting, in one
+process: wall and CPU seconds, and how many answers equal the reference (anchored batches of 32, the old default,
+whose answers equal those generated one by one) and a one-by-one run without the anchor on a subset.
+
+    E2P_DATA_DIR=data .venv/bin/python bench/ct2_batching.py --prompts 512 --long 128
+
+Timings move with other processes on the same cores; compare the ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+
+from e2p_lib.data import load_alpaca
+from e2p_lib.lm.ctranslate2 import CTranslate2ChatLM
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=os.environ.get("E2P_ALPACA_PATH", "/work/shared/data/alpaca_5000.json"))
+    parser.add_argument("--prompts", type=int, default=512, help="Alpaca prompts")
+    parser.add_argument("--long", type=int, default=128, help="long, grounded-style prompts")
+    parser.add_argument("--one-by-one", type=int, default=48, help="prompts also answered alone, without the anchor")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--settings", nargs="+", default=["32:anchor", "32", "64", "64:anchor", "128"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    frame = load_alpaca(args.data, download=False)
+    texts, outputs = frame["prompt"].tolist(), frame["output"].tolist()
+    picked = random.Random(args.seed).sample(range(len(frame)), args.prompts + 2 * args.long)
+    prompts = [texts[i] for i in picked[: args.prompts]]
+    tail = picked[args.prompts :]
+    prompts += [f"{texts[i]}\nUse these ideas: {outputs[j]}" for i, j in zip(tail[: args.long], tail[args.long :])]
+    print(f"{args.prompts} Alpaca prompts + {args.long} long ones; {args.max_new_tokens} new tokens; {os.getloadavg()}")
+
+    lm = CTranslate2ChatLM(show_progress=False)
+    lengths = [len(t) for t in lm.tokenizer(prompts)["input_ids"]]
+    print(f"prompt tokens (without the chat template): mean {sum(lengths) / len(lengths):.0f}, max {max(lengths)}")
+    lm.generate(prompts[:4], args.max_new_tokens)  # warm-up, untimed
+
+    def answer(batch_size: int, anchor: bool, subset: list[str]) -> tuple[list[str], float, float]:
+        lm.batch_size, lm.anchor_row = batch_size, anchor
+        wall, cpu = time.perf_counter(), time.process_time()
+        answers = lm.generate(subset, args.max_new_tokens)
+        return answers, time.perf_counter() - wall, time.process_time() - cpu
+
+    reference, reference_wall, reference_cpu = answer(32, True, prompts)
+    alone_idx = list(range(0, len(prompts), max(1, len(prompts) // args.one_by_one)))[: args.one_by_one]
+    alone = [answer(1, False, [prompts[i]])[0][0] for i in alone_idx]
+    same_alone = sum(alone[k] == reference[i] for k, i in enumerate(alone_idx))
+    print(f"one by one without the anchor: {same_alone}/{len(alone_idx)} answers equal the anchored batches of 32")
+    print("| batch | anchor row | wall s | x wall | CPU s | answers equal to anchored 32 |")
+    print("|--:|:--|--:|--:|--:|--:|")
+    n = len(prompts)
+    print(f"| 32 | yes (reference) | {reference_wall:.1f} | 1.00 | {reference_cpu:.1f} | {n}/{n} |")
+    for setting in args.settings:
+        size, _, flag = setting.partition(":")
+        answers, wall, cpu = answer(int(size), flag == "anchor", prompts)
+        same = sum(a == b for a, b in zip(answers, reference))
+        print(
+            f"| {size} | {'yes' if flag else 'no'} | {wall:.1f} | {wall / reference_wall:.2f} | {cpu:.1f} | "
+            f"{same}/{len(prompts)} |"
+        )
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
