@@ -1,6 +1,7 @@
 """The set-up that notebooks 03, 04 and 05 share: which rows, which trained models, which hypotheses.
 
 >>> train = split_rows(frame, "train")                           # positions of the train split (add_split)
+>>> val, choice = split_parts(frame, "val", 8, 32)               # disjoint: 8 pick PPO's step, 32 pick the policy
 >>> forward = load_forward_model(models_dir, embedder)          # the best forward model 03 saved, or None
 >>> index = open_answer_index(store, lm, embedder, 64)           # the answer index 02 built for this environment
 >>> hypotheses = row_hypotheses(index, frame, train, vectors, k=3)   # never a row's own, or same-output, rows
@@ -30,6 +31,27 @@ def split_rows(frame: pd.DataFrame, split: str, limit: int | None = None) -> np.
     if "split" not in frame:
         raise ValueError("The frame has no 'split' column: pass it through e2p_lib.data.add_split first.")
     return np.flatnonzero(frame["split"].to_numpy() == split)[:limit]
+
+
+def split_parts(frame: pd.DataFrame, split: str, *sizes: int) -> list[np.ndarray]:
+    """Disjoint, consecutive parts of `split`'s rows, `sizes[i]` rows each.
+
+    Why: targets that chose a checkpoint (PPO's best validated step) favour it in a later comparison on the same
+    targets; the comparison needs a part of its own.
+
+    Raises:
+        ValueError: a size below 1, or fewer rows in `split` than the sizes add up to.
+    """
+    if not sizes or any(int(size) < 1 for size in sizes):
+        raise ValueError(f"split_parts needs sizes of at least 1 row each; got {list(sizes)}.")
+    rows = split_rows(frame, split)
+    if sum(sizes) > len(rows):
+        raise ValueError(
+            f"The {split!r} split has {len(rows)} rows, but parts of {list(sizes)} need {sum(sizes)}: lower the "
+            "sizes (04_rl's validation_targets and choice_targets) or embed more rows (01_embed's limit)."
+        )
+    bounds = np.cumsum([0, *sizes])
+    return [rows[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
 
 
 def forward_model_dir(models_dir: str | Path) -> Path | None:

@@ -48,6 +48,7 @@ PROFILES: dict[str, dict[str, dict]] = {
             "samples_per_target": 2,
             "answer_max_new_tokens": 16,
             "validation_targets": 2,
+            "choice_targets": 2,
             "ei_targets": 2,
             "ei_budget": 2,
             "ei_steps": 1,

@@ -113,7 +113,7 @@ def test_the_fixture_feeds_the_smoke_profile_in_full():
     assert len(rows) >= limit + 20, f"{len(rows)} clean rows in {FIXTURE_ALPACA.name}; the smoke profile embeds {limit}"
     split = add_split(rows.head(limit))["split"].value_counts()
     assert split["test"] >= smoke["05_eval"]["eval_targets"], split.to_dict()
-    assert split["val"] >= smoke["04_rl"]["validation_targets"], split.to_dict()
+    assert split["val"] >= smoke["04_rl"]["validation_targets"] + smoke["04_rl"]["choice_targets"], split.to_dict()
     assert split["train"] >= smoke["03_sft"]["train_rows"], split.to_dict()
 
 

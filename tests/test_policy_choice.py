@@ -1,12 +1,17 @@
-"""04's record of which policy writes the best prompts, and how readers take it (`e2p_lib.policy_choice`)."""
+"""04's record of which policy writes the best prompts, how readers take it (`e2p_lib.policy_choice`), and the
+validation rows it is chosen on."""
 
 from __future__ import annotations
 
 import json
 import logging
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from e2p_lib.data import add_split
+from e2p_lib.pipeline import split_parts
 from e2p_lib.policy_choice import CHOICE_FILE, chosen_policy_run, save_policy_choice
 
 
@@ -54,3 +59,16 @@ def test_a_chosen_policy_that_is_gone_is_not_returned(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="e2p_lib.policy_choice"):
         assert chosen_policy_run(tmp_path) is None
     assert "policy-ei" in caplog.text
+
+
+def test_the_choice_targets_are_val_rows_that_picked_no_checkpoint():
+    """04 picks PPO's step on the first `validation_targets` val rows and the policy on the next `choice_targets`."""
+    frame = add_split(pd.DataFrame({"id": [f"alpaca-{i}" for i in range(400)]}))
+    val = np.flatnonzero(frame["split"].to_numpy() == "val")
+    steps, choice = split_parts(frame, "val", 3, 5)
+    assert steps.tolist() == val[:3].tolist() and choice.tolist() == val[3:8].tolist()
+    assert not set(steps) & set(choice)
+    with pytest.raises(ValueError, match=f"'val' split has {len(val)} rows, but parts of \\[3, {len(val)}\\]"):
+        split_parts(frame, "val", 3, len(val))
+    with pytest.raises(ValueError, match="at least 1 row"):
+        split_parts(frame, "val", 3, 0)
