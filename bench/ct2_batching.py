@@ -1,14 +1,17 @@
-"""CTranslate2's greedy answers by batch size, with and without the anchor row: time, and whether answers change.
+"""CTranslate2's greedy answers by batch size, anchor row and workers: time, and whether answers change.
 
-The environment's default (`CTranslate2ChatLM`) decides two things this measures: how many prompts go into one
-`generate_batch` call, and whether each batch carries the anchor row (the chat template's fixed prefix, which makes
+The environment's default (`CTranslate2ChatLM`) decides three things this measures: how many prompts go into one
+`generate_batch` call, whether each batch carries the anchor row (the chat template's fixed prefix, which makes
 every prompt take the same path whatever its batch mates, at the price of feeding each prompt token after that prefix
-as a decoding step). Prompts: a random sample of Alpaca prompts (instruction and input) and, like 05's grounded
+as a decoding step), and how many workers answer batches at once (the threads split between them).
+Prompts: a random sample of Alpaca prompts (instruction and input) and, like 05's grounded
 calls, long ones (an instruction, then "Use these ideas:" and another row's output). For each setting, in one
 process: wall and CPU seconds, and how many answers equal the reference (anchored batches of 32, the old default,
-whose answers equal those generated one by one) and a one-by-one run without the anchor on a subset.
+whose answers equal those generated one by one, on one worker) and a one-by-one run without the anchor on a subset.
+A setting is SIZE[:anchor][:wN]: batch size, the anchor row, N workers (default 1, all threads in one worker).
 
     E2P_DATA_DIR=data .venv/bin/python bench/ct2_batching.py --prompts 512 --long 128
+    E2P_DATA_DIR=data .venv/bin/python bench/ct2_batching.py --settings 64 64:w2 128:w2 16:w2 --small 16
 
 Timings move with other processes on the same cores; compare the ratios within one run.
 """
@@ -31,7 +34,8 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=128, help="long, grounded-style prompts")
     parser.add_argument("--one-by-one", type=int, default=48, help="prompts also answered alone, without the anchor")
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--settings", nargs="+", default=["32:anchor", "32", "64", "64:anchor", "128"])
+    parser.add_argument("--settings", nargs="+", default=["32:anchor", "32", "64", "64:anchor", "128", "64:w2"])
+    parser.add_argument("--small", type=int, default=0, help="also time calls of this many prompts (PPO's size)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -43,15 +47,25 @@ def main() -> None:
     prompts += [f"{texts[i]}\nUse these ideas: {outputs[j]}" for i, j in zip(tail[: args.long], tail[args.long :])]
     print(f"{args.prompts} Alpaca prompts + {args.long} long ones; {args.max_new_tokens} new tokens; {os.getloadavg()}")
 
-    lm = CTranslate2ChatLM(show_progress=False)
+    lms: dict[int, CTranslate2ChatLM] = {}
+
+    def engine(workers: int) -> CTranslate2ChatLM:
+        if workers not in lms:
+            lms[workers] = CTranslate2ChatLM(workers=workers, show_progress=False)
+        return lms[workers]
+
+    lm = engine(1)
     lengths = [len(t) for t in lm.tokenizer(prompts)["input_ids"]]
     print(f"prompt tokens (without the chat template): mean {sum(lengths) / len(lengths):.0f}, max {max(lengths)}")
     lm.generate(prompts[:4], args.max_new_tokens)  # warm-up, untimed
 
-    def answer(batch_size: int, anchor: bool, subset: list[str]) -> tuple[list[str], float, float]:
+    def answer(batch_size: int, anchor: bool, subset: list[str], workers: int = 1) -> tuple[list[str], float, float]:
+        lm = engine(workers)
         lm.batch_size, lm.anchor_row = batch_size, anchor
         wall, cpu = time.perf_counter(), time.process_time()
-        answers = lm.generate(subset, args.max_new_tokens)
+        answers = []
+        for start in range(0, len(subset), args.small or len(subset)):  # --small: calls of that many prompts
+            answers += lm.generate(subset[start : start + (args.small or len(subset))], args.max_new_tokens)
         return answers, time.perf_counter() - wall, time.process_time() - cpu
 
     reference, reference_wall, reference_cpu = answer(32, True, prompts)
@@ -59,17 +73,19 @@ def main() -> None:
     alone = [answer(1, False, [prompts[i]])[0][0] for i in alone_idx]
     same_alone = sum(alone[k] == reference[i] for k, i in enumerate(alone_idx))
     print(f"one by one without the anchor: {same_alone}/{len(alone_idx)} answers equal the anchored batches of 32")
-    print("| batch | anchor row | wall s | x wall | CPU s | answers equal to anchored 32 |")
-    print("|--:|:--|--:|--:|--:|--:|")
+    calls = f"calls of {args.small} prompts" if args.small else "one call"
+    print(f"| batch | anchor row | workers | wall s ({calls}) | x wall | CPU s | answers equal to anchored 32 |")
+    print("|--:|:--|--:|--:|--:|--:|--:|")
     n = len(prompts)
-    print(f"| 32 | yes (reference) | {reference_wall:.1f} | 1.00 | {reference_cpu:.1f} | {n}/{n} |")
+    print(f"| 32 | yes (reference) | 1 | {reference_wall:.1f} | 1.00 | {reference_cpu:.1f} | {n}/{n} |")
     for setting in args.settings:
-        size, _, flag = setting.partition(":")
-        answers, wall, cpu = answer(int(size), flag == "anchor", prompts)
+        size, *flags = setting.split(":")
+        workers = next((int(f[1:]) for f in flags if f.startswith("w")), 1)
+        answers, wall, cpu = answer(int(size), "anchor" in flags, prompts, workers)
         same = sum(a == b for a, b in zip(answers, reference))
         print(
-            f"| {size} | {'yes' if flag else 'no'} | {wall:.1f} | {wall / reference_wall:.2f} | {cpu:.1f} | "
-            f"{same}/{len(prompts)} |"
+            f"| {size} | {'yes' if 'anchor' in flags else 'no'} | {workers} | {wall:.1f} | {wall / reference_wall:.2f} "
+            f"| {cpu:.1f} | {same}/{len(prompts)} |"
         )
     print(f"load average after: {os.getloadavg()}")
 

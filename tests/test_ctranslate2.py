@@ -74,6 +74,8 @@ def test_engine_choice_is_checked():
         make_lm("openai", engine="ctranslate2")
     with pytest.raises(ValueError, match="compute_type='int4' is not one of"):
         ct2.CTranslate2ChatLM("int4")
+    with pytest.raises(ValueError, match="workers=3 is more than num_threads=2"):
+        ct2.CTranslate2ChatLM(num_threads=2, workers=3)
 
 
 # --- the real model --------------------------------------------------------------------------------------------------
@@ -128,6 +130,20 @@ def test_greedy_answers_do_not_depend_on_batch_mates(ct2_lms, compute_type):
     reversed_pairs = (lm.generate(backwards[:2], max_new_tokens=24) + lm.generate(backwards[2:], 24))[::-1]
     assert batched == one_by_one == reversed_pairs and len(set(batched)) == 4
     assert lm.tokens_generated > 0 and lm.prompts_generated >= 12
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("compute_type", ["float32", "int8"])
+def test_two_workers_give_one_workers_answers_in_the_callers_order(ct2_lms, ct2_dir, compute_type):
+    """Batches answered two at a time (the 2-core default) come back in order, with the answers of one worker."""
+    two = ct2.CTranslate2ChatLM(compute_type, ct2_dir=ct2_dir, num_threads=2, batch_size=2, show_progress=False)
+    assert two.workers == 2, "on CPU one worker per thread by default"
+    prompts = PROMPTS + PROMPTS[::-1][:3]  # 7 prompts: batches of 2, 2, 2 and 1, more than the queue holds
+    batches = list(two._iter_generate(prompts, 12, 0.0, None))
+    assert sorted(i for positions, _ in batches for i in positions) == list(range(len(prompts)))
+    assert [len(positions) for positions, _ in batches] == [2, 2, 2, 1]
+    assert two.generate(prompts, 12) == ct2_lms[compute_type].generate(prompts, 12)
+    assert two.generate(PROMPTS[:2], 12) == ct2_lms[compute_type].generate(PROMPTS[:2], 12), "split in 2 batches of 1"
 
 
 @pytest.mark.slow

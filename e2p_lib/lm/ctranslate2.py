@@ -23,6 +23,8 @@ transformers (README "Environment speed"), which is what a machine with few shar
   every prompt token after the prefix becomes a decoding step. float32 needs no anchor: its answers did not change
   with the batch or the anchor on any prompt measured (bench/ct2_batching.py: Alpaca prompts and long grounded-style
   prompts, batch 1 to 128; tested), and without it a batch of 64 takes about 0.6x the time of the anchored 32.
+  On CPU the batches go to one single-threaded worker per core (`workers`), two at a time on 2 cores, for 0.78x
+  the wall time of one two-threaded worker; float32 answers do not change (bench/ct2_batching.py; tested).
 - Sampling (temperature > 0) is delegated to `LocalChatLM` (transformers, float32), loaded on first use.
   Why: CTranslate2 4.8 draws every row of a batch from one random generator per worker thread, seeded once when that
   thread first samples (`set_random_seed` later has no effect on a running Generator). A prompt's sample would then
@@ -35,6 +37,7 @@ transformers (README "Environment speed"), which is what a machine with few shar
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import shutil
@@ -138,8 +141,12 @@ class CTranslate2ChatLM(ChatLM):
     Parameters that control speed:
         batch_size: prompts per `generate_batch` call (64: bench/ct2_batching.py).
         anchor_row: add the anchor row to every batch (None: for int8 compute types only; see the module docstring).
-        num_threads: CTranslate2 intra-op threads (None: the cores this process may use, `default_threads()`).
+        num_threads: CTranslate2 threads in all (None: the cores this process may use, `default_threads()`).
             Unlike torch's, this setting belongs to this model only.
+        workers: batches answered at once, each on `num_threads // workers` threads (None: on CPU one worker per
+            thread, each single-threaded; on CUDA one). A call is split so that every worker gets a batch. On 2
+            cores, 2 single-threaded workers took 0.78x the wall time of one 2-threaded one, answers equal
+            (bench/ct2_batching.py): the 135M model's small matrix products gain little from a second thread.
         show_progress: passed to the sampling LocalChatLM.
     """
 
@@ -153,6 +160,7 @@ class CTranslate2ChatLM(ChatLM):
         batch_size: int = 64,
         anchor_row: bool | None = None,
         num_threads: int | None = None,
+        workers: int | None = None,
         model_dir: str | Path | None = None,
         ct2_dir: str | Path | None = None,
         show_progress: bool = True,
@@ -171,10 +179,22 @@ class CTranslate2ChatLM(ChatLM):
             raise ValueError(f"device={device!r}: CTranslate2 runs on 'cpu' or 'cuda' (or 'auto').")
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.num_threads = default_threads() if num_threads is None else check_positive_int(num_threads, "num_threads")
+        if workers is None:
+            workers = self.num_threads if device == "cpu" else 1
+        self.workers = check_positive_int(workers, "workers")
+        if device == "cpu" and self.workers > self.num_threads:
+            raise ValueError(
+                f"workers={workers} is more than num_threads={self.num_threads}: each worker needs a thread; "
+                "pass workers <= num_threads (or leave it None)."
+            )
         self.model_dir = smollm2_path(model_dir)
         self.ct2_dir = ct2_model_path(ct2_dir, self.model_dir)
         self.generator = ctranslate2.Generator(
-            str(self.ct2_dir), device=device, compute_type=compute_type, intra_threads=self.num_threads
+            str(self.ct2_dir),
+            device=device,
+            compute_type=compute_type,
+            inter_threads=self.workers,
+            intra_threads=max(1, self.num_threads // self.workers),
         )
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         _ensure_pad_token(self.tokenizer)
@@ -220,6 +240,28 @@ class CTranslate2ChatLM(ChatLM):
             )
         return self._sampler
 
+    def _submit(self, token_ids: list[list[int]], max_new_tokens: int) -> list:
+        """Queue one greedy (top-1) batch, in int8 with the anchor row last (module docstring): async results."""
+        anchor = [self.anchor_tokens] if self.anchor_row else []
+        return self.generator.generate_batch(
+            [self.tokenizer.convert_ids_to_tokens(ids) for ids in token_ids] + anchor,
+            max_length=max_new_tokens,
+            sampling_topk=1,
+            include_prompt_in_result=False,
+            end_token=list(STOP_TOKENS),
+            asynchronous=True,
+        )
+
+    def _collect(self, positions: list[int], pending: list, max_new_tokens: int) -> tuple[list[int], list[str]]:
+        """Wait for one queued batch: its positions and decoded answers (the anchor row's result is dropped)."""
+        answers = []
+        for result in pending[: len(positions)]:
+            ids = result.result().sequences_ids[0]  # the stop token is not included
+            self.tokens_generated += len(ids) + (len(ids) < max_new_tokens)
+            answers.append(self.tokenizer.decode(ids, skip_special_tokens=True).strip())
+        self.prompts_generated += len(positions)
+        return positions, answers
+
     def _iter_generate(self, prompts, max_new_tokens, temperature, seeds):
         if temperature > 0:
             yield from self.sampler._iter_generate(prompts, max_new_tokens, temperature, seeds)
@@ -228,24 +270,16 @@ class CTranslate2ChatLM(ChatLM):
         token_ids = chat_token_ids(self.tokenizer, self.system_prompt, prompts, max_new_tokens, self.max_context_tokens)
         order = longest_first(token_ids)
         started, tokens_before = time.perf_counter(), self.tokens_generated
-        for start in range(0, len(order), self.batch_size):
-            positions = order[start : start + self.batch_size]
-            # 3. greedy (top-1), in int8 with the anchor row last (see the module docstring); prompts are not returned
-            anchor = [self.anchor_tokens] if self.anchor_row else []
-            results = self.generator.generate_batch(
-                [self.tokenizer.convert_ids_to_tokens(token_ids[i]) for i in positions] + anchor,
-                max_length=max_new_tokens,
-                sampling_topk=1,
-                include_prompt_in_result=False,
-                end_token=list(STOP_TOKENS),
-            )
-            answers = []
-            for result in results[: len(positions)]:
-                ids = result.sequences_ids[0]  # the stop token is not included
-                self.tokens_generated += len(ids) + (len(ids) < max_new_tokens)
-                answers.append(self.tokenizer.decode(ids, skip_special_tokens=True).strip())
-            self.prompts_generated += len(positions)
-            yield positions, answers
+        # 3. batches small enough that every worker gets one, queued a few ahead and collected in order
+        size = max(1, min(self.batch_size, -(-len(order) // self.workers)))
+        queued: collections.deque = collections.deque()
+        for start in range(0, len(order), size):
+            positions = order[start : start + size]
+            queued.append((positions, self._submit([token_ids[i] for i in positions], max_new_tokens)))
+            if len(queued) > 2 * self.workers:
+                yield self._collect(*queued.popleft(), max_new_tokens)
+        while queued:
+            yield self._collect(*queued.popleft(), max_new_tokens)
         seconds = time.perf_counter() - started
         logger.info(
             "%s (CTranslate2 %s): %d prompts, %d answer tokens in %.1f s",
