@@ -9,6 +9,8 @@ tokens on one thread: the machine's 2 cores are shared with other jobs.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -144,6 +146,25 @@ def test_two_workers_give_one_workers_answers_in_the_callers_order(ct2_lms, ct2_
     assert [len(positions) for positions, _ in batches] == [2, 2, 2, 1]
     assert two.generate(prompts, 12) == ct2_lms[compute_type].generate(prompts, 12)
     assert two.generate(PROMPTS[:2], 12) == ct2_lms[compute_type].generate(PROMPTS[:2], 12), "split in 2 batches of 1"
+
+
+@pytest.mark.slow
+def test_loading_single_threaded_workers_leaves_torchs_threads_alone(ct2_dir):
+    """CTranslate2 sets the loading thread's OpenMP count to its `intra_threads`; torch shares it, and the policy's
+    training after an environment was loaded ran on one core (README, "The demo profile ... 2026-12-05"). In a fresh
+    interpreter, as a notebook kernel is, where torch reads its default count lazily, after the load."""
+
+    def fresh(code: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+        return done.stdout.split()
+
+    default = fresh("import torch; print(torch.get_num_threads())")  # torch's own count, set lazily on first use
+    loaded = fresh(
+        "import torch; from e2p_lib.lm import ctranslate2 as ct2; "
+        f"lm = ct2.CTranslate2ChatLM(ct2_dir={str(ct2_dir)!r}, num_threads=2, workers=2, show_progress=False); "
+        "print(lm.workers, torch.get_num_threads())"
+    )
+    assert loaded == ["2", *default]
 
 
 @pytest.mark.slow
