@@ -42,6 +42,7 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -121,15 +122,16 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def _keeping_torch_threads(make):
-    """`make()` with torch's CPU thread count as it was before: loading a Generator with `intra_threads=1` sets the
+@contextmanager
+def _torch_threads_kept():
+    """torch's CPU thread count as it was before the block: loading a Generator with `intra_threads=1` sets the
     calling thread's OpenMP count, which torch shares, to 1, and every later torch step of the process (the policy's
     and PPO's training, the forward model) then ran on one core (03's policy 23 s a step against 9; README)."""
     import torch
 
     threads = torch.get_num_threads()
     try:
-        return make()
+        yield
     finally:
         torch.set_num_threads(threads)
 
@@ -202,15 +204,14 @@ class CTranslate2ChatLM(ChatLM):
             )
         self.model_dir = smollm2_path(model_dir)
         self.ct2_dir = ct2_model_path(ct2_dir, self.model_dir)
-        self.generator = _keeping_torch_threads(
-            lambda: ctranslate2.Generator(
+        with _torch_threads_kept():
+            self.generator = ctranslate2.Generator(
                 str(self.ct2_dir),
                 device=device,
                 compute_type=compute_type,
                 inter_threads=self.workers,
                 intra_threads=max(1, self.num_threads // self.workers),
             )
-        )
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         _ensure_pad_token(self.tokenizer)
         self.name = f"local/{MODEL_NAME}"  # the same model as LocalChatLM: one answer file, keys differ by settings
