@@ -9,6 +9,9 @@ hardware here, so a missing GPU fails with a message instead of deep inside a mo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 DEVICE_KINDS = ("cpu", "cuda", "mps")
@@ -48,3 +51,17 @@ def resolve_device(device: str = "auto") -> torch.device:
     if resolved.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={device!r} but MPS is not available here; use device='auto' or 'cpu'.")
     return resolved
+
+
+@contextmanager
+def torch_threads(count: int | None = None) -> Iterator[None]:
+    """torch's CPU thread count set to `count` inside the block (None: left as it is) and put back after it, because
+    the count is process-wide: whatever changes it in passing (a library's OpenMP setting, a test that wants one
+    thread) would otherwise slow or speed every later torch step of the process."""
+    threads = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from e2p_lib.devices import torch_threads
 from e2p_lib.lm import DEFAULT_ENGINE, ENGINES, LocalChatLM, make_lm
 from e2p_lib.lm import ctranslate2 as ct2
 from e2p_lib.lm.cache import CachedLM
@@ -109,14 +110,8 @@ def test_conversion_leaves_one_complete_folder(ct2_dir):
 
 @pytest.mark.slow
 def test_float32_greedy_answers_equal_transformers(ct2_lms):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         transformers = LocalChatLM(device="cpu", batch_size=4, show_progress=False).generate(PROMPTS, 16)
-    finally:
-        torch.set_num_threads(threads)
     assert ct2_lms["float32"].generate(PROMPTS, 16) == transformers
     assert "Paris" in ct2_lms["int8"].generate(["What is the capital of France?"], 16)[0]
 

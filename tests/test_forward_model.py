@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import e2p_lib.models.forward as fm
+from e2p_lib.devices import torch_threads
 from e2p_lib.embed import LocalEmbedder, default_local_model_path
 from e2p_lib.embed.cache import EmbeddingCache, embed_texts, embedding_cache_path
 from e2p_lib.evaluate.metrics import ranking_quality
@@ -73,10 +74,8 @@ ANSWERS = [
 def one_torch_thread():
     """One intra-op thread while these tests run: on the shared 2-core machines a second spinning thread made the
     small matrix products here up to ten times slower, and the results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

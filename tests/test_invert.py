@@ -16,6 +16,7 @@ import pytest
 import torch
 from tiny import DIMS, tiny_policy, unit_vectors
 
+from e2p_lib.devices import torch_threads
 from e2p_lib.invert import (
     Inverter,
     default_forward_model_dir,
@@ -69,10 +70,8 @@ class EchoLM(ChatLM):
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
     """One intra-op thread: the machines are shared 2-core ones, and the tiny models gain nothing from a second."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import pytest
 import torch
 from openai_server import LocalOpenAIServer, expected_chat_answer
 
+from e2p_lib.devices import torch_threads
 from e2p_lib.lm import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_SYSTEM_PROMPT,
@@ -416,10 +417,8 @@ def local_lm(shared_local_lm):
     On 2 cores shared with other processes, torch's 2 OpenMP threads spin against them: the same 10-token answers
     took 25-40 s instead of 2-2.5 s on one thread (measured here).
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield shared_local_lm
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield shared_local_lm
 
 
 def test_a_half_written_model_folder_is_refused_not_loaded(tmp_path):

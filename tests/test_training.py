@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from e2p_lib.devices import resolve_device
+from e2p_lib.devices import resolve_device, torch_threads
 from e2p_lib.train.loop import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -81,6 +81,18 @@ def test_device_resolution():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="device='tpu' is not a device name"):
         resolve_device("tpu")
+
+
+def test_torch_threads_sets_the_count_inside_the_block_and_puts_it_back_even_on_error():
+    before = torch.get_num_threads()
+    inside = 2 if before == 1 else 1
+    with torch_threads(inside):
+        assert torch.get_num_threads() == inside
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="boom"), torch_threads():
+        torch.set_num_threads(inside)  # what CTranslate2's Generator load does to OpenMP's count, in passing
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
 
 
 def test_seed_everything_makes_python_numpy_and_torch_repeat():

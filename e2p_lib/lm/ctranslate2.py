@@ -42,7 +42,6 @@ import logging
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -122,20 +121,6 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-@contextmanager
-def _torch_threads_kept():
-    """torch's CPU thread count as it was before the block: loading a Generator with `intra_threads=1` sets the
-    calling thread's OpenMP count, which torch shares, to 1, and every later torch step of the process (the policy's
-    and PPO's training, the forward model) then ran on one core (03's policy 23 s a step against 9; README)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # The environment
 
@@ -204,7 +189,12 @@ class CTranslate2ChatLM(ChatLM):
             )
         self.model_dir = smollm2_path(model_dir)
         self.ct2_dir = ct2_model_path(ct2_dir, self.model_dir)
-        with _torch_threads_kept():
+        # Loading a Generator with intra_threads=1 sets the calling thread's OpenMP count, which torch shares, to 1:
+        # every later torch step of the process (the policy's and PPO's training, the forward model) then ran on one
+        # core (03's policy 23 s a step against 9; README), hence torch's count put back after the load.
+        from e2p_lib.devices import torch_threads
+
+        with torch_threads():
             self.generator = ctranslate2.Generator(
                 str(self.ct2_dir),
                 device=device,
