@@ -2,6 +2,8 @@
 
 05_eval scores every method on these too (their prompts are unknown, so there is no "original prompt" row). Kinds
 vary on purpose: code, lists, poems, facts, advice, classification labels, short replies, emails, definitions.
+OWN_TARGETS is the test set; OWN_VALIDATION_TARGETS is a disjoint set of the same kinds (other topics), so that decision
+rules and thresholds can be chosen on own texts and then reported on the test texts they were never tuned on.
 """
 
 from __future__ import annotations
@@ -99,6 +101,121 @@ OWN_TARGETS: list[tuple[str, str]] = [
 ]
 
 
-def own_targets() -> pd.DataFrame:
-    """The texts as a DataFrame: `id` ("own-0" ...), `kind` and `text`."""
-    return pd.DataFrame([{"id": f"own-{i}", "kind": kind, "text": text} for i, (kind, text) in enumerate(OWN_TARGETS)])
+OWN_VALIDATION_TARGETS: list[tuple[str, str]] = [
+    ("code", "def factorial(n):\n    return 1 if n <= 1 else n * factorial(n - 1)"),
+    ("code", "UPDATE employees SET salary = salary * 1.05 WHERE department = 'Sales';"),
+    ("code", "find . -name '*.log' -mtime +7 -delete"),
+    ("code", "const evens = numbers.filter((n) => n % 2 === 0);"),
+    ("code", "with open('notes.txt') as f:\n    words = f.read().split()\nprint(len(words))"),
+    (
+        "code",
+        "async function fetchUser(id) {\n  const res = await fetch(`/api/users/${id}`);\n  return res.json();\n}",
+    ),
+    ("code", "from collections import Counter\ncounts = Counter(text.lower().split())\nprint(counts.most_common(3))"),
+    (
+        "code",
+        "CREATE TABLE books (\n  id INTEGER PRIMARY KEY,\n  title TEXT NOT NULL,\n  author TEXT,\n  year INTEGER\n);",
+    ),
+    (
+        "list",
+        "1. Rinse the rice.\n2. Add two cups of water.\n3. Bring to a boil.\n4. Cover and simmer for 15 minutes.",
+    ),
+    ("list", "- Tent\n- Sleeping bag\n- Headlamp\n- Water filter\n- First-aid kit"),
+    ("list", "Asia, Africa, North America, South America, Antarctica, Europe and Australia."),
+    ("list", "Two advantages of public transport: less traffic on the roads and lower carbon emissions."),
+    ("list", "Hydrogen, helium, lithium, beryllium and boron."),
+    ("list", "Monday, Tuesday, Wednesday, Thursday, Friday, Saturday and Sunday."),
+    ("list", "1. Write a failing test. 2. Make it pass. 3. Refactor. 4. Repeat."),
+    (
+        "poem",
+        "The lamp burns low on the kitchen sill,\nthe kettle hums, the house is still,\nand rain that taps "
+        "the window pane\nsings the garden green again.",
+    ),
+    ("poem", "Cherry blossoms drift,\npetals on the quiet pond,\nspring will not stay long."),
+    ("poem", "The coffee is hot and the deadline is near, the bug is still hiding, but Friday is here."),
+    ("poem", "Desert at midnight,\nthe stars burn cold and countless,\na lizard sleeps on."),
+    ("poem", "She kept her grandmother's letters in a tin box and read them when the house was too quiet."),
+    ("fact", "The Great Wall of China stretches for more than 21,000 kilometres."),
+    ("fact", "Light from the Sun takes about eight minutes to reach Earth."),
+    ("fact", "The Amazon is the largest tropical rainforest on Earth and spans nine countries."),
+    ("fact", "Octopuses have three hearts and blue blood."),
+    ("fact", "The Berlin Wall fell on 9 November 1989."),
+    ("fact", "Sound travels at about 343 metres per second in air at room temperature."),
+    ("fact", "An adult human skeleton has 206 bones."),
+    ("fact", "Gold is the chemical element with the symbol Au and atomic number 79."),
+    ("advice", "Read each exam question twice before answering, and leave the hardest problems for last."),
+    ("advice", "To keep houseplants healthy, water them only when the top inch of soil is dry."),
+    ("advice", "Before signing a lease, visit the flat in daylight and read every clause of the contract."),
+    ("advice", "Use a password manager and turn on two-factor authentication for your email account."),
+    ("advice", "When giving a presentation, rehearse it out loud and keep each slide to a single idea."),
+    ("advice", "Warm up for ten minutes before a run to lower the risk of injury."),
+    (
+        "advice",
+        "If you feel overwhelmed, write down every task, pick the single most important one and start there.",
+    ),
+    ("label", "Not spam"),
+    ("label", "Technology"),
+    ("label", "Reptile"),
+    ("label", "Mixed"),
+    ("label", "Statement"),
+    ("label", "Politics"),
+    ("label", "Urgent"),
+    ("reply", "No."),
+    ("reply", "Tokyo is the capital of Japan."),
+    ("reply", "15% of 80 is 12."),
+    ("reply", "You're welcome! Let me know if you need anything else."),
+    ("reply", "The word 'apple' has five letters."),
+    (
+        "email",
+        "Dear Mr. Patel, I am writing to request two days of leave on 14 and 15 March for a family event. "
+        "Kind regards, Anna",
+    ),
+    (
+        "email",
+        "Hi Sam, could you send me the slides from yesterday's workshop? I'd like to share them with my team. "
+        "Cheers, Lena",
+    ),
+    ("email", "Dear subscriber, your free trial ends on 30 June. Renew now to keep access to all premium features."),
+    ("definition", "A metaphor is a figure of speech that describes something by calling it something else."),
+    (
+        "definition",
+        "Compound interest is interest calculated on both the initial amount and the interest already earned.",
+    ),
+    ("definition", "A database is an organised collection of data that can be stored, searched and updated easily."),
+    (
+        "definition",
+        "Climate change is the long-term shift in global temperatures and weather patterns, driven largely by "
+        "human activity.",
+    ),
+    (
+        "story",
+        "The lighthouse keeper found a message in a bottle, written in his own handwriting and dated ten years "
+        "from now.",
+    ),
+    (
+        "story",
+        "Mia planted a seed on her windowsill and watered it every morning. Weeks passed and nothing grew. "
+        "Then, on her birthday, a single yellow flower opened.",
+    ),
+    ("translation", "¿Dónde está la estación de tren?"),
+    ("translation", "Grazie mille per il tuo aiuto."),
+    ("summary", "The report concludes that the city's new bike lanes cut car traffic downtown by a fifth."),
+    ("summary", "Overall, the review finds that the phone has an excellent camera but a disappointing battery."),
+]
+
+_SPLITS: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "test": ("own-", OWN_TARGETS),
+    "val": ("own-val-", OWN_VALIDATION_TARGETS),
+}
+
+
+def own_targets(split: str = "test") -> pd.DataFrame:
+    """The texts of one split as a DataFrame: `id`, `kind` and `text`.
+
+    "test" (the default) gives OWN_TARGETS with ids "own-0" ...; "val" gives OWN_VALIDATION_TARGETS with ids
+    "own-val-0" ..., for choosing rules and thresholds without touching the test texts, which are only reported on.
+    """
+    if split not in _SPLITS:
+        raise ValueError(f"unknown split {split!r}: expected one of {', '.join(map(repr, _SPLITS))}")
+    prefix, targets = _SPLITS[split]
+    return pd.DataFrame([{"id": f"{prefix}{i}", "kind": kind, "text": text} for i, (kind, text) in enumerate(targets)])
