@@ -57,13 +57,24 @@ class IndexPieces:
     top: np.ndarray  # per target, the real cosine of the index's best prompt
 
 
+OWN_SPLITS = ("own-val", "own-test")  # index_pieces' names for the own target texts' two sets
+
+
+def own_chosen(limit: int | None, split: str, embedder) -> Targets:
+    """The first `limit` own target texts of `split` ("own-val" or "own-test") as targets: nothing stored to leave
+    out, no original prompt."""
+    own = own_targets(split.removeprefix("own-")).head(limit)
+    return Targets(embed_texts(own["text"].tolist(), embedder), own["id"].tolist(), [[] for _ in range(len(own))], [])
+
+
 def index_pieces(limit: int | None, split: str, k: int = 3) -> IndexPieces:
-    """What the policy-free bench scripts score with: the chosen targets and 02's store and answer index of the
-    local environment, with the index's `k` best prompts for each target (never an excluded row)."""
+    """What the policy-free bench scripts score with: the chosen targets (a split of 01's dataset, or one of
+    OWN_SPLITS) and 02's store and answer index of the local environment, with the index's `k` best prompts for each
+    target (never an excluded row)."""
     lm, embedder = make_lm("local"), make_embedder("local")
     store = make_vector_store("local", "alpaca")
     index = open_answer_index(store, lm, embedder, DEFAULT_ANSWER_TOKENS)
-    chosen = demo_targets(limit, split)
+    chosen = own_chosen(limit, split, embedder) if split in OWN_SPLITS else demo_targets(limit, split)
     hypotheses = index.hypotheses(chosen.vectors, k=k, exclude_ids=chosen.exclude)
     top = np.array([row[0].cosine for row in hypotheses])
     reward = AnswerCosineReward(lm, embedder, DEFAULT_ANSWER_TOKENS)

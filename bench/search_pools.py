@@ -10,7 +10,9 @@ prompts answered, the best kept) as baselines; the search on the answer index an
 with 1, 3, 5 or 7 grounded calls (`ground=`: the best known prompts with a composed text appended as ideas, in
 `e2p_lib.ground.GROUND_ORDER`; README, "Grounded prompts"; at 7 of 8 no call is left for anything else). Prints
 mean answer cosines with bootstrap intervals and paired differences to retrieval, to the search on both pools, to
-it with 3 grounded calls and to the original prompt. `--own` measures the same on the target texts that are not Alpaca
+it with 3 grounded calls, to the answer index's top 1 (one call: its known prompt answered) and to the original
+prompt; `--budget 1 --rows "e2p, 7 grounded calls (no call left to retrieval or rewrites)"` measures 05's `e2p, 1 call`
+against that top 1. `--own` measures the same on the target texts that are not Alpaca
 outputs (`e2p_lib.evaluate.own_targets`): no original prompt, no stored row to leave out.
 """
 
@@ -28,7 +30,7 @@ from e2p_lib.evaluate.baselines import best_answered, retrieval_candidates
 from e2p_lib.invert import load_inverter
 from e2p_lib.train.rewards import AnswerCosineReward
 
-RETRIEVAL = "retrieval, best of 8 answered"
+TOP1 = "answer index, top 1"
 BOTH = "e2p, both pools (05's e2p, <=8 calls)"
 THREE = "e2p, both pools + 3 grounded calls"
 SEARCHES = {  # row: search options
@@ -61,9 +63,12 @@ def main() -> None:
         test = demo_targets(args.targets)
         targets, test_ids, exclude = test.vectors, test.ids, test.exclude
         cosines, calls = {"original prompt": reward(test.prompts, targets).rewards}, {"original prompt": 1.0}
+    retrieval = f"retrieval, best of {args.budget} answered"
     candidates = retrieval_candidates(inverter.retrieval, targets, test_ids, k=args.budget)
-    cosines[RETRIEVAL] = best_answered(candidates, targets, reward, args.budget)[1]
-    calls[RETRIEVAL] = float(args.budget)
+    cosines[retrieval] = best_answered(candidates, targets, reward, args.budget)[1]
+    calls[retrieval] = float(args.budget)
+    top1 = [row[0].prompt for row in inverter.index.hypotheses(targets, k=1, exclude_ids=exclude)]
+    cosines[TOP1], calls[TOP1] = reward(top1, targets).rewards, 1.0
     for name in args.rows.split("|"):
         began = time.perf_counter()
         results = inverter.invert(
@@ -77,7 +82,7 @@ def main() -> None:
         cosines[name] = np.array([r.achieved_cosine for r in results])
         calls[name] = float(np.mean([r.environment_calls for r in results]))
         print(f"{name}: {cosines[name].mean():.3f} in {time.perf_counter() - began:.0f} s", flush=True)
-    versus = {name: [RETRIEVAL, BOTH, THREE, "original prompt"] for name in cosines if name in SEARCHES}
+    versus = {name: [retrieval, BOTH, THREE, TOP1, "original prompt"] for name in cosines if name in SEARCHES}
     table = paired_table(cosines, versus, {name: {"calls/target": c} for name, c in calls.items()})
     print(f"{len(targets)} {'own target texts' if args.own else 'test targets'}, {time.perf_counter() - started:.0f} s")
     print(table.to_string(index=False))
