@@ -26,11 +26,10 @@ from tqdm.auto import tqdm
 
 from e2p_lib.checks import check_positive_int
 from e2p_lib.embed.base import Embedder, l2_normalise
+from e2p_lib.inversion.config import ANSWER_TOKENS
 from e2p_lib.models.policy import Hypothesis
 from e2p_lib.store.base import VectorStore, check_ids, check_query_vectors
 from e2p_lib.train.rewards import embed_answers
-
-DEFAULT_ANSWER_TOKENS = 64  # the answer cap of 04_rl and 05_eval, so the index's answers are the ones scored there
 
 
 def answer_namespace(lm: Any, embedder: Embedder, max_new_tokens: int) -> str:
@@ -129,7 +128,7 @@ def build_answer_index(
     ids: Sequence[str],
     prompts: Sequence[str],
     *,
-    max_new_tokens: int = DEFAULT_ANSWER_TOKENS,
+    max_new_tokens: int = ANSWER_TOKENS,
     chunk_size: int = 256,
     embedding_cache_dir=None,
 ) -> AnswerIndex:

@@ -1,16 +1,16 @@
-"""The `e2p` command: run the notebooks, or write a prompt for a text from the trained models.
+"""The `e2p` command: run the notebooks, write a prompt for a text, or write the README's results table.
 
-    e2p run                                   # the notebooks on the demo profile (as `make run`)
-    e2p run --profile smoke --only 01_embed   # any option of `python -m e2p_lib.run_notebooks`
-    e2p invert "Paris is the capital of France."
-    e2p invert "A haiku about rain." --best-of 4 --measure   # + the achieved cosine of the environment's answer
-    e2p invert "A haiku about rain." --budget 8              # the search (answer index + grounded), <= 8 calls
-    e2p invert "A haiku about rain." --budget 8 --echo 2     # ... 2 of whose calls may ask to repeat a composed text
-    e2p invert "A haiku about rain." --budget 8 --ground 2   # ... 2 of whose calls add a composed text as ideas
+    e2p run                                      # the notebooks on the demo profile (as `make run`)
+    e2p run --profile smoke --only 01_embed      # any option of `python -m e2p_lib.run_notebooks`
+    e2p invert "Paris is the capital of France."              # the search, SearchConfig(): <= 8 calls, clean
+    e2p invert "A haiku about rain." --budget 1               # one environment call: the policy's prompt
+    e2p invert "A haiku about rain." --pasting --ground 7     # the pasting track (stored outputs in the prompt)
+    e2p results                                  # the README's results table from reports/*.json
 
-`invert` loads what `load_inverter` finds under data/models (the RL policy, else SFT; a forward model when trained)
-and prints, for each text, the prompt and its predicted cosine (NaN without a forward model); `--measure` has the
-environment answer the prompt and adds the achieved cosine.
+`invert` loads what `load_inverter` finds in the data folder (04's chosen policy, the forward model, 02's answer
+index, store of outputs and clean line) and prints, for each text, the prompt, its copied share, the achieved cosine
+of the environment's answer, the answer and the calls spent. Options are checked before any model loads; this
+module imports no model library, so `--help` and a mistyped option answer at once.
 """
 
 from __future__ import annotations
@@ -19,54 +19,100 @@ import argparse
 import math
 import sys
 
-from e2p_lib.answer_index import DEFAULT_ANSWER_TOKENS
-from e2p_lib.ground import DEFAULT_GROUND_CALLS, GROUND_MARGIN
+from e2p_lib.inversion.config import ECHO_TEMPLATE_COUNT, GROUND_CALL_COUNT, MAX_BUDGET, SearchConfig
+
+DEFAULTS = SearchConfig()
+MAX_ANSWER_TOKENS = 4096  # an answer cap above this is a typo on any environment e2p runs
 
 
-def _cosine(value: float) -> str:
+def count(minimum: int, maximum: int):
+    """An argparse type: an integer from `minimum` to `maximum`, refused at parse time with the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: give {minimum} to {maximum}")
+        return value
+
+    return parse
+
+
+def _cosine(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
-def invert_command(args: argparse.Namespace) -> int:
-    """Print one block per text: the prompt, its predicted and (with --measure) achieved cosine."""
-    from e2p_lib.invert import load_inverter
+def search_config(args: argparse.Namespace) -> SearchConfig:
+    """The `SearchConfig` the options ask for (the defaults are `SearchConfig()`'s).
 
-    if args.echo and args.budget is None:
-        raise ValueError(f"--echo {args.echo} is a search option: add --budget B (e.g. --budget 8 --echo {args.echo})")
-    if args.ground and args.budget is None:
-        raise ValueError(f"--ground {args.ground} is a search option: add --budget B (e.g. --budget 8 --ground 2)")
-    needs_environment = args.measure or args.rerank == "environment" or args.budget is not None
+    Raises:
+        ValueError: a value out of range, or a pasting option without --pasting (the message names the option).
+    """
+    for flag, value in (("--echo", args.echo), ("--ground", args.ground)):
+        if value and not args.pasting:
+            raise ValueError(
+                f"{flag} {value} pastes stored outputs' text into the prompt (the pasting track): add --pasting."
+            )
+    return SearchConfig(
+        budget=args.budget,
+        answer_tokens=args.answer_tokens,
+        seed=args.seed,
+        use_policy=not args.no_policy,
+        clean=not args.pasting,
+        echo=args.echo,
+        ground=args.ground,
+    )
+
+
+def check_texts(texts: list[str]) -> list[str]:
+    """The target texts, refused with the argument's position when blank or not valid UTF-8."""
+    for position, text in enumerate(texts, start=1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"TEXT {position} is not valid UTF-8 (the shell passed undecodable bytes): re-encode it as UTF-8."
+            ) from None
+        if not text.strip():
+            raise ValueError(f"TEXT {position} is blank: give the text whose embedding the prompt should reach.")
+    return texts
+
+
+def invert_command(args: argparse.Namespace) -> int:
+    """Print one block per text: the prompt, its copied share, the achieved cosine, the answer and the calls."""
+    texts = check_texts(args.texts)
+    config = search_config(args)  # every option is checked before anything loads
+    from e2p_lib.inversion.api import load_inverter
+
     inverter = load_inverter(
         args.policy,
         False if args.no_forward_model else args.forward_model,
-        environment=args.environment if needs_environment else None,
+        environment=args.environment,
         device=args.device,
-        answer_max_new_tokens=args.answer_max_new_tokens,
+        answer_tokens=config.answer_tokens,
     )
-    if args.budget is not None:  # the search: the answer index's prompts and the policy's rewrites, <= B calls
-        ground = args.ground
-        if ground is None:  # as 05 reports `e2p, <=B calls`: grounded where 02's store of outputs is there to compose
-            ground = DEFAULT_GROUND_CALLS if inverter.retrieval is not None else 0
-        results = inverter.invert(args.texts, budget=args.budget, seed=args.seed, echo=args.echo, ground=ground)
-    else:
-        results = inverter.invert(
-            args.texts,
-            best_of=args.best_of,
-            rerank=args.rerank if args.best_of > 1 else None,
-            measure=args.measure,
-            seed=args.seed,
-        )
-    measured = args.measure or args.budget is not None
-    for text, result in zip(args.texts, results):
-        print(f"target:           {text}")
-        print(f"prompt:           {result.prompt}")
-        print(f"predicted cosine: {_cosine(result.predicted_cosine)}")
-        if measured:
-            print(f"achieved cosine:  {_cosine(result.achieved_cosine)}")
-            print(f"answer:           {result.answer}")
-        if args.budget is not None:
-            print(f"environment calls: {result.environment_calls}")
+    results = inverter.search(texts, config)
+    if config.clean and inverter.max_copied_share is not None:
+        print(f"clean line:        copied share <= {inverter.max_copied_share:.3f}\n")
+    for text, result in zip(texts, results):
+        print(f"target:            {text}")
+        print(f"prompt:            {result.prompt}")
+        print(f"copied share:      {_cosine(result.copied_share)}")
+        print(f"achieved cosine:   {_cosine(result.achieved_cosine)}")
+        print(f"answer:            {result.answer}")
+        print(f"environment calls: {result.environment_calls}")
         print()
+    return 0
+
+
+def results_command(args: argparse.Namespace) -> int:
+    """Write the README's results table from a run's reports (`e2p_lib.evaluate.readme`)."""
+    from e2p_lib.evaluate.readme import update_readme
+
+    path = update_readme(args.readme, args.reports)
+    print(f"{path}: results table written from {args.reports}")
     return 0
 
 
@@ -78,59 +124,54 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "run", help="run the notebooks headless into reports/ (options: e2p run --help)", add_help=False
     )
-    invert = commands.add_parser("invert", help="write a prompt whose answer lands near each text's embedding")
+    invert = commands.add_parser("invert", help="write an instruction whose answer lands near each text's embedding")
     invert.add_argument("texts", nargs="+", metavar="TEXT", help="target text(s), embedded in the policy's space")
-    invert.add_argument("--policy", default=None, help="a saved policy folder (default: data/models' RL, else SFT)")
+    invert.add_argument(
+        "--budget",
+        type=count(1, MAX_BUDGET),
+        default=DEFAULTS.budget,
+        help=f"environment calls per text, 1 to {MAX_BUDGET} (default {DEFAULTS.budget}, as 05 reports)",
+    )
+    invert.add_argument(
+        "--no-policy", action="store_true", help="search the answer index and stored prompts alone (no rewrites)"
+    )
+    invert.add_argument(
+        "--pasting",
+        action="store_true",
+        help="allow prompts that paste stored outputs' text (the opt-in track; off: only clean prompts)",
+    )
+    invert.add_argument(
+        "--echo",
+        type=count(0, ECHO_TEMPLATE_COUNT),
+        default=0,
+        help="with --pasting: calls asking the environment to repeat a composed text",
+    )
+    invert.add_argument(
+        "--ground",
+        type=count(0, GROUND_CALL_COUNT),
+        default=0,
+        help="with --pasting: calls on known prompts with a composed text appended",
+    )
+    invert.add_argument("--seed", type=count(0, 2**32 - 1), default=DEFAULTS.seed, help="seed of the sampled rewrites")
+    invert.add_argument(
+        "--answer-tokens",
+        type=count(1, MAX_ANSWER_TOKENS),
+        default=DEFAULTS.answer_tokens,
+        help=f"answer length cap in tokens (default {DEFAULTS.answer_tokens}: the answer index's)",
+    )
+    invert.add_argument("--policy", default=None, help="a saved policy folder (default: the one 04 chose)")
     invert.add_argument("--forward-model", default=None, help="a saved forward model (default: the trained one)")
     invert.add_argument("--no-forward-model", action="store_true", help="load no forward model")
-    invert.add_argument("--best-of", type=int, default=1, help="candidates per text, re-ranked (default 1: greedy)")
-    invert.add_argument(
-        "--rerank",
-        choices=("forward", "environment"),
-        default="forward",
-        help="how best-of candidates are ranked (environment: one answer per candidate)",
-    )
-    invert.add_argument(
-        "--measure", action="store_true", help="have the environment answer the prompt and print the achieved cosine"
-    )
     invert.add_argument(
         "--environment",
         default="local",
         choices=("local", "openai"),
         help="the LM that answers (openai needs OPENAI_API_KEY)",
     )
-    invert.add_argument(
-        "--answer-max-new-tokens",
-        type=int,
-        default=DEFAULT_ANSWER_TOKENS,
-        help="answer length cap in tokens (the answer index's)",
-    )
     invert.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
-    invert.add_argument("--seed", type=int, default=0, help="seed of the sampled candidates")
-    invert.add_argument(
-        "--budget",
-        type=int,
-        default=None,
-        help="search with at most B environment calls per text (the answer index from 02 and the policy's "
-        "rewrites; what 05_eval reports as 'e2p, <=B calls'); prints the achieved cosine",
-    )
-    invert.add_argument(
-        "--echo",
-        type=int,
-        default=0,
-        help="with --budget: up to N of the search's calls ask the environment to repeat a text composed from the "
-        "stored outputs nearest the target (README, 'Echo prompts'); at --budget 1, 1 lets such a prompt replace the "
-        "index's when its text lies clearly nearer",
-    )
-    invert.add_argument(
-        "--ground",
-        type=int,
-        default=None,
-        help="with --budget: up to N of the search's calls answer the best indexed prompts with a text composed "
-        "from the nearest stored outputs appended (3 wordings of the best, 2 of the second and third; README, "
-        f"'Grounded prompts'); at --budget 1 the best prompt grounded replaces it when the text lies {GROUND_MARGIN} "
-        f"nearer; default {DEFAULT_GROUND_CALLS} when 02's store is there, as 05 searches; 0: none",
-    )
+    results = commands.add_parser("results", help="write README.md's results table from a run's reports/*.json")
+    results.add_argument("--reports", default=None, help="the reports folder of the run (default: reports/)")
+    results.add_argument("--readme", default=None, help="the README to update (default: the project's)")
     return parser
 
 
@@ -143,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = build_parser()
     args = parser.parse_args(argv)
+    command = {"invert": invert_command, "results": results_command}[args.command]
     try:
-        return invert_command(args)
+        return command(args)
     except (FileNotFoundError, ValueError) as error:  # no trained model, or bad options: a message, not a traceback
         parser.exit(2, f"e2p: error: {error}\n")
 

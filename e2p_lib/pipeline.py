@@ -1,26 +1,20 @@
-"""The set-up that notebooks 03, 04 and 05 share: which rows, which trained models, which hypotheses.
+"""The rows notebooks 02-05 train and score on, and the hypotheses each row is shown (never its own answer).
 
 >>> train = split_rows(frame, "train")                           # positions of the train split (add_split)
 >>> val, choice = split_parts(frame, "val", 8, 32)               # disjoint: 8 pick PPO's step, 32 pick the policy
->>> forward = load_forward_model(models_dir, embedder)          # the best forward model 03 saved, or None
->>> index = open_answer_index(store, lm, embedder, 64)           # the answer index 02 built for this environment
 >>> hypotheses = row_hypotheses(index, frame, train, vectors, k=3)   # never a row's own, or same-output, rows
 >>> keep = improves_on_hypotheses(index, frame, train, vectors, hypotheses)  # own prompt answers nearer than they
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
-from e2p_lib.answer_index import AnswerIndex, answer_namespace, leave_out
+from e2p_lib.answer_index import AnswerIndex, leave_out
 from e2p_lib.embed.base import l2_normalise
 from e2p_lib.models.policy import Hypothesis
-from e2p_lib.train.loop import CHECKPOINT_FILE
 
-FORWARD_MODEL_RUNS = ("forward-transformer", "forward-mlp")  # under models_dir, better ranker first (03's table)
 SPLITS = ("train", "val", "test")
 
 
@@ -52,37 +46,6 @@ def split_parts(frame: pd.DataFrame, split: str, *sizes: int) -> list[np.ndarray
         )
     bounds = np.cumsum([0, *sizes])
     return [rows[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
-
-
-def forward_model_dir(models_dir: str | Path) -> Path | None:
-    """The folder of the best forward model saved under `models_dir` (see FORWARD_MODEL_RUNS), or None."""
-    for run in FORWARD_MODEL_RUNS:
-        if (Path(models_dir) / run / CHECKPOINT_FILE).is_file():
-            return Path(models_dir) / run
-    return None
-
-
-def load_forward_model(models_dir: str | Path, embedder):
-    """The best forward model saved under `models_dir` (03_sft), over `embedder`'s space, or None."""
-    from e2p_lib.models.forward import ForwardModel
-
-    folder = forward_model_dir(models_dir)
-    return None if folder is None else ForwardModel.load(folder, embedder=embedder)
-
-
-def open_answer_index(store, lm, embedder, max_new_tokens: int) -> AnswerIndex:
-    """The answer index of this environment, answer length and embedder in `store` (built by 02_pinecone).
-
-    Raises:
-        FileNotFoundError: it is empty: run 02_pinecone with the same environment and answer length.
-    """
-    index = AnswerIndex(store, answer_namespace(lm, embedder, max_new_tokens))
-    if len(index) == 0:
-        raise FileNotFoundError(
-            f"No answer index for {lm.name} (answers of {max_new_tokens} tokens) in {store!r}: "
-            "run notebooks/02_pinecone.ipynb with the same environment and answer length."
-        )
-    return index
 
 
 def row_hypotheses(

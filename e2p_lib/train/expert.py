@@ -1,13 +1,14 @@
 """Expert iteration: search with a budget, keep the best prompt found, fine-tune the policy on it.
 
 Stage 2's second method, beside PPO (ReST, Gulcehre et al. 2023; RAFT, Dong et al. 2023). Each round runs the
-budgeted search (`Inverter.search`) on a sample of training targets; the prompt with the best *real* answer cosine
-becomes that target's supervised example, shown with the indexed hypotheses the policy saw, and the policy is
-fine-tuned on those pairs (`train_policy`). It never trains on a sample worse than what search already found, and
-its environment cost is exactly the search's calls, so it compares with PPO at an equal number of calls.
+clean budgeted search (`Inverter.search`, `SearchConfig(budget, samples)`) on a sample of training targets; the
+prompt with the best *real* answer cosine becomes that target's supervised example, shown with the indexed
+hypotheses the policy saw, and the policy is fine-tuned on those pairs (`train_policy`). It never trains on a sample
+worse than what search already found, and its environment cost is exactly the search's calls, so it compares with
+PPO at an equal number of calls.
 
     >>> policy = PromptPolicy.load(sft_folder, trainable=True)
-    >>> inverter = Inverter(policy, embedder, forward_model, lm, index=index, answer_max_new_tokens=64)
+    >>> inverter = Inverter(policy, embedder, forward_model, lm, index=index, retrieval=store, clean_line=line)
     >>> log = expert_iteration(inverter, train_vectors, exclusions, ExpertIterationConfig(targets_per_round=48))
 """
 
@@ -21,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from e2p_lib.checks import check_positive_int
+from e2p_lib.inversion.config import SearchConfig
+from e2p_lib.inversion.results import POLICY_SOURCES
 from e2p_lib.train.sft import POLICY_FOLDER, PolicyTrainingConfig, train_policy
 
 KEEP = ("all", "rewrites")
@@ -84,10 +87,8 @@ def expert_iteration(
         rows = rng.choice(len(train_vectors), size=min(config.targets_per_round, len(train_vectors)), replace=False)
         results = inverter.search(
             train_vectors[rows],
-            config.budget,
+            SearchConfig(budget=config.budget, samples=config.samples, seed=config.seed + round_),
             exclude_ids=[exclude_ids[i] for i in rows],
-            samples=config.samples,
-            seed=config.seed + round_,
         )
         rewrite_best = [_is_rewrite(r) for r in results]
         kept = [j for j, won in enumerate(rewrite_best) if config.keep == "all" or won]
@@ -123,4 +124,4 @@ def expert_iteration(
 
 def _is_rewrite(result) -> bool:
     """Whether the search's pick is one of the policy's prompts rather than an indexed or retrieved one."""
-    return next((c.source in ("greedy", "sampled") for c in result.candidates if c.prompt == result.prompt), False)
+    return next((c.source in POLICY_SOURCES for c in result.candidates if c.prompt == result.prompt), False)

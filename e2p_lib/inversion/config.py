@@ -1,0 +1,113 @@
+"""`SearchConfig`: every option of e2p's search in one place; its defaults are the method 05_eval reports.
+
+The CLI (`e2p invert`), 05_eval and the experiments read their settings from here, so what a user runs is what the
+README's table measured. Values are checked when the config is made, before any model loads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from e2p_lib.checks import check_int, check_positive_int
+
+ANSWER_TOKENS = 64  # the environment's answer cap everywhere (02's answer index, 04, 05, the CLI): one constant
+ECHO_TEMPLATE_COUNT = 3  # len(pasting.ECHO_TEMPLATES), kept here so that checking a config imports no numpy
+GROUND_CALL_COUNT = 7  # len(pasting.GROUND_ORDER), likewise
+MAX_BUDGET = 256  # environment calls per target; more is almost surely a typo (each call is an LM answer)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How e2p searches for a target's prompt.
+
+    Parameters that control the budget:
+        budget (`int`, defaults to `8`): environment calls per target, at most (1 to 256). With `1`, the only call
+            answers the final prompt: the policy's greedy rewrite of the index's best prompts, unless the forward
+            model rates none of them above what the index already knows.
+        answer_tokens (`int`, defaults to `64`): the environment's answer cap. Must be the answer index's (02
+            builds it with the same value), or the index's cosines are not the ones the search measures.
+
+    Parameters that control the candidate pools:
+        pool (`int`, defaults to `8`): indexed prompts per target whose real answers land nearest it (known for free
+            from 02's answer index); the policy reads the best of them as hypotheses.
+        neighbours (`int`, defaults to `8`): stored outputs nearest the target that the search reads: their prompts
+            join the candidates, and their text is what a prompt's copied share is measured against.
+        retrieved_share (`float`, defaults to `0.5`): share of the exploring calls (`budget - 1`) spent on the
+            neighbours' prompts that the index does not know (indexed ones are known for free). If `0.0`, none.
+
+    Parameters that control the corrector rounds (the policy's rewrites):
+        rounds (`int`, defaults to `2`): rounds of rewriting; each round's answered rewrites join the hypotheses
+            the next round reads.
+        samples (`int`, defaults to `6`): prompts the policy writes per target and round: greedy plus
+            `samples - 1` sampled; the forward model ranks them and the best-ranked are answered.
+        temperature (`float`, defaults to `0.8`), top_p (`float`, defaults to `1.0`): how rewrites are sampled.
+        max_prompt_tokens (`int` or `None`, defaults to `None`): the longest rewrite (None: the policy's own cap).
+        seed (`int`, defaults to `0`): seeds the sampling; the same targets in the same order repeat exactly.
+        use_policy (`bool`, defaults to `True`): if `False`, no rewrites: the calls go to indexed and retrieved
+            prompts alone (what 05 compares against, to show what the learned policy adds).
+
+    Parameters that control prompt quality:
+        clean (`bool`, defaults to `True`): send and return only prompts whose copied share (`e2p_lib.evaluate.
+            quality`) is at most the clean line; pasting prompts (echo, ground) need `clean=False`.
+        max_copied_share (`float` or `None`, defaults to `None`): the clean line. None: the line 02 recorded for
+            the run (the original prompts' 90th percentile on validation targets).
+
+    Parameters that control the pasting track (opt-in, `clean=False` only):
+        echo (`int`, defaults to `0`): calls on prompts that ask the environment to repeat a text composed from the
+            nearest stored outputs (1 to 3).
+        echo_margin (`float`, defaults to `0.05`): at one call, an echo prompt replaces the final prompt when its
+            text lies this much nearer the target than the best known answer.
+        ground (`int`, defaults to `0`): calls on the best known prompts with that text appended as ideas (1 to 7).
+        ground_margin (`float`, defaults to `0.1`): at one call, the grounded prompt replaces the final prompt when
+            the text lies this much nearer than the best known answer.
+    """
+
+    budget: int = 8
+    answer_tokens: int = ANSWER_TOKENS
+    pool: int = 8
+    neighbours: int = 8
+    retrieved_share: float = 0.5
+    rounds: int = 2
+    samples: int = 6
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_prompt_tokens: int | None = None
+    seed: int = 0
+    use_policy: bool = True
+    clean: bool = True
+    max_copied_share: float | None = None
+    echo: int = 0
+    echo_margin: float = 0.05  # docs/experiments.md#echo-prompts
+    ground: int = 0
+    ground_margin: float = 0.1  # docs/experiments.md#one-call-grounding-margin
+
+    def __post_init__(self) -> None:
+        check_int(self.budget, "budget", maximum=MAX_BUDGET, hint=" environment calls per target")
+        for name in ("answer_tokens", "pool", "neighbours", "rounds", "samples"):
+            check_positive_int(getattr(self, name), name)
+        check_int(self.seed, "seed", minimum=0)
+        if self.max_prompt_tokens is not None:
+            check_positive_int(self.max_prompt_tokens, "max_prompt_tokens")
+        if not 0.0 <= self.retrieved_share <= 1.0:
+            raise ValueError(f"retrieved_share={self.retrieved_share!r} must be between 0 and 1 (a share of calls).")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature={self.temperature!r} must be a finite number > 0 (0.8 by default).")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p={self.top_p!r} must be in (0, 1].")
+        if self.max_copied_share is not None and not 0.0 <= self.max_copied_share <= 1.0:
+            raise ValueError(f"max_copied_share={self.max_copied_share!r} must be between 0 and 1.")
+        for name, most in (("echo", ECHO_TEMPLATE_COUNT), ("ground", GROUND_CALL_COUNT)):
+            count = check_int(getattr(self, name), name, minimum=0, maximum=most, hint=f" ({most} {name} prompts)")
+            if count and self.clean:
+                raise ValueError(
+                    f"{name}={count} pastes stored outputs' text into prompts, which a clean search never sends: "
+                    f"pass clean=False as well (the pasting track), or {name}=0."
+                )
+        for name in ("echo_margin", "ground_margin"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a finite number.")
+
+    def to_dict(self) -> dict:
+        """The options as plain values (saved beside results, printed in reports)."""
+        return asdict(self)

@@ -1,0 +1,336 @@
+"""e2p's search: the best prompt for each target within an environment budget, in named phases.
+
+1. candidate pools (`_Search.pools`): the answer index's prompts whose real answers land nearest the target (free:
+   02 answered them once for all targets), and the prompts of the stored outputs nearest it (free when the index
+   holds their rows). Every candidate's copied share is measured against those outputs (and the target text, when
+   the target is a text); under `clean` no candidate above the line is sent, shown to the policy or returned.
+2. pasting calls (`clean=False` only): echo and grounded prompts, each one call, before anything else.
+3. retrieved calls: `retrieved_share` of the exploring calls on the neighbours' prompts the index does not know.
+4. corrector rounds: the policy reads the best known prompts with their real cosines (its hypotheses) and writes
+   rewrites; the forward model ranks them at no environment cost and the best-ranked are answered. Each round's
+   answers join the hypotheses the next round reads (vec2text's corrector loop, with real answers).
+5. final pick: the prompt with the best real cosine. At `budget=1` nothing is answered before the final call: the
+   policy's best-ranked rewrite of the index's best prompts is that call (the index's top prompt without the policy).
+
+Every call is counted (`environment_calls` <= budget); `trajectory` holds each round's best.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from e2p_lib.evaluate.quality import References
+from e2p_lib.inversion.config import SearchConfig
+from e2p_lib.inversion.results import POLICY_SOURCES, Candidate, InversionResult, real_or_lowest
+
+COPY_TOLERANCE = 1e-9  # a share equal to the line is clean (float rounding never tips it over)
+
+
+@dataclass
+class Neighbour:
+    """A stored output near a target, with its row's prompt."""
+
+    id: str
+    prompt: str
+    output: str
+
+
+def nearest_rows(store, targets: np.ndarray, k: int, exclude_ids=None, batch_size: int = 1024) -> list[list[Neighbour]]:
+    """The `k` stored rows whose outputs lie nearest each target, nearest first, never an id in `exclude_ids[i]`."""
+    rows: list[list[Neighbour]] = []
+    for start in range(0, len(targets), batch_size):
+        excluded = None if exclude_ids is None else list(exclude_ids[start : start + batch_size])
+        for matches in store.query(targets[start : start + batch_size], top_k=k, exclude_ids=excluded):
+            rows.append(
+                [Neighbour(m.id, str(m.metadata.get("prompt", "")), str(m.metadata.get("output", ""))) for m in matches]
+            )
+    return rows
+
+
+def run_search(
+    inverter,
+    targets: np.ndarray,
+    config: SearchConfig,
+    texts: Sequence[str] | None = None,
+    exclude_ids=None,
+    retrieved: Sequence[Sequence[str]] | None = None,
+) -> list[InversionResult]:
+    """The search of the module docstring over (n, d) unit `targets` (`Inverter.search` checks and embeds them).
+
+    Raises:
+        ValueError: an option that needs a missing piece (an environment; a store of outputs for echo or ground;
+            a clean line for a clean search with texts to copy from), or `retrieved`/`exclude_ids` not one entry
+            per target. All before any environment call.
+    """
+    search = _Search(inverter, targets, config, texts, exclude_ids, retrieved)
+    search.pools()
+    search.pasting_calls()
+    search.retrieved_calls()
+    search.corrector_rounds()
+    return search.final_pick()
+
+
+class _Search:
+    """One search's state: per target, its candidates (`history`), the prompts answered (`memo`: prompt -> (cosine,
+    answer)), the exploring calls left (`left`) and each round's best (`trajectory`)."""
+
+    def __init__(self, inverter, targets, config: SearchConfig, texts, exclude_ids, retrieved):
+        n = len(targets)
+        self.inverter, self.targets, self.config, self.n = inverter, targets, config, n
+        self.exclude_ids = exclude_ids
+        for name, rows in (("retrieved", retrieved), ("exclude_ids", exclude_ids)):
+            if rows is not None and len(rows) != n:
+                raise ValueError(f"{name} holds {len(rows)} rows for {n} targets: pass one per target.")
+        if (config.echo or config.ground) and inverter.retrieval is None:
+            option, fix = (f"echo={config.echo}", "echo=0") if config.echo else (f"ground={config.ground}", "ground=0")
+            raise ValueError(
+                f"{option} composes texts from the stored outputs nearest each target, and no store of them is "
+                "loaded: run notebooks/02_pinecone.ipynb (load_inverter then opens its store), build the Inverter "
+                f"with retrieval=<a VectorStore of the outputs>, or pass {fix}."
+            )
+        self.reward = inverter.reward(config.answer_tokens)  # refuses a missing environment
+        _check_index_fits(inverter, config.answer_tokens)
+        self.line = config.max_copied_share if config.max_copied_share is not None else inverter.max_copied_share
+        if config.clean and self.line is None and (inverter.retrieval is not None or texts):
+            raise ValueError(
+                "A clean search (SearchConfig(clean=True), the default) needs the clean line: the most a prompt may "
+                "copy from the texts it could read. 02_pinecone records it (load_inverter reads it); or pass "
+                "SearchConfig(max_copied_share=...), or clean=False for the pasting track."
+            )
+        self.neighbours = (
+            nearest_rows(inverter.retrieval, targets, config.neighbours, exclude_ids)
+            if inverter.retrieval is not None
+            else [[] for _ in range(n)]
+        )
+        self.references = [
+            References({nb.id: nb.output for nb in row}, text)
+            for row, text in zip(self.neighbours, texts if texts is not None else [None] * n)
+        ]
+        self.retrieved = retrieved
+        self.history: list[list[Candidate]] = [[] for _ in range(n)]
+        self.memo: list[dict[str, tuple[float, str]]] = [{} for _ in range(n)]
+        self.trajectory: list[list[Candidate]] = [[] for _ in range(n)]
+        self.left = [config.budget - 1] * n  # calls for exploring; the last call is kept for the final answer
+
+    # --- candidates ------------------------------------------------------------------------------------------------
+
+    def allowed(self, candidate: Candidate) -> bool:
+        """Whether a candidate may be sent, shown or returned: always, unless clean and above the line."""
+        return not self.config.clean or candidate.copied_share <= self.line + COPY_TOLERANCE
+
+    def add(self, rows, source, step: int = 0, row_ids=None) -> list[list[Candidate]]:
+        """Per target, candidates of the distinct non-empty prompts in `rows` not held yet, with their copied share
+        (a stored prompt without its own row's output, `row_ids`) and forward-model cosine; they join `history`.
+        `source` is a name, or a function of a prompt's position in its row."""
+        fresh = []
+        for i, row in enumerate(rows):
+            seen = {c.prompt for c in self.history[i]}
+            distinct: dict[str, str | None] = {}  # prompt -> its row id, first occurrence kept
+            for prompt, row_id in zip(row, row_ids[i] if row_ids is not None else [None] * len(row)):
+                distinct.setdefault(prompt, row_id)
+            fresh.append(
+                [
+                    Candidate(
+                        prompt,
+                        step,
+                        source(j) if callable(source) else source,
+                        1.0,
+                        copied_share=self.references[i].copied_share(prompt, own_row=row_id),
+                        row_id=row_id,
+                    )
+                    for j, (prompt, row_id) in enumerate(distinct.items())
+                    if prompt.strip() and prompt not in seen
+                ]
+            )
+        self.inverter.predict(fresh, self.targets)
+        for i, row in enumerate(fresh):
+            self.history[i] += row
+        return fresh
+
+    def spend(self, rows: list[list[Candidate]], calls: Sequence[int]) -> None:
+        """Answer the first `calls[i]` allowed candidates of target i's row; calls they leave stay in `left`."""
+        asked = [[c for c in row if self.allowed(c)][:count] for row, count in zip(rows, calls)]
+        self.inverter.answer(asked, self.targets, self.memo, self.reward)
+        for i, row in enumerate(asked):
+            self.left[i] -= len(row)
+
+    def best_known(self, i: int) -> Candidate | None:
+        """Target i's allowed candidate with the best real cosine (None when none has one)."""
+        known = [c for c in self.history[i] if self.allowed(c) and not math.isnan(c.achieved_cosine)]
+        return max(known, key=real_or_lowest, default=None)
+
+    # --- 1. candidate pools ------------------------------------------------------------------------------------------
+
+    def pools(self) -> None:
+        """The index's nearest prompts and the neighbours' prompts it holds (known, free), then the rest of the
+        neighbours' prompts (or `retrieved`), to be answered."""
+        index, config = self.inverter.index, self.config
+        if index is not None:
+            found = index.hypotheses(self.targets, k=config.pool, exclude_ids=self.exclude_ids)
+            if self.retrieved is None:
+                pairs = [[(nb.id, nb.prompt) for nb in row] for row in self.neighbours]
+                for row, also in zip(found, index.known(pairs, self.targets)):
+                    have = {h.prompt for h in row}
+                    row += [h for h in also if h.prompt not in have]
+            fresh = self.add(
+                [[h.prompt for h in row] for row in found], "index", row_ids=[[h.id for h in row] for row in found]
+            )
+            for row, hypotheses in zip(fresh, found):
+                cosines = {h.prompt: h.cosine for h in hypotheses}
+                for c in row:
+                    c.achieved_cosine = cosines[c.prompt]
+        if self.retrieved is not None:
+            self.to_retrieve = self.add(self.retrieved, "retrieved")
+        else:
+            self.to_retrieve = self.add(
+                [[nb.prompt for nb in row] for row in self.neighbours],
+                "retrieved",
+                row_ids=[[nb.id for nb in row] for row in self.neighbours],
+            )
+
+    # --- 2. pasting calls (clean=False) ----------------------------------------------------------------------------
+
+    def pasting_calls(self) -> None:
+        """Echo, then grounded prompts, within the exploring calls (at budget 1: kept for the final pick's rules)."""
+        from e2p_lib.inversion.pasting import composed_texts, echo_prompts, grounded_prompts
+
+        config = self.config
+        self.echoes = self.firsts = None
+        if not (config.echo or config.ground):
+            return
+        outputs = [[nb.output for nb in row] for row in self.neighbours]
+        self.texts = composed_texts(outputs, self.targets, self.inverter.embedder)
+        if config.echo:
+            rows = self.add(echo_prompts(self.texts, config.echo), "echo")
+            self.echoes = [[c.prompt for c in row] for row in rows]
+            self.spend(rows, [min(config.echo, c) for c in self.left])
+        if config.ground:  # the best known prompts, grounded in the composed text, within the calls left
+            from e2p_lib.inversion.inverter import known_best
+
+            ranked = [[c.prompt for c in known_best(row) if self.allowed(c)] for row in self.history]
+            prompts = grounded_prompts(ranked, self.texts, config.ground)
+            prompts = [row[:c] if config.budget > 1 else row[:1] for row, c in zip(prompts, self.left)]
+            rows = self.add(prompts, "grounded")
+            self.firsts = [row[0] if row else None for row in prompts]
+            self.spend(rows, [min(config.ground, c) for c in self.left])
+
+    # --- 3. retrieved calls ------------------------------------------------------------------------------------------
+
+    def retrieved_calls(self) -> None:
+        """`retrieved_share` of each target's exploring calls (rounded up) on its unknown retrieved prompts."""
+        self.spend(self.to_retrieve, [math.ceil(c * self.config.retrieved_share) for c in self.left])
+
+    # --- 4. corrector rounds ------------------------------------------------------------------------------------------
+
+    def corrector_rounds(self) -> None:
+        """The policy's rewrites over `rounds` rounds, the best-ranked answered within each round's share of calls;
+        at budget 1, one round whose best-ranked rewrite becomes the final call (`final_pick`)."""
+        config, inverter = self.config, self.inverter
+        self.rewrites: list[list[Candidate]] = [[] for _ in range(self.n)]
+        if not config.use_policy:
+            return
+        rounds = config.rounds if config.budget > 1 else 1
+        exploring = list(self.left)
+        for step in range(rounds):
+            shown = [inverter.shown_hypotheses([c for c in row if self.allowed(c)]) for row in self.history]
+            proposals = inverter.propose(
+                self.targets,
+                config.samples,
+                config.temperature,
+                config.top_p,
+                config.seed + step,
+                config.max_prompt_tokens,
+                hypotheses=shown if inverter.policy.config.hypotheses else None,
+            )
+            fresh = self.add(proposals, lambda j: POLICY_SOURCES[min(j, 1)], step)
+            for i, row in enumerate(fresh):
+                row.sort(key=lambda c: -np.nan_to_num(c.predicted_cosine, nan=-np.inf))  # stable: greedy first on ties
+                self.rewrites[i] += [c for c in row if self.allowed(c)]
+            quotas = [c // rounds + (step < c % rounds) for c in exploring]  # this round's share of the calls
+            self.spend(fresh, [min(q, c) for q, c in zip(quotas, self.left)])
+            for i in range(self.n):
+                best = self.best_known(i)
+                if best is not None:
+                    self.trajectory[i].append(best)
+
+    # --- 5. final pick ----------------------------------------------------------------------------------------------
+
+    def final_pick(self) -> list[InversionResult]:
+        """The best real cosine (budget > 1), or the one-call rules (budget 1); the final prompt is answered (a
+        cache hit unless it is the one call) and the results are made."""
+        finals = [self.one_call(i) if self.config.budget == 1 else self.best(i) for i in range(self.n)]
+        if any(f is None for f in finals):
+            missing = [i for i, f in enumerate(finals) if f is None]
+            raise ValueError(
+                f"Targets {missing[:5]} have no prompt to answer: no answer index, no stored outputs and no rewrite "
+                "(or every candidate copies more than the clean line). Load the answer index (02_pinecone) or the "
+                "policy, or pass clean=False."
+            )
+        self.inverter.answer([[f] for f in finals], self.targets, self.memo, self.reward)
+        from e2p_lib.inversion.inverter import fill
+
+        results = []
+        for i, final in enumerate(finals):
+            fill(self.history[i], self.memo[i])
+            if not self.trajectory[i] or self.trajectory[i][-1] is not final:
+                self.trajectory[i].append(final)
+            results.append(
+                InversionResult(
+                    final.prompt,
+                    final.predicted_cosine,
+                    final.achieved_cosine,
+                    final.answer,
+                    environment_calls=len(self.memo[i]),
+                    method="search",
+                    copied_share=final.copied_share,
+                    candidates=self.history[i],
+                    trajectory=self.trajectory[i],
+                )
+            )
+        return results
+
+    def best(self, i: int) -> Candidate | None:
+        """The allowed candidate with the best real cosine; with none known, the best-ranked allowed rewrite."""
+        known = self.best_known(i)
+        if known is not None:
+            return known
+        return max(
+            (c for c in self.history[i] if self.allowed(c)),
+            key=lambda c: np.nan_to_num(c.predicted_cosine, nan=-np.inf),
+            default=None,
+        )
+
+    def one_call(self, i: int) -> Candidate | None:
+        """Budget 1: the policy's best-ranked rewrite (the index's best prompt without the policy), unless a pasting
+        prompt's composed text lies its margin nearer than the best known answer (echo's rule asked first)."""
+        known = self.best_known(i)
+        pick = self.rewrites[i][0] if self.rewrites[i] else known or self.best(i)
+        best_real = real_or_lowest(known) if known is not None else -np.inf
+        config, sent = self.config, None
+        if config.echo and self.echoes[i] and self.texts[i].cosine - config.echo_margin > best_real:
+            sent = self.echoes[i][0]
+        elif config.ground and self.firsts[i] and self.texts[i].cosine - config.ground_margin > best_real:
+            sent = self.firsts[i]
+        if sent is not None:
+            pick = next(c for c in self.history[i] if c.prompt == sent)
+        return pick
+
+
+def _check_index_fits(inverter, answer_tokens: int) -> None:
+    """Refuse an answer index built with another answer length: its cosines are not the ones the search measures."""
+    index = inverter.index
+    if index is None:
+        return
+    from e2p_lib.answer_index import answer_namespace
+
+    expected = answer_namespace(inverter.environment, inverter.embedder, answer_tokens)
+    if index.namespace != expected:
+        raise ValueError(
+            f"The answer index {index.namespace!r} was not built for this environment, embedder and "
+            f"answer_tokens={answer_tokens} (that index would be {expected!r}): pass the answer_tokens it was built "
+            "with (02_pinecone's answer_max_new_tokens), or rebuild it with 02."
+        )
