@@ -244,6 +244,18 @@ def test_ecdf_plot_has_one_curve_per_method(cosines):
     assert len(ax.get_legend().get_texts()) == len(cosines)
 
 
+def test_eleven_methods_are_drawn_in_eleven_colours():
+    """tab10 has ten colours: an eleventh method used to share the first one's (05 draws eleven and more)."""
+    rng = np.random.default_rng(0)
+    many = {f"method {i}": rng.uniform(0, 1, 20) for i in range(11)}
+    lines = evp.plot_cosine_ecdf(many).axes[0].get_lines()
+    assert len({matplotlib.colors.to_hex(line.get_color()) for line in lines}) == 11
+    for n in (3, 20, 25):
+        assert len(set(evp.method_colours([f"m{i}" for i in range(n)]).values())) == n
+    with pytest.raises(ValueError, match="repeat"):
+        evp.method_colours(["a", "a"])
+
+
 def test_length_plot_has_a_scatter_and_a_binned_mean_line_per_method(cosines):
     lengths = {name: np.arange(N) + 10 for name in cosines}
     (ax,) = evp.plot_cosine_vs_length(cosines, lengths, n_bins=3).axes

@@ -27,10 +27,22 @@ from e2p_lib.evaluate.metrics import REFERENCE, RETRIEVAL, check_cosines
 COSINE_LABEL = "cosine(answer, target)"
 
 
-def method_colours(methods: Sequence[str]) -> dict[str, str]:
-    """A colour per method from matplotlib's cycle (tab10), by position, so the same dict order means same colours."""
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    return {name: cycle[i % len(cycle)] for i, name in enumerate(methods)}
+def method_colours(methods: Sequence[str]) -> dict[str, tuple]:
+    """A distinct colour per method, by position, so the same dict order means the same colours: tab10 for up to
+    ten methods, tab20 (ten hues, dark and light) up to twenty, then evenly spaced hues.
+
+    Raises:
+        ValueError: a method named twice (two lines would share one name).
+    """
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"Method names repeat in {list(methods)}: each needs its own colour.")
+    if len(methods) <= 10:
+        palette = plt.colormaps["tab10"].colors
+    elif len(methods) <= 20:
+        palette = plt.colormaps["tab20"].colors
+    else:
+        palette = plt.colormaps["hsv"](np.linspace(0, 1, len(methods), endpoint=False))
+    return {name: tuple(palette[i]) for i, name in enumerate(methods)}
 
 
 def plot_cosine_distributions(
