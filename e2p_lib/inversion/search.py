@@ -120,7 +120,7 @@ class _Search:
 
     def allowed(self, candidate: Candidate) -> bool:
         """Whether a candidate may be sent, shown or returned: always, unless clean and above the line."""
-        return not self.config.clean or candidate.copied_share <= self.line + COPY_TOLERANCE
+        return not self.config.clean or self.line is None or candidate.copied_share <= self.line + COPY_TOLERANCE
 
     def add(self, rows, source, step: int = 0, row_ids=None) -> list[list[Candidate]]:
         """Per target, candidates of the distinct non-empty prompts in `rows` not held yet, with their copied share
