@@ -1,4 +1,5 @@
-"""The answer index and the search under an environment budget: no leak, the budget holds, seeded runs repeat.
+"""The answer index and the search under an environment budget: no leak, the budget holds, seeded runs repeat, the
+one-call rule, and the clean filter (no prompt above the clean line is sent, shown to the policy or returned).
 
 Same doubles as tests/test_invert.py: the tiny random policy, `ByteEmbedder`, and `EchoLM`, which records every
 prompt it is sent, so the environment calls are counted from what the environment really received.
@@ -9,7 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_invert import ByteEmbedder, EchoLM, one_torch_thread, tiny_forward_model  # noqa: F401 (autouse fixture)
+from test_invert import (  # noqa: F401 (autouse and data_folder fixtures)
+    ByteEmbedder,
+    EchoLM,
+    data_folder,
+    one_torch_thread,
+    tiny_forward_model,
+)
 from tiny import DIMS, tiny_policy
 
 from e2p_lib.answer_index import answer_namespace, build_answer_index, leave_out
@@ -21,7 +28,9 @@ from e2p_lib.evaluate.baselines import (
     forward_ranked,
     retrieval_candidates,
 )
-from e2p_lib.invert import Inverter
+from e2p_lib.evaluate.quality import copied_share
+from e2p_lib.inversion import Inverter, SearchConfig
+from e2p_lib.inversion.config import ANSWER_TOKENS
 from e2p_lib.models.policy import Hypothesis
 from e2p_lib.pipeline import improves_on_hypotheses, row_hypotheses
 from e2p_lib.store import make_vector_store
@@ -107,15 +116,18 @@ def test_the_budget_holds_and_calls_are_counted_from_what_the_environment_receiv
     inverter, lm = pieces["inverter"], pieces["lm"]
     targets = np.stack([pieces["embedder"].vector(t) for t in ("A poem about rain.", "Three colours please")])
     sent_before = len(lm.received)
-    results = inverter.invert(
-        targets, budget=budget, samples=3, seed=1, exclude_ids=[["row-2"], ["row-1"]], max_prompt_tokens=6
+    results = inverter.search(
+        targets,
+        SearchConfig(budget=budget, samples=3, seed=1, max_prompt_tokens=6),
+        exclude_ids=[["row-2"], ["row-1"]],
     )
     sent = len(lm.received) - sent_before
     for result in results:
-        assert 1 <= result.environment_calls <= budget
+        assert 1 <= result.environment_calls <= budget and result.method == "search"
         assert result.prompt.strip() and not np.isnan(result.achieved_cosine)
         answered = [c for c in result.candidates if not np.isnan(c.achieved_cosine)]
         assert result.achieved_cosine == max(c.achieved_cosine for c in answered)  # the best real cosine wins
+        assert result.trajectory[-1].prompt == result.prompt  # the trajectory ends at the final prompt
     if budget == 1:
         assert [r.environment_calls for r in results] == [1, 1]
     # the environment's answer cache is not in play here: every counted call reached EchoLM
@@ -125,24 +137,34 @@ def test_the_budget_holds_and_calls_are_counted_from_what_the_environment_receiv
 def test_excluded_rows_never_become_candidates(pieces):
     inverter = pieces["inverter"]
     target = pieces["embedder"].vector(f"Answer to: {PROMPTS[4]}")[None]
-    result = inverter.invert(target, budget=3, samples=2, exclude_ids=[["row-4"]], max_prompt_tokens=6)[0]
+    config = SearchConfig(budget=3, samples=2, max_prompt_tokens=6)
+    result = inverter.search(target, config, exclude_ids=[["row-4"]])[0]
     assert PROMPTS[4] not in [c.prompt for c in result.candidates if c.source == "index"]
+    unexcluded = inverter.search(target, config)[0]  # without the exclusion it is the index's best: a lookup
+    assert unexcluded.prompt == PROMPTS[4] and unexcluded.achieved_cosine == pytest.approx(1.0, abs=1e-5)
 
 
 def test_seeded_search_repeats_exactly(pieces):
     inverter = pieces["inverter"]
     targets = np.stack([pieces["embedder"].vector(t) for t in ("rain and clouds", "a fruit salad")])
     first = inverter.invert(targets, budget=4, samples=3, seed=5, max_prompt_tokens=6)
-    second = inverter.invert(targets, budget=4, samples=3, seed=5, max_prompt_tokens=6)
+    second = inverter.search(targets, SearchConfig(budget=4, samples=3, seed=5, max_prompt_tokens=6))
     assert [r.prompt for r in first] == [r.prompt for r in second]
     assert [[c.prompt for c in r.candidates] for r in first] == [[c.prompt for c in r.candidates] for r in second]
 
 
-def test_search_refuses_a_bad_budget_and_options_without_budget(pieces):
-    with pytest.raises(ValueError, match="budget"):
-        pieces["inverter"].invert(np.ones((1, DIMS)), budget=0)
-    with pytest.raises(TypeError, match="budget"):
-        pieces["inverter"].invert(np.ones((1, DIMS)), samples=3)
+def test_invert_takes_a_config_or_options_and_refuses_bad_ones_before_any_call(pieces):
+    inverter, lm = pieces["inverter"], pieces["lm"]
+    sent_before = len(lm.received)
+    with pytest.raises(ValueError, match="budget=0"):
+        inverter.invert(np.ones((1, DIMS)), budget=0)
+    with pytest.raises(TypeError, match="not both"):
+        inverter.invert(np.ones((1, DIMS)), SearchConfig(budget=2), samples=3)
+    with pytest.raises(TypeError, match="switch_margin"):
+        inverter.invert(np.ones((1, DIMS)), switch_margin=0.1)  # removed: the one-call rule has no margin
+    with pytest.raises(ValueError, match="one per target"):
+        inverter.search(np.ones((2, DIMS)), SearchConfig(budget=2), exclude_ids=[["row-1"]])
+    assert len(lm.received) == sent_before
 
 
 def test_retrieval_baselines_spend_what_they_say(pieces, tmp_path):
@@ -182,35 +204,42 @@ def test_hypothesis_round_trip_into_the_policy_context(pieces):
 
 
 def test_load_inverter_finds_the_answer_index_of_its_environment_and_answer_length(
-    tmp_path, monkeypatch, smollm2_tokenizer
+    data_folder,  # noqa: F811 (a fixture)
+    tmp_path,
+    smollm2_tokenizer,
 ):
-    from e2p_lib.answer_index import DEFAULT_ANSWER_TOKENS
-    from e2p_lib.invert import default_answer_index, default_retrieval_store, load_inverter
+    from e2p_lib.inversion.api import default_answer_index, default_retrieval_store, load_inverter
 
-    monkeypatch.setenv("E2P_DATA_DIR", str(tmp_path / "data"))
     embedder, lm = ByteEmbedder(), EchoLM()
-    assert default_answer_index(lm, embedder, DEFAULT_ANSWER_TOKENS) is None  # nothing built yet ...
-    assert not (tmp_path / "data" / "vectorstores").exists()  # ... and looking created no empty store
+    assert default_answer_index(lm, embedder, ANSWER_TOKENS) is None  # nothing built yet ...
+    assert not (data_folder / "vectorstores").exists()  # ... and looking created no empty store
     store = make_vector_store("local", name="alpaca", dimensions=DIMS)
     ids = [f"row-{i}" for i in range(len(PROMPTS))]
     build_answer_index(store, lm, embedder, ids, PROMPTS, embedding_cache_dir=tmp_path)
-    found = default_answer_index(lm, embedder, DEFAULT_ANSWER_TOKENS)
+    found = default_answer_index(lm, embedder, ANSWER_TOKENS)
     assert found is not None and len(found) == len(PROMPTS)
-    assert found.namespace == answer_namespace(lm, embedder, DEFAULT_ANSWER_TOKENS)
-    assert default_answer_index(lm, embedder, DEFAULT_ANSWER_TOKENS * 2) is None  # other answers: not this index
-    assert default_answer_index(None, embedder, DEFAULT_ANSWER_TOKENS) is None  # no environment: no search
+    assert found.namespace == answer_namespace(lm, embedder, ANSWER_TOKENS)
+    assert default_answer_index(lm, embedder, ANSWER_TOKENS * 2) is None  # other answers: not this index
+    assert default_answer_index(None, embedder, ANSWER_TOKENS) is None  # no environment: no search
 
-    # load_inverter, told no answer length, answers at the index's and so finds it (it used to look for 128 tokens)
+    # load_inverter looks for the index of its answer length (SearchConfig's default unless told)
     folder = tmp_path / "policy"
     tiny_policy(smollm2_tokenizer).save(folder)
     loaded = load_inverter(folder, forward_model_dir=False, environment=lm, embedder=embedder, retrieval=None)
     assert loaded.index is not None and loaded.index.namespace == found.namespace
-    assert loaded.reward.max_new_tokens == DEFAULT_ANSWER_TOKENS  # what the search answers at
+    longer = load_inverter(folder, forward_model_dir=False, environment=lm, embedder=embedder, answer_tokens=128)
+    assert longer.index is None
+    # a search at another answer length than the index's is refused before any call: its cosines are not the same
+    sent_before = len(lm.received)
+    with pytest.raises(ValueError, match="answer_tokens=32"):
+        loaded.search(embedder.vector("rain")[None], SearchConfig(budget=2, answer_tokens=32))
+    assert len(lm.received) == sent_before
 
     assert default_retrieval_store(embedder) is None  # the outputs are not stored yet (only the answer index is)
     store.upsert(ids, np.stack([embedder.vector(p) for p in PROMPTS]), [{"prompt": p} for p in PROMPTS])
     assert default_retrieval_store(embedder).count() == len(PROMPTS)
     assert default_retrieval_store(ByteEmbedder(dimensions=DIMS * 2)) is None  # another space: not these vectors
+    assert load_inverter(folder, forward_model_dir=False, environment=lm, embedder=embedder).retrieval is not None
 
 
 def test_the_search_retrieves_from_its_store_and_never_an_excluded_row(pieces):
@@ -220,12 +249,13 @@ def test_the_search_retrieves_from_its_store_and_never_an_excluded_row(pieces):
     stored = PROMPTS + extra
     ids = pieces["ids"] + ["row-x", "row-y"]
     store.upsert(ids, np.stack([embedder.vector(p) for p in stored]), [{"prompt": p} for p in stored])
-    inverter.retrieval, inverter.retrieval_k = store, 6
+    inverter.retrieval = store
+    config = SearchConfig(budget=4, samples=2, pool=1, neighbours=6, max_prompt_tokens=6, max_copied_share=0.2)
     target = embedder.vector(PROMPTS[4])[None]  # its own stored output is the nearest: excluded, never retrieved
     nearest = retrieval_candidates(store, target, None, k=6, exclude_ids=[["row-4"]])[0]
     assert set(extra) <= set(nearest) and any(p in PROMPTS for p in nearest)  # both kinds are retrieved
     sent_before = len(lm.received)
-    result = inverter.invert(target, budget=4, samples=2, pool=1, exclude_ids=[["row-4"]], max_prompt_tokens=6)[0]
+    result = inverter.search(target, config, exclude_ids=[["row-4"]])[0]
     sent = lm.received[sent_before:]
     assert PROMPTS[4] not in nearest + [c.prompt for c in result.candidates if c.source == "index"]
     # retrieved rows the index holds join with their indexed cosine and are never sent to the environment
@@ -244,7 +274,8 @@ def test_calls_retrieval_cannot_use_go_to_the_rewrites(pieces):
     target = embedder.vector("A poem about rain.")[None]
     sent_before = len(lm.received)
     # 4 exploring calls, 2 of them retrieval's; it has one prompt, so 3 go to the rewrites (+ the final answer)
-    result = inverter.invert(target, budget=5, samples=6, retrieved=[["Paint it."]], max_prompt_tokens=6, pool=1)[0]
+    config = SearchConfig(budget=5, samples=6, max_prompt_tokens=6, pool=1)
+    result = inverter.search(target, config, retrieved=[["Paint it."]])[0]
     answered = [c for c in result.candidates if c.source in ("greedy", "sampled") and not np.isnan(c.achieved_cosine)]
     assert len(answered) >= 3 and result.environment_calls == len(lm.received) - sent_before <= 5
 
@@ -254,8 +285,11 @@ def test_retrieved_prompts_get_their_share_of_the_calls_nearest_first(pieces):
     targets = np.stack([embedder.vector(t) for t in ("A poem about rain.", "Three colours please")])
     retrieved = [["Write a rain poem.", "Describe a storm.", "Name a cloud.", "Write a rain poem."], ["Paint it."]]
     sent_before = len(lm.received)
-    results = inverter.invert(
-        targets, budget=5, samples=2, seed=3, retrieved=retrieved, max_prompt_tokens=6, exclude_ids=[["row-2"], []]
+    results = inverter.search(
+        targets,
+        SearchConfig(budget=5, samples=2, seed=3, max_prompt_tokens=6),
+        retrieved=retrieved,
+        exclude_ids=[["row-2"], []],
     )
     sent = lm.received[sent_before:]
     # ceil(0.5 x 4 exploring calls) = 2 per target, in retrieval order; the second target has only one to ask
@@ -268,13 +302,12 @@ def test_retrieved_prompts_get_their_share_of_the_calls_nearest_first(pieces):
     assert len(sent) == sum(r.environment_calls for r in results)
 
     # all of the exploring calls to retrieval: no rewrite is answered before the final pick
-    only = inverter.invert(targets[:1], budget=3, samples=2, retrieved=retrieved[:1], retrieved_share=1.0)[0]
+    config = SearchConfig(budget=3, samples=2, retrieved_share=1.0)
+    only = inverter.search(targets[:1], config, retrieved=retrieved[:1])[0]
     answered = [c for c in only.candidates if not np.isnan(c.achieved_cosine) and c.source != "index"]
     assert {c.source for c in answered} == {"retrieved"} and only.environment_calls <= 3
-    with pytest.raises(ValueError, match="retrieved_share"):
-        inverter.invert(targets, budget=3, retrieved=retrieved, retrieved_share=1.5)
     with pytest.raises(ValueError, match="one per target"):
-        inverter.invert(targets, budget=3, retrieved=retrieved[:1])
+        inverter.search(targets, SearchConfig(budget=3), retrieved=retrieved[:1])
 
 
 def test_a_row_improves_on_its_hypotheses_only_when_its_own_answer_lands_nearer(pieces):
@@ -297,17 +330,157 @@ def test_a_row_improves_on_its_hypotheses_only_when_its_own_answer_lands_nearer(
         improves_on_hypotheses(index, frame, rows, vectors, shown[:2])
 
 
-def test_one_call_writes_no_rewrites_it_could_not_pick(pieces):
-    """Budget 1 never switching answers the index's best prompt: the policy is not asked (05's one-call search)."""
-    inverter = pieces["inverter"]
+# --- one call ------------------------------------------------------------------------------------------------------
+
+
+def spy_on_generate(policy, monkeypatch) -> list[dict]:
+    """Record the options of every `policy.generate` call (the hypotheses it read among them)."""
+    calls: list[dict] = []
+    real = policy.generate
+
+    def generate(targets, **options):
+        calls.append({"targets": np.asarray(targets), **options})
+        return real(targets, **options)
+
+    monkeypatch.setattr(policy, "generate", generate)
+    return calls
+
+
+def rounded(hypotheses, ids: bool = True) -> list[list[tuple]]:
+    """(prompt, id, cosine to 5 places) per hypothesis: the cosines of one target differ in the last float bits
+    between a normalised and a raw unit vector."""
+    return [[(h.prompt, h.id if ids else None, round(h.cosine, 5)) for h in row] for row in hypotheses]
+
+
+def test_one_call_answers_the_policy_s_best_ranked_rewrite_of_the_index_s_best_prompts(pieces, monkeypatch):
+    inverter, lm, index = pieces["inverter"], pieces["lm"], pieces["index"]
     targets = np.stack([pieces["embedder"].vector(t) for t in ("A poem about rain.", "Three colours please")])
-    kept = inverter.invert(targets, budget=1, samples=3, exclude_ids=[["row-2"], ["row-1"]], max_prompt_tokens=6)
-    top = pieces["index"].hypotheses(targets, k=1, exclude_ids=[["row-2"], ["row-1"]])
-    assert [r.prompt for r in kept] == [row[0].prompt for row in top]
+    exclude = [["row-2"], ["row-1"]]
+    calls = spy_on_generate(inverter.policy, monkeypatch)
+    sent_before = len(lm.received)
+    results = inverter.search(targets, SearchConfig(budget=1, samples=3, max_prompt_tokens=6), exclude_ids=exclude)
+    assert [r.environment_calls for r in results] == [1, 1]
+    assert lm.received[sent_before:] == [r.prompt for r in results], "exactly one call per target: the final one"
+    for result in results:
+        rewrites = [c for c in result.candidates if c.source in ("greedy", "sampled")]
+        assert rewrites, "the tiny policy writes non-empty rewrites here, so the rule has something to pick"
+        assert all(np.isnan(c.achieved_cosine) for c in rewrites if c.prompt != result.prompt)
+        best_ranked = max(rewrites, key=lambda c: c.predicted_cosine)  # the first on ties, as the search sorts
+        assert result.prompt == best_ranked.prompt and result.achieved_cosine == pytest.approx(
+            float(pieces["embedder"].vector(f"Answer to: {result.prompt}") @ targets[results.index(result)]),
+            abs=1e-5,
+        )
+    # one round of rewriting (greedy, then the samples), each reading the index's two best prompts
+    assert len(calls) == 2 and calls[1]["num_return_sequences"] == 2
+    top = index.hypotheses(targets, k=2, exclude_ids=exclude)
+    for call in calls:  # the search shows them without their row ids
+        assert rounded(call["hypotheses"], ids=False) == rounded(top, ids=False)
+
+    # without the policy: the index's best prompt, and the policy is never asked
+    calls.clear()
+    sent_before = len(lm.received)
+    kept = inverter.search(targets, SearchConfig(budget=1, use_policy=False), exclude_ids=exclude)
+    assert calls == []
+    assert [r.prompt for r in kept] == [row[0].prompt for row in index.hypotheses(targets, k=1, exclude_ids=exclude)]
     assert all(c.source == "index" for r in kept for c in r.candidates)
-    assert [len(r.trajectory) for r in kept] == [1, 1] and [r.environment_calls for r in kept] == [1, 1]
-    # a finite margin lets a rewrite win, so the policy writes them
-    switching = inverter.invert(
-        targets, budget=1, samples=3, exclude_ids=[["row-2"], ["row-1"]], max_prompt_tokens=6, switch_margin=0.0
+    assert [r.environment_calls for r in kept] == [1, 1] and len(lm.received) - sent_before == 2
+
+
+# --- sampling reads the index's hypotheses ---------------------------------------------------------------------
+
+
+def test_sample_reads_the_index_s_hypotheses_and_refuses_a_hypotheses_policy_without_an_index(pieces, monkeypatch):
+    inverter, index = pieces["inverter"], pieces["index"]
+    targets = np.stack([pieces["embedder"].vector(t) for t in ("A poem about rain.", "Three colours please")])
+    exclude = [["row-2"], []]
+    calls = spy_on_generate(inverter.policy, monkeypatch)
+    results = inverter.sample(targets, best_of=3, exclude_ids=exclude, max_prompt_tokens=6)
+    assert len(results) == 2 and [len(r.candidates) for r in results] == [3, 3]
+    expected = index.hypotheses(targets, k=inverter.policy.config.hypotheses, exclude_ids=exclude)
+    assert [rounded(c["hypotheses"]) for c in calls] == [rounded(expected)] * 2, "greedy and samples read them"
+    assert all(h.id != "row-2" for h in expected[0]) and len(expected[0]) == 2
+
+    calls.clear()
+    inverter.index = None  # a policy trained with hypotheses, and nothing to read them from
+    with pytest.raises(ValueError, match="trained to read 2 known prompts.*notebooks/02_pinecone.ipynb"):
+        inverter.sample(targets)
+    assert calls == [], "refused before the policy wrote anything"
+    inverter.policy.config.hypotheses = 0  # a policy trained without them needs no index
+    assert len(inverter.sample(targets)) == 2 and calls[0]["hypotheses"] is None
+
+
+# --- the clean filter -------------------------------------------------------------------------------------------
+
+RAIN = "Rain falls on the hills all night long."
+QUOTING_INDEX_PROMPT = f"Say this: {RAIN}"  # an indexed prompt that pastes another row's output
+OUTPUT_ROWS = {  # the store of outputs: id -> (prompt, output)
+    "out-0": ("Describe the weather in the hills.", RAIN),
+    "out-1": (f"Rewrite this sentence: {RAIN}", "The hills get rain all night."),  # quotes out-0's output
+    "out-2": ("Name a cat breed.", "The Siamese is a cat breed."),
+}
+LOW_LINE = 0.2
+
+
+def with_outputs_and_a_quoting_prompt(pieces):
+    """The pieces' inverter over a store of OUTPUT_ROWS, its index also holding QUOTING_INDEX_PROMPT ("q-0")."""
+    inverter, store, embedder, lm = pieces["inverter"], pieces["store"], pieces["embedder"], pieces["lm"]
+    build_answer_index(store, lm, embedder, ["q-0"], [QUOTING_INDEX_PROMPT], embedding_cache_dir=pieces["tmp"])
+    store.upsert(
+        list(OUTPUT_ROWS),
+        np.stack([embedder.vector(output) for _, output in OUTPUT_ROWS.values()]),
+        [{"prompt": prompt, "output": output} for prompt, output in OUTPUT_ROWS.values()],
     )
-    assert all(any(c.source in ("greedy", "sampled") for c in r.candidates) for r in switching)
+    inverter.retrieval = store
+    return inverter
+
+
+def share(prompt: str) -> float:
+    """A prompt's copied share against every stored output (no prompt here quotes its own row's)."""
+    return copied_share(prompt, [output for _, output in OUTPUT_ROWS.values()])
+
+
+def test_a_clean_search_never_sends_shows_nor_returns_a_prompt_above_the_line(pieces, monkeypatch):
+    inverter, lm, embedder = with_outputs_and_a_quoting_prompt(pieces), pieces["lm"], pieces["embedder"]
+    quoting = [QUOTING_INDEX_PROMPT, OUTPUT_ROWS["out-1"][0]]
+    assert min(share(p) for p in quoting) > 0.5 > LOW_LINE  # both paste RAIN
+    # the quoting index prompt answers exactly at the first target: without the filter it is the best prompt known
+    targets = np.stack([embedder.vector(f"Answer to: {QUOTING_INDEX_PROMPT}"), embedder.vector(RAIN)])
+    config = SearchConfig(budget=4, samples=2, max_prompt_tokens=6, retrieved_share=1.0)
+    calls = spy_on_generate(inverter.policy, monkeypatch)
+
+    sent_before = len(lm.received)
+    with pytest.raises(ValueError, match="needs the clean line"):
+        inverter.search(targets, config)  # a store of outputs to copy from, and no line: refused ...
+    assert len(lm.received) == sent_before  # ... before any call
+
+    inverter.clean_line = LOW_LINE
+    clean = inverter.search(targets, config)
+    sent = lm.received[sent_before:]
+    assert sent and max(share(p) for p in sent) <= LOW_LINE, "no prompt above the line reached the environment"
+    assert all(share(r.prompt) <= LOW_LINE and r.copied_share <= LOW_LINE for r in clean)
+    shown = [h.prompt for call in calls for row in call["hypotheses"] for h in row]
+    assert shown and not set(shown) & set(quoting), "the policy never reads a prompt above the line"
+    considered = {c.prompt: c.copied_share for r in clean for c in r.candidates}
+    assert all(considered[p] > LOW_LINE for p in quoting), "they were candidates, measured and filtered out"
+    assert clean[0].prompt != QUOTING_INDEX_PROMPT
+
+    # clean=False (the pasting track): the same search sends the quoting retrieved prompt and returns the quote
+    sent_before = len(lm.received)
+    pasting = inverter.search(targets, SearchConfig(**{**config.to_dict(), "clean": False}))
+    sent = lm.received[sent_before:]
+    assert OUTPUT_ROWS["out-1"][0] in sent and max(share(p) for p in sent) > LOW_LINE
+    assert pasting[0].prompt == QUOTING_INDEX_PROMPT and pasting[0].copied_share > LOW_LINE
+    # the config's line overrides the inverter's: at 1.0 nothing is above it
+    loose = inverter.search(targets, SearchConfig(**{**config.to_dict(), "max_copied_share": 1.0}))
+    assert loose[0].prompt == QUOTING_INDEX_PROMPT
+
+
+def test_a_clean_search_with_nothing_below_the_line_says_so(pieces):
+    inverter, embedder = with_outputs_and_a_quoting_prompt(pieces), pieces["embedder"]
+    inverter.clean_line, inverter.index = 0.0, None
+    config = SearchConfig(budget=2, use_policy=False)
+    target = embedder.vector(RAIN)[None]
+    with pytest.raises(ValueError, match=r"Targets \[0\] have no prompt to answer"):
+        inverter.search(target, config, retrieved=[[OUTPUT_ROWS["out-1"][0]]])
+    [result] = inverter.search(target, config, retrieved=[["Describe rain.", OUTPUT_ROWS["out-1"][0]]])
+    assert result.prompt == "Describe rain." and result.environment_calls == 1
