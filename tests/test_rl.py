@@ -20,6 +20,7 @@ from e2p_lib.train.rl import (
     clipped_surrogate_loss,
     group_advantages,
     masked_mean,
+    relative_advantages,
     train_ppo,
 )
 
@@ -83,6 +84,66 @@ def test_group_advantages_center_each_target_and_whiten():
     assert torch.allclose(group_advantages(rewards, 3).std(), torch.tensor(1.0))
     with pytest.raises(ValueError, match="groups of 4"):
         group_advantages(rewards, 4)
+
+
+def test_relative_credit_gives_the_best_hypothesis_written_back_nothing():
+    """Group of 2 per target. Target 1: both samples equal the best hypothesis's cosine 0.5 (written back): zero.
+    Target 2: one matches the hypothesis (0.5), one loses (0.3): the match gets nothing, the loss is penalised.
+    Target 3: both beat the floor: the better one gains against the other (leave-one-out)."""
+    rewards = torch.tensor([0.5, 0.5, 0.5, 0.3, 0.8, 0.6])
+    floors = torch.tensor([0.5, 0.5, 0.5])
+    adv = relative_advantages(rewards, floors, samples_per_target=2, scale=False)
+    assert torch.allclose(adv, torch.tensor([0.0, 0.0, 0.0, -0.2, 0.2, -0.2]))
+    # a plain group mean cancels the per-target constant: it cannot tell losing to the hypothesis from matching it
+    assert torch.allclose(group_advantages(torch.tensor([0.3, 0.3]), 2, whiten=False), torch.zeros(2))
+    assert torch.allclose(
+        relative_advantages(torch.tensor([0.3, 0.3]), torch.tensor([0.5]), 2, scale=False), torch.tensor([-0.2, -0.2])
+    )
+    scaled = relative_advantages(rewards, floors, samples_per_target=2)
+    assert scaled[0] == 0 and scaled[4] > 0 > scaled[3]  # scaled, never centred: a match stays at zero
+    with pytest.raises(ValueError, match="need 3 floors"):
+        relative_advantages(rewards, floors[:2], samples_per_target=2)
+
+
+def test_the_hypothesis_baseline_learns_what_beats_the_hypothesis(red_blue_policy):
+    """Every row's best hypothesis reaches 0.5 red share: only samples redder than that earn credit, and the policy
+    learns to write them."""
+    from e2p_lib.models.policy import Hypothesis
+
+    policy = copy.deepcopy(red_blue_policy)
+    targets = unit_vectors(16)
+    hypotheses = [[Hypothesis("red blue", 0.5)] for _ in range(16)]
+    _, history = train_ppo(policy, red_reward, targets, tiny_config(baseline="hypothesis"), train_hypotheses=hypotheses)
+    frame = history.to_frame().query("split == 'train'").pivot(index="step", columns="metric", values="value")
+    assert frame["reward"].iloc[-3:].mean() > frame["reward"].iloc[:3].mean() + 0.15
+    assert frame["beat_hypothesis"].iloc[-3:].mean() > frame["beat_hypothesis"].iloc[:3].mean()
+    with pytest.raises(ValueError, match="pass train_hypotheses"):
+        train_ppo(policy, red_reward, targets, tiny_config(baseline="hypothesis", max_steps=1))
+    with pytest.raises(ValueError, match="baseline='best'"):
+        PPOConfig(baseline="best")
+
+
+def test_the_copy_penalty_makes_pasting_lose(red_blue_policy):
+    """The reward pays for "red"; the stored text the rows could copy is all "red" runs (copying counted on word
+    pairs here, n=2, since the tiny policy writes four words). Without the penalty the policy learns to paste red
+    runs; with it, pasting loses and the red share does not climb."""
+    from e2p_lib.evaluate.quality import References
+
+    targets = unit_vectors(16)
+    references = [References({"row": "red red red red"}, n=2) for _ in range(16)]
+    finals = {}
+    for weight in (0.0, 2.0):
+        policy = copy.deepcopy(red_blue_policy)
+        _, history = train_ppo(
+            policy, red_reward, targets, tiny_config(copy_penalty=weight), train_references=references
+        )
+        frame = history.to_frame().query("split == 'train'").pivot(index="step", columns="metric", values="value")
+        finals[weight] = frame["reward"].iloc[-3:].mean()
+        if weight:
+            assert "copied_share" in frame and frame["copied_share"].iloc[-3:].mean() < 0.5
+    assert finals[0.0] > finals[2.0] + 0.1, finals
+    with pytest.raises(ValueError, match="needs train_references"):
+        train_ppo(policy, red_reward, targets, tiny_config(copy_penalty=1.0, max_steps=1))
 
 
 def test_clipped_surrogate_is_minus_advantage_at_ratio_one_and_clips_beyond():

@@ -13,8 +13,11 @@ One PPO step, for `targets_per_step` target embeddings:
   3. reward: the real reward (`e2p_lib.train.rewards.AnswerCosineReward`: environment answer -> embedding -> cosine),
      plus optional shaping (forward-model cosine, degeneracy penalty), minus `kl_coef` x the sequence's KL to the
      reference (k1 estimator, summed over tokens, as in Ziegler et al. 2019 and TRL's RLOO);
-  4. advantages: the reward minus the mean reward of the same target's K samples (group baseline, as in RLOO/GRPO:
-     no value network to train on 2 cores), whitened over the batch;
+  4. advantages: the reward minus a baseline, no value network (2 cores): `baseline="group"`, the mean of the same
+     target's K samples (GRPO), whitened over the batch; `baseline="hypothesis"`, the larger of the best hypothesis's
+     real cosine (known for free from the answer index) and the mean of the target's other samples (RLOO's
+     leave-one-out), so writing the best hypothesis back earns nothing and an edit that loses to it is penalised (a
+     plain group mean would cancel any per-target constant); scaled by the batch's spread, not centred;
   5. update: `ppo_epochs` passes of the clipped surrogate objective over minibatches, gradient clipping;
   6. adapt `kl_coef` towards `kl_target` when `adaptive_kl` (Ziegler et al.'s proportional controller).
 
@@ -63,6 +66,7 @@ from e2p_lib.train.rewards import RewardResult, degeneracy
 from e2p_lib.train.sft import POLICY_FOLDER, TrainableWeights, policy_optimizer
 
 logger = logging.getLogger(__name__)
+BASELINES = ("group", "hypothesis")
 
 
 @dataclass
@@ -78,6 +82,14 @@ class PPOConfig(TrainingConfig):
             the same distribution up to float rounding). If `False`, through the adapters as in training.
         reuse_rollout_logprobs (`bool`, defaults to `True`): take the old log-probs from the logits the rollout
             computed, instead of a second forward pass over the rollout (the same values up to float rounding).
+
+    Parameters that control the credit:
+        baseline (`str`, defaults to `"group"`): what a sample's reward is measured against: "group" (the mean of
+            its target's samples) or "hypothesis" (the best of: the best hypothesis's real cosine, and the mean of
+            the target's other samples). "hypothesis" needs the rows' hypotheses.
+        copy_penalty (`float`, defaults to `0.0`): weight of the sample's copied share (`e2p_lib.evaluate.quality`)
+            against the rows' references, subtracted from the reward so that pasting stored text never pays. If
+            `0.0`, no references are needed.
 
     Parameters that control the reward:
         surrogate_weight (`float`, defaults to `0.0`): weight of the forward model's predicted cosine. If `0.0`,
@@ -118,6 +130,8 @@ class PPOConfig(TrainingConfig):
     adaptive_kl: bool = False
     kl_target: float = 4.0
     kl_horizon: int = 1000
+    baseline: str = "group"
+    copy_penalty: float = 0.0
     ppo_epochs: int = 2
     clip_range: float = 0.2
     whiten_advantages: bool = True
@@ -138,7 +152,16 @@ class PPOConfig(TrainingConfig):
             raise ValueError(f"temperature={self.temperature}: PPO samples prompts, so it must be > 0.")
         if not 0 < self.top_p <= 1 or not 0 < self.clip_range < 1:
             raise ValueError(f"top_p ({self.top_p}) must be in (0, 1] and clip_range ({self.clip_range}) in (0, 1).")
-        for name in ("surrogate_weight", "degeneracy_weight", "kl_coef", "mapper_learning_rate", "kl_target"):
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline={self.baseline!r}; choose one of {BASELINES}.")
+        for name in (
+            "surrogate_weight",
+            "degeneracy_weight",
+            "kl_coef",
+            "mapper_learning_rate",
+            "kl_target",
+            "copy_penalty",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
 
@@ -164,6 +187,27 @@ def group_advantages(rewards: torch.Tensor, samples_per_target: int, whiten: boo
     grouped = rewards.view(-1, samples_per_target)
     advantages = (grouped - grouped.mean(dim=1, keepdim=True)).reshape(-1)
     if whiten and advantages.numel() > 1:
+        advantages = advantages / (advantages.std() + 1e-8)
+    return advantages
+
+
+def relative_advantages(
+    rewards: torch.Tensor, floors: torch.Tensor, samples_per_target: int, scale: bool = True
+) -> torch.Tensor:
+    """Each reward minus the larger of its target's floor (the best hypothesis's real cosine) and the mean of the
+    target's other samples (leave-one-out), then divided by the batch's spread (not centred: a sample that only
+    matches the floor keeps advantage 0). `floors` has one value per target."""
+    if rewards.numel() % samples_per_target or rewards.numel() // samples_per_target != floors.numel():
+        raise ValueError(
+            f"{rewards.numel()} rewards in groups of {samples_per_target} need {rewards.numel() // samples_per_target}"
+            f" floors; got {floors.numel()}."
+        )
+    if samples_per_target < 2:
+        raise ValueError("The leave-one-out baseline needs at least 2 samples per target.")
+    grouped = rewards.view(-1, samples_per_target)
+    others = (grouped.sum(dim=1, keepdim=True) - grouped) / (samples_per_target - 1)
+    advantages = (grouped - torch.maximum(others, floors.view(-1, 1).to(grouped.dtype))).reshape(-1)
+    if scale and advantages.numel() > 1:
         advantages = advantages / (advantages.std() + 1e-8)
     return advantages
 
@@ -211,6 +255,7 @@ def train_ppo(
     forward_model=None,
     train_hypotheses: Hypotheses = None,
     val_hypotheses: Hypotheses = None,
+    train_references: Sequence | None = None,
 ) -> tuple[PromptPolicy, LossHistory]:
     """Fine-tune `policy` with PPO; return it with its history (see the module docstring).
 
@@ -230,6 +275,8 @@ def train_ppo(
         train_hypotheses / val_hypotheses: one list of `Hypothesis` per row of train_vectors / val_vectors, for a
             policy that reads them (`PolicyConfig.hypotheses`): every rollout, log-prob and validation prompt is
             conditioned on its row's list, as in SFT.
+        train_references: one `e2p_lib.evaluate.quality.References` per row of train_vectors (the stored outputs
+            it could copy from), needed when `config.copy_penalty > 0`.
     """
     config = config or PPOConfig()
     train_vectors = np.asarray(train_vectors, dtype=np.float32)
@@ -237,6 +284,15 @@ def train_ppo(
         raise ValueError(f"train_vectors must be (n, {policy.config.embedding_dim}); got {train_vectors.shape}.")
     if config.surrogate_weight > 0 and forward_model is None:
         raise ValueError("surrogate_weight > 0 needs a forward_model (or set surrogate_weight=0).")
+    if config.baseline == "hypothesis" and train_hypotheses is None:
+        raise ValueError(
+            'baseline="hypothesis" measures samples against each row\'s best hypothesis: pass train_hypotheses.'
+        )
+    if config.copy_penalty > 0 and (train_references is None or len(train_references) != len(train_vectors)):
+        raise ValueError(
+            f"copy_penalty={config.copy_penalty} needs train_references, one per row of train_vectors "
+            f"({len(train_vectors)}); got {None if train_references is None else len(train_references)}."
+        )
     for name, given, vectors in (
         ("train_hypotheses", train_hypotheses, train_vectors),
         ("val_hypotheses", val_hypotheses, val_vectors),
@@ -350,10 +406,26 @@ def train_ppo(
             penalty = torch.as_tensor(degeneracy(prompts, mask.sum(1).tolist(), ended), device=policy.device)
             shaped -= config.degeneracy_weight * penalty
             metrics["degeneracy"] = float(penalty.mean())
+        if config.copy_penalty > 0:
+            shares = [
+                train_references[r].copied_share(p) for r, p in zip(np.repeat(rows, config.samples_per_target), prompts)
+            ]
+            copied = torch.as_tensor(shares, dtype=torch.float32, device=policy.device)
+            shaped -= config.copy_penalty * copied
+            metrics["copied_share"] = float(copied.mean())
         total = shaped - kl_coef * kl_per_prompt
 
-        # 4. advantages from the group baseline
-        advantages = group_advantages(total, config.samples_per_target, config.whiten_advantages)
+        # 4. advantages: against the target's group, or against what its best hypothesis already reaches
+        if config.baseline == "hypothesis":
+            floors = torch.tensor(
+                [train_hypotheses[r][0].cosine if train_hypotheses[r] else -1.0 for r in rows], device=policy.device
+            )
+            advantages = relative_advantages(total, floors, config.samples_per_target, config.whiten_advantages)
+            metrics["beat_hypothesis"] = float(
+                (real.view(-1, config.samples_per_target) > floors[:, None]).float().mean()
+            )
+        else:
+            advantages = group_advantages(total, config.samples_per_target, config.whiten_advantages)
 
         # 5. PPO epochs over minibatches
         started = time.perf_counter()
