@@ -6,12 +6,14 @@
 
 Each notebook reads the previous one's outputs from disk, so one can be rerun alone. A profile is a set of
 parameter overrides per notebook, injected by papermill after the notebook's `parameters` cell; `-p key=value`
-overrides (a YAML/JSON literal: numbers, true/false, null, strings) apply to every notebook that declares `key`.
+overrides (a YAML/JSON literal: numbers, true/false, null, strings) apply to every notebook that declares `key`;
+a key that no selected notebook declares is refused before anything runs (a typo would otherwise be dropped).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
@@ -134,6 +136,23 @@ def declared_parameters(path: Path) -> set[str]:
     raise ValueError(f"{path.name} has no cell tagged 'parameters'; papermill needs one.")
 
 
+def check_overrides(overrides: dict, declared: dict[str, set[str]]) -> None:
+    """Refuse an override that no selected notebook declares (`declared`: stem -> its parameters): papermill would
+    drop it without a word, so a typo like `limt=50` would run with the default limit."""
+    known = set().union(*declared.values()) if declared else set()
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(
+            f"No selected notebook ({', '.join(declared)}) declares the parameter {', '.join(hints)}. Each notebook's "
+            "`parameters` cell lists what it takes (`papermill --help-notebook notebooks/<name>.ipynb`); fix the "
+            "name, or select the notebook that declares it with --only."
+        )
+
+
 def check_kernel(name: str = KERNEL_NAME) -> None:
     """Fail early, naming the fix, when the Jupyter kernel `name` is not registered (papermill's error is vaguer)."""
     from jupyter_client.kernelspec import KernelSpecManager
@@ -173,25 +192,33 @@ def run_notebooks(
     reports_dir: str | Path | None = None,
     kernel_name: str = KERNEL_NAME,
 ) -> list[Path]:
-    """Execute the notebooks in order; return the executed copies. Stops at the first failing notebook."""
-    import papermill
+    """Execute the notebooks in order; return the executed copies. Stops at the first failing notebook.
 
+    Raises:
+        ValueError: an unknown profile, or an override no selected notebook declares (before anything runs).
+    """
     if profile not in PROFILES:
         raise ValueError(f"Unknown profile {profile!r}; choose one of {sorted(PROFILES)}.")
+    overrides = overrides or {}
+    paths = notebook_paths(only)
+    declared = {path.stem: declared_parameters(path) for path in paths}
+    check_overrides(overrides, declared)
+    for path in paths:
+        undeclared = sorted(set(PROFILES[profile].get(path.stem, {})) - declared[path.stem])
+        if undeclared:
+            raise ValueError(f"Profile {profile!r} sets {undeclared} that {path.name} does not declare.")
+    import papermill
+
     check_kernel(kernel_name)
     absolute_path_variables()
     out_dir = Path(reports_dir or config.reports_dir())
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = []
-    for path in notebook_paths(only):
-        declared = declared_parameters(path)
+    for path in paths:
         params = {
             **PROFILES[profile].get(path.stem, {}),
-            **{k: v for k, v in (overrides or {}).items() if k in declared},
+            **{k: v for k, v in overrides.items() if k in declared[path.stem]},
         }
-        undeclared = sorted(set(PROFILES[profile].get(path.stem, {})) - declared)
-        if undeclared:
-            raise ValueError(f"Profile {profile!r} sets {undeclared} that {path.name} does not declare.")
         target = out_dir / path.name
         print(f"[e2p] {path.name} ({profile}) {json.dumps(params)} -> {target}", flush=True)
         papermill.execute_notebook(
