@@ -200,10 +200,14 @@ def test_results_table_combines_everything(targets):
         reference_prompts=originals,
         answers={ev.REFERENCE: ["Four words of answer."] * N},
         perplexities=perplexities,
+        copied_shares={"constant prompt": np.r_[np.ones(2), np.zeros(N - 2)]},
         train_env_calls={"constant prompt": 0},
         n_resamples=200,
     )
     oracle, constant = table.loc[ev.REFERENCE], table.loc["constant prompt"]
+    assert constant["copied_share"] == pytest.approx(2 / N) and math.isnan(oracle["copied_share"])
+    assert constant["distinct_prompts"] == pytest.approx(1 / N) and oracle["distinct_prompts"] == 1.0
+    assert constant["words"] == len(prompts["constant prompt"][0].split())
     assert oracle["mean_cosine"] == pytest.approx(1.0) and oracle["corpus_bleu"] == pytest.approx(100.0)
     assert oracle["exact_match"] == 1.0 and oracle["median_perplexity"] == 12.0
     assert oracle["median_answer_tokens"] > 0 and math.isnan(constant["median_answer_tokens"])

@@ -508,6 +508,7 @@ def results_table(
     reference_prompts: Sequence[str] | None = None,
     answers: Mapping[str, Sequence[str]] | None = None,
     perplexities: Mapping[str, np.ndarray] | None = None,
+    copied_shares: Mapping[str, np.ndarray] | None = None,
     eval_env_calls: Mapping[str, int] | None = None,
     train_env_calls: Mapping[str, int] | None = None,
     reference: str | None = REFERENCE,
@@ -519,7 +520,9 @@ def results_table(
     """Everything about each method in one row (index `method`, in `answer_vectors`' order).
 
     Always: the `summarise` columns and `answer_pairwise_cosine` (diversity of the answers). With `prompts`:
-    `distinct_1`, `distinct_2`, `empty_prompt_share` and the `collapse` columns; with `reference_prompts` as well
+    `words` (mean words per prompt), `distinct_prompts` (share of targets with a prompt of their own), `distinct_1`,
+    `distinct_2`, `empty_prompt_share` and the `collapse` columns; with `copied_shares` (from
+    `e2p_lib.evaluate.quality`): `copied_share`, their mean; with `reference_prompts` as well
     (the original prompts, in target order), the `overlap_summary` columns `corpus_bleu`, `sentence_bleu`,
     `rouge_l`, `exact_match`. With `answers`: `median_answer_tokens` (cl100k). With `perplexities` (from
     `perplexity`): `median_perplexity` over non-empty prompts. With `baselines` ({method: baseline method}): `baseline`,
@@ -536,6 +539,7 @@ def results_table(
     prompts = _check_keys(prompts, methods, "prompts")
     answers = _check_keys(answers, methods, "answers")
     perplexities = _check_keys(perplexities, methods, "perplexities")
+    copied_shares = _check_keys(copied_shares, methods, "copied_shares")
     eval_env_calls = _check_keys(eval_env_calls, methods, "eval_env_calls")
     train_env_calls = _check_keys(train_env_calls, methods, "train_env_calls")
     cosines = {name: answer_cosines(vectors, target_vectors) for name, vectors in answer_vectors.items()}
@@ -547,6 +551,8 @@ def results_table(
         if name in prompts:
             method_prompts = list(prompts[name])
             row.update(
+                words=float(np.mean([len(p.split()) for p in method_prompts])),
+                distinct_prompts=len(set(method_prompts)) / len(method_prompts),
                 distinct_1=distinct_n(method_prompts, 1),
                 distinct_2=distinct_n(method_prompts, 2),
                 empty_prompt_share=float(np.mean([not p.strip() for p in method_prompts])),
@@ -558,6 +564,8 @@ def results_table(
             from e2p_lib.tokens import count_tokens
 
             row["median_answer_tokens"] = float(np.median(count_tokens(list(answers[name]))))
+        if name in copied_shares:
+            row["copied_share"] = float(np.mean(copied_shares[name]))
         if name in perplexities:
             values = np.asarray(perplexities[name], dtype=np.float64)  # NaN: empty prompt
             row["median_perplexity"] = float(np.nanmedian(values)) if np.any(~np.isnan(values)) else math.nan

@@ -82,6 +82,26 @@ class References:
         return float(copied_mask(tokens, grams, self.n).mean())
 
 
+def references_for(store, targets: np.ndarray, k: int, exclude_ids=None, texts=None) -> list[References]:
+    """Per target, the `k` stored outputs nearest it (never an id in `exclude_ids[i]`) and its text, if any: what a
+    method that reads the store could copy from."""
+    from e2p_lib.inversion.search import nearest_rows
+
+    rows = nearest_rows(store, targets, k, exclude_ids)
+    return [References({n.id: n.output for n in row}, t) for row, t in zip(rows, texts or [None] * len(rows))]
+
+
+def copied_shares(
+    prompts: Sequence[str], references: Sequence[References], own_rows: Sequence[str | None] | None = None
+) -> np.ndarray:
+    """Each prompt's copied share against its target's references (`own_rows[i]`: the stored row the prompt is
+    itself from, whose output it may quote)."""
+    if len(prompts) != len(references):
+        raise ValueError(f"{len(prompts)} prompts for {len(references)} targets' references: pass one per target.")
+    own_rows = own_rows if own_rows is not None else [None] * len(prompts)
+    return np.array([r.copied_share(p, own_row=o) for p, r, o in zip(prompts, references, own_rows)])
+
+
 @dataclass(frozen=True)
 class CleanLine:
     """The most a clean prompt may copy, and how it was set (stored with the run, printed where it is used)."""
