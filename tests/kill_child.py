@@ -59,8 +59,6 @@ def install_hooks() -> None:
     os.replace, os.unlink = replace, unlink
 
     from e2p_lib import sqlite_store
-    from e2p_lib.embed import cache as embed_cache
-    from e2p_lib.lm import cache as lm_cache
 
     real_transaction = sqlite_store.write_transaction
 
@@ -71,7 +69,7 @@ def install_hooks() -> None:
             event("commit")
         event("committed")
 
-    embed_cache.write_transaction = lm_cache.write_transaction = transaction
+    sqlite_store.write_transaction = transaction  # what every SQLiteCache (embeddings, answers) commits through
 
 
 # --- the fakes: deterministic and instant ---------------------------------------------------------------------------

@@ -27,10 +27,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +38,8 @@ from tqdm.auto import tqdm
 
 from e2p_lib import config
 from e2p_lib.embed.base import Embedder, check_texts
-from e2p_lib.sqlite_store import connect, select_in, write_transaction
+from e2p_lib.errors import DataFileError
+from e2p_lib.sqlite_store import SQLiteCache
 from e2p_lib.tokens import count_tokens
 
 log = logging.getLogger(__name__)
@@ -50,6 +49,8 @@ RECORD_COLUMNS = ["id", "prompt", "output", "tokens", "type"]
 # Rows handed to an embedder without an `iter_embed` of its own, and so committed, at a time: small enough that a
 # crash loses little work, large enough that the per-commit cost (~1 ms) is noise next to embedding them.
 DEFAULT_CHUNK_ROWS = 512
+# How far a cached vector's norm may stray from 1: float32 normalisation is off by ~1e-7, so more means damage.
+UNIT_NORM_TOLERANCE = 1e-3
 
 
 def text_key(text: str) -> str:
@@ -63,37 +64,64 @@ def embedding_cache_path(model: str, dimensions: int, cache_dir: str | Path | No
     return Path(cache_dir or config.embeddings_dir()) / f"{slug}-{int(dimensions)}d.sqlite"
 
 
-class EmbeddingCache:
-    """Vectors of one embedder at one dimension, keyed by text content; safe against crashes and concurrent writers."""
+def _check_rows(blobs: Sequence[bytes], dimensions: int) -> tuple[np.ndarray, list[str | None]]:
+    """(n, dimensions) vectors of stored blobs, and per row None or what is wrong with it (bad rows are zeros).
 
-    def __init__(self, path: str | Path, model: str, dimensions: int):
-        self.path = Path(path)
-        self.model = model
-        self.dimensions = int(dimensions)
-        self._db = connect(self.path)  # WAL, explicit transactions (one per batch), waits for other writers
-        self._init_schema()
+    A row is sound when it holds `dimensions` finite float32 values of unit norm: every embedder L2-normalises, so
+    anything else was damaged on disk and must not reach a store or a reward.
+    """
+    sizes_ok = np.fromiter((isinstance(b, bytes) and len(b) == 4 * dimensions for b in blobs), bool, len(blobs))
+    vectors = np.zeros((len(blobs), dimensions), np.float32)
+    if sizes_ok.any():
+        joined = b"".join(b for b, ok in zip(blobs, sizes_ok) if ok)
+        vectors[sizes_ok] = np.frombuffer(joined, np.float32).reshape(-1, dimensions)
+    finite = np.isfinite(vectors).all(axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.linalg.norm(np.where(finite[:, None], vectors, 0), axis=1)
+    problems: list[str | None] = [None] * len(blobs)
+    for row in np.flatnonzero(~sizes_ok | ~finite | (np.abs(norms - 1) > UNIT_NORM_TOLERANCE)):
+        if not sizes_ok[row]:
+            problems[row] = f"{len(blobs[row])} bytes, not {4 * dimensions} ({dimensions} float32 values)"
+        elif not finite[row]:
+            problems[row] = "NaN or infinite values"
+        else:
+            problems[row] = f"norm {norms[row]:.6g}, not 1"
+        vectors[row] = 0
+    return vectors, problems
 
-    def _init_schema(self) -> None:
-        with write_transaction(self._db) as db:
-            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            db.execute(
+
+class EmbeddingCache(SQLiteCache):
+    """Vectors of one embedder at one dimension, keyed by text content; safe against crashes and concurrent writers.
+
+    Every vector read is checked (`_check_rows`): a damaged one is logged and treated as missing, so it is embedded
+    again and replaced, never returned. `model` and `dimensions` None: those the file records (it must exist).
+    """
+
+    def __init__(self, path: str | Path, model: str | None = None, dimensions: int | None = None):
+        recorded = {
+            "model": model,
+            "dimensions": None if dimensions is None else str(int(dimensions)),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "schema_version": str(SCHEMA_VERSION),
+        }
+        super().__init__(  # WAL, explicit transactions (one per batch), waits for other writers
+            path,
+            [
                 "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL, "
-                "tokens INTEGER, created_at REAL NOT NULL)"
-            )
-            db.execute(
+                "tokens INTEGER, created_at REAL NOT NULL)",
                 "CREATE TABLE IF NOT EXISTS records (position INTEGER NOT NULL, id TEXT PRIMARY KEY, prompt TEXT, "
-                "output TEXT, tokens INTEGER, type TEXT, key TEXT NOT NULL)"
-            )
-            db.executemany(
-                "INSERT OR IGNORE INTO meta VALUES (?, ?)",
-                [
-                    ("model", self.model),
-                    ("dimensions", str(self.dimensions)),
-                    ("created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
-                    ("schema_version", str(SCHEMA_VERSION)),
-                ],
-            )
+                "output TEXT, tokens INTEGER, type TEXT, key TEXT NOT NULL)",
+            ],
+            recorded if model is not None and dimensions is not None else {},
+            rebuild="Delete it and rerun notebooks/01_embed.ipynb (or the call that embedded these texts): "
+            "every text in it is embedded again.",
+        )
         meta = self.meta()
+        if "model" not in meta or "dimensions" not in meta:
+            self.close()
+            raise DataFileError(self.path, f"its meta table records no model or dimensions ({meta})", self.rebuild)
+        self.model = meta["model"] if model is None else model
+        self.dimensions = int(meta["dimensions"] if dimensions is None else dimensions)
         if meta["model"] != self.model or int(meta["dimensions"]) != self.dimensions:
             self.close()
             raise ValueError(
@@ -101,46 +129,70 @@ class EmbeddingCache:
                 f"dimensions, not {self.model!r} at {self.dimensions}. Use another cache_dir, or delete the file "
                 "to re-embed."
             )
-        self.created_at = meta["created_at"]
-
-    def meta(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        self.created_at = meta.get("created_at", "")
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+        return self.read("SELECT COUNT(*) FROM vectors")[0][0]
+
+    def _sound(self, keys: Sequence[str], log_damage: bool = True) -> dict[str, np.ndarray]:
+        """{key: vector} for the keys whose stored vector passes `_check_rows`; damaged rows are logged and left out."""
+        rows = self.read_in("SELECT key, vector FROM vectors WHERE key IN ({})", keys)
+        vectors, problems = _check_rows([blob for _, blob in rows], self.dimensions)
+        sound = {}
+        for (key, _), vector, problem in zip(rows, vectors, problems):
+            if problem is None:
+                sound[key] = vector
+            elif log_damage:
+                log.warning(
+                    "%s: the cached vector of text %s… is damaged (%s); it is embedded again, never returned.",
+                    self.path,
+                    key[:12],
+                    problem,
+                )
+        return sound
 
     def missing(self, keys: Sequence[str]) -> list[str]:
-        """The keys (deduplicated, first-seen order) that have no vector yet."""
-        have = {r[0] for r in select_in(self._db, "SELECT key FROM vectors WHERE key IN ({})", keys)}
+        """The keys (deduplicated, first-seen order) that have no sound vector yet (damaged ones are logged)."""
+        have = self._sound(keys)
         return [k for k in dict.fromkeys(keys) if k not in have]
 
     def put(self, keys: Sequence[str], vectors: np.ndarray, tokens: Sequence[int | None] | None = None) -> None:
-        """Store vectors for `keys` in one transaction (all or nothing); an existing key keeps its first vector."""
+        """Store vectors for `keys` in one transaction (all or nothing); an existing key keeps its first vector
+        unless that one is damaged, which is replaced."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape != (len(keys), self.dimensions):
             raise ValueError(
                 f"put() got vectors of shape {vectors.shape} for {len(keys)} keys; this cache holds "
                 f"{self.dimensions}-d vectors of {self.model!r}."
             )
-        if not np.all(np.isfinite(vectors)):
-            raise ValueError("put() got NaN or infinite values; the embedder returned a broken vector.")
+        _, problems = _check_rows([v.tobytes() for v in vectors], self.dimensions)
+        bad = [(i, p) for i, p in enumerate(problems) if p is not None]
+        if bad:
+            raise ValueError(
+                f"put() got {len(bad)} vector(s) that are not finite unit vectors (row {bad[0][0]}: {bad[0][1]}); "
+                f"the embedder {self.model!r} returned a broken vector (every e2p embedder L2-normalises)."
+            )
         tokens = list(tokens) if tokens is not None else [None] * len(keys)
         now = time.time()
-        with write_transaction(self._db) as db:
+        with self.write(f"store {len(keys)} new embedding(s)") as db:
+            kept = self._sound(keys, log_damage=False)  # read inside the write lock: another writer's rows count
             db.executemany(
-                "INSERT OR IGNORE INTO vectors VALUES (?, ?, ?, ?)",
-                [(k, v.tobytes(), t, now) for k, v, t in zip(keys, vectors, tokens)],
+                "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)",
+                [(k, v.tobytes(), t, now) for k, v, t in zip(keys, vectors, tokens) if k not in kept],
             )
 
     def get(self, keys: Sequence[str]) -> np.ndarray:
-        """Vectors for `keys` in order, (len(keys), dimensions); KeyError names any key not cached."""
-        found: dict[str, bytes] = dict(select_in(self._db, "SELECT key, vector FROM vectors WHERE key IN ({})", keys))
+        """Vectors for `keys` in order, (len(keys), dimensions); KeyError names any key not cached (or damaged)."""
+        found = self._sound(keys)
         absent = [k for k in dict.fromkeys(keys) if k not in found]
         if absent:
-            raise KeyError(f"{len(absent)} text(s) are not in {self.path.name} (first key {absent[0][:12]}…).")
+            raise KeyError(
+                f"{len(absent)} text(s) are not in {self.path.name}, or their vectors are damaged (first key "
+                f"{absent[0][:12]}…): embed them with embed_texts, which caches them."
+            )
         out = np.empty((len(keys), self.dimensions), dtype=np.float32)
         for i, k in enumerate(keys):
-            out[i] = np.frombuffer(found[k], dtype=np.float32)
+            out[i] = found[k]
         return out
 
     def write_records(self, frame: pd.DataFrame, keys: Sequence[str]) -> None:
@@ -149,23 +201,14 @@ class EmbeddingCache:
             (pos, r.id, r.prompt, r.output, int(r.tokens), r.type, k)
             for pos, (r, k) in enumerate(zip(frame[RECORD_COLUMNS].itertuples(index=False), keys))
         ]
-        with write_transaction(self._db) as db:
+        with self.write(f"record {len(rows)} dataset rows") as db:
             db.execute("DELETE FROM records")
             db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def read_records(self) -> tuple[pd.DataFrame, list[str]]:
-        rows = self._db.execute(f"SELECT {', '.join(RECORD_COLUMNS)}, key FROM records ORDER BY position").fetchall()
+        rows = self.read(f"SELECT {', '.join(RECORD_COLUMNS)}, key FROM records ORDER BY position")
         frame = pd.DataFrame([r[:-1] for r in rows], columns=RECORD_COLUMNS)
         return frame, [r[-1] for r in rows]
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> EmbeddingCache:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 @dataclass
@@ -272,6 +315,7 @@ def _embed_missing(
     todo_keys = cache.missing(keys)
     if not todo_keys:
         return 0
+    cache.check_writable(f"store {len(todo_keys)} new embedding(s)")  # before the embedder works (or is paid)
     first_text, first_tokens = dict(zip(keys, texts)), dict(zip(keys, tokens))
     todo_texts = [first_text[k] for k in todo_keys]
     log.info("%s: %d texts, %d not cached yet (cache %s)", embedder.name, len(texts), len(todo_keys), cache.path)
@@ -317,9 +361,7 @@ def load_embedded_dataset(
             f"No embedding cache at {path}. Run notebooks/01_embed.ipynb (or embed_dataset) with the same model "
             "and dimensions first."
         )
-    with closing(sqlite3.connect(path, timeout=60)) as db:
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-    with EmbeddingCache(path, meta["model"], int(meta["dimensions"])) as cache:
+    with EmbeddingCache(path) as cache:
         frame, keys = cache.read_records()
         if frame.empty:
             raise ValueError(f"The embedding cache {path} holds vectors but no dataset rows; run embed_dataset.")

@@ -22,7 +22,8 @@ Storage: one SQLite file per model, `<cache_dir>/<model>.sqlite`, one row per an
 beside it (so the cache can be read as a table). Each batch is one transaction (`e2p_lib.sqlite_store`): all or
 nothing under SIGKILL, and several processes may share one file; the first answer stored for a key is kept.
 If the LM fails half-way (an API that gives up), every answer it returned before the failure is already committed
-and the error propagates; the rerun generates only what is missing.
+and the error propagates; the rerun generates only what is missing. In a read-only data folder cached answers are
+still read, and a prompt that would need a new answer is refused (`DataFileError`) before the LM is called.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import pandas as pd
 from e2p_lib import config
 from e2p_lib.embed.cache import text_key
 from e2p_lib.lm.base import ChatLM
-from e2p_lib.sqlite_store import connect, select_in, write_transaction
+from e2p_lib.sqlite_store import SQLiteCache
 
 SCHEMA_VERSION = 1
 
@@ -76,22 +77,24 @@ def answer_key(model: str, settings: dict[str, Any], prompt: str, params: dict[s
     return text_key(canonical)
 
 
-class AnswerCache:
-    """Answers of one model keyed by `answer_key`; safe against crashes and concurrent writers."""
+class AnswerCache(SQLiteCache):
+    """Answers of one model keyed by `answer_key`; safe against crashes and concurrent writers, readable (not
+    writable) in a read-only folder, every failure a `DataFileError` naming the file (`e2p_lib.sqlite_store`)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._db = connect(self.path)
-        with write_transaction(self._db) as db:
-            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            db.execute(
+        super().__init__(
+            path,
+            [
                 "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL, "
                 "model TEXT NOT NULL, settings TEXT NOT NULL, prompt TEXT NOT NULL, params TEXT NOT NULL, "
                 "created_at REAL NOT NULL)"
-            )
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        version = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-        if int(version) != SCHEMA_VERSION:
+            ],
+            {"schema_version": str(SCHEMA_VERSION)},
+            rebuild="Delete it and run again: the answers it held are generated again as they are asked for "
+            "(notebooks 02_pinecone, 04_rl and 05_eval ask for most of them).",
+        )
+        version = self.meta().get("schema_version")
+        if version is None or int(version) != SCHEMA_VERSION:
             self.close()
             raise ValueError(
                 f"{self.path} has answer-cache schema {version}, this code reads {SCHEMA_VERSION}: "
@@ -99,16 +102,16 @@ class AnswerCache:
             )
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        return self.read("SELECT COUNT(*) FROM answers")[0][0]
 
     def get(self, keys: Sequence[str]) -> dict[str, str]:
         """The cached answers among `keys`, as {key: answer} (absent keys are simply missing)."""
-        return dict(select_in(self._db, "SELECT key, answer FROM answers WHERE key IN ({})", keys))
+        return dict(self.read_in("SELECT key, answer FROM answers WHERE key IN ({})", keys))
 
     def put(self, rows: Sequence[tuple[str, str, str, dict, str, dict]]) -> None:
         """Store (key, answer, model, settings, prompt, params) rows in one transaction; a key keeps its first."""
         now = time.time()
-        with write_transaction(self._db) as db:
+        with self.write(f"store {len(rows)} new answer(s)") as db:
             db.executemany(
                 "INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -127,16 +130,8 @@ class AnswerCache:
 
     def frame(self) -> pd.DataFrame:
         """Every cached answer: key, answer, model, settings, prompt, params (JSON text), created_at (epoch s)."""
-        return pd.read_sql_query("SELECT * FROM answers ORDER BY created_at, key", self._db)
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> AnswerCache:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        with self.named_errors("read it"):
+            return pd.read_sql_query("SELECT * FROM answers ORDER BY created_at, key", self._db)
 
 
 class CachedLM(ChatLM):
@@ -171,6 +166,8 @@ class CachedLM(ChatLM):
             yield hits, [cached[keys[position]] for position in hits]
         # 2. the rest, each distinct key once, committed batch by batch as the LM finishes it
         todo = [key for key in positions_of if key not in cached]
+        if todo:  # refused before the LM works on answers that could not be kept
+            self.cache.check_writable(f"store {len(todo)} new answer(s)")
         first = [positions_of[key][0] for key in todo]
         generated = 0
         try:
