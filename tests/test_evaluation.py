@@ -289,3 +289,19 @@ def test_win_rate_plot_has_two_bars_per_method(cosines):
     )
     (ax,) = evp.plot_win_rates(ev.summarise(cosines, retrieval=None, n_resamples=100)).axes
     assert len(ax.patches) == len(cosines)
+
+
+def test_the_budget_curve_reports_the_copied_share_and_refuses_overspending():
+    from e2p_lib.evaluate.baselines import budget_curve
+
+    curve = budget_curve(
+        {
+            "with shares": lambda b: (np.full(3, 0.5), [b] * 3, np.array([0.0, 0.3, 0.3])),
+            "without": lambda b: (np.full(3, 0.4), [1] * 3),
+        },
+        [1, 2],
+    )
+    assert curve.set_index("method").loc["with shares", "copied_share"].tolist() == [0.2, 0.2]
+    assert curve.set_index("method").loc["without", "copied_share"].isna().all()
+    with pytest.raises(RuntimeError, match="spent 3 environment calls at budget 2"):
+        budget_curve({"greedy": lambda b: (np.ones(2), [3, 1])}, [2])

@@ -69,17 +69,19 @@ def best_answered(
 def budget_curve(
     methods: dict[str, Callable[[int], tuple[np.ndarray, Sequence[int]]]], budgets: Sequence[int]
 ) -> pd.DataFrame:
-    """Run each method at each budget: `method(budget) -> (real cosines per target, calls per target)`.
+    """Run each method at each budget: `method(budget) -> (real cosines per target, calls per target)`, or with the
+    prompts' copied shares as a third item.
 
-    Returns one row per (method, budget): mean cosine, its 95% bootstrap interval, and the largest and mean number
-    of calls actually spent per target (never above the budget: checked here).
+    Returns one row per (method, budget): mean cosine, its 95% bootstrap interval, the largest and mean number of
+    calls actually spent per target (never above the budget: checked here), and the mean copied share (NaN where a
+    method gives none).
     """
     from e2p_lib.evaluate.metrics import mean_ci
 
     rows = []
     for name, run in methods.items():
         for budget in tqdm(budgets, desc=f"budget curve: {name}", unit="budget"):
-            cosines, calls = run(int(budget))
+            cosines, calls, *shares = run(int(budget))
             if max(calls) > budget:
                 raise RuntimeError(f"{name} spent {max(calls)} environment calls at budget {budget}.")
             low, high = mean_ci(np.asarray(cosines))
@@ -92,6 +94,7 @@ def budget_curve(
                     "ci95_high": high,
                     "max_calls": int(max(calls)),
                     "mean_calls": float(np.mean(calls)),
+                    "copied_share": float(np.mean(shares[0])) if shares else float("nan"),
                 }
             )
     return pd.DataFrame(rows)
