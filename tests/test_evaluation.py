@@ -301,7 +301,7 @@ def test_the_budget_curve_reports_the_copied_share_and_refuses_overspending():
         },
         [1, 2],
     )
-    assert curve.set_index("method").loc["with shares", "copied_share"].tolist() == [0.2, 0.2]
+    assert curve.set_index("method").loc["with shares", "copied_share"].tolist() == pytest.approx([0.2, 0.2])
     assert curve.set_index("method").loc["without", "copied_share"].isna().all()
     with pytest.raises(RuntimeError, match="spent 3 environment calls at budget 2"):
         budget_curve({"greedy": lambda b: (np.ones(2), [3, 1])}, [2])
