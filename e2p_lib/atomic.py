@@ -1,8 +1,9 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of either.
 
 Bytes go to a temporary file in the same folder (so the rename cannot cross filesystems), are flushed and fsync'd,
-then `os.replace`d over the target; any failure removes the temporary file. Callers that also need the rename to
-survive a power cut fsync the folder afterwards with `fsync_dir` (the vector stores do).
+then `os.replace`d over the target; any failure removes the temporary file, and a full disk or a read-only folder
+is raised as a `DataFileError` naming the target. Callers that also need the rename to survive a power cut fsync
+the folder afterwards with `fsync_dir` (the vector stores do).
 """
 
 from __future__ import annotations
@@ -15,21 +16,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from e2p_lib.errors import naming_os_errors
+
 
 @contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary handle whose contents replace `path` when the block ends without an exception."""
     path = Path(path)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with naming_os_errors(path, "write it"):
+        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
 
 
 def sweep_staging(path: str | os.PathLike) -> None:
@@ -68,10 +72,12 @@ def publish_folder(target: Path, write, is_complete, what: str) -> bool:
     process published `target` first (the rename fails on a non-empty folder), its complete copy is kept and False
     is returned; True when this call published it. `what` names the writer in the error for an incomplete folder.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part"))
+    with naming_os_errors(target, "write it"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part"))
     try:
-        write(staging)
+        with naming_os_errors(target, "write it"):
+            write(staging)
         if not is_complete(staging):
             raise RuntimeError(
                 f"{what} wrote {sorted(p.name for p in staging.iterdir())}, not a complete "

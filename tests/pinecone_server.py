@@ -4,7 +4,8 @@ No Pinecone emulator runs here, and tests must never reach the internet, so this
 API e2p uses, as the SDK (v10, API version 2026-07) sends and parses it:
 
 - control plane: `GET /indexes`, `POST /indexes` (a schema with one `dense_vector` field and a managed
-  deployment), `GET /indexes/{name}`, `DELETE /indexes/{name}`;
+  deployment, optional tags), `GET /indexes/{name}`, `PATCH /indexes/{name}` (tags only, merged; "" deletes one),
+  `DELETE /indexes/{name}`;
 - data plane, one listener (own port, as each Pinecone index has its own host) per index: `POST /vectors/upsert`,
   `POST /query`, `GET /vectors/fetch`, `POST /vectors/delete`, `POST /describe_index_stats`.
 
@@ -84,6 +85,7 @@ class _Index:
     region: str
     describes_until_ready: int
     listener: ThreadingHTTPServer | None = None
+    tags: dict[str, str] = field(default_factory=dict)
     namespaces: dict[str, dict[str, tuple[np.ndarray, dict[str, Any]]]] = field(default_factory=dict)
 
     @property
@@ -102,7 +104,7 @@ class _Index:
             },
             "deployment": {"deployment_type": "managed", "cloud": self.cloud, "region": self.region},
             "deletion_protection": "disabled",
-            "tags": None,
+            "tags": dict(self.tags) or None,  # Pinecone answers null, not {}, for an index without tags
         }
 
 
@@ -211,7 +213,7 @@ class PineconeServer:
                 with server._lock:
                     server.requests.append(LoggedRequest(self.command, urlsplit(self.path).path, status, vectors))
 
-            do_GET = do_POST = do_DELETE = _handle
+            do_GET = do_POST = do_PATCH = do_DELETE = _handle
 
         listener = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         listener.daemon_threads = True
@@ -279,6 +281,13 @@ class PineconeServer:
             if method == "GET":
                 index.describes_until_ready -= 1
                 return 200, index.model()
+            if method == "PATCH":
+                request = self._json(body)
+                if set(request) != {"tags"}:
+                    raise ApiFailure(400, "This test server configures tags only")
+                index.tags.update(self._tags(request["tags"]))
+                index.tags = {k: v for k, v in index.tags.items() if v}
+                return 200, index.model()
             if method == "DELETE":
                 del self._indexes[name]
                 index.listener.shutdown()
@@ -310,9 +319,22 @@ class PineconeServer:
             deployment.get("region", "us-east-1"),
             self.describes_until_ready,
         )
+        index.tags = {k: v for k, v in self._tags(request.get("tags") or {}).items() if v}
         index.listener = self._listen(index_name=name)
         self._indexes[name] = index
         return index
+
+    @staticmethod
+    def _tags(tags: Any) -> dict[str, str]:
+        """Pinecone's tag rules: keys of 1-80 letters, digits, '_' or '-'; values of at most 120 printable ASCII."""
+        if not isinstance(tags, dict):
+            raise ApiFailure(400, "tags must be an object")
+        for key, value in tags.items():
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,80}", key):
+                raise ApiFailure(400, f"Invalid tag key {key!r}")
+            if not isinstance(value, str) or len(value) > 120 or not (value.isascii() and value.isprintable()):
+                raise ApiFailure(400, f"Invalid value for tag {key!r}")
+        return dict(tags)
 
     # --- data plane ---
 

@@ -1,26 +1,65 @@
 """What a user sees when a data file cannot be used, and input that must not be silently dropped (issue 41).
 
-Each test reproduces one fault as a user meets it (a misspelled notebook parameter, garbage over a SQLite
-cache, a damaged vector in the embedding cache); the answer is a refusal that names the file or value and what to
-do, and nothing written before is lost.
+Each test reproduces one fault as a user meets it: a misspelled notebook parameter, garbage over a SQLite cache, a
+damaged vector in the embedding cache, a read-only copy of a finished data folder, a full disk, a broken
+`store.json`, a namespace too long for the file system. The answer is a refusal (or a repair) that names the file
+or value and what to do, and nothing written before is lost. A store's embedder check is in test_vectorstore.py.
+
+Root ignores file modes, so a read-only folder is a read-only bind mount and a full disk a small tmpfs, each set up
+in a private mount namespace (`unshare`) around a child process; where that cannot be set up, the test fails.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shlex
 import sqlite3
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
+import orjson
+import pandas as pd
 import pytest
-from fakes import HashEmbedder
+from fakes import EchoLM, HashEmbedder
 
-from e2p_lib.embed.cache import EmbeddingCache, embed_texts, embedding_cache_path, text_key
+from e2p_lib.embed.cache import EmbeddingCache, embed_dataset, embed_texts, embedding_cache_path, text_key
 from e2p_lib.errors import DataFileError
-from e2p_lib.lm.cache import AnswerCache
+from e2p_lib.lm.cache import AnswerCache, CachedLM
 from e2p_lib.run_notebooks import run_notebooks
+from e2p_lib.store import LocalVectorStore
 
+REPO = Path(__file__).resolve().parent.parent
 DIMENSIONS = 16  # the plumbing does not need MiniLM's 384
+
+
+def in_mount_namespace(setup: str, script: str, *args: str) -> dict:
+    """Run the Python `script` in a child process inside a private mount namespace, after the shell commands
+    `setup` (the mounts); returns the JSON object the script prints last. Fails with the child's stderr."""
+    unshare = ["unshare", "--mount"] if os.geteuid() == 0 else ["unshare", "--user", "--map-root-user", "--mount"]
+    command = [*unshare, "sh", "-ec", f'{setup}\nexec "$@"', "sh", sys.executable, "-c", script, *args]
+    path = os.pathsep.join([str(REPO), str(REPO / "tests")])
+    child = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": path})
+    assert child.returncode == 0, f"the child failed (exit {child.returncode}):\n{child.stderr[-4000:]}"
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def read_only_mount(folder: Path) -> str:
+    """Shell commands that bind-mount `folder` read-only over itself, and check that it cannot be written."""
+    quoted = shlex.quote(str(folder))
+    return (
+        f"mount --bind -o ro {quoted} {quoted}\n"
+        f"if touch {quoted}/.write-probe 2>/dev/null; then echo 'the read-only mount can be written' >&2; exit 97; fi"
+    )
+
+
+def tmpfs_mount(folder: Path, size: str) -> str:
+    """Shell commands that mount a tmpfs of `size` (e.g. "1m") at `folder`: a small disk that fills up."""
+    return f"mount -t tmpfs -o size={size} e2p-test-disk {shlex.quote(str(folder))}"
 
 
 # --- 3. a misspelled notebook parameter --------------------------------------------------------------------------
@@ -88,3 +127,163 @@ def test_a_damaged_cached_vector_is_logged_and_embedded_again_never_returned(tmp
     assert str(path) in caplog.text and text_key(texts[1])[:12] in caplog.text and words in caplog.text
     embed_texts(texts, embedder, tmp_path, show_progress=False)
     assert embedder.texts == 4  # and stored: the repaired row is read from now on
+
+
+# --- 6. a read-only copy of a finished data folder ---------------------------------------------------------------
+
+READ_ONLY_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    import numpy as np
+    from fakes import EchoLM, HashEmbedder
+    from e2p_lib.embed.cache import embed_texts, load_embedded_dataset
+    from e2p_lib.errors import DataFileError
+    from e2p_lib.lm.cache import CachedLM
+    from e2p_lib.store import make_vector_store
+
+    data = Path(sys.argv[1])
+    seen = {}
+
+    def refusal(write):
+        try:
+            write()
+        except DataFileError as error:
+            return str(error)
+        return None
+
+    store = make_vector_store("local", name="alpaca", root=data / "vectorstores", embedder="test/hash")
+    queries = np.eye(16, dtype=np.float32)[:2]
+    seen["count"] = store.count()
+    seen["query"] = [[m.id for m in row] for row in store.query(queries, top_k=3)]
+    seen["fetch"] = store.fetch(["row-7"])["row-7"].vector.tolist()
+    seen["store_write"] = refusal(lambda: store.upsert(["new"], queries[:1]))
+
+    embedder = HashEmbedder()
+    seen["cached_vectors"] = embed_texts(["alpha", "beta"], embedder, data / "embeddings").tolist()
+    dataset = load_embedded_dataset(model="test/hash", dimensions=16, cache_dir=data / "embeddings")
+    seen["dataset"] = [dataset.ids, dataset.vectors.tolist()]
+    seen["embedding_write"] = refusal(lambda: embed_texts(["never seen"], embedder, data / "embeddings"))
+    seen["texts_embedded"] = embedder.texts
+
+    environment = EchoLM()
+    lm = CachedLM(environment, data / "answers")
+    seen["cached_answers"] = lm.generate(["Name a colour."])
+    seen["answer_write"] = refusal(lambda: lm.generate(["A prompt never asked."]))
+    seen["prompts_generated"] = environment.prompts
+    print(json.dumps(seen))
+""")
+
+
+def test_a_read_only_data_folder_answers_from_its_stores_and_caches_and_refuses_writes(tmp_path):
+    data = tmp_path / "data"
+    vectors = np.random.default_rng(0).standard_normal((20, DIMENSIONS)).astype(np.float32)
+    store = LocalVectorStore("alpaca", DIMENSIONS, root=data / "vectorstores", embedder="test/hash")
+    store.upsert([f"row-{i}" for i in range(20)], vectors)
+    queries = np.eye(DIMENSIONS, dtype=np.float32)[:2]
+    expected_query = [[m.id for m in row] for row in store.query(queries, top_k=3)]
+    rows = pd.DataFrame({"id": ["a-0", "a-1"], "prompt": ["p0", "p1"], "output": ["alpha", "beta"], "tokens": 1})
+    dataset = embed_dataset(
+        rows.assign(type="alpaca"), HashEmbedder(DIMENSIONS), data / "embeddings", show_progress=False
+    )
+    cached = dataset.vectors
+    lm = CachedLM(EchoLM(), data / "answers")
+    lm.generate(["Name a colour."])
+    lm.cache.close()
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+
+    seen = in_mount_namespace(read_only_mount(data), READ_ONLY_SCRIPT, str(data))
+
+    assert seen["count"] == 20 and seen["query"] == expected_query
+    assert seen["fetch"] == vectors[7].tolist()
+    assert seen["cached_vectors"] == cached.tolist() and seen["dataset"] == [["a-0", "a-1"], cached.tolist()]
+    assert seen["cached_answers"] == ["Answer to: Name a colour."]
+    for write, place in (
+        ("store_write", "vectorstores/alpaca/ns-"),
+        ("embedding_write", "embeddings/test_hash-16d.sqlite"),
+        ("answer_write", "answers/test_echo.sqlite"),
+    ):
+        assert seen[write] is not None and str(data / place) in seen[write], (write, seen[write])
+        assert "read-only" in seen[write] and "E2P_DATA_DIR" in seen[write], seen[write]
+    assert seen["texts_embedded"] == 0 and seen["prompts_generated"] == 0  # refused before any work
+    assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before  # nothing written, nothing lost
+
+
+# --- 8. a full disk ----------------------------------------------------------------------------------------------
+
+FULL_DISK_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    import numpy as np
+    from fakes import HashEmbedder
+    from e2p_lib.embed.cache import embed_texts
+    from e2p_lib.errors import DataFileError
+    from e2p_lib.store import LocalVectorStore
+
+    disk = Path(sys.argv[1])
+    seen = {}
+    rng = np.random.default_rng(0)
+    store = LocalVectorStore("alpaca", 256, root=disk / "vectorstores")
+    first = rng.standard_normal((50, 256)).astype(np.float32)
+    store.upsert([f"row-{i}" for i in range(50)], first)
+    try:
+        store.upsert([f"big-{i}" for i in range(3000)], rng.standard_normal((3000, 256)).astype(np.float32))
+    except DataFileError as error:
+        seen["store_error"] = str(error)
+    reopened = LocalVectorStore("alpaca", root=disk / "vectorstores")
+    seen["store_count"] = reopened.count()
+    records = reopened.fetch([f"row-{i}" for i in range(50)])
+    seen["store_kept"] = bool(all((records[f"row-{i}"].vector == first[i]).all() for i in range(50)))
+
+    embedder = HashEmbedder(256)
+    kept = embed_texts([f"text {i}" for i in range(50)], embedder, disk / "embeddings", show_progress=False)
+    try:
+        embed_texts([f"more text {i}" for i in range(3000)], embedder, disk / "embeddings", show_progress=False)
+    except DataFileError as error:
+        seen["cache_error"] = str(error)
+    texts = [f"text {i}" for i in range(50)]
+    seen["cache_kept"] = bool((embed_texts(texts, HashEmbedder(256), disk / "embeddings") == kept).all())
+    print(json.dumps(seen))
+""")
+
+
+def test_a_full_disk_names_the_file_being_written_and_keeps_what_was_committed(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    seen = in_mount_namespace(tmpfs_mount(disk, "1m"), FULL_DISK_SCRIPT, str(disk))
+    assert str(disk / "vectorstores" / "alpaca" / "ns-") in seen.get("store_error", ""), seen
+    assert str(disk / "embeddings" / "test_hash-256d.sqlite") in seen.get("cache_error", ""), seen
+    for message in (seen["store_error"], seen["cache_error"]):
+        assert "the disk is full" in message and "Free space" in message, message
+    assert seen["store_count"] == 50 and seen["store_kept"] and seen["cache_kept"]
+
+
+# --- 8. a broken store.json, a namespace too long for the file system ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dimensions", [None, "16", -16, 0, 16.0, True], ids=["missing", "string", "negative", "zero", "float", "bool"]
+)
+def test_a_store_json_without_a_positive_integer_dimension_is_named(tmp_path, dimensions):
+    LocalVectorStore("x", DIMENSIONS, root=tmp_path)
+    info_path = tmp_path / "x" / "store.json"
+    info = orjson.loads(info_path.read_bytes())
+    info.pop("dimensions") if dimensions is None else info.update(dimensions=dimensions)
+    info_path.write_bytes(orjson.dumps(info))
+    with pytest.raises(DataFileError, match="'dimensions' is .*not a positive integer") as error:
+        LocalVectorStore("x", root=tmp_path)
+    assert error.value.path == info_path and "delete" in error.value.fix
+
+
+def test_a_namespace_too_long_for_the_file_system_is_refused_when_named(tmp_path):
+    store = LocalVectorStore("x", DIMENSIONS, root=tmp_path)
+    long_namespace = "answers-" + "é" * 100  # "%C3%A9" once quoted: a 611-byte name, over ext4's and tmpfs' 255
+    verbs = (
+        lambda: store.count(namespace=long_namespace),
+        lambda: store.query(np.ones(DIMENSIONS), namespace=long_namespace),
+        lambda: store.upsert(["a"], np.ones((1, DIMENSIONS)), namespace=long_namespace),
+    )
+    for verb in verbs:
+        with pytest.raises(ValueError, match=r"Namespace 'answers-é.*over the 255-byte limit.*shorter namespace"):
+            verb()
+    store.upsert(["a"], np.ones((1, DIMENSIONS)), namespace="answers-" + "e" * 200)  # long, within the limit
+    assert store.count(namespace="answers-" + "e" * 200) == 1

@@ -8,6 +8,7 @@ Tiny sizes throughout (8 dimensions, 40 records) keep the file at a few seconds 
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import subprocess
 import sys
@@ -307,6 +308,43 @@ def test_local_store_refuses_another_dimension_or_a_bad_name(tmp_path):
         LocalVectorStore("../escape", 8, root=tmp_path)
     with pytest.raises(ValueError, match="Unknown vector store backend"):
         make_vector_store("chroma")
+
+
+MINILM, OPENAI = "local/all-MiniLM-L6-v2", "openai/text-embedding-3-small"  # two spaces; at 8-d here, same size
+
+
+@pytest.fixture(params=["local", pytest.param("pinecone", marks=pytest.mark.pinecone)])
+def open_store(request, tmp_path):
+    """A function (embedder=...) -> a new handle on one store of the backend, made by the first call."""
+    if request.param == "pinecone":
+        server = request.getfixturevalue("pinecone_server")
+        return lambda **kwargs: pinecone_store(server, tmp_path, name="spaces", **kwargs)
+    return lambda **kwargs: make_vector_store("local", name="spaces", dimensions=DIMENSIONS, root=tmp_path, **kwargs)
+
+
+def test_a_store_records_its_embedder_and_refuses_another(open_store):
+    ids, vectors, metadata = seed_records()
+    open_store(embedder=MINILM).upsert(ids, vectors, metadata, show_progress=False)
+    assert open_store().embedder == MINILM  # recorded: a handle that names no embedder reads it back
+    with pytest.raises(ValueError, match=f"holds vectors of the embedder '{MINILM}', not '{OPENAI}'"):
+        open_store(embedder=OPENAI)  # so neither its upserts nor its queries can reach the store
+    assert open_store(embedder=MINILM).query(vectors[3], top_k=1)[0][0].id == ids[3]
+    with pytest.raises(TypeError, match="an embedder's name"):
+        open_store(embedder=object())
+
+
+def test_a_store_made_before_embedders_were_recorded_stays_readable_and_records_its_first_writer(open_store, caplog):
+    ids, vectors, metadata = seed_records()
+    open_store().upsert(ids, vectors, metadata, show_progress=False)  # as every store was made before
+    with caplog.at_level(logging.WARNING, logger="e2p_lib.store"):
+        first, second = open_store(embedder=MINILM), open_store(embedder=OPENAI)
+    assert "made before e2p recorded embedders" in caplog.text
+    assert first.query(vectors[3], top_k=1)[0][0].id == ids[3] and second.count() == N_RECORDS  # accepted
+    assert open_store().embedder is None  # opening and reading recorded nothing
+    first.upsert(["new"], vectors[:1], show_progress=False)
+    assert open_store().embedder == MINILM
+    with pytest.raises(ValueError, match=f"holds vectors of the embedder '{MINILM}', not '{OPENAI}'"):
+        second.upsert(["other"], vectors[:1], show_progress=False)  # opened before the record: refused on write
 
 
 def test_a_process_killed_mid_write_leaves_the_last_commit_intact(tmp_path):

@@ -6,7 +6,7 @@ then hands off to the backend, so both refuse the same bad input with the same m
 - `LocalVectorStore` (the default): an embedded store in a folder under `data/vectorstores/`; works offline.
 - `PineconeVectorStore` (`e2p_lib.store.pinecone`): a Pinecone serverless index, for stores that outgrow a machine.
 
-    >>> store = make_vector_store("local", name="alpaca-minilm", dimensions=384)
+    >>> store = make_vector_store("local", name="alpaca-minilm", dimensions=384, embedder=ds.model)
     >>> store.upsert(ds.ids, ds.vectors, ds.frame.to_dict("records"))      # batched, with a progress bar
     >>> store.query(ds.vectors[:2], top_k=5, filter={"type": "alpaca"}, exclude_ids=ds.ids[:2])
     [[Match(id='alpaca-17', score=0.83, metadata={...}), ...], [...]]      # one list per query vector
@@ -24,6 +24,11 @@ The verbs
   $lte $in $nin $exists`, combined with `$and` / `$or`; both backends evaluate it the same way.
 - `fetch(ids)` -> {id: Record(id, vector, metadata)} for the ids that exist; `delete(ids)`; `count()`;
   `namespaces()`. Every verb takes `namespace=`: separate sets of records in one store (e.g. one per embedder run).
+
+A store records the embedder that filled it (`embedder=` when it is made; `store.embedder` reads it back), and a
+handle opened with another embedder's name is refused, so 384-d vectors of two models never share a store. A local
+store in a read-only folder (a shared copy of a finished run) answers count, query and fetch; a write there raises
+`DataFileError` (`e2p_lib.errors`) naming the folder, as a full disk or a damaged file does.
 
 Record metadata follows the seed: `{"id": "alpaca-{i}", "output": ..., "prompt": ..., "tokens": ..., "type": "alpaca"}`.
 Pinecone stores numbers as 64-bit floats, so `tokens` may come back as 12.0 there (it still equals 12).
@@ -71,16 +76,23 @@ BACKENDS = ("local", "pinecone")
 
 
 def make_vector_store(
-    backend: str = "local", name: str | None = None, dimensions: int | None = None, **kwargs: Any
+    backend: str = "local",
+    name: str | None = None,
+    dimensions: int | None = None,
+    *,
+    embedder: str | None = None,
+    **kwargs: Any,
 ) -> VectorStore:
     """Build a store by backend name: "local" (default, offline; `LocalVectorStore`) or "pinecone".
 
     `name` is the local store's folder or the Pinecone index name (lowercase letters, digits and '-' there), so a
-    notebook switches backends by changing one parameter.
+    notebook switches backends by changing one parameter. `embedder` is the name of the embedder whose vectors
+    go in and come as queries (`Embedder.name`, `EmbeddedDataset.model`): recorded with a new store, checked
+    against an existing one (ValueError naming both); None skips the check.
     """
     named = {} if name is None else {"name" if backend == "local" else "index_name": name}
     if backend == "local":
-        return LocalVectorStore(dimensions=dimensions, **named, **kwargs)
+        return LocalVectorStore(dimensions=dimensions, embedder=embedder, **named, **kwargs)
     if backend == "pinecone":
-        return PineconeVectorStore(dimensions=dimensions, **named, **kwargs)
+        return PineconeVectorStore(dimensions=dimensions, embedder=embedder, **named, **kwargs)
     raise ValueError(f"Unknown vector store backend {backend!r}: use one of {BACKENDS}.")

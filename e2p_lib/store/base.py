@@ -116,6 +116,26 @@ def check_query_vectors(vectors: Any, dimensions: int) -> np.ndarray:
     return check_vectors(array, dimensions, what="query vectors")
 
 
+def check_embedder_name(name: Any) -> str | None:
+    """An embedder name as stores record it (`Embedder.name`, e.g. "local/all-MiniLM-L6-v2"), or None for none."""
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise TypeError(
+            f"embedder must be an embedder's name (Embedder.name, e.g. 'local/all-MiniLM-L6-v2') or None; got {name!r}."
+        )
+    return name
+
+
+def check_embedder(recorded: str | None, claimed: str | None, store: str) -> None:
+    """Raise when `store` (worded for the message) records vectors of one embedder and the caller claims another:
+    vectors of two embedders are not comparable, even at one dimension."""
+    if recorded is not None and claimed is not None and recorded != claimed:
+        raise ValueError(
+            f"{store} holds vectors of the embedder {recorded!r}, not {claimed!r}: the two are different vector "
+            f"spaces, so neither upserts nor queries can mix them. Use the embedder {recorded!r} with this store, "
+            f"or another store for {claimed!r}."
+        )
+
+
 def check_top_k(top_k: Any) -> int:
     return check_int(top_k, "top_k", maximum=MAX_TOP_K, hint=" (Pinecone's limit)")
 
@@ -211,6 +231,7 @@ class VectorStore(ABC):
     """The verbs every backend offers. Each verb checks its input here, then calls the backend's `_verb`."""
 
     dimensions: int
+    embedder: str | None = None  # name of the embedder whose vectors it holds; None where the store records none
     metric: str = METRIC
     batch_size: int = 1000  # records per write batch (a progress bar shows past one batch); backends override
 

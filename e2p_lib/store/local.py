@@ -1,18 +1,19 @@
 """LocalVectorStore: an embedded store in a folder under `data/vectorstores/`; works offline, the default.
 
 Format and why
-- `<root>/<name>/store.json` fixes the dimension. Each namespace is a folder `ns-<quoted name>/` holding append-only
-  *segments* (`000001.npy`: the (n, d) float32 vectors; `000001.json`: ids and metadata, or the ids of a delete) and a
-  `manifest.json` listing the live segments in order, each with the sha256 of its two files. A write puts new
-  segment files in place (temp file, fsync, `os.replace`), then replaces the manifest; a crash at any point leaves
-  the previous manifest and its files intact and the half-written files unreferenced (they are swept on the next
-  write). When dead rows outnumber live ones, or there are more than `MAX_SEGMENTS` segments, the namespace is
-  compacted into one segment the same way.
+- `<root>/<name>/store.json` fixes the dimension and names the embedder (`embedder=`). Each namespace is a folder
+  `ns-<quoted name>/` holding append-only *segments* (`000001.npy`: the (n, d) float32 vectors; `000001.json`: ids and
+  metadata, or the ids of a delete) and a `manifest.json` listing the live segments in order, each with the sha256 of
+  its two files. A write puts new segment files in place (temp file, fsync, `os.replace`), then replaces the manifest;
+  a crash at any point leaves the previous manifest and its files intact and the half-written files unreferenced (they
+  are swept on the next write). When dead rows outnumber live ones, or there are more than `MAX_SEGMENTS` segments,
+  the namespace is compacted into one segment the same way.
 - Damage is refused, never silently read: every file is hashed once when a namespace is loaded (not per query) and
   checked against the manifest, parsed and shape-checked, and its vectors must be finite; any failure is a
-  `StoreCorruptedError` naming the file. A namespace gets an empty manifest before its first segment is written, so
-  segment files without a manifest can only mean the manifest was lost: the store refuses to open it (a write would
-  otherwise start afresh and sweep the segments away) and `rebuild_manifest` recovers it from the segments.
+  `DataFileError` (`e2p_lib.errors`; `StoreCorruptedError` is the same class) naming the file and the fix. A namespace
+  gets an empty manifest before its first segment is written, so segment files without a manifest can only mean the
+  manifest was lost: the store refuses to open it (a write would otherwise start afresh and sweep the segments away)
+  and `rebuild_manifest` recovers it from the segments.
 - Append-only segments make an upsert cost what it writes, not the size of the store, and a long upload commits
   batch by batch. `.npy` plus JSON (orjson) needs nothing beyond numpy, so no database is used; lancedb and chromadb
   were not tried (chromadb's HNSW index would make search approximate by default).
@@ -23,6 +24,8 @@ Format and why
   and the binary search's recall@10.
 - Several processes may use one store: writes take an exclusive `fcntl` lock on the namespace and first reload
   anything another process committed; readers notice a new manifest and reload.
+- A read needs no write access, so a read-only copy of a finished store (a read-only mount, shared with colleagues)
+  answers count, query and fetch; a write there, or on a full disk, raises `DataFileError` naming the folder or file.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import io
+import logging
+import os
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -46,8 +51,20 @@ from tqdm.auto import tqdm
 from e2p_lib import config
 from e2p_lib.atomic import atomic_file, fsync_dir
 from e2p_lib.checks import check_positive_int
-from e2p_lib.store.base import DEFAULT_NAMESPACE, METRIC, Match, Record, VectorStore, shown
+from e2p_lib.errors import READ_ONLY_ERRNOS, DataFileError, naming_os_errors
+from e2p_lib.store.base import (
+    DEFAULT_NAMESPACE,
+    METRIC,
+    Match,
+    Record,
+    VectorStore,
+    check_embedder,
+    check_embedder_name,
+    shown,
+)
 from e2p_lib.store.filters import compile_filter
+
+log = logging.getLogger(__name__)
 
 # --- LocalVectorStore: files --------------------------------------------------------------------------------------
 
@@ -63,15 +80,16 @@ _SEGMENT_FILE = re.compile(r"[0-9]{6}\.(npy|json)")
 _SEGMENT_KINDS = ("upsert", "delete")
 
 
-class StoreCorruptedError(ValueError):
-    """A store file is missing, damaged or inconsistent with the manifest; the message names the file."""
+StoreCorruptedError = DataFileError  # the name this module raised before every data file shared one error type
 
 
-def _corrupted(path: Path, problem: str) -> StoreCorruptedError:
+def _corrupted(path: Path, problem: str) -> DataFileError:
     folder = path.parent
-    return StoreCorruptedError(
-        f"{path}: {problem}. The vector store folder {folder} is damaged, so it is not read: restore it from a "
-        f"backup, or delete {folder} and upsert its records again."
+    return DataFileError(
+        path,
+        problem,
+        f"The vector store folder {folder} is damaged, so it is not read: restore it from a backup, or delete "
+        f"{folder} and upsert its records again (notebooks/02_pinecone.ipynb builds the 'alpaca' store).",
     )
 
 
@@ -174,18 +192,37 @@ def _refuse_lost_manifest(folder: Path) -> None:
     """Raise if `folder` holds segment files but no manifest: it was lost, and a write would sweep them away."""
     segments = sorted(p.name for p in folder.iterdir() if _SEGMENT_FILE.fullmatch(p.name))
     if segments:
-        raise StoreCorruptedError(
-            f"{folder} holds {len(segments)} segment files ({shown(segments, 3)}) but no {_MANIFEST}, so which of "
-            "them are committed is unknown; the store refuses to open it rather than start it empty. Restore "
-            f"{_MANIFEST} from a backup, or call rebuild_manifest(namespace) on the store to rebuild it from the "
-            "segments (each is checked; a batch a crash left uncommitted is then included)."
+        raise DataFileError(
+            folder,
+            f"it holds {len(segments)} segment files ({shown(segments, 3)}) but no {_MANIFEST}, so which of them "
+            "are committed is unknown; the store refuses to open it rather than start it empty",
+            f"Restore {_MANIFEST} from a backup, or call rebuild_manifest(namespace) on the store to rebuild it "
+            "from the segments (each is checked; a batch a crash left uncommitted is then included).",
         )
 
 
 @contextmanager
 def _file_lock(path: Path, exclusive: bool) -> Iterator[None]:
-    """An fcntl lock on `path` (created if missing): shared for reading, exclusive for writing, across processes."""
-    with open(path, "a+b") as handle:
+    """An fcntl lock on `path` (created if missing): shared for reading, exclusive for writing, across processes.
+
+    A read needs no write access: in a read-only copy of a store the lock file is locked through a read-only handle,
+    or, where it does not exist, not at all (nothing can write there). A write there is refused, naming the folder.
+    """
+    if exclusive:
+        with naming_os_errors(path.parent, "write to the vector store"):
+            handle = open(path, "a+b")
+    else:
+        try:
+            handle = open(path, "a+b")
+        except OSError as err:
+            if err.errno not in READ_ONLY_ERRNOS:  # a lock file only a reader may open
+                raise
+            try:
+                handle = open(path, "rb")
+            except FileNotFoundError:
+                yield
+                return
+    with handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         try:
             yield
@@ -196,6 +233,11 @@ def _file_lock(path: Path, exclusive: bool) -> Iterator[None]:
 def _namespace_folder(namespace: str) -> str:
     # quote() maps any string (including "" and "../x") to a safe folder name, reversibly
     return "ns-" + quote(namespace, safe="")
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (bytes) the file system of `folder` takes (255 on ext4, xfs, tmpfs)."""
+    return os.pathconf(folder, "PC_NAME_MAX")
 
 
 @lru_cache(maxsize=1)
@@ -304,6 +346,10 @@ class LocalVectorStore(VectorStore):
         rerank_candidates: with search="binary", how many candidates per query are re-scored exactly (at least
             top_k). More is slower and closer to exact.
         batch_size: records per segment written by `upsert`; a crash loses at most the batch in flight.
+        embedder: name of the embedder whose vectors this handle writes and queries with (`Embedder.name`, e.g.
+            "local/all-MiniLM-L6-v2"). Recorded in `store.json` when the store is created, or by the first upsert
+            into a store made before e2p recorded it; a store that records another embedder raises ValueError.
+            None: no check (the recorded name is still in `self.embedder`).
     """
 
     def __init__(
@@ -311,6 +357,7 @@ class LocalVectorStore(VectorStore):
         name: str = "default",
         dimensions: int | None = None,
         *,
+        embedder: str | None = None,
         root: str | Path | None = None,
         search: str = "exact",
         rerank_candidates: int = 256,
@@ -329,39 +376,94 @@ class LocalVectorStore(VectorStore):
         self.search = search
         self.rerank_candidates = int(rerank_candidates)
         self.batch_size = int(batch_size)
-        self.dimensions = self._open(dimensions)
+        self._claimed = check_embedder_name(embedder)
+        info = self._open(dimensions)
+        self.dimensions = info["dimensions"]
+        self.embedder = info.get("embedder") or self._claimed
+        if self._claimed is not None and "embedder" not in info:
+            log.warning(
+                "The store at %s records no embedder (it was made before e2p recorded embedders); its vectors are "
+                "taken to be %r's, and the next upsert records that.",
+                self.path,
+                self._claimed,
+            )
+        self._name_max = _name_max(self.path)
         self._loaded: dict[str, _Namespace] = {}
         self._lock = threading.RLock()  # one verb at a time per process; fcntl locks order the processes
+        self._recorded_claim = self._claimed is None or "embedder" in info
 
     def __repr__(self) -> str:
-        return f"LocalVectorStore({self.name!r}, dimensions={self.dimensions}, search={self.search!r})"
+        return (
+            f"LocalVectorStore({self.name!r}, dimensions={self.dimensions}, embedder={self.embedder!r}, "
+            f"search={self.search!r})"
+        )
 
-    def _open(self, dimensions: int | None) -> int:
-        """Create `store.json` on first use, else check `dimensions` against it; returns the store's dimension."""
+    def _open(self, dimensions: int | None) -> dict[str, Any]:
+        """Create `store.json` on first use, else check `dimensions` and the embedder against it; returns its info."""
         if dimensions is not None:
             check_positive_int(dimensions, "dimensions")
-        self.path.mkdir(parents=True, exist_ok=True)
         info_path = self.path / "store.json"
-        with _file_lock(self.path / _LOCK, exclusive=True):
-            if not info_path.exists():
-                if dimensions is None:
-                    raise ValueError(f"No store at {self.path} yet: pass dimensions= to create one.")
-                _write_json(info_path, {"format": STORE_FORMAT, "dimensions": int(dimensions), "metric": METRIC})
-                fsync_dir(self.path)
-            info = _read_json(info_path)
-        if not isinstance(info, dict) or info.get("format") != STORE_FORMAT:
-            raise ValueError(f"{info_path} is not an e2p vector store of format {STORE_FORMAT}: {info!r}.")
+        if not info_path.exists():
+            if dimensions is None:
+                raise ValueError(f"No store at {self.path} yet: pass dimensions= to create one.")
+            with naming_os_errors(self.path, "create the vector store"):
+                self.path.mkdir(parents=True, exist_ok=True)
+            with _file_lock(self.path / _LOCK, exclusive=True):
+                if not info_path.exists():
+                    embedder = {} if self._claimed is None else {"embedder": self._claimed}
+                    info = {"format": STORE_FORMAT, "dimensions": int(dimensions), "metric": METRIC, **embedder}
+                    _write_json(info_path, info)
+                    fsync_dir(self.path)
+        info = self._read_info()
         if dimensions is not None and int(dimensions) != info["dimensions"]:
             raise ValueError(
                 f"The store at {self.path} holds {info['dimensions']}-dimensional vectors, not {dimensions}. Use "
                 "another name for vectors from another embedder, or delete that folder to start over."
             )
-        return int(info["dimensions"])
+        check_embedder(info.get("embedder"), self._claimed, f"The store at {self.path}")
+        return info
+
+    def _read_info(self) -> dict[str, Any]:
+        """`store.json`, checked: this format, a positive integer dimension, an embedder name if any."""
+        info_path = self.path / "store.json"
+        info = _read_json(info_path)
+        if not isinstance(info, dict) or info.get("format") != STORE_FORMAT:
+            raise _corrupted(info_path, f"not an e2p vector store of format {STORE_FORMAT} ({shown([info], 1)})")
+        dimensions = info.get("dimensions")
+        if type(dimensions) is not int or dimensions < 1:
+            raise _corrupted(info_path, f"'dimensions' is {dimensions!r}, not a positive integer")
+        if not isinstance(info.get("embedder", ""), str):
+            raise _corrupted(info_path, f"'embedder' is {info['embedder']!r}, not a name")
+        return info
+
+    def _record_embedder(self) -> None:
+        """Write the claimed embedder into `store.json` if the store records none yet (a store made before e2p
+        recorded it); raise if another process recorded another one since this handle opened."""
+        if self._claimed is None or self._recorded_claim:
+            return
+        info_path = self.path / "store.json"
+        with _file_lock(self.path / _LOCK, exclusive=True):
+            info = self._read_info()
+            check_embedder(info.get("embedder"), self._claimed, f"The store at {self.path}")
+            if "embedder" not in info:
+                _write_json(info_path, {**info, "embedder": self._claimed})
+                fsync_dir(self.path)
+        self._recorded_claim = True
 
     # --- namespace state: load, refresh, commit ---
 
     def _folder(self, namespace: str) -> Path:
-        return self.path / _namespace_folder(namespace)
+        """The namespace's folder; raises ValueError when its name is too long for the file system."""
+        name = _namespace_folder(namespace)  # ASCII: quote() escapes everything else
+        if len(name) > self._name_max:
+            shown_name = namespace if len(namespace) <= 40 else namespace[:40] + "…"
+            raise ValueError(
+                f"Namespace {shown_name!r} ({len(namespace)} characters) needs a folder name of {len(name)} bytes, "
+                f"over the {self._name_max}-byte limit of the file system under {self.path} (quoting turns each "
+                "UTF-8 byte of a character other than a letter, digit or '_.-~' into 3). Use a shorter namespace, "
+                "e.g. a hash of this one."
+            )
+        return self.path / name
 
     @staticmethod
     def _manifest_key(folder: Path) -> tuple[int, int, int] | None:
@@ -471,7 +573,8 @@ class LocalVectorStore(VectorStore):
     def _writing(self, namespace: str) -> Iterator[tuple[Path, _Namespace]]:
         """Exclusive access to a namespace, brought up to date with what other processes committed."""
         folder = self._folder(namespace)
-        folder.mkdir(parents=True, exist_ok=True)
+        with naming_os_errors(folder, "write to the vector store"):
+            folder.mkdir(parents=True, exist_ok=True)
         with _file_lock(folder / _LOCK, exclusive=True):
             if not (folder / _MANIFEST).exists():
                 # A new namespace: an empty manifest comes first, so segment files without one mean a lost manifest.
@@ -521,6 +624,7 @@ class LocalVectorStore(VectorStore):
         self, namespace: str, ids: list[str], vectors: np.ndarray, metadata: list[dict[str, Any]], bar: tqdm
     ) -> None:
         with self._lock:
+            self._record_embedder()
             for start in range(0, len(ids), self.batch_size):
                 stop = start + self.batch_size
                 with self._writing(namespace) as (folder, state):

@@ -9,7 +9,8 @@ For stores that outgrow one machine. Same verbs, same checks and same filter lan
     >>> store.query(ds.vectors[0], top_k=10, filter={"tokens": {"$lt": 200}})
 
 Index: created when missing (cosine metric, serverless) and waited for until ready; an existing index must have
-the same dimension and metric, or the constructor raises naming both.
+the same dimension and metric, or the constructor raises naming both. The embedder's name (`embedder=`) is kept in
+the index's `e2p_embedder` tag and checked the same way.
 
 Upload, within Pinecone's limits:
 - at most 1,000 records and 2 MB (of encoded JSON) per upsert request; requests are packed by their encoded size,
@@ -49,7 +50,17 @@ from tqdm.auto import tqdm
 
 from e2p_lib import config
 from e2p_lib.atomic import atomic_file, fsync_dir
-from e2p_lib.store.base import MAX_TOP_K, METRIC, Match, Record, VectorStore, shown
+from e2p_lib.errors import naming_os_errors
+from e2p_lib.store.base import (
+    MAX_TOP_K,
+    METRIC,
+    Match,
+    Record,
+    VectorStore,
+    check_embedder,
+    check_embedder_name,
+    shown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +75,8 @@ REQUEST_BYTES_BUDGET = MAX_REQUEST_BYTES - 64 * 1024
 FETCH_IDS_PER_REQUEST = 100  # fetch sends ids in the URL of a GET: 100 x 512 characters stays under URL limits
 DELETE_IDS_PER_REQUEST = 1_000
 DENSE_FIELD = "_values"  # the schema field name the vectors API reads dense values from (SDK 10's legacy schema)
+EMBEDDER_TAG = "e2p_embedder"  # the index tag that records the embedder's name
+MAX_TAG_VALUE_CHARACTERS = 120  # Pinecone's limit on a tag value (printable ASCII)
 
 
 # --- metadata within 40 KB ----------------------------------------------------------------------------------------
@@ -165,7 +178,7 @@ class UploadJournal:
 
     def record(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Append (id, digest) pairs Pinecone has acknowledged."""
-        with self._lock:
+        with self._lock, naming_os_errors(self.path, "record the upload in its journal"):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "ab") as handle:
                 handle.write(b"".join(orjson.dumps([d, i]) + b"\n" for i, d in pairs))
@@ -228,6 +241,9 @@ class PineconeVectorStore(VectorStore):
         max_concurrent_requests: upsert/query requests in flight at once.
         journal_dir: where upload journals live; default `config.data_dir() / "pinecone_uploads"`.
         batch_size: records per progress step; requests are packed to Pinecone's limits regardless.
+        embedder: name of the embedder whose vectors this handle writes and queries with (`Embedder.name`). Kept
+            in the index's `e2p_embedder` tag when the index is created, or by the first upsert into an index
+            without one; an index tagged with another embedder raises ValueError. None: no check.
     """
 
     def __init__(
@@ -244,6 +260,7 @@ class PineconeVectorStore(VectorStore):
         max_concurrent_requests: int = 4,
         journal_dir: str | Path | None = None,
         batch_size: int = 1000,
+        embedder: str | None = None,
     ):
         from pinecone import Pinecone
 
@@ -260,13 +277,29 @@ class PineconeVectorStore(VectorStore):
         self.batch_size = int(batch_size)
         self.journal_dir = Path(journal_dir if journal_dir is not None else config.data_dir() / "pinecone_uploads")
         self._journals: dict[str, UploadJournal] = {}
+        self._claimed = check_embedder_name(embedder)
         self._client = Pinecone(api_key=api_key, host=controller_host)
         description = self._ensure_index(dimensions, cloud, region, ready_timeout_seconds, ready_poll_seconds)
+        recorded = (description.tags or {}).get(EMBEDDER_TAG)
+        check_embedder(recorded, self._claimed, f"Pinecone index {self.index_name!r}")
+        self.embedder = recorded or self._claimed
+        self._recorded_claim = self._claimed is None or recorded is not None
+        if not self._recorded_claim:
+            log.warning(
+                "Pinecone index %r has no %s tag (it was made before e2p recorded embedders); its vectors are "
+                "taken to be %r's, and the next upsert tags it so.",
+                self.index_name,
+                EMBEDDER_TAG,
+                self._claimed,
+            )
         self.host = index_host or description.host
         self._index = self._client.index(host=self.host)
 
     def __repr__(self) -> str:
-        return f"PineconeVectorStore({self.index_name!r}, dimensions={self.dimensions}, host={self.host!r})"
+        return (
+            f"PineconeVectorStore({self.index_name!r}, dimensions={self.dimensions}, embedder={self.embedder!r}, "
+            f"host={self.host!r})"
+        )
 
     # --- the index: create or check, then wait until ready ---
 
@@ -288,6 +321,7 @@ class PineconeVectorStore(VectorStore):
                         }
                     },
                     deployment={"deployment_type": "managed", "cloud": cloud, "region": region},
+                    tags=self._embedder_tag(),
                     timeout=-1,  # we poll ourselves, at ready_poll_seconds, with a deadline
                 )
                 log.info(
@@ -335,6 +369,35 @@ class PineconeVectorStore(VectorStore):
             )
         return int(field.dimension)
 
+    # --- the embedder: a tag on the index ---
+
+    def _embedder_tag(self) -> dict[str, str] | None:
+        """{EMBEDDER_TAG: name} for the claimed embedder, or None when there is none or it cannot be a tag value."""
+        name = self._claimed
+        if name is None:
+            return None
+        if len(name) > MAX_TAG_VALUE_CHARACTERS or not (name.isascii() and name.isprintable()):
+            log.warning(
+                "The embedder name %r is not a Pinecone tag value (printable ASCII, at most %d characters), so "
+                "index %r cannot record it; it is checked by no later handle.",
+                name,
+                MAX_TAG_VALUE_CHARACTERS,
+                self.index_name,
+            )
+            return None
+        return {EMBEDDER_TAG: name}
+
+    def _record_embedder(self) -> None:
+        """Tag an index without an embedder tag with the claimed one; raise if another was tagged since opening."""
+        if self._recorded_claim:
+            return
+        recorded = (self._client.indexes.describe(self.index_name).tags or {}).get(EMBEDDER_TAG)
+        check_embedder(recorded, self._claimed, f"Pinecone index {self.index_name!r}")
+        tag = self._embedder_tag()
+        if recorded is None and tag is not None:
+            self._client.indexes.configure(self.index_name, tags=tag)  # merged into the index's other tags
+        self._recorded_claim = True
+
     # --- upsert: pack, send concurrently, journal ---
 
     def _journal(self, namespace: str) -> UploadJournal:
@@ -350,6 +413,7 @@ class PineconeVectorStore(VectorStore):
     ) -> None:
         from pinecone.errors.exceptions import PineconeError
 
+        self._record_embedder()
         journal = self._journal(namespace)
         if len(journal) and self._count(namespace) < len(journal):
             log.warning(

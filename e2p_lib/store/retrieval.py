@@ -4,7 +4,7 @@ Every learned method must beat this in evaluation. For each target vector it fin
 is closest (cosine) and returns that record's prompt, never the target's own row: a target that is in the store would
 otherwise retrieve its own prompt, which is not a baseline but a lookup.
 
-    >>> store = make_vector_store("local", name="alpaca-minilm", dimensions=384)
+    >>> store = make_vector_store("local", name="alpaca-minilm", dimensions=384, embedder=train.model)
     >>> store.upsert(train.ids, train.vectors, train.frame.to_dict("records"))
     >>> baseline = nearest_prompt(store, test.vectors, test.ids)          # k=1: one row per target
     >>> baseline.prompt.tolist()[:2]
