@@ -14,7 +14,7 @@ from test_search import search_pieces
 from tiny import DIMS, tiny_policy
 
 from e2p_lib.answer_index import leave_out
-from e2p_lib.invert import Inverter
+from e2p_lib.inversion import Inverter
 from e2p_lib.train.expert import ExpertIterationConfig, expert_iteration
 from e2p_lib.train.rewards import AnswerCosineReward
 

@@ -259,7 +259,7 @@ def test_deeply_nested_json_is_a_clear_error_not_a_recursion_error(tmp_path, suf
 def test_load_inverter_with_a_missing_policy_builds_nothing_first(tmp_path, monkeypatch):
     import e2p_lib.embed
     import e2p_lib.lm
-    from e2p_lib.invert import load_inverter
+    from e2p_lib.inversion.api import load_inverter
 
     def built(*args, **kwargs):
         raise AssertionError("built a model before checking the policy folder")

@@ -1,4 +1,4 @@
-"""04's record of which policy writes the best prompts, how readers take it (`e2p_lib.policy_choice`), and the
+"""04's record of which policy writes the best prompts, how readers take it (`e2p_lib.inversion.api`), and the
 validation rows it is chosen on."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from e2p_lib.data import add_split
+from e2p_lib.inversion.api import CHOICE_FILE, chosen_policy_run, save_policy_choice
 from e2p_lib.pipeline import split_parts
-from e2p_lib.policy_choice import CHOICE_FILE, chosen_policy_run, save_policy_choice
 
 
 def saved_runs(models, *runs):
@@ -47,7 +47,7 @@ def test_bad_scores_are_refused_and_nothing_is_written(tmp_path, scores, message
 def test_an_unreadable_record_is_ignored_with_a_warning(tmp_path, caplog, text):
     saved_runs(tmp_path, "policy-sft")
     (tmp_path / CHOICE_FILE).write_text(text)
-    with caplog.at_level(logging.WARNING, logger="e2p_lib.policy_choice"):
+    with caplog.at_level(logging.WARNING, logger="e2p_lib.inversion.api"):
         assert chosen_policy_run(tmp_path) is None
     assert "rerun notebooks/04_rl.ipynb" in caplog.text
 
@@ -56,7 +56,7 @@ def test_a_chosen_policy_that_is_gone_is_not_returned(tmp_path, caplog):
     saved_runs(tmp_path, "policy-sft", "policy-ei")
     save_policy_choice(tmp_path, {"policy-sft": 0.4, "policy-ei": 0.6}, targets=8)
     (tmp_path / "policy-ei" / "policy" / "policy_config.json").unlink()
-    with caplog.at_level(logging.WARNING, logger="e2p_lib.policy_choice"):
+    with caplog.at_level(logging.WARNING, logger="e2p_lib.inversion.api"):
         assert chosen_policy_run(tmp_path) is None
     assert "policy-ei" in caplog.text
 
