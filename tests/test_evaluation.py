@@ -305,3 +305,16 @@ def test_the_budget_curve_reports_the_copied_share_and_refuses_overspending():
     assert curve.set_index("method").loc["without", "copied_share"].isna().all()
     with pytest.raises(RuntimeError, match="spent 3 environment calls at budget 2"):
         budget_curve({"greedy": lambda b: (np.ones(2), [3, 1])}, [2])
+
+
+def test_the_quality_plot_has_a_point_per_method_and_marks_the_clean_line(targets):
+    answer_vectors, prompts, originals = _evaluation(targets)
+    shares = {name: np.full(N, 0.1 * i) for i, name in enumerate(answer_vectors)}
+    table = ev.results_table(targets, answer_vectors, prompts=prompts, copied_shares=shares, n_resamples=200)
+    (ax,) = evp.plot_quality(table, max_copied_share=0.15).axes
+    points = [line.get_xydata()[0] for line in ax.lines if line.get_marker() == "o"]
+    assert np.allclose(points, table[["copied_share", "mean_cosine"]].to_numpy())  # one point per method
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert set(labels) == {*answer_vectors, "not clean"}
+    with pytest.raises(KeyError, match="copied_share"):
+        evp.plot_quality(table.drop(columns="copied_share"))

@@ -14,7 +14,6 @@ from tiny import DIMS
 
 from e2p_lib.evaluate.quality import copied_share, words
 from e2p_lib.inversion import Candidate, SearchConfig
-from e2p_lib.inversion.inverter import known_best
 from e2p_lib.inversion.pasting import (
     ECHO_TEMPLATES,
     GROUND_ORDER,
@@ -26,8 +25,9 @@ from e2p_lib.inversion.pasting import (
     grounded_prompts,
     sentences,
 )
-from e2p_lib.inversion.search import nearest_rows
+from e2p_lib.inversion.results import known_best
 from e2p_lib.store import make_vector_store
+from e2p_lib.store.retrieval import nearest_rows
 
 OUTPUTS = [
     "Rain falls on the hills. The river rises.",

@@ -10,6 +10,7 @@ order), so the figures of one notebook read together.
     >>> plot_cosine_vs_length(cosines, answer_tokens)      # scatter + binned mean per method
     >>> plot_answer_map(targets, answer_vectors)           # PCA of the targets, lines target -> answer, a subset
     >>> plot_win_rates(summarise(cosines))                 # against the oracle and against retrieval
+    >>> plot_quality(results_table(...), line)             # copied share against answer cosine, the clean line
 """
 
 from __future__ import annotations
@@ -250,5 +251,41 @@ def plot_budget_curve(curve: pd.DataFrame, references: Mapping[str, float] | Non
     ax.set_ylabel("mean answer cosine to the target")
     ax.set_title("Quality against environment budget")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_quality(table: pd.DataFrame, max_copied_share: float | None = None, reference: str = REFERENCE) -> plt.Figure:
+    """The two things e2p is judged on, one point per method: mean copied share (x) against mean answer cosine (y)
+    with its 95% interval, the clean line as a vertical band edge and the original prompt's cosine as a line.
+
+    `table`: `results_table`'s, with a `copied_share` column. Up and to the left is better.
+    """
+    if "copied_share" not in table:
+        raise KeyError("The table has no copied_share column: pass copied_shares= to results_table.")
+    rows = table.dropna(subset=["copied_share"])
+    colours = method_colours(list(rows.index))
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for name, row in rows.iterrows():
+        ax.errorbar(
+            row["copied_share"],
+            row["mean_cosine"],
+            yerr=[[row["mean_cosine"] - row["ci95_low"]], [row["ci95_high"] - row["mean_cosine"]]],
+            fmt="o",
+            color=colours[name],
+            label=name,
+            capsize=3,
+        )
+    if max_copied_share is not None:
+        ax.axvspan(max_copied_share, max(1.0, rows["copied_share"].max()), color="0.9", zorder=0, label="not clean")
+    if reference in rows.index:
+        ax.axhline(rows.loc[reference, "mean_cosine"], color="0.4", ls="--", lw=1)
+    ax.set(
+        xlim=(-0.02, max(0.6, rows["copied_share"].max() + 0.05)),
+        xlabel="copied share of the prompt (words in 5-grams of stored outputs)",
+        ylabel=f"mean {COSINE_LABEL}",
+        title="Answer cosine against copying, per method",
+    )
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     return fig

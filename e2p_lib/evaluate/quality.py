@@ -85,7 +85,7 @@ class References:
 def references_for(store, targets: np.ndarray, k: int, exclude_ids=None, texts=None) -> list[References]:
     """Per target, the `k` stored outputs nearest it (never an id in `exclude_ids[i]`) and its text, if any: what a
     method that reads the store could copy from."""
-    from e2p_lib.inversion.search import nearest_rows
+    from e2p_lib.store.retrieval import nearest_rows
 
     rows = nearest_rows(store, targets, k, exclude_ids)
     return [References({n.id: n.output for n in row}, t) for row, t in zip(rows, texts or [None] * len(rows))]

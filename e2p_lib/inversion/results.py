@@ -79,3 +79,23 @@ def best_index(scores: Sequence[float]) -> int:
 def real_or_lowest(candidate: Candidate) -> float:
     """The achieved cosine, -inf when not answered: the key that ranks candidates by what is known."""
     return -np.inf if math.isnan(candidate.achieved_cosine) else candidate.achieved_cosine
+
+
+def fill(candidates: list[Candidate], memo: dict[str, tuple[float, str]]) -> None:
+    """Copy each answered prompt's cosine and answer onto every candidate that holds it."""
+    for c in candidates:
+        if c.prompt in memo:
+            c.achieved_cosine, c.answer = memo[c.prompt]
+
+
+def known_best(candidates: list[Candidate]) -> list[Candidate]:
+    """The distinct dataset-style prompts (`SHOWN_SOURCES`) with a real cosine, best first; a repeated prompt at
+    its best copy's rank."""
+    answered = sorted(
+        (c for c in candidates if not np.isnan(c.achieved_cosine) and c.source in SHOWN_SOURCES),
+        key=lambda c: -c.achieved_cosine,
+    )
+    best: dict[str, Candidate] = {}
+    for c in answered:
+        best.setdefault(c.prompt, c)
+    return list(best.values())

@@ -29,8 +29,7 @@ from e2p_lib.checks import check_int, check_positive_int
 from e2p_lib.embed.base import l2_normalise
 from e2p_lib.embed.cache import embed_texts
 from e2p_lib.inversion.config import ANSWER_TOKENS
-from e2p_lib.inversion.inverter import fill
-from e2p_lib.inversion.results import Candidate, InversionResult, best_index
+from e2p_lib.inversion.results import Candidate, InversionResult, best_index, fill
 
 RERANK_METHODS = ("forward", "environment")
 ANTIPODAL_TOLERANCE = 1e-6  # cosine within this of -1: no single great circle joins the two vectors

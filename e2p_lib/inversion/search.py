@@ -19,36 +19,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from e2p_lib.evaluate.quality import References
 from e2p_lib.inversion.config import SearchConfig
-from e2p_lib.inversion.results import POLICY_SOURCES, Candidate, InversionResult, real_or_lowest
+from e2p_lib.inversion.results import POLICY_SOURCES, Candidate, InversionResult, fill, known_best, real_or_lowest
+from e2p_lib.store.retrieval import nearest_rows
 
 COPY_TOLERANCE = 1e-9  # a share equal to the line is clean (float rounding never tips it over)
-
-
-@dataclass
-class Neighbour:
-    """A stored output near a target, with its row's prompt."""
-
-    id: str
-    prompt: str
-    output: str
-
-
-def nearest_rows(store, targets: np.ndarray, k: int, exclude_ids=None, batch_size: int = 1024) -> list[list[Neighbour]]:
-    """The `k` stored rows whose outputs lie nearest each target, nearest first, never an id in `exclude_ids[i]`."""
-    rows: list[list[Neighbour]] = []
-    for start in range(0, len(targets), batch_size):
-        excluded = None if exclude_ids is None else list(exclude_ids[start : start + batch_size])
-        for matches in store.query(targets[start : start + batch_size], top_k=k, exclude_ids=excluded):
-            rows.append(
-                [Neighbour(m.id, str(m.metadata.get("prompt", "")), str(m.metadata.get("output", ""))) for m in matches]
-            )
-    return rows
 
 
 def run_search(
@@ -209,8 +188,6 @@ class _Search:
             self.echoes = [[c.prompt for c in row] for row in rows]
             self.spend(rows, [min(config.echo, c) for c in self.left])
         if config.ground:  # the best known prompts, grounded in the composed text, within the calls left
-            from e2p_lib.inversion.inverter import known_best
-
             ranked = [[c.prompt for c in known_best(row) if self.allowed(c)] for row in self.history]
             prompts = grounded_prompts(ranked, self.texts, config.ground)
             prompts = [row[:c] if config.budget > 1 else row[:1] for row, c in zip(prompts, self.left)]
@@ -271,8 +248,6 @@ class _Search:
                 "policy, or pass clean=False."
             )
         self.inverter.answer([[f] for f in finals], self.targets, self.memo, self.reward)
-        from e2p_lib.inversion.inverter import fill
-
         results = []
         for i, final in enumerate(finals):
             fill(self.history[i], self.memo[i])

@@ -19,6 +19,7 @@ Inputs: any `VectorStore` whose records carry the seed metadata (a "prompt" key)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -122,3 +123,31 @@ def retrieval_candidates(
 ) -> list[list[str]]:
     """The prompts of the `k` stored outputs nearest each target (other than its own row), nearest first."""
     return [[prompt for _, prompt in row] for row in retrieved_rows(store, targets, target_ids, k, exclude_ids)]
+
+
+@dataclass
+class Neighbour:
+    """A stored output near a target, with its row's id and prompt: what a search can read about it."""
+
+    id: str
+    prompt: str
+    output: str
+
+
+def nearest_rows(
+    store: VectorStore, targets: Any, k: int, exclude_ids: Sequence | None = None, batch_size: int = 1024
+) -> list[list[Neighbour]]:
+    """The `k` stored rows whose outputs lie nearest each target, nearest first, never an id in `exclude_ids[i]`
+    (one entry per target, or None)."""
+    targets = check_query_vectors(targets, store.dimensions)
+    check_positive_int(k, "k")
+    if exclude_ids is not None and len(exclude_ids) != len(targets):
+        raise ValueError(f"Got {len(exclude_ids)} exclude_ids entries for {len(targets)} targets: give one per target.")
+    rows: list[list[Neighbour]] = []
+    for start in range(0, len(targets), batch_size):
+        excluded = None if exclude_ids is None else list(exclude_ids[start : start + batch_size])
+        for matches in store.query(targets[start : start + batch_size], top_k=k, exclude_ids=excluded):
+            rows.append(
+                [Neighbour(m.id, str(m.metadata.get("prompt", "")), str(m.metadata.get("output", ""))) for m in matches]
+            )
+    return rows
