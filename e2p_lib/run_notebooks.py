@@ -17,6 +17,7 @@ import difflib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from e2p_lib import config
@@ -24,6 +25,7 @@ from e2p_lib import config
 NOTEBOOKS_DIR = config.PROJECT_ROOT / "notebooks"
 # The Jupyter kernel the notebooks declare and papermill runs: .venv's python, registered by `make setup`.
 KERNEL_NAME = "e2p"
+RUN_FILE = "run.json"  # per notebook: commit, date, minutes of the last run into a reports folder
 
 # The target space of the full profile: what 01 embeds with and every later notebook reads.
 _OPENAI_SPACE = {"embedding_model": "openai/text-embedding-3-small", "embedding_dimensions": 1024}
@@ -34,7 +36,7 @@ PROFILES: dict[str, dict[str, dict]] = {
     # What CI runs inside the test suite: small enough for minutes on 2 cores.
     "smoke": {
         "01_embed": {"limit": 200},
-        "02_pinecone": {"answer_index_rows": 48, "answer_max_new_tokens": 16},
+        "02_pinecone": {"answer_index_rows": 48, "answer_tokens": 16},
         "03_sft": {
             "train_rows": 64,
             "forward_kinds": ["mlp"],
@@ -42,13 +44,13 @@ PROFILES: dict[str, dict[str, dict]] = {
             "policy_batch_size": 8,
             "validation_examples": 2,
             "hypotheses": 2,
-            "answer_max_new_tokens": 16,
+            "answer_tokens": 16,
         },
         "04_rl": {
             "steps": 2,
             "targets_per_step": 2,
             "samples_per_target": 2,
-            "answer_max_new_tokens": 16,
+            "answer_tokens": 16,
             "validation_targets": 2,
             "choice_targets": 2,
             "ei_targets": 2,
@@ -57,10 +59,7 @@ PROFILES: dict[str, dict[str, dict]] = {
         },
         "05_eval": {
             "eval_targets": 4,
-            "search_samples": 2,
-            "search_echo": 1,
-            "compare_ungrounded": True,
-            "answer_max_new_tokens": 16,
+            "search_options": {"samples": 2, "answer_tokens": 16},
             "examples": 2,
             "budgets": [1, 2],
             "budget_targets": 2,
@@ -97,8 +96,7 @@ PROFILES: dict[str, dict[str, dict]] = {
             **_OPENAI_SPACE,
             "store_backend": "pinecone",
             "eval_targets": 1000,
-            "search_samples": 16,
-            "compare_ungrounded": True,
+            "search_options": {"samples": 16},
             "budget_targets": 200,
         },
     },
@@ -220,6 +218,7 @@ def run_notebooks(
             **{k: v for k, v in overrides.items() if k in declared[path.stem]},
         }
         target = out_dir / path.name
+        started, cpu = time.perf_counter(), _children_cpu_seconds()
         print(f"[e2p] {path.name} ({profile}) {json.dumps(params)} -> {target}", flush=True)
         papermill.execute_notebook(
             str(path),
@@ -230,8 +229,58 @@ def run_notebooks(
             progress_bar=sys.stderr.isatty(),
         )
         render_html(target)
+        record_run(out_dir, path.stem, profile, params, time.perf_counter() - started, _children_cpu_seconds() - cpu)
         executed.append(target)
     return executed
+
+
+def _children_cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the kernels papermill started and stopped)."""
+    import resource
+
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
+def git_commit() -> tuple[str | None, bool]:
+    """(the checkout's commit, whether tracked files differ from it); (None, False) outside a git checkout."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=config.PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout
+
+    try:
+        return git("rev-parse", "--short=7", "HEAD").strip(), bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError):
+        return None, False
+
+
+def record_run(folder: Path, stem: str, profile: str, params: dict, seconds: float, cpu_seconds: float) -> Path:
+    """Add one notebook's run to `<folder>/run.json` (commit, date, profile, minutes), keeping the other notebooks'
+    entries: `e2p results` writes the README's table and minutes from it, so the README names the run it shows."""
+    import datetime
+    import platform
+
+    from e2p_lib.atomic import write_atomically
+
+    path = folder / RUN_FILE
+    record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    commit, dirty = git_commit()
+    record.setdefault("notebooks", {})[stem] = {
+        "profile": profile,
+        "parameters": params,
+        "commit": commit,
+        "uncommitted_changes": dirty,
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "minutes": round(seconds / 60, 2),
+        "cpu_minutes": round(cpu_seconds / 60, 2),
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+    write_atomically(path, (json.dumps(record, indent=2, default=str) + "\n").encode("utf-8"))
+    return path
 
 
 def _parse_override(text: str) -> tuple[str, object]:
