@@ -11,7 +11,7 @@ from tiny import unit_vectors
 
 from e2p_lib.cli import main
 from e2p_lib.evaluate.metrics import results_table, save_results
-from e2p_lib.evaluate.readme import END, START, results_markdown, update_readme
+from e2p_lib.evaluate.readme import END, START, minutes_markdown, results_markdown, update_readme
 
 METHODS = [
     "original prompt",
@@ -66,6 +66,14 @@ def fixture_reports(folder):
         }
     }
     (folder / "run.json").write_text(json.dumps(run))
+    examples = pd.DataFrame(
+        {
+            "target": ["Rain | falls. " * 30],
+            "e2p prompt [copied share, cosine]": ["Write a haiku.  [0.00, 0.61]"],
+            "its answer": ["Drops on the roof."],
+        }
+    )
+    save_results(examples, folder, name="05_examples")
     return table
 
 
@@ -74,7 +82,7 @@ def test_the_results_section_is_generated_from_the_reports(tmp_path):
     text = results_markdown(tmp_path)
     row = table.loc["e2p, ≤8 calls"]
     assert f"| e2p, ≤8 calls | 1.00 | {row['mean_cosine']:.3f} [{row['ci95_low']:.3f}, {row['ci95_high']:.3f}]" in text
-    assert "commit abc1234, finished 2026-12-06" in text and "| 05_eval | 20.2 | 40.5 |" in text
+    assert "commit abc1234, finished 2026-12-06" in text and "| 05_eval | 20.2 | 40.5 |" in minutes_markdown(tmp_path)
     assert "| e2p, ≤8 calls − original prompt | +0.012 [-0.010, +0.030] |" in text
     clean, pasting = text.split("The pasting track")
     assert "pasting track: grounded" not in clean and "| 0.500 |" in pasting  # its copied share, below the clean table
@@ -83,11 +91,16 @@ def test_the_results_section_is_generated_from_the_reports(tmp_path):
 def test_update_readme_rewrites_only_between_the_markers(tmp_path):
     fixture_reports(tmp_path)
     readme = tmp_path / "README.md"
-    readme.write_text(f"# e2p\n\nintro\n\n{START}\nold table\n{END}\n\nthe rest\n")
+    readme.write_text(
+        f"# e2p\n\nintro\n\n{START}\nold table\n{END}\n\nthe rest\n\n"
+        "<!-- minutes:start -->\nold\n<!-- minutes:end -->\n<!-- examples:start --><!-- examples:end -->\n"
+    )
     assert main(["results", "--reports", str(tmp_path), "--readme", str(readme)]) == 0
     text = readme.read_text()
-    assert text.startswith("# e2p\n\nintro\n\n" + START) and text.endswith(END + "\n\nthe rest\n")
-    assert "old table" not in text and "| e2p, 1 call |" in text
+    assert text.startswith("# e2p\n\nintro\n\n" + START) and text.endswith("<!-- examples:end -->\n")
+    assert "old table" not in text and "| e2p, 1 call |" in text and "\nold\n" not in text
+    assert "| 01_embed | 1.5 | 3.0 |" in text and "| all | 21.8 | |" in text  # the minutes, between their markers
+    assert "| Rain / falls." in text and "…" in text and "Write a haiku." in text  # examples, cut and escaped
     once = text
     update_readme(readme, tmp_path)
     assert readme.read_text() == once  # the same reports give the same README

@@ -1,13 +1,14 @@
 """The README's results section, written from a run's reports so that it cannot drift from the run it names.
 
 `e2p results` (or `update_readme()`) reads what `make run` leaves in `reports/`: `run.json` (per notebook: commit,
-date, profile, minutes; `e2p_lib.run_notebooks`), 05's `05_eval_results.json`, `05_comparisons.json` and
-`05_own_targets_results.json`, and replaces the text between the README's two markers with tables:
+date, profile, minutes; `e2p_lib.run_notebooks`), 05's `05_eval_results.json`, `05_comparisons.json`,
+`05_own_targets_results.json` and `05_examples.json`, and replaces the text between each pair of the README's
+markers with its section (`SECTIONS`: the results tables, example prompts, minutes per notebook):
 
     <!-- results:start -->  ...generated...  <!-- results:end -->
 
-Nothing else in the README changes; a README without the markers, or reports without 05's files, is refused with
-the fix named.
+Nothing else in the README changes; a README without the results markers, or reports without 05's files, is refused
+with the fix named.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import math
 from pathlib import Path
 
-START, END = "<!-- results:start -->", "<!-- results:end -->"
+START, END = "<!-- results:start -->", "<!-- results:end -->"  # the results section's markers
 CLEAN_ROWS = (
     "original prompt",
     "answer index, top 1",
@@ -30,7 +31,7 @@ KEY_COMPARISONS = (
     ("e2p, ≤8 calls", "original prompt"),
     ("e2p, ≤8 calls", "e2p, ≤8 calls, without the policy"),
 )
-REPORT_FILES = ("05_eval_results.json", "05_comparisons.json", "05_own_targets_results.json")
+REPORT_FILES = ("05_eval_results.json", "05_comparisons.json", "05_own_targets_results.json")  # the results section
 
 
 def _read(folder: Path, name: str):
@@ -72,27 +73,30 @@ def _method_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _run(folder: Path) -> dict:
+    return _read(folder, "run.json")["notebooks"]
+
+
 def results_markdown(reports: str | Path) -> str:
-    """The README's results section from the reports folder of one run (see the module docstring).
+    """The headline: the clean table, the pasting track below it, the comparisons that say what the policy adds,
+    and the own texts (see the module docstring).
 
     Raises:
-        FileNotFoundError: a report is missing (the message says which notebook writes it).
+        FileNotFoundError: a report is missing (the message says how to make it).
     """
     folder = Path(reports)
     results, comparisons, own = (_read(folder, name) for name in REPORT_FILES)
-    run = _read(folder, "run.json")["notebooks"]
+    run = _run(folder)
     by_method = {row["method"]: row for row in results}
     evaluation = run.get("05_eval", {})
-    commits = sorted(
-        {str(entry.get("commit")) + ("+" if entry.get("uncommitted_changes") else "") for entry in run.values()}
-    )
+    commits = sorted({f"{e.get('commit')}{'+' if e.get('uncommitted_changes') else ''}" for e in run.values()})
     targets = results[0]["n_targets"] if results else 0
     lines = [
         f"Measured by `make run` (profile `{evaluation.get('profile', '?')}`) at commit {', '.join(commits)}, "
         f"finished {evaluation.get('finished', '?')[:10]} on {evaluation.get('cores', '?')} cores: {targets} held-out "
-        "Alpaca targets, greedy answers of 64 tokens, MiniLM space. Answer cosine: mean and 95% bootstrap interval; "
-        "paired difference per target to the named baseline. Copied share: the share of the prompt's words in a "
-        "5-word run of a stored output it could read. Written by `e2p results` from `reports/`.",
+        "Alpaca targets, greedy answers, MiniLM space; answer cosine with its 95% bootstrap interval, the paired "
+        "difference per target to the named baseline, and the prompt's copied share (its words in a 5-word run of "
+        "a stored output it could read). Written by `e2p results` from `reports/`.",
         "",
         *_method_table([by_method[m] for m in CLEAN_ROWS if m in by_method]),
     ]
@@ -108,41 +112,69 @@ def results_markdown(reports: str | Path) -> str:
             f"{row['high']:+.3f}] |"
             for row in found
         ]
-    own_rows = [row for row in own if row["method"].startswith(("e2p", "answer index", PASTING_PREFIX, "retrieval"))]
+    own_rows = [row for row in own if row["method"].startswith(("e2p", "answer index", PASTING_PREFIX))]
     if own_rows:
         lines += [
             "",
-            f"On {own_rows[0]['n_targets']} own texts that are not Alpaca outputs:",
-            "",
-            *_method_table(own_rows),
+            f"On {own_rows[0]['n_targets']} own texts that are not Alpaca outputs: "
+            + "; ".join(
+                f"{row['method']} {_mean_ci(row)}, copied {_number(row.get('copied_share'), '.2f')}" for row in own_rows
+            )
+            + ".",
         ]
+    return "\n".join(lines)
+
+
+def examples_markdown(reports: str | Path, count: int = 4) -> str:
+    """A few targets with e2p's clean prompt and its answer (05's examples), texts cut to keep the table short."""
+    rows = _read(Path(reports), "05_examples.json")[:count]
+
+    def cut(text: str, most: int = 110) -> str:
+        text = " ".join(str(text).split()).replace("|", "/")
+        return text if len(text) <= most else text[: most - 1] + "…"
+
+    lines = ["| target | e2p's prompt [copied share, cosine] | its answer |", "|---|---|---|"]
     lines += [
-        "",
-        "| notebook | minutes | CPU minutes |",
-        "|---|--:|--:|",
-        *(
-            f"| {stem} | {entry['minutes']:.1f} | {_number(entry.get('cpu_minutes'), '.1f')} |"
-            for stem, entry in sorted(run.items())
-        ),
-        f"| all | {sum(entry['minutes'] for entry in run.values()):.1f} | |",
+        f"| {cut(r['target'])} | {cut(r['e2p prompt [copied share, cosine]'], 160)} | {cut(r['its answer'])} |"
+        for r in rows
     ]
     return "\n".join(lines)
 
 
+def minutes_markdown(reports: str | Path) -> str:
+    """Minutes and CPU minutes per notebook of the run, and the total."""
+    run = _run(Path(reports))
+    lines = ["| notebook | minutes | CPU minutes |", "|---|--:|--:|"]
+    lines += [
+        f"| {stem} | {entry['minutes']:.1f} | {_number(entry.get('cpu_minutes'), '.1f')} |"
+        for stem, entry in sorted(run.items())
+    ]
+    lines.append(f"| all | {sum(entry['minutes'] for entry in run.values()):.1f} | |")
+    return "\n".join(lines)
+
+
+SECTIONS = {"results": results_markdown, "examples": examples_markdown, "minutes": minutes_markdown}
+
+
 def update_readme(readme: str | Path | None = None, reports: str | Path | None = None) -> Path:
-    """Replace the README's text between `START` and `END` with `results_markdown(reports)`; return the README.
+    """Replace the text between each section's markers in the README (`<!-- name:start -->`, `<!-- name:end -->`,
+    for the names in `SECTIONS`) with that section written from `reports`; return the README.
 
     Raises:
-        ValueError: the README lacks the two markers, in order. FileNotFoundError: as `results_markdown`.
+        ValueError: the README lacks the results markers, in order. FileNotFoundError: a report is missing.
     """
     from e2p_lib import config
     from e2p_lib.atomic import write_atomically
 
     path = Path(readme) if readme is not None else config.PROJECT_ROOT / "README.md"
+    folder = Path(reports) if reports is not None else config.reports_dir()
     text = path.read_text(encoding="utf-8")
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < start:
+    if not 0 <= text.find(START) < text.find(END):
         raise ValueError(f"{path} has no '{START}' ... '{END}' markers, in that order: add them where the table goes.")
-    table = results_markdown(reports if reports is not None else config.reports_dir())
-    write_atomically(path, (text[: start + len(START)] + "\n" + table + "\n" + text[end:]).encode("utf-8"))
+    for name, section in SECTIONS.items():
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        if 0 <= text.find(start) < text.find(end):
+            head, rest = text.split(start, 1)
+            text = head + start + "\n" + section(folder) + "\n" + end + rest.split(end, 1)[1]
+    write_atomically(path, text.encode("utf-8"))
     return path
