@@ -25,6 +25,10 @@ ALPACA_PATH_ENV = "E2P_ALPACA_PATH"  # the dataset file to read instead of downl
 PATH_VARIABLES = (DATA_DIR_ENV, FIGURES_DIR_ENV, REPORTS_DIR_ENV, ALPACA_PATH_ENV)
 
 
+POLICY_FOLDER = "policy"  # a training run's saved policy, inside its run folder (policy-sft/policy, ...)
+POLICY_CONFIG_FILE = "policy_config.json"  # written last by PromptPolicy.save: its presence means a complete policy
+
+
 def _dir(env_var: str, default: Path) -> Path:
     return Path(os.environ.get(env_var) or default).expanduser()
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from e2p_lib.atomic import write_atomically
+from e2p_lib.config import POLICY_CONFIG_FILE, POLICY_FOLDER
 from e2p_lib.inversion.config import ANSWER_TOKENS, SearchConfig
 
 POLICY_RUNS = ("policy-rl", "policy-sft")  # under the models folder, most trained first (04_rl, then 03_sft)
@@ -40,10 +41,7 @@ log = logging.getLogger(__name__)
 
 def has_saved_policy(models_dir: str | Path, run: str) -> bool:
     """Whether `models_dir/run/policy` holds a saved policy (its config file written last by `PromptPolicy.save`)."""
-    from e2p_lib.models.policy import CONFIG_FILE
-    from e2p_lib.train.sft import POLICY_FOLDER
-
-    return (Path(models_dir) / run / POLICY_FOLDER / CONFIG_FILE).is_file()
+    return (Path(models_dir) / run / POLICY_FOLDER / POLICY_CONFIG_FILE).is_file()
 
 
 def save_policy_choice(models_dir: str | Path, scores: Mapping[str, float], *, targets: int) -> str:
@@ -52,8 +50,6 @@ def save_policy_choice(models_dir: str | Path, scores: Mapping[str, float], *, t
     Raises:
         ValueError: no scores, a score that is not a finite number, or a run with no saved policy in `models_dir`.
     """
-    from e2p_lib.train.sft import POLICY_FOLDER
-
     models_dir = Path(models_dir)
     if not scores:
         raise ValueError("save_policy_choice needs the validation score of at least one policy run.")
@@ -104,8 +100,6 @@ def default_policy_dir(models_dir: str | Path | None = None) -> Path:
     Raises:
         FileNotFoundError: none exists (the message names the notebooks that train one).
     """
-    from e2p_lib.train.sft import POLICY_FOLDER
-
     models = _models(models_dir)
     for run in (chosen_policy_run(models), *POLICY_RUNS):  # 04's choice (None when not recorded) first
         if run is not None and has_saved_policy(models, run):
@@ -165,10 +159,13 @@ def existing_local_store(store: Any = STORE_NAME):
 
 
 def default_retrieval_store(embedder, store: Any = STORE_NAME):
-    """02's store of the dataset's outputs when it holds vectors of `embedder`'s size, else None (`store`: a local
-    store's name, opened only if built, or a store already opened)."""
+    """02's store of the dataset's outputs when it holds `embedder`'s vectors, else None (`store`: a local store's
+    name, opened only if built, or a store already opened)."""
     store = existing_local_store(store)
     if store is None or store.count() == 0 or int(store.dimensions) != int(embedder.dimensions):
+        return None
+    if getattr(store, "embedder", None) not in (None, embedder.name):  # another space of the same size
+        log.info("The store %r holds %s vectors, not %s: no retrieval.", store, store.embedder, embedder.name)
         return None
     return store
 

@@ -23,8 +23,8 @@ class SearchConfig:
 
     Parameters that control the budget:
         budget (`int`, defaults to `8`): environment calls per target, at most (1 to 256). With `1`, the only call
-            answers the final prompt: the policy's greedy rewrite of the index's best prompts, unless the forward
-            model rates none of them above what the index already knows.
+            answers the policy's best-ranked rewrite of the index's best prompts (the index's best prompt with
+            `use_policy=False`).
         answer_tokens (`int`, defaults to `64`): the environment's answer cap. Must be the answer index's (02
             builds it with the same value), or the index's cosines are not the ones the search measures.
 

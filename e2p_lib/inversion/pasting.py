@@ -8,7 +8,8 @@ is high and `SearchConfig(clean=True)`, the default, never sends them; they are 
 - echo prompts ask the environment to repeat the text (`echo_prompts`): copy instructions;
 - grounded prompts append it to the best known prompts as ideas (`grounded_prompts`).
 
-    >>> texts = composed_texts(store, targets, embedder, k=8, exclude_ids=exclusions)
+    >>> outputs = [[n.output for n in row] for row in nearest_rows(store, targets, 8, exclusions)]
+    >>> texts = composed_texts(outputs, targets, embedder)
     >>> echo_prompts(texts, 2)[0]
     ['<text>\\n\\nRepeat the text above word for word.', 'Say exactly this: "<text>"']
     >>> grounded_prompts([["Write a poem about the sea."]], [ComposedText("Waves break.", 0.7)], 1)

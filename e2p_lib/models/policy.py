@@ -38,10 +38,10 @@ from torch import nn
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
 from e2p_lib.atomic import sweep_staging
+from e2p_lib.config import POLICY_CONFIG_FILE
 from e2p_lib.lm.smollm import load_smollm2
 
 FINETUNE_MODES = ("lora", "full", "prefix")
-CONFIG_FILE = "policy_config.json"
 MAPPER_FILE = "mapper.pt"
 
 
@@ -394,7 +394,9 @@ class PromptPolicy(nn.Module):
         sweep_staging(folder)  # what a killed save left (a policy folder has one writer: the run's main process)
         staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".part"))
         try:
-            (staging / CONFIG_FILE).write_text(json.dumps({"policy": asdict(self.config), **(extra or {})}, indent=2))
+            (staging / POLICY_CONFIG_FILE).write_text(
+                json.dumps({"policy": asdict(self.config), **(extra or {})}, indent=2)
+            )
             torch.save(self.mapper.state_dict(), staging / MAPPER_FILE)
             if self.config.finetune != "prefix":
                 self.lm.save_pretrained(staging / "lm")  # peft saves only the adapters
@@ -407,9 +409,11 @@ class PromptPolicy(nn.Module):
     def load(cls, folder: str | Path, device: str = "auto", trainable: bool = False) -> PromptPolicy:
         """Rebuild a saved policy from its folder (the config saved with it says how)."""
         folder = Path(folder)
-        if not (folder / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"No saved policy in {folder} (no {CONFIG_FILE}). Train one with 03_sft first.")
-        config = PolicyConfig(**json.loads((folder / CONFIG_FILE).read_text())["policy"])
+        if not (folder / POLICY_CONFIG_FILE).is_file():
+            raise FileNotFoundError(
+                f"No saved policy in {folder} (no {POLICY_CONFIG_FILE}). Train one with 03_sft first."
+            )
+        config = PolicyConfig(**json.loads((folder / POLICY_CONFIG_FILE).read_text())["policy"])
         lm, tokenizer = load_smollm2(device=device)
         if config.finetune == "lora":
             from peft import PeftModel

@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 
 from e2p_lib.checks import check_positive_int
+from e2p_lib.config import POLICY_FOLDER
 from e2p_lib.inversion.config import SearchConfig
 from e2p_lib.inversion.results import POLICY_SOURCES
-from e2p_lib.train.sft import POLICY_FOLDER, PolicyTrainingConfig, train_policy
+from e2p_lib.train.sft import PolicyTrainingConfig, train_policy
 
 KEEP = ("all", "rewrites")
 

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from e2p_lib.config import POLICY_FOLDER
 from e2p_lib.models.policy import Hypotheses, PromptPolicy
 from e2p_lib.train.loop import (
     LossHistory,
@@ -63,7 +64,7 @@ from e2p_lib.train.loop import (
     seed_everything,
 )
 from e2p_lib.train.rewards import RewardResult, degeneracy
-from e2p_lib.train.sft import POLICY_FOLDER, TrainableWeights, policy_optimizer
+from e2p_lib.train.sft import TrainableWeights, policy_optimizer
 
 logger = logging.getLogger(__name__)
 BASELINES = ("group", "hypothesis")

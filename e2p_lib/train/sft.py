@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from e2p_lib.config import POLICY_FOLDER
 from e2p_lib.models.policy import Hypotheses, PolicyConfig, PromptPolicy
 from e2p_lib.train.loop import (
     LossHistory,
@@ -48,8 +49,6 @@ from e2p_lib.train.loop import (
     save_checkpoint,
     seed_everything,
 )
-
-POLICY_FOLDER = "policy"
 
 
 @dataclass
