@@ -45,8 +45,12 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 bench: setup
-	$(BIN)/python bench/embed.py
+	$(BIN)/python bench/embed.py --rows 1000
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/lm_generate.py --prompts 16 --batch-sizes 16
+	$(BIN)/python bench/ct2_batching.py --prompts 64 --long 16 --one-by-one 8 --settings 32:anchor 64 64:w2
+	$(BIN)/python bench/torch_threads.py --steps 2
+	$(BIN)/python bench/rl_step.py --steps 1 --repeats 1 --prompts 8
 
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks

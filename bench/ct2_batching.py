@@ -37,7 +37,7 @@ from e2p_lib.train.rewards import embed_answers
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get("E2P_ALPACA_PATH", "/work/shared/data/alpaca_5000.json"))
+    parser.add_argument("--data", default=None, help="Alpaca file (default: $E2P_ALPACA_PATH, then data/)")
     parser.add_argument("--prompts", type=int, default=512, help="Alpaca prompts")
     parser.add_argument("--long", type=int, default=128, help="long, grounded-style prompts")
     parser.add_argument("--one-by-one", type=int, default=48, help="prompts also answered alone, without the anchor")

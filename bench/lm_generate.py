@@ -9,7 +9,7 @@ costs and whether its answers are as good. The same Alpaca prompts (chat templat
 - answers identical to transformers float32 (a count out of the prompts);
 - mean MiniLM cosine between each answer and Alpaca's own output (the quality an environment must keep), and the
   mean cosine to transformers' answer. On 32 prompts this is a glance; issue 14's quality criterion (05_eval's
-  original prompt row on 120 test targets, with bootstrap intervals) is bench/environment_quality.py.
+  original prompt row on 120 test targets, with bootstrap intervals) is docs/experiments.md#environment-engine.
 
     .venv/bin/python bench/lm_generate.py                                  # 32 prompts, 64 tokens, batch 16 and 32
     .venv/bin/python bench/lm_generate.py --batch-sizes 8 32 --rounds 2    # best of 2 rounds per cell
@@ -18,8 +18,8 @@ Both engines use the cores this process may run on (`default_threads()`). Timing
 decoding, not model loading; a first, untimed call warms each engine up. Other processes on the same cores distort
 absolute numbers, so compare the ratios within one run; the load average is printed before and after. CPU seconds
 per token move least with the load, except where the cores are heavily oversubscribed: there transformers' CPU
-seconds per token grew several-fold (113 per 1k tokens at load 10 on 2 cores in bench/environment_quality.py, 18-24
-at load 5), most likely torch's threads waiting on each other busily.
+seconds per token grew several-fold (113 per 1k tokens at load 10 on 2 cores, docs/experiments.md#environment-engine;
+18-24 at load 5), most likely torch's threads waiting on each other busily.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def timed(lm, prompts: list[str], max_new_tokens: int) -> tuple[list[str], float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="/work/shared/data/alpaca_5000.json")
+    parser.add_argument("--data", default=None, help="Alpaca file (default: $E2P_ALPACA_PATH, then load_alpaca's)")
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--max-new-tokens", type=int, default=64)

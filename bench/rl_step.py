@@ -98,7 +98,7 @@ def environment_speedups(prompts: list[str], cache_dir: Path) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/alpaca_5000.json"))
+    parser.add_argument("--data", default=None, help="Alpaca file (default: $E2P_ALPACA_PATH, then load_alpaca's)")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--prompts", type=int, default=16, help="prompts in the environment comparison")
     parser.add_argument("--policy", default=None, help="a saved policy folder (default: a fresh one)")

@@ -1,6 +1,6 @@
 """Benchmark of the local vector store: upsert time, query latency, and recall of the approximate search mode.
 
-Prints one markdown table (paste it into the README). Two workloads:
+Prints one markdown table (docs/benchmarks.md, "Vector store"). Two workloads:
 
 1. seed scale: 52,002 x 1,024 random unit vectors with seed-shaped metadata (the seed's full Pinecone upload);
 2. real: Alpaca outputs embedded with the local MiniLM (384-d), as 01_embed left them in the embedding cache
@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
-
-from e2p_lib import config  # noqa: E402
-from e2p_lib.store import LocalVectorStore  # noqa: E402
+from e2p_lib import config
+from e2p_lib.store import LocalVectorStore
 
 SHARED_ALPACA = config.PROJECT_ROOT.parent / "shared" / "data" / "alpaca_5000.json"
 TOP_K = 10

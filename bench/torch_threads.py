@@ -25,7 +25,8 @@ from e2p_lib.lm.smollm import load_smollm2, smollm2_path
 setting = {setting!r}
 if setting == "raw Generator (before the fix)":
     folder = str(ct2.ct2_model_path(None, smollm2_path()))
-    ct2._ctranslate2().Generator(folder, device="cpu", inter_threads=2, intra_threads=1)
+    import ctranslate2  # after torch: imported before it, it left torch at 2 threads in one run (not investigated)
+    ctranslate2.Generator(folder, device="cpu", inter_threads=2, intra_threads=1)
 elif setting == "CTranslate2ChatLM (now)":
     ct2.CTranslate2ChatLM(num_threads=2, workers=2, show_progress=False)
 model, _ = load_smollm2()
