@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from e2p_lib.checks import check_int, check_positive_int
 
-ANSWER_TOKENS = 64  # the environment's answer cap everywhere (02's answer index, 04, 05, the CLI): one constant
+ANSWER_TOKENS = 64  # the answer cap everywhere: 02's index, 04, 05, the CLI (docs/experiments.md#answer-length)
 ECHO_TEMPLATE_COUNT = 3  # len(pasting.ECHO_TEMPLATES), kept here so that checking a config imports no numpy
 GROUND_CALL_COUNT = 7  # len(pasting.GROUND_ORDER), likewise
 MAX_BUDGET = 256  # environment calls per target; more is almost surely a typo (each call is an LM answer)

@@ -41,7 +41,7 @@ GROUND_TEMPLATES = (
     "{prompt}\nWrite about: {text}",
     "{prompt}\nInclude these points: {text}",
 )
-# Per grounded call: (rank of the known prompt, best first; wording) (docs/experiments.md#grounded-prompts).
+# Per grounded call: (rank of the known prompt, best first; wording) (docs/experiments.md#seven-grounded-calls).
 GROUND_ORDER = ((0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0), (2, 1))
 DEFAULT_MAX_WORDS = 45  # a 64-token answer holds about 45 words: a longer text could not come back whole
 # Sentence ends or line breaks: the texts are short model outputs (lists and code split on their lines).
