@@ -29,7 +29,8 @@ from e2p_lib.config import POLICY_CONFIG_FILE, POLICY_FOLDER
 from e2p_lib.inversion.config import ANSWER_TOKENS, SearchConfig
 
 POLICY_RUNS = ("policy-rl", "policy-sft")  # under the models folder, most trained first (04_rl, then 03_sft)
-FORWARD_MODEL_RUNS = ("forward-transformer", "forward-mlp")  # better held-out cosine first (docs/experiments.md#forward-model-presets)
+# Better held-out cosine first (docs/experiments.md#forward-model-presets).
+FORWARD_MODEL_RUNS = ("forward-transformer", "forward-mlp")
 CHOICE_FILE = "policy-choice.json"  # 04's record of the best policy on validation (docs/experiments.md#policy-choice)
 STORE_NAME = "alpaca"  # 02_pinecone's local store: the outputs, the answer index, the clean line's neighbours
 log = logging.getLogger(__name__)

@@ -262,9 +262,9 @@ def train_ppo(
 
     With `val_vectors`, the policy returned (and saved to `<output_dir>/policy`, which 05 and `load_inverter` read)
     holds the weights of the validation with the best reward, not the last step's: PPO's validation reward can fall
-    again in later steps (docs/experiments.md#ppo-best-step). `checkpoint.pt` keeps the last step's weights to resume from and
-    that choice (a second copy of the trainable weights: small for LoRA, the whole LM for `finetune="full"`), so a
-    resumed or finished run keeps it too, as long as it validates on the same `val_vectors`.
+    again in later steps (docs/experiments.md#ppo-best-step). `checkpoint.pt` keeps the last step's weights to resume
+    from and that choice (a second copy of the trainable weights: small for LoRA, the whole LM for
+    `finetune="full"`), so a resumed or finished run keeps it too, as long as it validates on the same `val_vectors`.
 
     Args:
         policy: the SFT policy, loaded trainable (`PromptPolicy.load(folder, trainable=True)`).
