@@ -77,7 +77,7 @@ PROFILES: dict[str, dict[str, dict]] = {
         "03_sft": {
             **_OPENAI_SPACE,
             "forward_preset": "gpu",
-            "finetune": "full",
+            "finetune": "full",  # all weights rather than LoRA (docs/experiments.md#policy-fine-tuning-mode)
             "policy_batch_size": 32,
             "policy_max_steps": None,
             "policy_epochs": 1,

@@ -3,7 +3,8 @@
 05_eval scores every method on these too (their prompts are unknown, so there is no "original prompt" row). Kinds
 vary on purpose: code, lists, poems, facts, advice, classification labels, short replies, emails, definitions.
 OWN_TARGETS is the test set; OWN_VALIDATION_TARGETS is a disjoint set of the same kinds (other topics), so that decision
-rules and thresholds can be chosen on own texts and then reported on the test texts they were never tuned on.
+rules and thresholds can be chosen on own texts and then reported on the test texts they were never tuned on
+(docs/experiments.md#one-call-margin-on-own-texts).
 """
 
 from __future__ import annotations

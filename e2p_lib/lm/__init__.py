@@ -32,7 +32,8 @@ Generation parameters:
 LocalChatLM runs in float32 by default: there, sampled answers with a seed repeat exactly whatever the batch, and
 greedy answers in a batch equal those generated one by one (tested on CPU). Left padding changes the shapes of the
 matrix products, so where two tokens are within rounding of each other an answer could still flip; in bfloat16 that
-is common, for no gain in speed at 135M parameters (README "Benchmarks"). Use the largest batch that fits.
+is common, for no gain in speed at 135M parameters (docs/experiments.md#environment-engine). Use the largest batch
+that fits.
 
 Bad input (a single string instead of a list, a blank prompt, a bad `max_new_tokens`, temperature or seed) raises
 TypeError or ValueError before any work, naming the values and the fix.
@@ -85,7 +86,7 @@ __all__ = [
 # Factory
 
 
-# The local engines; the default meets issue 14's targets (bench/lm_generate.py, README "Environment speed").
+# The local engines; the default gives transformers' answers for less CPU time (docs/experiments.md#environment-engine).
 ENGINES = ("ctranslate2", "transformers")
 DEFAULT_ENGINE = "ctranslate2"
 

@@ -14,10 +14,7 @@ from e2p_lib.embed.base import check_texts
 DEFAULT_MAX_NEW_TOKENS = 128  # see e2p_lib.lm's docstring
 DEFAULT_TEMPERATURE = 0.0  # greedy
 DEFAULT_SEED = 0
-# Alpaca's answers are short (median 43 tokens). On 32 Alpaca prompts (bench/lm_system_prompt.py), SmolLM2's own
-# system prompt gave answers of median 94 tokens, 41% cut at 128, mean cosine to the reference 0.670 (MiniLM); this one
-# gave median 52, 31% cut, cosine 0.655; Alpaca's preamble 93, 47%, 0.633. The cosines are equal within noise
-# (16 prompts ranked them the other way), so the length decides: closer to Alpaca, and half the tokens to generate.
+# Concise answers, closer to Alpaca's short outputs and half the tokens to generate (docs/experiments.md#system-prompt).
 DEFAULT_SYSTEM_PROMPT: str | None = (
     "You are a helpful assistant. Answer the request directly and concisely, in under 100 words."
 )

@@ -1,7 +1,7 @@
 """CTranslate2ChatLM: SmolLM2-135M-Instruct on CTranslate2, the fast local environment (the default of `make_lm`).
 
 CTranslate2 is a C++ inference engine for Transformer models: on CPU it spends less CPU time per answer token than
-transformers (README "Environment speed"), which is what a machine with few shared cores is short of.
+transformers (docs/benchmarks.md#environment-engines), which is what a machine with few shared cores is short of.
 
     >>> lm = CTranslate2ChatLM()                     # float32: transformers' answers, fewer CPU seconds
     >>> CTranslate2ChatLM(compute_type="int8")       # int8 weights: less CPU time, answers worded differently
@@ -21,10 +21,9 @@ transformers (README "Environment speed"), which is what a machine with few shar
   shorter than any prompt: every prompt then takes the same path (that prefix at once, the rest step by step)
   whatever its batch, and greedy answers equal those generated one by one (tested). It costs more than a row:
   every prompt token after the prefix becomes a decoding step. float32 needs no anchor: its answers did not change
-  with the batch or the anchor on any prompt measured (bench/ct2_batching.py: Alpaca prompts and long grounded-style
-  prompts, batch 1 to 128; tested), and without it a batch of 64 takes about 0.6x the time of the anchored 32.
-  On CPU the batches go to one single-threaded worker per core (`workers`), two at a time on 2 cores, for 0.78x
-  the wall time of one two-threaded worker; float32 answers do not change (bench/ct2_batching.py; tested).
+  with the batch or the anchor on any prompt measured (tested), and without it a batch of 64 is faster than the
+  anchored 32. On CPU the batches go to one single-threaded worker per core (`workers`), two at a time on 2 cores,
+  faster than one two-threaded worker; float32 answers do not change (tested; docs/benchmarks.md#environment-batching).
 - Sampling (temperature > 0) is delegated to `LocalChatLM` (transformers, float32), loaded on first use.
   Why: CTranslate2 4.8 draws every row of a batch from one random generator per worker thread, seeded once when that
   thread first samples (`set_random_seed` later has no effect on a running Generator). A prompt's sample would then
@@ -57,7 +56,7 @@ ENGINE = "ctranslate2"
 CT2_FOLDER = "smollm2-135m-instruct-ct2"
 # The files a finished conversion holds (CTranslate2's model layout); the rename makes them appear together.
 CT2_FILES = ("model.bin", "config.json", "vocabulary.json")
-# "int8" runs as int8_float32 on CPU and int8_float16 on CUDA (CTranslate2 picks); see bench/lm_generate.py.
+# "int8": int8_float32 on CPU, int8_float16 on CUDA (CTranslate2 picks); docs/benchmarks.md#environment-engines.
 COMPUTE_TYPES = ("float32", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "float16", "bfloat16")
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")  # as LocalChatLM: the end of an assistant turn, and end of text
 
@@ -131,7 +130,7 @@ class CTranslate2ChatLM(ChatLM):
     Parameters that control the model:
         compute_type: "float32" (the default: the same answers as transformers float32) or "int8" (int8 weights,
             float32 activations on CPU: faster, but its answers to Alpaca's prompts land further from Alpaca's outputs
-            than the project allows, README "Environment quality"); also "int8_float16", "float16"... on CUDA.
+            than the project allows, docs/experiments.md#environment-engine); also "int8_float16", "float16"... on CUDA.
             Part of the answer-cache key, resolved ("int8" -> "int8_float32" on CPU).
         device: "cpu", "cuda" or "auto" (CUDA when CTranslate2 sees a GPU).
         model_dir: the transformers SmolLM2 folder to convert (None: `smollm2_path()`);
@@ -139,14 +138,13 @@ class CTranslate2ChatLM(ChatLM):
     Parameters that control the answers (part of the answer-cache key):
         system_prompt, top_p: as `LocalChatLM` (top_p applies to sampled answers, which LocalChatLM generates).
     Parameters that control speed:
-        batch_size: prompts per `generate_batch` call (64: bench/ct2_batching.py).
+        batch_size: prompts per `generate_batch` call (64: docs/benchmarks.md#environment-batching).
         anchor_row: add the anchor row to every batch (None: for int8 compute types only; see the module docstring).
         num_threads: CTranslate2 threads in all (None: the cores this process may use, `default_threads()`).
             Unlike torch's, this setting belongs to this model only.
         workers: batches answered at once, each on `num_threads // workers` threads (None: on CPU one worker per
-            thread, each single-threaded; on CUDA one). A call is split so that every worker gets a batch. On 2
-            cores, 2 single-threaded workers took 0.78x the wall time of one 2-threaded one, answers equal
-            (bench/ct2_batching.py): the 135M model's small matrix products gain little from a second thread.
+            thread, each single-threaded; on CUDA one). A call is split so that every worker gets a batch: the 135M
+            model's small matrix products gain little from a second thread (docs/benchmarks.md#environment-batching).
         show_progress: passed to the sampling LocalChatLM.
     """
 
@@ -191,7 +189,7 @@ class CTranslate2ChatLM(ChatLM):
         self.ct2_dir = ct2_model_path(ct2_dir, self.model_dir)
         # Loading a Generator with intra_threads=1 sets the calling thread's OpenMP count, which torch shares, to 1:
         # every later torch step of the process (the policy's and PPO's training, the forward model) then ran on one
-        # core (03's policy 23 s a step against 9; README), hence torch's count put back after the load.
+        # core (docs/benchmarks.md#torch-threads), hence torch's count put back after the load.
         from e2p_lib.devices import torch_threads
 
         with torch_threads():

@@ -105,10 +105,11 @@ class LocalChatLM(ChatLM):
         system_prompt: None keeps SmolLM2's built-in one; a string replaces it ("" leaves the system turn empty).
         top_p: nucleus sampling when temperature > 0 (1.0: the full distribution).
     Parameters that control speed:
-        batch_size: prompts per forward pass (see bench/lm_generate.py for throughput by batch size).
+        batch_size: prompts per forward pass (throughput by batch size: docs/benchmarks.md#environment-engines).
         num_threads: torch CPU threads (None: leave torch's setting, one per core). torch's setting is
             process-wide, so this changes it for everything else in the process too. Use 1 where the cores are
-            shared with other busy processes: there torch's threads spin against them (README "Benchmarks").
+            shared with other busy processes: there torch's threads spin against them
+            (docs/benchmarks.md#environment-engines).
         show_progress: a progress bar over prompts when there is more than one batch.
     """
 

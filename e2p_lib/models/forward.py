@@ -27,8 +27,9 @@ prediction and the unit target ("cosine" = 1 - cosine as an option); predictions
 
 Training (see `e2p_lib.train.loop`) validates every `eval_every_steps`, checkpoints to `output_dir` atomically, and
 resumes from a checkpoint found there (same config and data required). Presets: "cpu" (the 5,000-row subset on a
-few cores) and "gpu" (all 52k rows on one GPU); README "Benchmarks" has their scores and times. On a CPU shared
-with other busy processes, call `torch.set_num_threads(1)` first: torch's one thread per core spins against them.
+few cores) and "gpu" (all 52k rows on one GPU); their scores: docs/experiments.md#forward-model-presets. On a CPU
+shared with other busy processes, call `torch.set_num_threads(1)` first: torch's one thread per core spins against
+them.
 """
 
 from __future__ import annotations
@@ -102,11 +103,11 @@ class ForwardModelConfig(TrainingConfig):
             the `ranking_groups` given to `train_forward_model`. If `0.0`, no groups are used (none need be given)
             and training is exactly the plain regression. Scale: the "mse" loss of unit vectors is 2 (1 - cosine)
             / d (about 0.0015 for MiniLM), the ranking loss 0.1 to 1, so weights near 1e-3 balance the two;
-            bench/forward_ranking.py measures what they do to the ranking.
+            what they do to the ranking: docs/experiments.md#forward-model-ranking-term.
         ranking_loss (`str`, defaults to `"listnet"`): "listnet" (softmax cross-entropy over a group) or
             "pairwise" (logistic loss over the pairs of a group).
-        ranking_temperature (`float`, defaults to `0.2`): T, the scale of cosine gaps that matters (real cosines
-            of one target's 8 nearest candidates span about 0.15; at 0.05 the term fought the regression).
+        ranking_temperature (`float`, defaults to `0.2`): T, the scale of cosine gaps that matters: about the
+            spread of the real cosines within a group (docs/experiments.md#forward-model-ranking-term).
         ranking_groups_per_step (`int`, defaults to `4`): groups per optimiser step; each adds k prompts to the
             step's forward pass.
 
@@ -166,7 +167,7 @@ class ForwardModelConfig(TrainingConfig):
         check_number_field(self, "encoder_learning_rate", minimum=0, exclusive=True)
 
 
-# Overrides per preset and kind (their scores and times: README "Benchmarks").
+# Overrides per preset and kind (their scores and times: docs/experiments.md#forward-model-presets).
 FORWARD_MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {  # the 5,000-row subset on 2 CPU cores
         "mlp": dict(

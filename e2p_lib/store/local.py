@@ -20,8 +20,8 @@ Format and why
 - Search is exact by default: one matrix product (numpy/BLAS) against all live rows, in blocks of queries. faiss'
   flat index was slower than numpy here, so it is not used. Exact search is memory-bound at large sizes;
   `search="binary"` ranks candidates by the Hamming distance of sign bits (1 bit per dimension, 32x less memory
-  traffic), then re-scores the best `rerank_candidates` exactly. README "Benchmarks" (bench/store.py) has timings
-  and the binary search's recall@10.
+  traffic), then re-scores the best `rerank_candidates` exactly. Timings and the binary search's recall:
+  docs/benchmarks.md#vector-store.
 - Several processes may use one store: writes take an exclusive `fcntl` lock on the namespace and first reload
   anything another process committed; readers notice a new manifest and reload.
 - A read needs no write access, so a read-only copy of a finished store (a read-only mount, shared with colleagues)
@@ -249,7 +249,7 @@ def _blas_controller() -> Any:
 
 def _one_blas_thread() -> Any:
     """Queries score with one BLAS thread: a matrix-vector product is memory-bound, and on busy cores waking
-    OpenBLAS's other threads costs more than it saves (README "Benchmarks")."""
+    OpenBLAS's other threads costs more than it saves (docs/benchmarks.md#vector-store)."""
     return _blas_controller().limit(limits=1, user_api="blas")
 
 
@@ -342,7 +342,7 @@ class LocalVectorStore(VectorStore):
         dimensions: vector dimension; required to create a store, checked against an existing one (None = read it).
         root: parent folder; default `config.data_dir() / "vectorstores"`.
         search: "exact" (default; exact cosine by matrix product) or "binary" (sign-bit Hamming candidates,
-            re-scored exactly: faster on large stores, approximate; README "Benchmarks" has its recall).
+            re-scored exactly: faster on large stores, approximate; its recall: docs/benchmarks.md#vector-store).
         rerank_candidates: with search="binary", how many candidates per query are re-scored exactly (at least
             top_k). More is slower and closer to exact.
         batch_size: records per segment written by `upsert`; a crash loses at most the batch in flight.

@@ -50,8 +50,8 @@ class AnswerCosineReward:
     Args:
         lm: the environment, anything with `generate(prompts, max_new_tokens, temperature, seed)`.
         embedder: the embedder of the targets (same name and dimensions, or the cosine means nothing).
-        max_new_tokens: answer length cap. Alpaca outputs have a median of 43 tokens; a shorter cap makes the
-            environment faster but embeds truncated answers (bench/rl_step.py measures the trade).
+        max_new_tokens: answer length cap; a shorter cap makes the environment faster but embeds truncated answers
+            (docs/experiments.md#answer-length).
         temperature, seed: the environment's decoding; greedy (0.0) by default, so a prompt has one answer.
         embedding_cache_dir: where answer embeddings are cached (None: the embedder's usual cache).
     """
