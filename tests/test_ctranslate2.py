@@ -146,7 +146,7 @@ def test_two_workers_give_one_workers_answers_in_the_callers_order(ct2_lms, ct2_
 @pytest.mark.slow
 def test_loading_single_threaded_workers_leaves_torchs_threads_alone(ct2_dir):
     """CTranslate2 sets the loading thread's OpenMP count to its `intra_threads`; torch shares it, and the policy's
-    training after an environment was loaded ran on one core (README, "The demo profile ... 2026-12-05"). In a fresh
+    training after an environment was loaded ran on one core (docs/benchmarks.md#torch-threads). In a fresh
     interpreter, as a notebook kernel is, where torch reads its default count lazily, after the load."""
 
     def fresh(code: str) -> list[str]:
