@@ -3,7 +3,9 @@
 >>> train = split_rows(frame, "train")                           # positions of the train split (add_split)
 >>> val, choice = split_parts(frame, "val", 8, 32)               # disjoint: 8 pick PPO's step, 32 pick the policy
 >>> hypotheses = row_hypotheses(index, frame, train, vectors, k=3)   # never a row's own, or same-output, rows
+>>> answers = row_answers(store, frame, train, vectors, k=1)      # the nearest stored outputs, never its own
 >>> keep = improves_on_hypotheses(index, frame, train, vectors, hypotheses)  # own prompt answers nearer than they
+>>> targets = best_known_prompts(index, frame, train, vectors, hypotheses)   # own prompt, or the hypothesis
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pandas as pd
 from e2p_lib.answer_index import AnswerIndex, leave_out
 from e2p_lib.embed.base import l2_normalise
 from e2p_lib.models.policy import Hypothesis
+from e2p_lib.store.retrieval import nearest_rows
 
 SPLITS = ("train", "val", "test")
 
@@ -57,6 +60,20 @@ def row_hypotheses(
     return index.hypotheses(vectors[rows], k=k, exclude_ids=[exclusions[r] for r in rows])
 
 
+def nearest_answers(store, targets: np.ndarray, k: int, exclude_ids=None) -> list[list[Hypothesis]]:
+    """The `k` stored outputs nearest each target as the policy reads them (`Hypothesis(kind="answer")`, with their
+    cosine to the target), never an id in `exclude_ids[i]`."""
+    rows = nearest_rows(store, targets, k, exclude_ids)
+    return [[Hypothesis(n.output, n.score, n.id, kind="answer") for n in row] for row in rows]
+
+
+def row_answers(store, frame: pd.DataFrame, rows: np.ndarray, vectors: np.ndarray, k: int) -> list[list[Hypothesis]]:
+    """`nearest_answers` for the rows in `rows` (positions in `frame`), leaving out each row and every row with the
+    same output (`leave_out`): a row never reads its own answer."""
+    exclusions = leave_out(frame["id"].tolist(), frame["output"].tolist())
+    return nearest_answers(store, vectors[rows], k, [exclusions[r] for r in rows])
+
+
 def improves_on_hypotheses(
     index: AnswerIndex,
     frame: pd.DataFrame,
@@ -80,6 +97,21 @@ def improves_on_hypotheses(
     targets = l2_normalise(vectors[rows])
     keep = np.ones(len(rows), dtype=bool)
     for j, (row_id, shown) in enumerate(zip(ids, hypotheses)):
-        if shown and row_id in answered:
-            keep[j] = float(answered[row_id] @ targets[j]) > shown[0].cosine + margin
+        known = [h for h in shown if h.kind == "prompt"]
+        if known and row_id in answered:
+            keep[j] = float(answered[row_id] @ targets[j]) > known[0].cosine + margin
     return keep
+
+
+def best_known_prompts(
+    index: AnswerIndex, frame: pd.DataFrame, rows: np.ndarray, vectors: np.ndarray, hypotheses: list[list[Hypothesis]]
+) -> list[str]:
+    """Per row, the best prompt known for its output: its own, unless the environment answers the best hypothesis
+    it is shown nearer (the index knows both answers: no environment call). Supervised on these, the policy writes
+    the best known prompt back where it cannot do better, instead of learning to write worse ones."""
+    keep = improves_on_hypotheses(index, frame, rows, vectors, hypotheses)
+    own = frame["prompt"].to_numpy()[rows]
+    return [
+        str(prompt) if kept else next(h.prompt for h in shown if h.kind == "prompt")
+        for prompt, kept, shown in zip(own, keep, hypotheses)
+    ]

@@ -173,6 +173,32 @@ def test_hypotheses_enter_the_context_left_padded(smollm2_tokenizer):
     assert bool((mask[1, : len(shown)] == 0).all())
 
 
+def test_stored_answers_follow_the_known_prompts_cut_to_their_own_length(smollm2_tokenizer):
+    policy = hypothesis_policy(smollm2_tokenizer, most=1)
+    policy.config.answers, policy.config.answer_tokens = 1, 4
+    row = [
+        Hypothesis("An answer about rain falling on the roof all night long.", 0.8, "row-7", kind="answer"),
+        Hypothesis("Name a fruit.", 0.62),
+        Hypothesis("Second prompt, beyond config.hypotheses.", 0.5),
+        Hypothesis("A second answer, beyond config.answers.", 0.7, kind="answer"),
+    ]
+    text = smollm2_tokenizer.decode(policy.hypothesis_ids(row))
+    assert text.index("62: Name a fruit.") < text.index("Answers near the one wanted:\n- An answer about")
+    assert "roof" not in text and "Second prompt" not in text and "second answer" not in text  # cut, and the most
+    policy.config.answers = 0  # a policy trained without answers never reads them
+    assert "An answer" not in smollm2_tokenizer.decode(policy.hypothesis_ids(row))
+
+
+def test_training_batches_show_fewer_known_prompts_but_every_answer():
+    from e2p_lib.train.sft import shown_hypotheses
+
+    rows = [[Hypothesis("p1", 0.5), Hypothesis("p2", 0.4), Hypothesis("a1", 0.9, kind="answer")] for _ in range(64)]
+    shown = shown_hypotheses(rows, np.arange(64), most=2, seed=0, step=3)
+    assert all(row[-1].prompt == "a1" for row in shown)  # the answer, in every row
+    assert {len(row) - 1 for row in shown} == {0, 1, 2}  # 0..2 known prompts, best first
+    assert all([h.prompt for h in row[:-1]] == ["p1", "p2"][: len(row) - 1] for row in shown)
+
+
 def test_hypotheses_change_the_prompt_distribution_and_padding_does_not(smollm2_tokenizer):
     policy = hypothesis_policy(smollm2_tokenizer)
     targets = unit_vectors(2)

@@ -32,8 +32,9 @@ from e2p_lib.evaluate.quality import copied_share
 from e2p_lib.inversion import Inverter, SearchConfig
 from e2p_lib.inversion.config import ANSWER_TOKENS
 from e2p_lib.models.policy import Hypothesis
-from e2p_lib.pipeline import improves_on_hypotheses, row_hypotheses
+from e2p_lib.pipeline import best_known_prompts, improves_on_hypotheses, row_answers, row_hypotheses
 from e2p_lib.store import make_vector_store
+from e2p_lib.store.retrieval import nearest_rows
 
 PROMPTS = [
     "Name a fruit.",
@@ -330,6 +331,38 @@ def test_a_row_improves_on_its_hypotheses_only_when_its_own_answer_lands_nearer(
         improves_on_hypotheses(index, frame, rows, vectors, shown[:2])
 
 
+def test_best_known_prompts_are_the_own_prompt_or_the_hypothesis_that_beats_it(pieces):
+    """As above: row 1's own prompt loses to its first hypothesis (row 2's prompt, cosine 1): it is trained to write
+    that hypothesis back; rows 0 and 3 keep their own prompts."""
+    index, embedder, ids = pieces["index"], pieces["embedder"], pieces["ids"]
+    frame = pd.DataFrame({"id": ids, "prompt": PROMPTS, "output": [f"out {i}" for i in range(len(ids))]})
+    vectors = np.stack([embedder.vector(f"Answer to: {p}") for p in PROMPTS])
+    vectors[1] = embedder.vector(f"Answer to: {PROMPTS[2]}")
+    rows = np.array([0, 1, 3])
+    shown = row_hypotheses(index, frame, rows, vectors, k=2)
+    answers = [[Hypothesis("an answer", 0.9, kind="answer")] for _ in rows]  # read too, never a target
+    with_answers = [a + h for a, h in zip(answers, shown)]
+    assert best_known_prompts(index, frame, rows, vectors, with_answers) == [PROMPTS[0], PROMPTS[2], PROMPTS[3]]
+
+
+def test_a_row_reads_the_stored_answers_nearest_it_but_never_its_own(pieces):
+    store, embedder, ids = pieces["store"], pieces["embedder"], pieces["ids"]
+    outputs = [f"Answer to: {p}" for p in PROMPTS]
+    outputs[5] = outputs[4]  # row 5 repeats row 4's output: row 4 must not read it either
+    store.upsert(
+        ids,
+        np.stack([embedder.vector(o) for o in outputs]),
+        [{"prompt": p, "output": o} for p, o in zip(PROMPTS, outputs)],
+    )
+    frame = pd.DataFrame({"id": ids, "prompt": PROMPTS, "output": outputs})
+    vectors = np.stack([embedder.vector(o) for o in outputs])
+    read = row_answers(store, frame, np.array([4, 0]), vectors, k=3)
+    assert all(h.kind == "answer" for row in read for h in row) and [len(row) for row in read] == [3, 3]
+    assert not {"row-4", "row-5"} & {h.id for h in read[0]} and "row-0" not in {h.id for h in read[1]}
+    assert [h.cosine for h in read[0]] == sorted((h.cosine for h in read[0]), reverse=True)
+    assert all(h.prompt == outputs[int(h.id.split("-")[1])] for row in read for h in row)
+
+
 # --- one call ------------------------------------------------------------------------------------------------------
 
 
@@ -352,7 +385,7 @@ def rounded(hypotheses, ids: bool = True) -> list[list[tuple]]:
     return [[(h.prompt, h.id if ids else None, round(h.cosine, 5)) for h in row] for row in hypotheses]
 
 
-def test_one_call_answers_the_policy_s_best_ranked_rewrite_of_the_index_s_best_prompts(pieces, monkeypatch):
+def test_one_call_answers_the_policy_s_greedy_rewrite_or_the_best_known_prompt_it_copied(pieces, monkeypatch):
     inverter, lm, index = pieces["inverter"], pieces["lm"], pieces["index"]
     targets = np.stack([pieces["embedder"].vector(t) for t in ("A poem about rain.", "Three colours please")])
     exclude = [["row-2"], ["row-1"]]
@@ -361,20 +394,23 @@ def test_one_call_answers_the_policy_s_best_ranked_rewrite_of_the_index_s_best_p
     results = inverter.search(targets, SearchConfig(budget=1, samples=3, max_prompt_tokens=6), exclude_ids=exclude)
     assert [r.environment_calls for r in results] == [1, 1]
     assert lm.received[sent_before:] == [r.prompt for r in results], "exactly one call per target: the final one"
-    for result in results:
-        rewrites = [c for c in result.candidates if c.source in ("greedy", "sampled")]
-        assert rewrites, "the tiny policy writes non-empty rewrites here, so the rule has something to pick"
-        assert all(np.isnan(c.achieved_cosine) for c in rewrites if c.prompt != result.prompt)
-        best_ranked = max(rewrites, key=lambda c: c.predicted_cosine)  # the first on ties, as the search sorts
-        assert result.prompt == best_ranked.prompt and result.achieved_cosine == pytest.approx(
-            float(pieces["embedder"].vector(f"Answer to: {result.prompt}") @ targets[results.index(result)]),
-            abs=1e-5,
-        )
-    # one round of rewriting (greedy, then the samples), each reading the index's two best prompts
-    assert len(calls) == 2 and calls[1]["num_return_sequences"] == 2
+    # one greedy prompt per target (samples apply from budget 2), reading the index's two best prompts
+    assert len(calls) == 1 and calls[0].get("num_return_sequences", 1) == 1
     top = index.hypotheses(targets, k=2, exclude_ids=exclude)
-    for call in calls:  # the search shows them without their row ids
-        assert rounded(call["hypotheses"], ids=False) == rounded(top, ids=False)
+    assert rounded(calls[0]["hypotheses"], ids=False) == rounded(top, ids=False)
+    greedy = inverter.policy.generate(targets, max_new_tokens=6, hypotheses=calls[0]["hypotheses"])
+    for result, written, known in zip(results, greedy, top):
+        new = written.strip() and written not in [h.prompt for h in known]
+        assert result.prompt == (written if new else known[0].prompt)  # a copy, or nothing, sends the best known
+    # the policy copies the index's second prompt: the call goes to the better first one instead
+    monkeypatch.setattr(inverter.policy, "generate", lambda targets, **options: [row[1].prompt for row in top])
+    copied = inverter.search(targets, SearchConfig(budget=1), exclude_ids=exclude)
+    assert [r.prompt for r in copied] == [row[0].prompt for row in top] and [r.environment_calls for r in copied] == [
+        1,
+        1,
+    ]
+    monkeypatch.undo()
+    calls = spy_on_generate(inverter.policy, monkeypatch)
 
     # without the policy: the index's best prompt, and the policy is never asked
     calls.clear()
@@ -484,3 +520,43 @@ def test_a_clean_search_with_nothing_below_the_line_says_so(pieces):
         inverter.search(target, config, retrieved=[[OUTPUT_ROWS["out-1"][0]]])
     [result] = inverter.search(target, config, retrieved=[["Describe rain.", OUTPUT_ROWS["out-1"][0]]])
     assert result.prompt == "Describe rain." and result.environment_calls == 1
+
+
+def test_without_the_policy_every_exploring_call_goes_to_retrieved_prompts(pieces, monkeypatch):
+    inverter, lm = pieces["inverter"], pieces["lm"]
+    calls = spy_on_generate(inverter.policy, monkeypatch)
+    target = pieces["embedder"].vector("A poem about rain.")[None]
+    retrieved = [["Write a rain poem.", "Describe a storm.", "Name a cloud.", "Paint the sky.", "Draw a wave.", "Hum."]]
+    sent_before = len(lm.received)
+    [result] = inverter.search(
+        target, SearchConfig(budget=5, use_policy=False, retrieved_share=0.5), retrieved=retrieved
+    )
+    assert calls == []  # the policy is never asked
+    asked = [c.prompt for c in result.candidates if c.source == "retrieved" and not np.isnan(c.achieved_cosine)]
+    assert asked == retrieved[0][:4]  # all 4 exploring calls, whatever retrieved_share says, nearest first
+    assert lm.received[sent_before : sent_before + 4] == asked and result.environment_calls <= 5
+
+
+def test_a_policy_that_reads_stored_answers_gets_the_nearest_outputs_in_the_search(pieces, monkeypatch):
+    inverter, store, embedder, ids = pieces["inverter"], pieces["store"], pieces["embedder"], pieces["ids"]
+    inverter.policy.config.answers = 1
+    target = embedder.vector("A poem about rain.")[None]
+    with pytest.raises(ValueError, match="stored outputs nearest each target|stored outputs nearest the target"):
+        inverter.search(target, SearchConfig(budget=2, samples=2, max_prompt_tokens=6))
+    outputs = [f"Output of {p}" for p in PROMPTS]
+    store.upsert(
+        ids,
+        np.stack([embedder.vector(o) for o in outputs]),
+        [{"prompt": p, "output": o} for p, o in zip(PROMPTS, outputs)],
+    )
+    inverter.retrieval = store
+    calls = spy_on_generate(inverter.policy, monkeypatch)
+    inverter.search(
+        target, SearchConfig(budget=2, samples=2, max_prompt_tokens=6, max_copied_share=1.0), exclude_ids=[["row-2"]]
+    )
+    nearest = nearest_rows(store, target, 1, [["row-2"]])[0][0]
+    for call in calls:
+        [read] = call["hypotheses"]
+        answers = [h for h in read if h.kind == "answer"]
+        assert [(h.prompt, h.id) for h in answers] == [(nearest.output, nearest.id)] and nearest.id != "row-2"
+    inverter.policy.config.answers = 0

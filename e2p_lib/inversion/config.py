@@ -23,8 +23,8 @@ class SearchConfig:
 
     Parameters that control the budget:
         budget (`int`, defaults to `8`): environment calls per target, at most (1 to 256). With `1`, the only call
-            answers the policy's best-ranked rewrite of the index's best prompts (the index's best prompt with
-            `use_policy=False`).
+            answers the policy's greedy rewrite of the index's best prompts; where that is a prompt already known, or
+            with `use_policy=False`, the best known prompt.
         answer_tokens (`int`, defaults to `64`): the environment's answer cap. Must be the answer index's (02
             builds it with the same value), or the index's cosines are not the ones the search measures.
 
@@ -40,12 +40,12 @@ class SearchConfig:
         rounds (`int`, defaults to `2`): rounds of rewriting; each round's answered rewrites join the hypotheses
             the next round reads.
         samples (`int`, defaults to `6`): prompts the policy writes per target and round: greedy plus
-            `samples - 1` sampled; the forward model ranks them and the best-ranked are answered.
+            `samples - 1` sampled; the forward model ranks them and the best-ranked are answered (budget 1: greedy).
         temperature (`float`, defaults to `0.8`), top_p (`float`, defaults to `1.0`): how rewrites are sampled.
         max_prompt_tokens (`int` or `None`, defaults to `None`): the longest rewrite (None: the policy's own cap).
         seed (`int`, defaults to `0`): seeds the sampling; the same targets in the same order repeat exactly.
-        use_policy (`bool`, defaults to `True`): if `False`, no rewrites: the calls go to indexed and retrieved
-            prompts alone (what 05 compares against, to show what the learned policy adds).
+        use_policy (`bool`, defaults to `True`): if `False`, no rewrites: every exploring call goes to retrieved
+            prompts the index does not know (what 05 compares against, to show what the learned policy adds).
 
     Parameters that control prompt quality:
         clean (`bool`, defaults to `True`): send and return only prompts whose copied share (`e2p_lib.evaluate.

@@ -197,11 +197,44 @@ class Inverter:
             )
         return vectors / norms[:, None]
 
-    def index_hypotheses(self, targets: np.ndarray, k: int, exclude_ids=None) -> list[list[Hypothesis]] | None:
-        """The index's `k` best known prompts per target (None without an index): what the policy reads."""
-        if self.index is None:
+    def check_reading(self, index_needed: bool = True) -> None:
+        """Refuse to write without what the policy was trained to read beside the target: without it the policy
+        writes prompts unrelated to the target. (The search can show known prompts of its own: `index_needed`.)
+
+        Raises:
+            ValueError: known prompts are read and there is no answer index, or stored answers and no store.
+        """
+        config = self.policy.config
+        if config.hypotheses and index_needed and self.index is None:
+            raise ValueError(
+                f"The policy was trained to read {config.hypotheses} known prompts (the answer index's) beside the "
+                "target, and this inverter has no answer index. Run notebooks/02_pinecone.ipynb (load_inverter then "
+                "finds the index) or pass index=."
+            )
+        if config.answers and self.retrieval is None:
+            raise ValueError(
+                f"The policy was trained to read the {config.answers} stored outputs nearest the target, and this "
+                "inverter has no store of them. Run notebooks/02_pinecone.ipynb (load_inverter then opens it) or "
+                "pass retrieval=."
+            )
+
+    def reading(self, targets: np.ndarray, exclude_ids=None) -> list[list[Hypothesis]] | None:
+        """What the policy reads beside each target: the index's best known prompts and the nearest stored outputs,
+        as many as it was trained on (None when it reads neither); never a row in `exclude_ids[i]`."""
+        from e2p_lib.pipeline import nearest_answers
+
+        config = self.policy.config
+        if not (config.hypotheses or config.answers):
             return None
-        return self.index.hypotheses(targets, k=k, exclude_ids=exclude_ids)
+        prompts = (
+            self.index.hypotheses(targets, k=config.hypotheses, exclude_ids=exclude_ids)
+            if config.hypotheses
+            else [[] for _ in targets]
+        )
+        if not config.answers:
+            return prompts
+        answers = nearest_answers(self.retrieval, targets, config.answers, exclude_ids)
+        return [p + a for p, a in zip(prompts, answers)]
 
     # --- 2. writing: the greedy prompt, then best_of - 1 samples, per conditioning vector ----------------------------
 

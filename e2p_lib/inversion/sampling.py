@@ -122,17 +122,9 @@ def sample(
             pass), all before any model runs.
     """
     rerank = _check_options(inverter, best_of, temperature, rerank, refine_steps, measure)
-    hypotheses_per_target = int(inverter.policy.config.hypotheses)
-    if hypotheses_per_target and inverter.index is None:
-        raise ValueError(
-            f"The policy was trained to read {hypotheses_per_target} known prompts (the answer index's) beside the "
-            "target, and this inverter has no answer index: without them it writes prompts unrelated to the target. "
-            "Run notebooks/02_pinecone.ipynb (load_inverter then finds the index) or pass index=."
-        )
+    inverter.check_reading()
     targets = inverter.target_vectors(targets)
-    hypotheses = (
-        inverter.index_hypotheses(targets, hypotheses_per_target, exclude_ids) if hypotheses_per_target else None
-    )
+    hypotheses = inverter.reading(targets, exclude_ids)
     uses_environment = rerank == "environment" or refine_steps > 0 or measure
     reward = inverter.reward(answer_tokens) if uses_environment else None
     memo: list[dict[str, tuple[float, str]]] = [{} for _ in targets]  # per target: prompt -> (cosine, answer)

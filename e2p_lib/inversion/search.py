@@ -25,6 +25,7 @@ import numpy as np
 from e2p_lib.evaluate.quality import References
 from e2p_lib.inversion.config import SearchConfig
 from e2p_lib.inversion.results import POLICY_SOURCES, Candidate, InversionResult, fill, known_best, real_or_lowest
+from e2p_lib.models.policy import Hypothesis
 from e2p_lib.store.retrieval import nearest_rows
 
 COPY_TOLERANCE = 1e-9  # a share equal to the line is clean (float rounding never tips it over)
@@ -89,6 +90,13 @@ class _Search:
             References({nb.id: nb.output for nb in row}, text)
             for row, text in zip(self.neighbours, texts if texts is not None else [None] * n)
         ]
+        # the stored outputs the policy reads beside the known prompts, when it was trained to (PolicyConfig.answers)
+        self.answers = [
+            [Hypothesis(n.output, n.score, n.id, kind="answer") for n in row[: inverter.policy.config.answers]]
+            for row in self.neighbours
+        ]
+        if config.use_policy:
+            inverter.check_reading(index_needed=False)  # without an index the policy reads what the search answered
         self.retrieved = retrieved
         self.history: list[list[Candidate]] = [[] for _ in range(n)]
         self.memo: list[dict[str, tuple[float, str]]] = [{} for _ in range(n)]
@@ -198,30 +206,36 @@ class _Search:
     # --- 3. retrieved calls ------------------------------------------------------------------------------------------
 
     def retrieved_calls(self) -> None:
-        """`retrieved_share` of each target's exploring calls (rounded up) on its unknown retrieved prompts."""
-        self.spend(self.to_retrieve, [math.ceil(c * self.config.retrieved_share) for c in self.left])
+        """`retrieved_share` of each target's exploring calls (rounded up) on its unknown retrieved prompts; all of
+        them without the policy (nothing else would use them)."""
+        share = self.config.retrieved_share if self.config.use_policy else 1.0
+        self.spend(self.to_retrieve, [math.ceil(c * share) for c in self.left])
 
     # --- 4. corrector rounds ------------------------------------------------------------------------------------------
 
     def corrector_rounds(self) -> None:
         """The policy's rewrites over `rounds` rounds, the best-ranked answered within each round's share of calls;
-        at budget 1, one round whose best-ranked rewrite becomes the final call (`final_pick`)."""
+        at budget 1, its greedy rewrite alone, which becomes the final call (`final_pick`): the forward model ranks
+        the policy's samples worse than its greedy prompt (docs/experiments.md#one-call-rewrite)."""
         config, inverter = self.config, self.inverter
         self.rewrites: list[list[Candidate]] = [[] for _ in range(self.n)]
         if not config.use_policy:
             return
-        rounds = config.rounds if config.budget > 1 else 1
+        rounds, samples = (config.rounds, config.samples) if config.budget > 1 else (1, 1)
         exploring = list(self.left)
         for step in range(rounds):
-            shown = [inverter.shown_hypotheses([c for c in row if self.allowed(c)]) for row in self.history]
+            shown = [
+                inverter.shown_hypotheses([c for c in row if self.allowed(c)]) + answers
+                for row, answers in zip(self.history, self.answers)
+            ]
             proposals = inverter.propose(
                 self.targets,
-                config.samples,
+                samples,
                 config.temperature,
                 config.top_p,
                 config.seed + step,
                 config.max_prompt_tokens,
-                hypotheses=shown if inverter.policy.config.hypotheses else None,
+                hypotheses=shown if inverter.policy.config.hypotheses or inverter.policy.config.answers else None,
             )
             fresh = self.add(proposals, lambda j: POLICY_SOURCES[min(j, 1)], step)
             for i, row in enumerate(fresh):
@@ -280,8 +294,9 @@ class _Search:
         )
 
     def one_call(self, i: int) -> Candidate | None:
-        """Budget 1: the policy's best-ranked rewrite (the index's best prompt without the policy), unless a pasting
-        prompt's composed text lies its margin nearer than the best known answer (echo's rule asked first)."""
+        """Budget 1: the policy's greedy rewrite; where it wrote a prompt already known (a copy adds nothing), or
+        without the policy, the best known prompt. A pasting prompt replaces it when its composed text lies its
+        margin nearer than the best known answer (echo's rule asked first)."""
         known = self.best_known(i)
         pick = self.rewrites[i][0] if self.rewrites[i] else known or self.best(i)
         best_real = real_or_lowest(known) if known is not None else -np.inf

@@ -70,6 +70,10 @@ class PolicyConfig:
         hypotheses (`int`, defaults to 0): the most hypotheses shown in the context: known prompts with the cosine
             of their answer to the target (see `Hypothesis`). The policy then edits and combines them.
         hypothesis_tokens (`int`, defaults to 32): each hypothesis prompt is cut to this many tokens.
+        answers (`int`, defaults to 0): the most stored answers shown after them: texts near the target (the
+            nearest stored outputs, `Hypothesis(kind="answer")`), what the policy's prompt should be answered with.
+            Text the LM reads at once, where the soft tokens need training to mean anything.
+        answer_tokens (`int`, defaults to 48): each answer is cut to this many tokens.
     """
 
     embedding_dim: int = 384
@@ -86,6 +90,8 @@ class PolicyConfig:
     max_prompt_tokens: int = 64
     hypotheses: int = 0
     hypothesis_tokens: int = 32
+    answers: int = 0
+    answer_tokens: int = 48
 
     def __post_init__(self):
         if self.finetune not in FINETUNE_MODES:
@@ -97,25 +103,30 @@ class PolicyConfig:
             "max_prompt_tokens",
             "lora_rank",
             "hypothesis_tokens",
+            "answer_tokens",
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        if int(self.hypotheses) < 0:
-            raise ValueError(f"hypotheses must be 0 or more, got {self.hypotheses}.")
+        for name in ("hypotheses", "answers"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}.")
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}.")
 
 
 @dataclass(frozen=True)
 class Hypothesis:
-    """A known prompt for a target and how close its answer landed: cosine(target, embed(answer))."""
+    """What the policy reads about a target: a known prompt and how close its answer landed, cosine(target,
+    embed(answer)) (`kind="prompt"`), or a stored answer near the target, with its own cosine (`kind="answer"`)."""
 
     prompt: str
     cosine: float
-    id: str | None = None  # the indexed row it came from, if any
+    id: str | None = None  # the stored row it came from, if any
+    kind: str = "prompt"  # "prompt" (a request) or "answer" (a text near the target)
 
 
 HYPOTHESES_HEADER = "\nKnown requests, with how close their answers land (0-100):"
+ANSWERS_HEADER = "\nAnswers near the one wanted:"
 Hypotheses = Sequence[Sequence[Hypothesis]] | None  # one list per target row (None: no hypotheses anywhere)
 
 
@@ -185,16 +196,23 @@ class PromptPolicy(nn.Module):
     # --- the context: [head tokens][soft tokens][hypothesis tokens][tail tokens] -----------------------------
 
     def hypothesis_ids(self, hypotheses: Sequence[Hypothesis] | None) -> list[int]:
-        """Token ids of the hypotheses shown for one target: a header, then one line "72: prompt" per hypothesis,
-        at most `config.hypotheses` of them, each prompt cut to `config.hypothesis_tokens` tokens."""
-        shown = list(hypotheses or [])[: self.config.hypotheses]
-        if not shown:
-            return []
+        """Token ids of what is shown for one target: a header, then one line "72: prompt" per known prompt, at most
+        `config.hypotheses`, each cut to `config.hypothesis_tokens` tokens; then, with `config.answers`, a second
+        header and one line "- text" per stored answer, each cut to `config.answer_tokens` tokens."""
+        given = list(hypotheses or [])
         encode = self._encode
-        ids = list(encode(HYPOTHESES_HEADER))
-        for h in shown:
-            ids += encode(f"\n{round(100 * max(float(h.cosine), 0.0))}: ")
-            ids += encode(h.prompt)[: self.config.hypothesis_tokens]
+        ids: list[int] = []
+        prompts = [h for h in given if h.kind == "prompt"][: self.config.hypotheses]
+        if prompts:
+            ids += encode(HYPOTHESES_HEADER)
+            for h in prompts:
+                ids += encode(f"\n{round(100 * max(float(h.cosine), 0.0))}: ")
+                ids += encode(h.prompt)[: self.config.hypothesis_tokens]
+        answers = [h for h in given if h.kind == "answer"][: self.config.answers]
+        if answers:
+            ids += encode(ANSWERS_HEADER)
+            for h in answers:
+                ids += encode("\n- ") + encode(h.prompt)[: self.config.answer_tokens]
         return ids
 
     def _encode(self, text: str) -> list[int]:

@@ -132,6 +132,11 @@ class Neighbour:
     id: str
     prompt: str
     output: str
+    score: float = float("nan")  # cosine of the stored output to the target
+
+
+def _texts(metadata) -> tuple[str, str]:
+    return str(metadata.get("prompt", "")), str(metadata.get("output", ""))
 
 
 def nearest_rows(
@@ -147,7 +152,5 @@ def nearest_rows(
     for start in range(0, len(targets), batch_size):
         excluded = None if exclude_ids is None else list(exclude_ids[start : start + batch_size])
         for matches in store.query(targets[start : start + batch_size], top_k=k, exclude_ids=excluded):
-            rows.append(
-                [Neighbour(m.id, str(m.metadata.get("prompt", "")), str(m.metadata.get("output", ""))) for m in matches]
-            )
+            rows.append([Neighbour(m.id, *_texts(m.metadata), float(m.score)) for m in matches])
     return rows

@@ -94,8 +94,14 @@ def expert_iteration(
         rewrite_best = [_is_rewrite(r) for r in results]
         kept = [j for j, won in enumerate(rewrite_best) if config.keep == "all" or won]
         if kept:  # a round where no rewrite won teaches nothing under keep="rewrites"
-            shown = [inverter.shown_hypotheses([c for c in results[j].candidates if c.source == "index"]) for j in kept]
             vectors, best = train_vectors[rows[kept]], [results[j].prompt for j in kept]
+            # what the policy read: the indexed prompts it was shown, and the stored answers when it reads them
+            answers = inverter.reading(vectors, [exclude_ids[i] for i in rows[kept]]) or [[] for _ in kept]
+            shown = [
+                inverter.shown_hypotheses([c for c in results[j].candidates if c.source == "index"])
+                + [h for h in read if h.kind == "answer"]
+                for j, read in zip(kept, answers)
+            ]
             sft = PolicyTrainingConfig(
                 max_steps=config.steps_per_round,
                 batch_size=config.batch_size,

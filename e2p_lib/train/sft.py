@@ -131,13 +131,17 @@ def _check_rows(vectors: np.ndarray, prompts: Sequence[str], dims: int, what: st
 
 
 def shown_hypotheses(hypotheses: Hypotheses, rows: np.ndarray, most: int, seed: int, step: int) -> Hypotheses:
-    """The hypotheses a training batch sees: all `most` for half the rows, a random 0..most-1 for the others, so
-    the policy also learns to write with fewer (the first search round, a sparse index). Seeded by step."""
-    if hypotheses is None or most == 0:
+    """The hypotheses a training batch sees: all `most` known prompts for half the rows, a random 0..most-1 for the
+    others, so the policy also learns to write with fewer (the first search round, a sparse index); stored answers
+    (`kind="answer"`) always. Seeded by step."""
+    if hypotheses is None:
         return None
     rng = np.random.default_rng([seed, step, 1])
-    counts = np.where(rng.random(len(rows)) < 0.5, most, rng.integers(0, most, len(rows)))
-    return [list(hypotheses[r])[:c] for r, c in zip(rows, counts)]
+    counts = np.where(rng.random(len(rows)) < 0.5, most, rng.integers(0, max(most, 1), len(rows)))
+    return [
+        [h for h in hypotheses[r] if h.kind == "prompt"][:c] + [h for h in hypotheses[r] if h.kind == "answer"]
+        for r, c in zip(rows, counts)
+    ]
 
 
 @torch.no_grad()
@@ -208,9 +212,10 @@ def train_policy(
     # the hypotheses shown are part of the data: a resume with other hypotheses is another run
     keyed = (
         train_prompts
-        if train_hypotheses is None or not most
+        if train_hypotheses is None or not (most or policy_config.answers)
         else [
-            f"{p}\x00{[(h.prompt, round(h.cosine, 4)) for h in list(hs)[:most]]}"
+            f"{p}\x00{[(h.prompt, round(h.cosine, 4)) for h in [h for h in hs if h.kind == 'prompt'][:most]]}"
+            + "".join(f"\x00{h.prompt}" for h in [h for h in hs if h.kind == "answer"][: policy_config.answers])
             for p, hs in zip(train_prompts, train_hypotheses)
         ]
     )
