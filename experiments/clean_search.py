@@ -1,0 +1,97 @@
+"""The clean search's variants on validation targets, paired with the answer index's top prompt and the original.
+
+Needs a data folder where 01-03 ran (the answer index, the store, the clean line, a forward model) and a saved
+policy. Targets are validation rows after the first 40 (04 chooses PPO's step and the policy on those 40).
+
+    E2P_DATA_DIR=<data folder> python experiments/clean_search.py --policy <folder>/policy --targets 60 \\
+        --variants one-call,search,search-4-48,without-policy,without-policy-64,pasting
+
+Prints, per variant: mean answer cosine, mean copied share, mean environment calls and seconds, then each variant's
+paired difference [95% bootstrap interval] to the index's top prompt and to the original prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from e2p_lib import config as paths
+from e2p_lib.answer_index import leave_out
+from e2p_lib.data import add_split
+from e2p_lib.embed import embedder_from_name
+from e2p_lib.embed.cache import load_embedded_dataset
+from e2p_lib.evaluate.metrics import paired_difference
+from e2p_lib.evaluate.quality import load_clean_line
+from e2p_lib.inversion import Inverter, SearchConfig
+from e2p_lib.inversion.api import load_forward_model, open_answer_index
+from e2p_lib.lm import make_lm
+from e2p_lib.models.policy import PromptPolicy
+from e2p_lib.pipeline import split_rows
+from e2p_lib.store import make_vector_store
+from e2p_lib.train.rewards import AnswerCosineReward
+
+VARIANTS = {
+    "one-call": dict(budget=1),
+    "search": {},
+    "search-4-48": dict(samples=4, max_prompt_tokens=48),
+    "without-policy": dict(use_policy=False),
+    "without-policy-64": dict(use_policy=False, neighbours=64),
+    "pasting": dict(clean=False, ground=7, use_policy=False),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", required=True, help="a saved policy folder")
+    parser.add_argument("--targets", type=int, default=60)
+    parser.add_argument("--skip", type=int, default=40, help="validation rows to skip (04's choice rows)")
+    parser.add_argument("--variants", default="one-call,search,without-policy")
+    args = parser.parse_args()
+    dataset = load_embedded_dataset(model="local/all-MiniLM-L6-v2", dimensions=384)
+    frame = add_split(dataset.frame)
+    rows = split_rows(frame, "val")[args.skip : args.skip + args.targets]
+    targets = dataset.vectors[rows]
+    exclusions = leave_out(frame["id"].tolist(), frame["output"].tolist())
+    excluded = [exclusions[r] for r in rows]
+    embedder = embedder_from_name(dataset.model, dataset.dimensions)
+    lm = make_lm("local")
+    store = make_vector_store("local", name="alpaca", dimensions=dataset.dimensions)
+    index = open_answer_index(store, lm, embedder)
+    inverter = Inverter(
+        PromptPolicy.load(args.policy),
+        embedder,
+        load_forward_model(paths.models_dir(), embedder),
+        lm,
+        index=index,
+        retrieval=store,
+        clean_line=load_clean_line(paths.data_dir()),
+    )
+    reward = AnswerCosineReward(lm, embedder, max_new_tokens=SearchConfig().answer_tokens)
+    scores = {
+        "answer index, top 1": np.array(
+            [row[0].cosine for row in index.hypotheses(targets, k=1, exclude_ids=excluded)]
+        ),
+        "original prompt": reward(frame["prompt"].to_numpy()[rows].tolist(), targets).rewards,
+    }
+    for name in args.variants.split(","):
+        started = time.perf_counter()
+        results = inverter.search(targets, replace(SearchConfig(), **VARIANTS[name]), exclude_ids=excluded)
+        scores[name] = np.array([r.achieved_cosine for r in results])
+        print(
+            f"{name:20s} cosine {scores[name].mean():.3f}  copied share "
+            f"{np.mean([r.copied_share for r in results]):.3f}  calls "
+            f"{np.mean([r.environment_calls for r in results]):.2f}  {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
+    for name, values in scores.items():
+        for baseline in ("answer index, top 1", "original prompt"):
+            if name != baseline:
+                mean, low, high = paired_difference(values, scores[baseline])
+                print(f"  {name} - {baseline}: {mean:+.3f} [{low:+.3f}, {high:+.3f}]")
+
+
+if __name__ == "__main__":
+    main()
