@@ -120,3 +120,38 @@ def test_each_factory_is_defined_in_its_package_init(package, factory):
         and any(isinstance(node, ast.FunctionDef) and node.name == factory for node in ast.walk(tree))
     ]
     assert not elsewhere, f"{factory} is also defined in {elsewhere}"
+
+
+def test_the_library_keeps_decisions_not_evidence():
+    """Experiment scripts, tables and intervals live in docs/ and experiments/: the library cites no bench or
+    experiment script and carries no bootstrap interval (a comment points to docs/experiments.md instead)."""
+    import re
+
+    evidence = re.compile(r"bench/|experiments/[a-z_]+\.py|\[[+-]?\d\.\d{3}, [+-]?\d\.\d{3}\]")
+    found = [
+        f"{path.relative_to(LIBRARY.parent)}:{number}: {line.strip()}"
+        for path in MODULES.values()
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if evidence.search(line)
+    ]
+    assert not found, found
+
+
+def test_experiment_scripts_stand_alone():
+    """Each script in experiments/ runs on its own through the library: no import of another script, no private
+    name, no sys.path edit."""
+    folder = LIBRARY.parent / "experiments"
+    scripts = sorted(folder.glob("*.py"))
+    assert scripts, "experiments/ holds no script"
+    names = {p.stem for p in scripts}
+    for path in scripts:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                assert not any(m.split(".")[0] in names for m in modules), (path.name, modules)
+                taken = [a.name for a in node.names] if isinstance(node, ast.ImportFrom) else []
+                assert not any(name.startswith("_") for name in taken), (path.name, taken)
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                raise AssertionError(f"{path.name} uses the private {node.attr}")
+        assert "sys.path" not in path.read_text(), path.name
