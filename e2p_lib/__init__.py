@@ -11,7 +11,8 @@ The library behind the numbered notebooks, in packages that follow the data:
   rows and hypotheses 03-05 train and score on).
 - `inversion`: the search and its config, the inverter and its API, re-exported here; `cli` (the `e2p` command),
   `run_notebooks`, `notebook`.
-- helpers: `clients` (OpenAI set-up, rate limiter), `atomic`, `sqlite_store`, `devices`, `checks`.
+- helpers: `clients` (OpenAI set-up, rate limiter), `atomic`, `sqlite_store`, `errors` (one error for an unusable
+  data file), `devices`, `checks`.
 """
 
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """`SearchConfig`: every option of e2p's search in one place; its defaults are the method 05_eval reports.
 
-The CLI (`e2p invert`), 05_eval and the experiments read their settings from here, so what a user runs is what the
-README's table measured. Values are checked when the config is made, before any model loads.
+The CLI (`e2p invert`), 05_eval and the experiments read their settings from here, so what a user runs is the method
+05 measures. Values are checked when the config is made, before any model loads.
 """
 
 from __future__ import annotations
