@@ -322,5 +322,5 @@ def _check_index_fits(inverter, answer_tokens: int) -> None:
         raise ValueError(
             f"The answer index {index.namespace!r} was not built for this environment, embedder and "
             f"answer_tokens={answer_tokens} (that index would be {expected!r}): pass the answer_tokens it was built "
-            "with (02_pinecone's answer_max_new_tokens), or rebuild it with 02."
+            "with (02_pinecone's answer_tokens), or rebuild it with 02."
         )

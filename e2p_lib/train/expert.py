@@ -23,7 +23,7 @@ import pandas as pd
 
 from e2p_lib.checks import check_positive_int
 from e2p_lib.config import POLICY_FOLDER
-from e2p_lib.inversion.config import SearchConfig
+from e2p_lib.inversion.config import ANSWER_TOKENS, SearchConfig
 from e2p_lib.inversion.results import POLICY_SOURCES
 from e2p_lib.train.sft import PolicyTrainingConfig, train_policy
 
@@ -33,15 +33,17 @@ KEEP = ("all", "rewrites")
 @dataclass
 class ExpertIterationConfig:
     """`rounds` rounds, each: `targets_per_round` training targets searched with `budget` calls each (`samples`
-    rewrites per search round), then `steps_per_round` SFT steps of `batch_size` on the best prompts at
-    `learning_rate`. `keep`: "all" trains on every searched target's best prompt; "rewrites" only on the targets
-    where one of the policy's own rewrites beat every indexed prompt (a policy taught to improve on its hypotheses
-    rather than to write the best of them back). `output_dir` None: the policy is not saved."""
+    rewrites per search round, answers of `answer_tokens`: the answer index's), then `steps_per_round` SFT steps of
+    `batch_size` on the best prompts at `learning_rate`. `keep`: "all" trains on every searched target's best
+    prompt; "rewrites" only on the targets where one of the policy's own rewrites beat every indexed prompt (a policy
+    taught to improve on its hypotheses rather than to write the best of them back). `output_dir` None: the policy is
+    not saved."""
 
     rounds: int = 1
     targets_per_round: int = 48
     budget: int = 8
     samples: int = 8
+    answer_tokens: int = ANSWER_TOKENS
     steps_per_round: int = 24
     batch_size: int = 16
     learning_rate: float = 1e-4
@@ -52,7 +54,15 @@ class ExpertIterationConfig:
     def __post_init__(self) -> None:
         if self.keep not in KEEP:
             raise ValueError(f"keep={self.keep!r}; choose one of {KEEP}.")
-        for name in ("rounds", "targets_per_round", "budget", "samples", "steps_per_round", "batch_size"):
+        for name in (
+            "rounds",
+            "targets_per_round",
+            "budget",
+            "samples",
+            "steps_per_round",
+            "batch_size",
+            "answer_tokens",
+        ):
             check_positive_int(getattr(self, name), name)
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate={self.learning_rate!r} must be > 0.")
@@ -88,7 +98,12 @@ def expert_iteration(
         rows = rng.choice(len(train_vectors), size=min(config.targets_per_round, len(train_vectors)), replace=False)
         results = inverter.search(
             train_vectors[rows],
-            SearchConfig(budget=config.budget, samples=config.samples, seed=config.seed + round_),
+            SearchConfig(
+                budget=config.budget,
+                samples=config.samples,
+                seed=config.seed + round_,
+                answer_tokens=config.answer_tokens,
+            ),
             exclude_ids=[exclude_ids[i] for i in rows],
         )
         rewrite_best = [_is_rewrite(r) for r in results]
