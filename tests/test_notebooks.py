@@ -14,6 +14,7 @@ from e2p_lib.data import add_split, load_alpaca
 from e2p_lib.embed import DEFAULT_LOCAL_MODEL
 from e2p_lib.embed.cache import load_embedded_dataset
 from e2p_lib.evaluate.metrics import load_results
+from e2p_lib.evaluate.quality import load_clean_line
 from e2p_lib.notebook import findings_markdown, method_findings, setup_notebook
 from e2p_lib.run_notebooks import KERNEL_NAME, PROFILES, declared_parameters, notebook_paths, run_notebooks
 from e2p_lib.store import make_vector_store
@@ -151,14 +152,30 @@ def test_smoke_profile_runs_every_notebook_headless(isolated_dirs, alpaca_path):
     # 02 filled the store with every embedded row.
     store = make_vector_store("local", name="alpaca", dimensions=384, root=isolated_dirs / "data" / "vectorstores")
     assert store.count() == len(dataset)
-    # 05 scored the searches with echo calls (the smoke profile asks for them) within their budgets, on both tables.
-    for name in ("05_eval_results", "05_own_targets_results"):
-        calls = load_results(isolated_dirs / "reports" / f"{name}.csv")["eval_env_calls_per_target"]
-        assert calls["e2p, 1 call, echo"] == 1 and 1 <= calls["e2p, ≤8 calls, echo"] <= 8, (name, calls.to_dict())
-    # 05's default search grounds prompts; it also scored the same search without, within the same budget.
-    calls = load_results(isolated_dirs / "reports" / "05_eval_results.csv")["eval_env_calls_per_target"]
-    assert 1 <= calls["e2p, ≤8 calls, ungrounded"] <= 8 and 1 <= calls["e2p, ≤8 calls"] <= 8, calls.to_dict()
-    # ... and drew the search with echo calls on the budget curve, within each budget.
+    # 02 recorded the clean line, and 05 kept every clean row under it, with the pasting track apart
+    line = load_clean_line(isolated_dirs / "data")
+    assert line is not None and 0 <= line.max_copied_share <= 1
+    table = load_results(isolated_dirs / "reports" / "05_eval_results.csv")
+    calls = table["eval_env_calls_per_target"]
+    assert calls["e2p, 1 call"] == 1 and 1 <= calls["e2p, ≤8 calls"] <= 8, calls.to_dict()
+    assert 1 <= calls["e2p, ≤8 calls, without the policy"] <= 8 and calls["pasting track: grounded, ≤8 calls"] <= 8
+    for row in ("e2p, 1 call", "e2p, ≤8 calls", "e2p, ≤8 calls, without the policy"):
+        assert table.loc[row, "copied_share"] <= line.max_copied_share + 1e-9, (row, table.loc[row, "copied_share"])
+    assert {"SFT, 1 call", "PPO, 1 call", "RLOO, 1 call", "expert iteration, 1 call"} <= set(table.index)
+    comparisons = load_results(isolated_dirs / "reports" / "05_comparisons.csv")
+    assert ("e2p, ≤8 calls", "e2p, ≤8 calls, without the policy") in set(
+        zip(comparisons.index, comparisons["baseline"])
+    )
+    per_target = pd.read_csv(isolated_dirs / "reports" / "05_eval_per_target.csv")
+    assert set(per_target["method"]) == set(table.index) and per_target["copied_share"].between(0, 1).all()
+    own = load_results(isolated_dirs / "reports" / "05_own_targets_results.csv")
+    assert own.loc["e2p, ≤8 calls", "copied_share"] <= line.max_copied_share + 1e-9  # against the text too
+    # ... and drew e2p's clean search on the budget curve, within each budget, with its copied share.
     curve = load_results(isolated_dirs / "reports" / "05_budget_curve.csv")
-    echo_curve = curve[curve["method"] == "e2p, echo"]
-    assert sorted(echo_curve["budget"]) == [1, 2] and (echo_curve["max_calls"] <= echo_curve["budget"]).all(), curve
+    e2p_curve = curve[curve["method"] == "e2p"]
+    assert sorted(e2p_curve["budget"]) == [1, 2] and (e2p_curve["max_calls"] <= e2p_curve["budget"]).all(), curve
+    assert e2p_curve["copied_share"].notna().all()
+    # `e2p results` writes the README's sections from these reports
+    from e2p_lib.evaluate.readme import SECTIONS
+
+    assert all(section(isolated_dirs / "reports") for section in SECTIONS.values())

@@ -192,6 +192,11 @@ def group_advantages(rewards: torch.Tensor, samples_per_target: int, whiten: boo
     return advantages
 
 
+def best_hypothesis(hypotheses) -> float:
+    """The real cosine of the best known prompt a row is shown (-1 when none): what writing it back scores."""
+    return max((h.cosine for h in hypotheses if h.kind == "prompt"), default=-1.0)
+
+
 def relative_advantages(
     rewards: torch.Tensor, floors: torch.Tensor, samples_per_target: int, scale: bool = True
 ) -> torch.Tensor:
@@ -418,9 +423,7 @@ def train_ppo(
 
         # 4. advantages: against the target's group, or against what its best hypothesis already reaches
         if config.baseline == "hypothesis":
-            floors = torch.tensor(
-                [train_hypotheses[r][0].cosine if train_hypotheses[r] else -1.0 for r in rows], device=policy.device
-            )
+            floors = torch.tensor([best_hypothesis(train_hypotheses[r]) for r in rows], device=policy.device)
             advantages = relative_advantages(total, floors, config.samples_per_target, config.whiten_advantages)
             metrics["beat_hypothesis"] = float(
                 (real.view(-1, config.samples_per_target) > floors[:, None]).float().mean()
