@@ -185,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = {"invert": invert_command, "results": results_command}[args.command]
+    from e2p_lib.errors import DataFileError
+
     try:
         return command(args)
-    except (FileNotFoundError, ValueError) as error:  # no trained model, or bad options: a message, not a traceback
+    except (FileNotFoundError, ValueError, DataFileError) as error:  # no model, bad options, an unusable data file
         parser.exit(2, f"e2p: error: {error}\n")
 
 

@@ -208,6 +208,70 @@ def test_a_read_only_data_folder_answers_from_its_stores_and_caches_and_refuses_
     assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before  # nothing written, nothing lost
 
 
+INVERT_SCRIPT = textwrap.dedent("""
+    import contextlib, io, json, sys
+    from pathlib import Path
+    from fakes import EchoLM
+    import e2p_lib.lm
+    from e2p_lib.lm import smollm
+    converted, policy, text = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    smollm.default_cache_dir = lambda: converted  # SmolLM2's converted weights, outside the read-only folder
+    e2p_lib.lm.make_lm = lambda name, **options: EchoLM()
+    from e2p_lib.cli import main
+    seen = {}
+    for name, target in (("cached", text), ("new", "A text this data folder has never seen.")):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(["invert", target, "--policy", policy, "--no-forward-model", "--budget", "2",
+                             "--device", "cpu"])
+            except SystemExit as stop:
+                code = stop.code
+        seen[name] = {"code": code, "out": out.getvalue(), "err": err.getvalue()}
+    print(json.dumps(seen))
+""")
+
+
+@pytest.mark.slow  # MiniLM embeds the text; the tiny policy writes
+def test_e2p_invert_answers_from_a_read_only_data_folder_s_caches(tmp_path, monkeypatch, smollm2_tokenizer):
+    """A text inverted once is inverted again, identically, from a read-only copy of the data folder; a new text
+    needs a write there, and is refused naming the folder and the fix."""
+    import torch
+    from tiny import tiny_policy
+
+    import e2p_lib.lm
+    from e2p_lib.cli import main
+    from e2p_lib.evaluate.quality import clean_line, save_clean_line
+    from e2p_lib.lm import smollm
+
+    converted = smollm.default_cache_dir()
+    data = tmp_path / "data"
+    monkeypatch.setenv("E2P_DATA_DIR", str(data))
+    monkeypatch.setattr(smollm, "default_cache_dir", lambda: converted)
+    monkeypatch.setattr(e2p_lib.lm, "make_lm", lambda name, **options: EchoLM())
+    torch.manual_seed(0)
+    tiny_policy(smollm2_tokenizer, embedding_dim=384).save(tmp_path / "policy")
+    save_clean_line(clean_line([0.0, 0.2], neighbours=8, store="alpaca"), data)
+    text = "Paris is the capital of France."
+    argv = ["invert", text, "--policy", str(tmp_path / "policy"), "--no-forward-model", "--budget", "2"]
+    from contextlib import redirect_stdout
+    from io import StringIO
+
+    first = StringIO()
+    with redirect_stdout(first):
+        assert main([*argv, "--device", "cpu"]) == 0
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+
+    seen = in_mount_namespace(read_only_mount(data), INVERT_SCRIPT, str(converted), str(tmp_path / "policy"), text)
+
+    assert seen["cached"]["code"] == 0 and seen["cached"]["out"] == first.getvalue(), seen["cached"]
+    assert seen["new"]["code"] == 2 and "Traceback" not in seen["new"]["err"], seen["new"]
+    assert (
+        str(data) in seen["new"]["err"] and "read-only" in seen["new"]["err"] and "E2P_DATA_DIR" in seen["new"]["err"]
+    )
+    assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
+
+
 # --- 8. a full disk ----------------------------------------------------------------------------------------------
 
 FULL_DISK_SCRIPT = textwrap.dedent("""

@@ -45,6 +45,21 @@ class InversionResult:
     candidates: list[Candidate] = field(default_factory=list)  # every prompt proposed, all rounds, in order
     trajectory: list[Candidate] = field(default_factory=list)  # each round's pick
 
+    @classmethod
+    def of(cls, final: Candidate, calls: int, method: str | None, candidates, trajectory) -> InversionResult:
+        """The result that returns `final`, found among `candidates` with `calls` environment calls."""
+        return cls(
+            final.prompt,
+            final.predicted_cosine,
+            final.achieved_cosine,
+            final.answer,
+            environment_calls=calls,
+            method=method,
+            copied_share=final.copied_share,
+            candidates=candidates,
+            trajectory=trajectory,
+        )
+
     def candidates_frame(self) -> pd.DataFrame:
         """The candidates as a DataFrame (one row each), with a `picked` column marking each round's pick."""
         picked = {id(c) for c in self.trajectory}

@@ -177,18 +177,7 @@ def sample(
             if uses_environment
             else trajectory[i][0]
         )
-        results.append(
-            InversionResult(
-                final.prompt,
-                final.predicted_cosine,
-                final.achieved_cosine,
-                final.answer,
-                environment_calls=len(memo[i]),
-                method=rerank,
-                candidates=history[i],
-                trajectory=trajectory[i],
-            )
-        )
+        results.append(InversionResult.of(final, len(memo[i]), rerank, history[i], trajectory[i]))
     return results
 
 

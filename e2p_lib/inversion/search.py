@@ -267,19 +267,7 @@ class _Search:
             fill(self.history[i], self.memo[i])
             if not self.trajectory[i] or self.trajectory[i][-1] is not final:
                 self.trajectory[i].append(final)
-            results.append(
-                InversionResult(
-                    final.prompt,
-                    final.predicted_cosine,
-                    final.achieved_cosine,
-                    final.answer,
-                    environment_calls=len(self.memo[i]),
-                    method="search",
-                    copied_share=final.copied_share,
-                    candidates=self.history[i],
-                    trajectory=self.trajectory[i],
-                )
-            )
+            results.append(InversionResult.of(final, len(self.memo[i]), "search", self.history[i], self.trajectory[i]))
         return results
 
     def best(self, i: int) -> Candidate | None:
