@@ -3,6 +3,7 @@
 #   make test   set up .venv, then run the test suite
 #   make lab    JupyterLab on the notebooks, with the project's `e2p` kernel (.venv's python)
 #   make tensorboard   the training scalars that 03_sft / 04_rl log with `-p track=true`
+#   make results       rewrite README.md's results, examples and minutes from reports/ (after `make run`)
 # Set-up is incremental: the venv is rebuilt only when pyproject.toml or constraints.txt change.
 
 PYTHON ?= python3
@@ -18,7 +19,7 @@ export E2P_ALPACA_PATH
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup run test lint bench lab tensorboard clean-venv
+.PHONY: setup run test lint bench lab tensorboard results clean-venv
 
 setup: $(STAMP)
 
@@ -51,6 +52,9 @@ bench: setup
 	$(BIN)/python bench/ct2_batching.py --prompts 64 --long 16 --one-by-one 8 --settings 32:anchor 64 64:w2
 	$(BIN)/python bench/torch_threads.py --steps 2
 	$(BIN)/python bench/rl_step.py --steps 1 --repeats 1 --prompts 8
+
+results: setup
+	$(BIN)/e2p results
 
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks

@@ -179,3 +179,21 @@ def test_smoke_profile_runs_every_notebook_headless(isolated_dirs, alpaca_path):
     from e2p_lib.evaluate.readme import SECTIONS
 
     assert all(section(isolated_dirs / "reports") for section in SECTIONS.values())
+
+
+def test_05_searches_with_searchconfig_s_defaults_and_declares_none_of_its_fields():
+    """The method 05 reports is `SearchConfig()`: its parameters change it only through `search_options` (empty by
+    default), never by a parameter of their own that could disagree with the CLI's `e2p invert`."""
+    import ast
+    from dataclasses import fields
+
+    from e2p_lib.inversion import SearchConfig
+
+    path = next(p for p in notebook_paths() if p.stem == "05_eval")
+    declared = declared_parameters(path)
+    assert not declared & {f.name for f in fields(SearchConfig)}, declared & {f.name for f in fields(SearchConfig)}
+    cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    values = {t.id: n.value for n in ast.parse(cell.source).body if isinstance(n, ast.Assign) for t in n.targets}
+    assert ast.literal_eval(values["search_options"]) == {}
+    for profile in PROFILES.values():  # a profile may change the search only through SearchConfig's own fields
+        SearchConfig(**profile.get("05_eval", {}).get("search_options", {}))
