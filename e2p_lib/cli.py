@@ -8,9 +8,10 @@
     e2p results                                  # the README's results table from reports/*.json
 
 `invert` loads what `load_inverter` finds in the data folder (04's chosen policy, the forward model, 02's answer
-index, store of outputs and clean line) and prints, for each text, the prompt, its copied share, the achieved cosine
-of the environment's answer, the answer and the calls spent. Options are checked before any model loads; this
-module imports no model library, so `--help` and a mistyped option answer at once.
+index, store of outputs and clean line) and prints, for each text, the prompt and its quality (copied share,
+words, perplexity under the base LM), the achieved cosine of the environment's answer, the answer and the calls.
+Options are checked before any model loads; this module imports no model library, so `--help` and a mistyped
+option answer at once.
 """
 
 from __future__ import annotations
@@ -80,6 +81,15 @@ def check_texts(texts: list[str]) -> list[str]:
     return texts
 
 
+def prompt_perplexities(prompts: list[str], device: str) -> list[float]:
+    """Each prompt's perplexity under the base LM (SmolLM2-Instruct, no adapters): its fluency, as 05 measures it."""
+    from e2p_lib.evaluate.metrics import perplexity
+    from e2p_lib.lm.smollm import load_smollm2
+
+    model, tokenizer = load_smollm2(device=device)
+    return perplexity(prompts, model, tokenizer, show_progress=False).tolist()
+
+
 def invert_command(args: argparse.Namespace) -> int:
     """Print one block per text: the prompt, its copied share, the achieved cosine, the answer and the calls."""
     texts = check_texts(args.texts)
@@ -94,12 +104,15 @@ def invert_command(args: argparse.Namespace) -> int:
         answer_tokens=config.answer_tokens,
     )
     results = inverter.search(texts, config)
+    fluency = prompt_perplexities([r.prompt for r in results], args.device)
     if config.clean and inverter.max_copied_share is not None:
         print(f"clean line:        copied share <= {inverter.max_copied_share:.3f}\n")
-    for text, result in zip(texts, results):
+    for text, result, ppl in zip(texts, results, fluency):
         print(f"target:            {text}")
         print(f"prompt:            {result.prompt}")
         print(f"copied share:      {_cosine(result.copied_share)}")
+        print(f"words:             {len(result.prompt.split())}")
+        print(f"perplexity:        {ppl:.1f}")
         print(f"achieved cosine:   {_cosine(result.achieved_cosine)}")
         print(f"answer:            {result.answer}")
         print(f"environment calls: {result.environment_calls}")
