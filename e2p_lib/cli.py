@@ -173,8 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"answer length cap in tokens (default {DEFAULTS.answer_tokens}: the answer index's)",
     )
     invert.add_argument("--policy", default=None, help="a saved policy folder (default: the one 04 chose)")
-    invert.add_argument("--forward-model", default=None, help="a saved forward model (default: the trained one)")
-    invert.add_argument("--no-forward-model", action="store_true", help="load no forward model")
+    forward = invert.add_mutually_exclusive_group()
+    forward.add_argument("--forward-model", default=None, help="a saved forward model (default: the trained one)")
+    forward.add_argument("--no-forward-model", action="store_true", help="load no forward model")
     invert.add_argument(
         "--environment",
         default="local",

@@ -60,11 +60,32 @@ def row_hypotheses(
     return index.hypotheses(vectors[rows], k=k, exclude_ids=[exclusions[r] for r in rows])
 
 
+def as_answers(neighbours) -> list[Hypothesis]:
+    """Stored rows near a target (`store.retrieval.Neighbour`) as the policy reads their outputs: `kind="answer"`,
+    with their cosine to the target."""
+    return [Hypothesis(n.output, n.score, n.id, kind="answer") for n in neighbours]
+
+
 def nearest_answers(store, targets: np.ndarray, k: int, exclude_ids=None) -> list[list[Hypothesis]]:
-    """The `k` stored outputs nearest each target as the policy reads them (`Hypothesis(kind="answer")`, with their
-    cosine to the target), never an id in `exclude_ids[i]`."""
-    rows = nearest_rows(store, targets, k, exclude_ids)
-    return [[Hypothesis(n.output, n.score, n.id, kind="answer") for n in row] for row in rows]
+    """The `k` stored outputs nearest each target as the policy reads them (`as_answers`), never an id in
+    `exclude_ids[i]`."""
+    return [as_answers(row) for row in nearest_rows(store, targets, k, exclude_ids)]
+
+
+def row_reading(index, store, frame: pd.DataFrame, rows: np.ndarray, vectors: np.ndarray, policy_config):
+    """What a policy of `policy_config` reads beside each row's target in training (03, 04): the row's best
+    `hypotheses` known prompts and its `answers` nearest stored outputs, never its own or a same-output row's; None
+    when it reads neither."""
+    if not (policy_config.hypotheses or policy_config.answers):
+        return None
+    known = (
+        row_hypotheses(index, frame, rows, vectors, k=policy_config.hypotheses)
+        if policy_config.hypotheses
+        else [[] for _ in rows]
+    )
+    if not policy_config.answers:
+        return known
+    return [k + a for k, a in zip(known, row_answers(store, frame, rows, vectors, policy_config.answers))]
 
 
 def row_answers(store, frame: pd.DataFrame, rows: np.ndarray, vectors: np.ndarray, k: int) -> list[list[Hypothesis]]:

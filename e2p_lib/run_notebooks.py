@@ -266,7 +266,11 @@ def record_run(folder: Path, stem: str, profile: str, params: dict, seconds: flo
     from e2p_lib.atomic import write_atomically
 
     path = folder / RUN_FILE
-    record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except ValueError:  # a damaged record must not fail a finished notebook: its entries are rewritten as they run
+        print(f"[e2p] {path} was not valid JSON: starting it again", file=sys.stderr)
+        record = {}
     commit, dirty = git_commit()
     record.setdefault("notebooks", {})[stem] = {
         "profile": profile,

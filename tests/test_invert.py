@@ -357,7 +357,11 @@ def test_sample_options_are_checked_before_any_work(policy, tmp_path):
     with pytest.raises(ValueError, match="needs an environment LM"):
         bare.search(targets)  # the search answers prompts: refused before any model runs
     assert embedder.calls == []
-    assert [r.prompt for r in bare.sample(targets, rerank="forward")] == policy.generate(targets), (
+    with pytest.raises(ValueError, match="with best_of=1 there is one: pass best_of > 1"):
+        bare.sample(targets, rerank="forward")  # nothing to rank: said, not silently dropped
+    with pytest.raises(ValueError, match=r"top_p=0 must be in \(0, 1\]"):
+        bare.sample(targets, best_of=2, top_p=0, rerank="forward")
+    assert [r.prompt for r in bare.sample(targets)] == policy.generate(targets), (
         "best_of=1 ranks nothing, so no forward model is needed"
     )
 

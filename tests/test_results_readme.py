@@ -82,7 +82,9 @@ def test_the_results_section_is_generated_from_the_reports(tmp_path):
     text = results_markdown(tmp_path)
     row = table.loc["e2p, ≤8 calls"]
     assert f"| e2p, ≤8 calls | 1.00 | {row['mean_cosine']:.3f} [{row['ci95_low']:.3f}, {row['ci95_high']:.3f}]" in text
-    assert "commit abc1234, finished 2026-12-06" in text and "| 05_eval | 20.2 | 40.5 |" in minutes_markdown(tmp_path)
+    assert "commit abc1234, finished 2026-12-06" in text and "| 05_eval | demo | 20.2 | 40.5 |" in minutes_markdown(
+        tmp_path
+    )
     assert "| e2p, ≤8 calls − original prompt | +0.012 [-0.010, +0.030] |" in text
     clean, pasting = text.split("The pasting track")
     assert "pasting track: grounded" not in clean and "| 0.500 |" in pasting  # its copied share, below the clean table
@@ -99,7 +101,7 @@ def test_update_readme_rewrites_only_between_the_markers(tmp_path):
     text = readme.read_text()
     assert text.startswith("# e2p\n\nintro\n\n" + START) and text.endswith("<!-- examples:end -->\n")
     assert "old table" not in text and "| e2p, 1 call |" in text and "\nold\n" not in text
-    assert "| 01_embed | 1.5 | 3.0 |" in text and "| all | 21.8 | |" in text  # the minutes, between their markers
+    assert "| 01_embed | demo | 1.5 | 3.0 |" in text and "| all | | 21.8 | |" in text  # the minutes, between markers
     assert "| Rain / falls." in text and "…" in text and "Write a haiku." in text  # examples, cut and escaped
     once = text
     update_readme(readme, tmp_path)

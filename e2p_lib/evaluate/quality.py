@@ -91,6 +91,17 @@ def references_for(store, targets: np.ndarray, k: int, exclude_ids=None, texts=N
     return [References({n.id: n.output for n in row}, t) for row, t in zip(rows, texts or [None] * len(rows))]
 
 
+def stored_rows(prompts: Sequence[str], neighbours, hypotheses) -> list[str | None]:
+    """Per target, the stored row its prompt is (the row id of a neighbour's or hypothesis's prompt it equals), or
+    None: a dataset prompt is measured without its own row's output, which its input may quote."""
+    rows = []
+    for prompt, near, known in zip(prompts, neighbours, hypotheses):
+        ids = {p: i for i, p in near}  # retrieved (id, prompt) pairs
+        ids.update({h.prompt: h.id for h in known if h.id is not None})
+        rows.append(ids.get(prompt))
+    return rows
+
+
 def copied_shares(
     prompts: Sequence[str], references: Sequence[References], own_rows: Sequence[str | None] | None = None
 ) -> np.ndarray:

@@ -15,21 +15,23 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"  # the results section's markers
+# 05's rows of the clean table, in order (≤B: whatever budget the run's SearchConfig had), and the comparisons shown
 CLEAN_ROWS = (
     "original prompt",
     "answer index, top 1",
     "e2p, 1 call",
-    "e2p, ≤8 calls",
-    "e2p, ≤8 calls, without the policy",
+    r"e2p, ≤\d+ calls",
+    r"e2p, ≤\d+ calls, without the policy",
 )
 PASTING_PREFIX = "pasting track"
 KEY_COMPARISONS = (
     ("e2p, 1 call", "answer index, top 1"),
-    ("e2p, ≤8 calls", "original prompt"),
-    ("e2p, ≤8 calls", "e2p, ≤8 calls, without the policy"),
+    (r"e2p, ≤\d+ calls", "original prompt"),
+    (r"e2p, ≤\d+ calls", r"e2p, ≤\d+ calls, without the policy"),
 )
 REPORT_FILES = ("05_eval_results.json", "05_comparisons.json", "05_own_targets_results.json")  # the results section
 
@@ -41,7 +43,14 @@ def _read(folder: Path, name: str):
             f"{path} is missing: run the notebooks into {folder} first (`make run`, or `e2p run --only 05_eval` after "
             "01-04), then `e2p results`."
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(f"{path} is not the JSON a run writes ({error}): rerun the notebook that writes it.") from None
+
+
+def _matching(pattern: str, names) -> str | None:
+    return next((name for name in names if re.fullmatch(pattern, name)), None)
 
 
 def _mean_ci(row: dict) -> str:
@@ -74,7 +83,10 @@ def _method_table(rows: list[dict]) -> list[str]:
 
 
 def _run(folder: Path) -> dict:
-    return _read(folder, "run.json")["notebooks"]
+    run = _read(folder, "run.json")
+    if not isinstance(run, dict) or not isinstance(run.get("notebooks"), dict):
+        raise ValueError(f"{folder / 'run.json'} lists no notebooks: run them into {folder} with `make run`.")
+    return run["notebooks"]
 
 
 def results_markdown(reports: str | Path) -> str:
@@ -88,23 +100,29 @@ def results_markdown(reports: str | Path) -> str:
     results, comparisons, own = (_read(folder, name) for name in REPORT_FILES)
     run = _run(folder)
     by_method = {row["method"]: row for row in results}
+    clean = [_matching(pattern, by_method) for pattern in CLEAN_ROWS]
     evaluation = run.get("05_eval", {})
+    space = evaluation.get("parameters", {}).get("embedding_model", "local/all-MiniLM-L6-v2")
     commits = sorted({f"{e.get('commit')}{'+' if e.get('uncommitted_changes') else ''}" for e in run.values()})
     targets = results[0]["n_targets"] if results else 0
     lines = [
         f"Measured by `make run` (profile `{evaluation.get('profile', '?')}`) at commit {', '.join(commits)}, "
         f"finished {evaluation.get('finished', '?')[:10]} on {evaluation.get('cores', '?')} cores: {targets} held-out "
-        "Alpaca targets, greedy answers, MiniLM space; answer cosine with its 95% bootstrap interval, the paired "
+        f"Alpaca targets, greedy answers, `{space}` space; answer cosine with its 95% bootstrap interval, the paired "
         "difference per target to the named baseline, and the prompt's copied share (its words in a 5-word run of "
         "a stored output it could read). Written by `e2p results` from `reports/`.",
         "",
-        *_method_table([by_method[m] for m in CLEAN_ROWS if m in by_method]),
+        *_method_table([by_method[m] for m in clean if m is not None]),
     ]
     pasting = [row for m, row in by_method.items() if m.startswith(PASTING_PREFIX)]
     if pasting:
         lines += ["", "The pasting track (stored outputs' text in the prompt; not clean):", "", *_method_table(pasting)]
-    paired = {(row["method"], row["baseline"]): row for row in comparisons}
-    found = [paired[key] for key in KEY_COMPARISONS if key in paired]
+    found = [
+        row
+        for method, baseline in KEY_COMPARISONS
+        for row in comparisons
+        if re.fullmatch(method, row["method"]) and re.fullmatch(baseline, row["baseline"])
+    ]
     if found:
         lines += ["", "| comparison | paired difference [95% CI] |", "|---|--:|"]
         lines += [
@@ -142,14 +160,15 @@ def examples_markdown(reports: str | Path, count: int = 4) -> str:
 
 
 def minutes_markdown(reports: str | Path) -> str:
-    """Minutes and CPU minutes per notebook of the run, and the total."""
+    """Minutes and CPU minutes per notebook of the run, and the total (only when every notebook ran on one profile:
+    a total over a smoke 05 and demo 01-04 would describe no run)."""
     run = _run(Path(reports))
-    lines = ["| notebook | minutes | CPU minutes |", "|---|--:|--:|"]
-    lines += [
-        f"| {stem} | {entry['minutes']:.1f} | {_number(entry.get('cpu_minutes'), '.1f')} |"
-        for stem, entry in sorted(run.items())
-    ]
-    lines.append(f"| all | {sum(entry['minutes'] for entry in run.values()):.1f} | |")
+    lines = ["| notebook | profile | minutes | CPU minutes |", "|---|---|--:|--:|"]
+    for stem, entry in sorted(run.items()):
+        cpu = _number(entry.get("cpu_minutes"), ".1f")
+        lines.append(f"| {stem} | {entry.get('profile', '?')} | {entry['minutes']:.1f} | {cpu} |")
+    if len({entry.get("profile") for entry in run.values()}) == 1:
+        lines.append(f"| all | | {sum(entry['minutes'] for entry in run.values()):.1f} | |")
     return "\n".join(lines)
 
 

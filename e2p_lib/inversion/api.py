@@ -29,6 +29,8 @@ from e2p_lib.config import POLICY_CONFIG_FILE, POLICY_FOLDER
 from e2p_lib.inversion.config import ANSWER_TOKENS, SearchConfig
 
 POLICY_RUNS = ("policy-rl", "policy-sft")  # under the models folder, most trained first (04_rl, then 03_sft)
+# Every trained policy's run folder by the name 04 and 05 report it under (03's SFT, 04's three Stage 2 methods).
+POLICY_NAMES = {"SFT": "policy-sft", "PPO": "policy-rl", "RLOO": "policy-rloo", "expert iteration": "policy-ei"}
 # Better held-out cosine first (docs/experiments.md#forward-model-presets).
 FORWARD_MODEL_RUNS = ("forward-transformer", "forward-mlp")
 CHOICE_FILE = "policy-choice.json"  # 04's record of the best policy on validation (docs/experiments.md#policy-choice)
@@ -181,12 +183,14 @@ def default_answer_index(environment, embedder, answer_tokens: int = ANSWER_TOKE
         return None
     index = AnswerIndex(store, answer_namespace(environment, embedder, answer_tokens))
     if len(index) == 0:
-        log.info(
-            "No answer index for %s with %d-token answers in %r: run 02_pinecone with those settings.",
-            environment.name,
-            answer_tokens,
-            store,
-        )
+        built = [n for n in store.namespaces() if n.startswith("answers-")]
+        if built:  # 02 ran, with other settings: searching without its index would be silently weaker
+            raise ValueError(
+                f"{store!r} holds {len(built)} answer index(es), none for {environment.name} with "
+                f"answer_tokens={answer_tokens} and {embedder.name}: pass the answer length 02 used "
+                "(`e2p invert --answer-tokens`, load_inverter(answer_tokens=...)), or rerun 02 with these settings."
+            )
+        log.info("No answer index in %r: run notebooks/02_pinecone.ipynb to build one.", store)
         return None
     return index
 

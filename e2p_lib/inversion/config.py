@@ -33,8 +33,9 @@ class SearchConfig:
             from 02's answer index); the policy reads the best of them as hypotheses.
         neighbours (`int`, defaults to `8`): stored outputs nearest the target that the search reads: their prompts
             join the candidates, and their text is what a prompt's copied share is measured against.
-        retrieved_share (`float`, defaults to `0.5`): share of the exploring calls (`budget - 1`) spent on the
-            neighbours' prompts that the index does not know (indexed ones are known for free). If `0.0`, none.
+        retrieved_share (`float`, defaults to `0.5`): share of the exploring calls (`budget - 1`, rounded down) spent
+            on the neighbours' prompts that the index does not know (indexed ones are known for free). If `0.0`,
+            none; without the policy, all.
 
     Parameters that control the corrector rounds (the policy's rewrites):
         rounds (`int`, defaults to `2`): rounds of rewriting; each round's answered rewrites join the hypotheses

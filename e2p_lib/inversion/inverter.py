@@ -88,6 +88,10 @@ class Inverter:
         check_positive_int(generation_batch_size, "generation_batch_size")
         self.policy, self.embedder, self.forward_model, self.environment = policy, embedder, forward_model, environment
         self.index, self.retrieval = index, retrieval
+        if clean_line is not None and not isinstance(getattr(clean_line, "max_copied_share", clean_line), (int, float)):
+            raise TypeError(
+                f"clean_line={clean_line!r}: pass a CleanLine (evaluate.quality.load_clean_line), a float, or None."
+            )
         self.clean_line = clean_line
         self.dimensions = dims
         self.generation_batch_size = generation_batch_size
@@ -357,6 +361,9 @@ def _texts_of(targets) -> list[str] | None:
     """
     if isinstance(targets, str):
         targets = [targets]
+    if getattr(getattr(targets, "dtype", None), "kind", None) in ("O", "U", "S"):  # a Series or array of texts
+        if all(isinstance(t, str) for t in list(targets)):
+            targets = list(targets)
     if isinstance(targets, (list, tuple)) and not targets:
         raise ValueError("No targets given: pass at least one text or vector.")
     if isinstance(targets, (list, tuple)) and any(isinstance(t, str) for t in targets):

@@ -44,9 +44,12 @@ class InversionResult:
     copied_share: float = math.nan
     candidates: list[Candidate] = field(default_factory=list)  # every prompt proposed, all rounds, in order
     trajectory: list[Candidate] = field(default_factory=list)  # each round's pick
+    reading: list | None = None  # what the policy read beside the target when it first wrote (None: it did not)
 
     @classmethod
-    def of(cls, final: Candidate, calls: int, method: str | None, candidates, trajectory) -> InversionResult:
+    def of(
+        cls, final: Candidate, calls: int, method: str | None, candidates, trajectory, reading=None
+    ) -> InversionResult:
         """The result that returns `final`, found among `candidates` with `calls` environment calls."""
         return cls(
             final.prompt,
@@ -58,6 +61,7 @@ class InversionResult:
             copied_share=final.copied_share,
             candidates=candidates,
             trajectory=trajectory,
+            reading=reading,
         )
 
     def candidates_frame(self) -> pd.DataFrame:

@@ -121,7 +121,7 @@ def sample(
         ValueError: bad targets or options, or an option that needs a missing piece (the message says which to
             pass), all before any model runs.
     """
-    rerank = _check_options(inverter, best_of, temperature, rerank, refine_steps, measure)
+    rerank = _check_options(inverter, best_of, temperature, top_p, rerank, refine_steps, measure)
     inverter.check_reading()
     targets = inverter.target_vectors(targets)
     hypotheses = inverter.reading(targets, exclude_ids)
@@ -181,10 +181,16 @@ def sample(
     return results
 
 
-def _check_options(inverter, best_of: int, temperature: float, rerank: str | None, refine_steps: int, measure: bool):
+def _check_options(
+    inverter, best_of: int, temperature: float, top_p: float, rerank: str | None, refine_steps: int, measure: bool
+):
     """Check `sample`'s options before any work; return the re-ranking method to use (None: nothing to rank)."""
     check_positive_int(best_of, "best_of")
     check_int(refine_steps, "refine_steps", minimum=0)
+    if best_of == 1 and rerank is not None:
+        raise ValueError(f"rerank={rerank!r} ranks best_of candidates; with best_of=1 there is one: pass best_of > 1.")
+    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise ValueError(f"top_p={top_p!r} must be in (0, 1] (1.0: no nucleus cut).")
     if best_of > 1 and not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(
             f"temperature={temperature!r}: best_of={best_of} samples candidates, which needs a "

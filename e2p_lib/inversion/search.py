@@ -5,12 +5,14 @@
    holds their rows). Every candidate's copied share is measured against those outputs (and the target text, when
    the target is a text); under `clean` no candidate above the line is sent, shown to the policy or returned.
 2. pasting calls (`clean=False` only): echo and grounded prompts, each one call, before anything else.
-3. retrieved calls: `retrieved_share` of the exploring calls on the neighbours' prompts the index does not know.
+3. retrieved calls: `retrieved_share` of the exploring calls (rounded down) on the neighbours' prompts the index
+   does not know.
 4. corrector rounds: the policy reads the best known prompts with their real cosines (its hypotheses) and writes
    rewrites; the forward model ranks them at no environment cost and the best-ranked are answered. Each round's
    answers join the hypotheses the next round reads (vec2text's corrector loop, with real answers).
 5. final pick: the prompt with the best real cosine. At `budget=1` nothing is answered before the final call: the
-   policy's best-ranked rewrite of the index's best prompts is that call (the index's top prompt without the policy).
+   policy's greedy rewrite of the index's best prompts is that call (the best known prompt where it wrote a known
+   one, or without the policy).
 
 Every call is counted (`environment_calls` <= budget); `trajectory` holds each round's best.
 """
@@ -26,6 +28,7 @@ from e2p_lib.evaluate.quality import References
 from e2p_lib.inversion.config import SearchConfig
 from e2p_lib.inversion.results import POLICY_SOURCES, Candidate, InversionResult, fill, known_best, real_or_lowest
 from e2p_lib.models.policy import Hypothesis
+from e2p_lib.pipeline import as_answers
 from e2p_lib.store.retrieval import nearest_rows
 
 COPY_TOLERANCE = 1e-9  # a share equal to the line is clean (float rounding never tips it over)
@@ -90,13 +93,16 @@ class _Search:
             References({nb.id: nb.output for nb in row}, text)
             for row, text in zip(self.neighbours, texts if texts is not None else [None] * n)
         ]
-        # the stored outputs the policy reads beside the known prompts, when it was trained to (PolicyConfig.answers)
-        self.answers = [
-            [Hypothesis(n.output, n.score, n.id, kind="answer") for n in row[: inverter.policy.config.answers]]
-            for row in self.neighbours
-        ]
         if config.use_policy:
             inverter.check_reading(index_needed=False)  # without an index the policy reads what the search answered
+            if config.neighbours < inverter.policy.config.answers:
+                raise ValueError(
+                    f"neighbours={config.neighbours}: the policy reads the {inverter.policy.config.answers} stored "
+                    f"outputs nearest each target; pass neighbours >= {inverter.policy.config.answers}."
+                )
+        # the stored outputs the policy reads beside the known prompts, when it was trained to (PolicyConfig.answers)
+        self.answers = [as_answers(row[: inverter.policy.config.answers]) for row in self.neighbours]
+        self.reading: list[list[Hypothesis] | None] = [None] * n  # what the policy read when it first wrote
         self.retrieved = retrieved
         self.history: list[list[Candidate]] = [[] for _ in range(n)]
         self.memo: list[dict[str, tuple[float, str]]] = [{} for _ in range(n)]
@@ -167,7 +173,9 @@ class _Search:
                 [[h.prompt for h in row] for row in found], "index", row_ids=[[h.id for h in row] for row in found]
             )
             for row, hypotheses in zip(fresh, found):
-                cosines = {h.prompt: h.cosine for h in hypotheses}
+                cosines: dict[str, float] = {}
+                for h in hypotheses:  # the first copy's, as `add` keeps the first copy's row id
+                    cosines.setdefault(h.prompt, h.cosine)
                 for c in row:
                     c.achieved_cosine = cosines[c.prompt]
         if self.retrieved is not None:
@@ -206,10 +214,11 @@ class _Search:
     # --- 3. retrieved calls ------------------------------------------------------------------------------------------
 
     def retrieved_calls(self) -> None:
-        """`retrieved_share` of each target's exploring calls (rounded up) on its unknown retrieved prompts; all of
-        them without the policy (nothing else would use them)."""
+        """`retrieved_share` of each target's exploring calls (rounded down: at 2 calls the one exploring call is the
+        policy's) on its unknown retrieved prompts; all of them without the policy (nothing else would use them)."""
         share = self.config.retrieved_share if self.config.use_policy else 1.0
-        self.spend(self.to_retrieve, [math.ceil(c * share) for c in self.left])
+        calls = [math.floor(c * share) for c in self.left]
+        self.spend(self.to_retrieve, calls)
 
     # --- 4. corrector rounds ------------------------------------------------------------------------------------------
 
@@ -224,10 +233,14 @@ class _Search:
         rounds, samples = (config.rounds, config.samples) if config.budget > 1 else (1, 1)
         exploring = list(self.left)
         for step in range(rounds):
+            quotas = [c // rounds + (step < c % rounds) for c in exploring]  # this round's share of the calls
+            if config.budget > 1 and not any(quotas):
+                continue  # nothing of this round could be answered: write nothing
             shown = [
                 inverter.shown_hypotheses([c for c in row if self.allowed(c)]) + answers
                 for row, answers in zip(self.history, self.answers)
             ]
+            self.reading = [first if first is not None else read for first, read in zip(self.reading, shown)]
             proposals = inverter.propose(
                 self.targets,
                 samples,
@@ -241,7 +254,6 @@ class _Search:
             for i, row in enumerate(fresh):
                 row.sort(key=lambda c: -np.nan_to_num(c.predicted_cosine, nan=-np.inf))  # stable: greedy first on ties
                 self.rewrites[i] += [c for c in row if self.allowed(c)]
-            quotas = [c // rounds + (step < c % rounds) for c in exploring]  # this round's share of the calls
             self.spend(fresh, [min(q, c) for q, c in zip(quotas, self.left)])
             for i in range(self.n):
                 best = self.best_known(i)
@@ -256,18 +268,25 @@ class _Search:
         finals = [self.one_call(i) if self.config.budget == 1 else self.best(i) for i in range(self.n)]
         if any(f is None for f in finals):
             missing = [i for i, f in enumerate(finals) if f is None]
-            raise ValueError(
-                f"Targets {missing[:5]} have no prompt to answer: no answer index, no stored outputs and no rewrite "
-                "(or every candidate copies more than the clean line). Load the answer index (02_pinecone) or the "
-                "policy, or pass clean=False."
+            held = sum(len(self.history[i]) for i in missing)
+            cause = (
+                "every candidate copies more than the clean line: pass clean=False for the pasting track"
+                if held
+                else "no answer index, no stored outputs and no rewrite: load 02_pinecone's index or store, or the "
+                "policy (use_policy=True)"
             )
+            raise ValueError(f"Targets {missing[:5]} have no prompt to answer: {cause}.")
         self.inverter.answer([[f] for f in finals], self.targets, self.memo, self.reward)
         results = []
         for i, final in enumerate(finals):
             fill(self.history[i], self.memo[i])
             if not self.trajectory[i] or self.trajectory[i][-1] is not final:
                 self.trajectory[i].append(final)
-            results.append(InversionResult.of(final, len(self.memo[i]), "search", self.history[i], self.trajectory[i]))
+            results.append(
+                InversionResult.of(
+                    final, len(self.memo[i]), "search", self.history[i], self.trajectory[i], self.reading[i]
+                )
+            )
         return results
 
     def best(self, i: int) -> Candidate | None:

@@ -2,10 +2,10 @@
 
 Stage 2's second method, beside PPO (ReST, Gulcehre et al. 2023; RAFT, Dong et al. 2023). Each round runs the
 clean budgeted search (`Inverter.search`, `SearchConfig(budget, samples)`) on a sample of training targets; the
-prompt with the best *real* answer cosine becomes that target's supervised example, shown with the indexed
-hypotheses the policy saw, and the policy is fine-tuned on those pairs (`train_policy`). It never trains on a sample
-worse than what search already found, and its environment cost is exactly the search's calls, so it compares with
-PPO at an equal number of calls.
+prompt with the best *real* answer cosine becomes that target's supervised example, shown with what the policy read
+when the search first asked it to write (`InversionResult.reading`), and the policy is fine-tuned on those pairs
+(`train_policy`). It never trains on a sample worse than what search already found, and its environment cost is
+exactly the search's calls, so it compares with PPO at an equal number of calls.
 
     >>> policy = PromptPolicy.load(sft_folder, trainable=True)
     >>> inverter = Inverter(policy, embedder, forward_model, lm, index=index, retrieval=store, clean_line=line)
@@ -91,7 +91,10 @@ def expert_iteration(
             "The inverter's policy has no trainable weights: load it with PromptPolicy.load(folder, trainable=True)."
         )
     if len(exclude_ids) != len(train_vectors):
-        raise ValueError(f"Got {len(exclude_ids)} exclusion lists for {len(train_vectors)} training targets.")
+        raise ValueError(
+            f"Got {len(exclude_ids)} exclusion lists for {len(train_vectors)} training targets: pass one per target "
+            "(answer_index.leave_out(ids, outputs), in the targets' order)."
+        )
     rng = np.random.default_rng(config.seed)
     log = []
     for round_ in range(config.rounds):
@@ -110,13 +113,8 @@ def expert_iteration(
         kept = [j for j, won in enumerate(rewrite_best) if config.keep == "all" or won]
         if kept:  # a round where no rewrite won teaches nothing under keep="rewrites"
             vectors, best = train_vectors[rows[kept]], [results[j].prompt for j in kept]
-            # what the policy read: the indexed prompts it was shown, and the stored answers when it reads them
-            answers = inverter.reading(vectors, [exclude_ids[i] for i in rows[kept]]) or [[] for _ in kept]
-            shown = [
-                inverter.shown_hypotheses([c for c in results[j].candidates if c.source == "index"])
-                + [h for h in read if h.kind == "answer"]
-                for j, read in zip(kept, answers)
-            ]
+            # what the policy read when it first wrote for the target (what it reads at one call), as the search saw it
+            shown = [results[j].reading or [] for j in kept]
             sft = PolicyTrainingConfig(
                 max_steps=config.steps_per_round,
                 batch_size=config.batch_size,

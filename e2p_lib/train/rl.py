@@ -17,7 +17,8 @@ One PPO step, for `targets_per_step` target embeddings:
      target's K samples (GRPO), whitened over the batch; `baseline="hypothesis"`, the larger of the best hypothesis's
      real cosine (known for free from the answer index) and the mean of the target's other samples (RLOO's
      leave-one-out), so writing the best hypothesis back earns nothing and an edit that loses to it is penalised (a
-     plain group mean would cancel any per-target constant); scaled by the batch's spread, not centred;
+     plain group mean would cancel any per-target constant); the shaping terms (KL, penalties) count against the
+     group's own mean; scaled by the batch's spread, not centred;
   5. update: `ppo_epochs` passes of the clipped surrogate objective over minibatches, gradient clipping;
   6. adapt `kl_coef` towards `kl_target` when `adaptive_kl` (Ziegler et al.'s proportional controller).
 
@@ -209,7 +210,9 @@ def relative_advantages(
             f" floors; got {floors.numel()}."
         )
     if samples_per_target < 2:
-        raise ValueError("The leave-one-out baseline needs at least 2 samples per target.")
+        raise ValueError(
+            f"samples_per_target={samples_per_target}: the leave-one-out baseline needs at least 2 samples per target."
+        )
     grouped = rewards.view(-1, samples_per_target)
     others = (grouped.sum(dim=1, keepdim=True) - grouped) / (samples_per_target - 1)
     advantages = (grouped - torch.maximum(others, floors.view(-1, 1).to(grouped.dtype))).reshape(-1)
@@ -423,8 +426,12 @@ def train_ppo(
 
         # 4. advantages: against the target's group, or against what its best hypothesis already reaches
         if config.baseline == "hypothesis":
+            # the real cosine against the floor (same units); the shaping (KL, penalties) against the group's own
             floors = torch.tensor([best_hypothesis(train_hypotheses[r]) for r in rows], device=policy.device)
-            advantages = relative_advantages(total, floors, config.samples_per_target, config.whiten_advantages)
+            advantages = relative_advantages(real, floors, config.samples_per_target, scale=False)
+            advantages = advantages + group_advantages(total - real, config.samples_per_target, whiten=False)
+            if config.whiten_advantages and advantages.numel() > 1:
+                advantages = advantages / (advantages.std() + 1e-8)
             metrics["beat_hypothesis"] = float(
                 (real.view(-1, config.samples_per_target) > floors[:, None]).float().mean()
             )
