@@ -63,7 +63,8 @@ def test_openai_and_pinecone_notebooks_leave_no_key_in_reports_or_data(isolated_
         assert len(pinecone_server.stored("alpaca")) == LIMIT
         assert sum(r.inputs for r in openai_server.accepted()) >= 2 * LIMIT  # outputs in 01, prompts in 02
     reports = sorted(p.name for p in (isolated_dirs / "reports").iterdir())
-    assert reports == ["01_embed.html", "01_embed.ipynb", "02_pinecone.html", "02_pinecone.ipynb"]
+    # run.json records the run's commit and minutes; it is searched for the keys with the rest.
+    assert reports == ["01_embed.html", "01_embed.ipynb", "02_pinecone.html", "02_pinecone.ipynb", "run.json"]
     assert files_containing(isolated_dirs, [OPENAI_KEY, PINECONE_KEY]) == []
 
 
