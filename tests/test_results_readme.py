@@ -11,7 +11,7 @@ from tiny import unit_vectors
 
 from e2p_lib.cli import main
 from e2p_lib.evaluate.metrics import results_table, save_results
-from e2p_lib.evaluate.readme import END, START, minutes_markdown, results_markdown, update_readme
+from e2p_lib.evaluate.readme import END, START, examples_markdown, minutes_markdown, results_markdown, update_readme
 
 METHODS = [
     "original prompt",
@@ -47,7 +47,14 @@ def fixture_reports(folder):
                 "mean difference": 0.012,
                 "low": -0.01,
                 "high": 0.03,
-            }
+            },
+            {
+                "method": "e2p, 1 call",
+                "baseline": "answer index, top 1",
+                "mean difference": -0.02,
+                "low": -0.03,
+                "high": -0.01,
+            },
         ]
     ).set_index("method")
     save_results(comparison, folder, name="05_comparisons")
@@ -82,10 +89,12 @@ def test_the_results_section_is_generated_from_the_reports(tmp_path):
     text = results_markdown(tmp_path)
     row = table.loc["e2p, ≤8 calls"]
     assert f"| e2p, ≤8 calls | 1.00 | {row['mean_cosine']:.3f} [{row['ci95_low']:.3f}, {row['ci95_high']:.3f}]" in text
-    assert "commit abc1234, finished 2026-12-06" in text and "| 05_eval | demo | 20.2 | 40.5 |" in minutes_markdown(
-        tmp_path
+    assert (
+        "commit abc1234, finished 2026-12-06" in text
+        and "| 05_eval | demo | abc1234 | 20.2 | 40.5 |" in minutes_markdown(tmp_path)
     )
-    assert "| e2p, ≤8 calls − original prompt | +0.012 [-0.010, +0.030] |" in text
+    assert "| e2p, ≤8 calls − original prompt | +0.012 [-0.010, +0.030] | not shown apart |" in text
+    assert "| e2p, 1 call − answer index, top 1 | -0.020 [-0.030, -0.010] | below |" in text
     clean, pasting = text.split("The pasting track")
     assert "pasting track: grounded" not in clean and "| 0.500 |" in pasting  # its copied share, below the clean table
 
@@ -101,8 +110,8 @@ def test_update_readme_rewrites_only_between_the_markers(tmp_path):
     text = readme.read_text()
     assert text.startswith("# e2p\n\nintro\n\n" + START) and text.endswith("<!-- examples:end -->\n")
     assert "old table" not in text and "| e2p, 1 call |" in text and "\nold\n" not in text
-    assert "| 01_embed | demo | 1.5 | 3.0 |" in text and "| all | | 21.8 | |" in text  # the minutes, between markers
-    assert "| Rain / falls." in text and "…" in text and "Write a haiku." in text  # examples, cut and escaped
+    assert "| 01_embed | demo | abc1234 | 1.5 | 3.0 |" in text and "| all | | | 21.8 | |" in text  # between markers
+    assert "| Rain / falls." in text and "…" in text and "Write a haiku. [0.00, 0.61] |" in text  # cut and escaped
     once = text
     update_readme(readme, tmp_path)
     assert readme.read_text() == once  # the same reports give the same README
@@ -112,3 +121,13 @@ def test_update_readme_rewrites_only_between_the_markers(tmp_path):
     (tmp_path / "05_comparisons.json").unlink()
     with pytest.raises(FileNotFoundError, match="05_comparisons.json is missing"):
         results_markdown(tmp_path)
+
+
+def test_a_long_example_prompt_is_cut_before_its_copied_share_and_cosine(tmp_path):
+    long_prompt = "Write a function that checks a palindrome " * 10 + " [0.00, 0.72]"
+    examples = pd.DataFrame(
+        {"target": ["abba"], "e2p prompt [copied share, cosine]": [long_prompt], "its answer": ["def p(s): ..."]}
+    )
+    save_results(examples, tmp_path, name="05_examples")
+    row = examples_markdown(tmp_path).splitlines()[-1]
+    assert "… [0.00, 0.72] |" in row and len(row) < 250

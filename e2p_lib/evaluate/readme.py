@@ -32,6 +32,7 @@ KEY_COMPARISONS = (
     ("e2p, 1 call", "answer index, top 1"),
     (r"e2p, ≤\d+ calls", "original prompt"),
     (r"e2p, ≤\d+ calls", r"e2p, ≤\d+ calls, without the policy"),
+    ("e2p, 1 call", "SFT, 1 call"),  # the kept Stage 2 policy against Stage 1's
 )
 REPORT_FILES = ("05_eval_results.json", "05_comparisons.json", "05_own_targets_results.json")  # the results section
 
@@ -61,6 +62,13 @@ def _diff(row: dict) -> str:
     if row.get("baseline") is None or row.get("diff_vs_baseline") is None:
         return ""
     return f"{row['diff_vs_baseline']:+.3f} [{row['diff_low']:+.3f}, {row['diff_high']:+.3f}] vs {row['baseline']}"
+
+
+def _verdict(row: dict) -> str:
+    """What a paired interval says: the first method above or below the baseline, or no difference shown."""
+    if row["low"] > 0:
+        return "above"
+    return "below" if row["high"] < 0 else "not shown apart"
 
 
 def _number(value, spec: str) -> str:
@@ -104,9 +112,10 @@ def results_markdown(reports: str | Path) -> str:
     evaluation = run.get("05_eval", {})
     space = evaluation.get("parameters", {}).get("embedding_model", "local/all-MiniLM-L6-v2")
     commits = sorted({f"{e.get('commit')}{'+' if e.get('uncommitted_changes') else ''}" for e in run.values()})
+    at = f"commit{'s' * (len(commits) > 1)} {', '.join(commits)}"  # each notebook's: the minutes table
     targets = results[0]["n_targets"] if results else 0
     lines = [
-        f"Measured by `make run` (profile `{evaluation.get('profile', '?')}`) at commit {', '.join(commits)}, "
+        f"Measured by `make run` (profile `{evaluation.get('profile', '?')}`) at {at}, "
         f"finished {evaluation.get('finished', '?')[:10]} on {evaluation.get('cores', '?')} cores: {targets} held-out "
         f"Alpaca targets, greedy answers, `{space}` space; answer cosine with its 95% bootstrap interval, the paired "
         "difference per target to the named baseline, and the prompt's copied share (its words in a 5-word run of "
@@ -124,10 +133,10 @@ def results_markdown(reports: str | Path) -> str:
         if re.fullmatch(method, row["method"]) and re.fullmatch(baseline, row["baseline"])
     ]
     if found:
-        lines += ["", "| comparison | paired difference [95% CI] |", "|---|--:|"]
+        lines += ["", "| comparison | paired difference [95% CI] | reads |", "|---|--:|---|"]
         lines += [
             f"| {row['method']} − {row['baseline']} | {row['mean difference']:+.3f} [{row['low']:+.3f}, "
-            f"{row['high']:+.3f}] |"
+            f"{row['high']:+.3f}] | {_verdict(row)} |"
             for row in found
         ]
     own_rows = [row for row in own if row["method"].startswith(("e2p", "answer index", PASTING_PREFIX))]
@@ -151,9 +160,13 @@ def examples_markdown(reports: str | Path, count: int = 4) -> str:
         text = " ".join(str(text).split()).replace("|", "/")
         return text if len(text) <= most else text[: most - 1] + "…"
 
+    def prompt(text: str) -> str:  # the prompt cut, its "[copied share, cosine]" tag kept
+        body, tag = re.fullmatch(r"(.*?)\s*(\[[^\]]*\])?", " ".join(str(text).split())).groups()
+        return f"{cut(body, 140)} {tag}" if tag else cut(body, 160)
+
     lines = ["| target | e2p's prompt [copied share, cosine] | its answer |", "|---|---|---|"]
     lines += [
-        f"| {cut(r['target'])} | {cut(r['e2p prompt [copied share, cosine]'], 160)} | {cut(r['its answer'])} |"
+        f"| {cut(r['target'])} | {prompt(r['e2p prompt [copied share, cosine]'])} | {cut(r['its answer'])} |"
         for r in rows
     ]
     return "\n".join(lines)
@@ -163,12 +176,13 @@ def minutes_markdown(reports: str | Path) -> str:
     """Minutes and CPU minutes per notebook of the run, and the total (only when every notebook ran on one profile:
     a total over a smoke 05 and demo 01-04 would describe no run)."""
     run = _run(Path(reports))
-    lines = ["| notebook | profile | minutes | CPU minutes |", "|---|---|--:|--:|"]
+    lines = ["| notebook | profile | commit | minutes | CPU minutes |", "|---|---|---|--:|--:|"]
     for stem, entry in sorted(run.items()):
         cpu = _number(entry.get("cpu_minutes"), ".1f")
-        lines.append(f"| {stem} | {entry.get('profile', '?')} | {entry['minutes']:.1f} | {cpu} |")
+        commit = f"{entry.get('commit')}{'+' if entry.get('uncommitted_changes') else ''}"
+        lines.append(f"| {stem} | {entry.get('profile', '?')} | {commit} | {entry['minutes']:.1f} | {cpu} |")
     if len({entry.get("profile") for entry in run.values()}) == 1:
-        lines.append(f"| all | | {sum(entry['minutes'] for entry in run.values()):.1f} | |")
+        lines.append(f"| all | | | {sum(entry['minutes'] for entry in run.values()):.1f} | |")
     return "\n".join(lines)
 
 
