@@ -174,7 +174,7 @@ def test_smoke_profile_runs_every_notebook_headless(isolated_dirs, alpaca_path):
     curve = load_results(isolated_dirs / "reports" / "05_budget_curve.csv")
     e2p_curve = curve[curve["method"] == "e2p"]
     assert sorted(e2p_curve["budget"]) == [1, 2] and (e2p_curve["max_calls"] <= e2p_curve["budget"]).all(), curve
-    assert e2p_curve["copied_share"].notna().all()
+    assert curve["copied_share"].between(0, 1).all(), curve  # retrieval's prompts are measured too
     # `e2p results` writes the README's sections from these reports
     from e2p_lib.evaluate.readme import SECTIONS
 
