@@ -95,6 +95,8 @@ def test_the_results_section_is_generated_from_the_reports(tmp_path):
     )
     assert "| e2p, ≤8 calls − original prompt | +0.012 [-0.010, +0.030] | not shown apart |" in text
     assert "| e2p, 1 call − answer index, top 1 | -0.020 [-0.030, -0.010] | below |" in text
+    own = text.split("own texts that are not Alpaca outputs")[1]
+    assert "e2p, ≤8 calls" in own and " vs original prompt), copied" in own  # its paired difference on own texts
     clean, pasting = text.split("The pasting track")
     assert "pasting track: grounded" not in clean and "| 0.500 |" in pasting  # its copied share, below the clean table
 

@@ -145,7 +145,9 @@ def results_markdown(reports: str | Path) -> str:
             "",
             f"On {own_rows[0]['n_targets']} own texts that are not Alpaca outputs: "
             + "; ".join(
-                f"{row['method']} {_mean_ci(row)}, copied {_number(row.get('copied_share'), '.2f')}" for row in own_rows
+                f"{row['method']} {_mean_ci(row)}{f' ({_diff(row)})' if _diff(row) else ''}, copied "
+                f"{_number(row.get('copied_share'), '.2f')}"
+                for row in own_rows
             )
             + ".",
         ]
