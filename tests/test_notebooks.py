@@ -170,6 +170,10 @@ def test_smoke_profile_runs_every_notebook_headless(isolated_dirs, alpaca_path):
     assert set(per_target["method"]) == set(table.index) and per_target["copied_share"].between(0, 1).all()
     own = load_results(isolated_dirs / "reports" / "05_own_targets_results.csv")
     assert own.loc["e2p, ≤8 calls", "copied_share"] <= line.max_copied_share + 1e-9  # against the text too
+    assert (
+        own["median_perplexity"].gt(0).all()
+        and own.loc["e2p, ≤8 calls", "baseline"] == "e2p, ≤8 calls, without the policy"
+    )
     # ... and drew e2p's clean search on the budget curve, within each budget, with its copied share.
     curve = load_results(isolated_dirs / "reports" / "05_budget_curve.csv")
     e2p_curve = curve[curve["method"] == "e2p"]
