@@ -64,6 +64,11 @@ def _diff(row: dict) -> str:
     return f"{row['diff_vs_baseline']:+.3f} [{row['diff_low']:+.3f}, {row['diff_high']:+.3f}] vs {row['baseline']}"
 
 
+def _commit(entry: dict) -> str:
+    """A notebook's commit in run.json, with "+" when it ran with uncommitted changes."""
+    return f"{entry.get('commit')}{'+' if entry.get('uncommitted_changes') else ''}"
+
+
 def _verdict(row: dict) -> str:
     """What a paired interval says: the first method above or below the baseline, or no difference shown."""
     if row["low"] > 0:
@@ -111,7 +116,7 @@ def results_markdown(reports: str | Path) -> str:
     clean = [_matching(pattern, by_method) for pattern in CLEAN_ROWS]
     evaluation = run.get("05_eval", {})
     space = evaluation.get("parameters", {}).get("embedding_model", "local/all-MiniLM-L6-v2")
-    commits = sorted({f"{e.get('commit')}{'+' if e.get('uncommitted_changes') else ''}" for e in run.values()})
+    commits = sorted({_commit(entry) for entry in run.values()})
     at = f"commit{'s' * (len(commits) > 1)} {', '.join(commits)}"  # each notebook's: the minutes table
     targets = results[0]["n_targets"] if results else 0
     lines = [
@@ -181,8 +186,7 @@ def minutes_markdown(reports: str | Path) -> str:
     lines = ["| notebook | profile | commit | minutes | CPU minutes |", "|---|---|---|--:|--:|"]
     for stem, entry in sorted(run.items()):
         cpu = _number(entry.get("cpu_minutes"), ".1f")
-        commit = f"{entry.get('commit')}{'+' if entry.get('uncommitted_changes') else ''}"
-        lines.append(f"| {stem} | {entry.get('profile', '?')} | {commit} | {entry['minutes']:.1f} | {cpu} |")
+        lines.append(f"| {stem} | {entry.get('profile', '?')} | {_commit(entry)} | {entry['minutes']:.1f} | {cpu} |")
     if len({entry.get("profile") for entry in run.values()}) == 1:
         lines.append(f"| all | | | {sum(entry['minutes'] for entry in run.values()):.1f} | |")
     return "\n".join(lines)
