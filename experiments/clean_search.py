@@ -36,6 +36,10 @@ from e2p_lib.train.rewards import AnswerCosineReward
 VARIANTS = {
     "one-call": dict(budget=1),
     "search": {},
+    "search-unspent": dict(spend_all=False),
+    "search-10": dict(samples=10),
+    "search-hot": dict(temperature=1.2),
+    "search-3-rounds": dict(rounds=3),
     "search-4-48": dict(samples=4, max_prompt_tokens=48),
     "without-policy": dict(use_policy=False),
     "without-policy-64": dict(use_policy=False, neighbours=64),

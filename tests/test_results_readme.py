@@ -76,7 +76,9 @@ def fixture_reports(folder):
     examples = pd.DataFrame(
         {
             "target": ["Rain | falls. " * 30],
-            "e2p prompt [copied share, cosine]": ["Write a haiku.  [0.00, 0.61]"],
+            "e2p prompt": ["Write a haiku."],
+            "copied share": [0.0],
+            "answer cosine": [0.61],
             "its answer": ["Drops on the roof."],
         }
     )
@@ -113,7 +115,7 @@ def test_update_readme_rewrites_only_between_the_markers(tmp_path):
     assert text.startswith("# e2p\n\nintro\n\n" + START) and text.endswith("<!-- examples:end -->\n")
     assert "old table" not in text and "| e2p, 1 call |" in text and "\nold\n" not in text
     assert "| 01_embed | demo | abc1234 | 1.5 | 3.0 |" in text and "| all | | | 21.8 | |" in text  # between markers
-    assert "| Rain / falls." in text and "…" in text and "Write a haiku. [0.00, 0.61] |" in text  # cut and escaped
+    assert "| Rain / falls." in text and "…" in text and "| Write a haiku. | 0.00 | 0.61 |" in text  # cut and escaped
     once = text
     update_readme(readme, tmp_path)
     assert readme.read_text() == once  # the same reports give the same README
@@ -125,11 +127,17 @@ def test_update_readme_rewrites_only_between_the_markers(tmp_path):
         results_markdown(tmp_path)
 
 
-def test_a_long_example_prompt_is_cut_before_its_copied_share_and_cosine(tmp_path):
-    long_prompt = "Write a function that checks a palindrome " * 10 + " [0.00, 0.72]"
+def test_a_long_example_prompt_is_cut_and_keeps_its_copied_share_and_cosine(tmp_path):
+    long_prompt = "Write a function that checks a palindrome " * 10
     examples = pd.DataFrame(
-        {"target": ["abba"], "e2p prompt [copied share, cosine]": [long_prompt], "its answer": ["def p(s): ..."]}
+        {
+            "target": ["abba"],
+            "e2p prompt": [long_prompt],
+            "copied share": [0.0],
+            "answer cosine": [0.72],
+            "its answer": ["def p(s): ..."],
+        }
     )
     save_results(examples, tmp_path, name="05_examples")
     row = examples_markdown(tmp_path).splitlines()[-1]
-    assert "… [0.00, 0.72] |" in row and len(row) < 250
+    assert "… | 0.00 | 0.72 | def p(s): ... |" in row and len(row) < 250

@@ -289,7 +289,7 @@ def test_retrieved_prompts_get_their_share_of_the_calls_nearest_first(pieces):
     sent_before = len(lm.received)
     results = inverter.search(
         targets,
-        SearchConfig(budget=5, samples=2, seed=3, max_prompt_tokens=6),
+        SearchConfig(budget=5, samples=2, seed=3, max_prompt_tokens=6, spend_all=False),  # the share alone
         retrieved=retrieved,
         exclude_ids=[["row-2"], []],
     )
@@ -310,6 +310,32 @@ def test_retrieved_prompts_get_their_share_of_the_calls_nearest_first(pieces):
     assert {c.source for c in answered} == {"retrieved"} and only.environment_calls <= 3
     with pytest.raises(ValueError, match="one per target"):
         inverter.search(targets, SearchConfig(budget=3), retrieved=retrieved[:1])
+
+
+def test_calls_the_rounds_leave_go_to_the_best_ranked_unanswered_candidates(pieces):
+    inverter, lm, embedder = pieces["inverter"], pieces["lm"], pieces["embedder"]
+    target = embedder.vector("A poem about rain.")[None]
+    retrieved = [["Write a rain poem.", "Describe a storm.", "Name a cloud.", "Paint it.", "Sing.", "Count to ten."]]
+    # 5 exploring calls: 1 to retrieval (0.25 x 5), up to 4 to one round of a single greedy rewrite, which takes 1
+    config = SearchConfig(budget=6, samples=1, rounds=1, pool=1, max_prompt_tokens=6, retrieved_share=0.25)
+    runs = {}
+    for spend_all in (False, True):
+        sent_before = len(lm.received)
+        result = inverter.search(
+            target, SearchConfig(**{**config.to_dict(), "spend_all": spend_all}), retrieved=retrieved
+        )
+        runs[spend_all] = (result[0], lm.received[sent_before:])
+    (kept, kept_sent), (spent, spent_sent) = runs[False], runs[True]
+    assert len(kept_sent) == kept.environment_calls <= 3  # retrieval's call, the rewrite, perhaps the final answer
+    assert (
+        len(spent_sent) == spent.environment_calls == 6
+    )  # every call: the rest, then the final pick (answered here or again)
+    extra = [p for p in spent_sent if p not in kept_sent]
+    ranked = sorted(
+        (c for c in spent.candidates if c.prompt in extra), key=lambda c: -c.predicted_cosine
+    )  # the rest went to the candidates the forward model ranks best, in that order
+    assert extra == [c.prompt for c in ranked] and len(extra) >= 3
+    assert spent.achieved_cosine >= kept.achieved_cosine  # more answered, never a worse pick
 
 
 def test_a_row_improves_on_its_hypotheses_only_when_its_own_answer_lands_nearer(pieces):
@@ -530,8 +556,8 @@ def test_without_the_policy_every_exploring_call_goes_to_retrieved_prompts(piece
     retrieved = [["Write a rain poem.", "Describe a storm.", "Name a cloud.", "Paint the sky.", "Draw a wave.", "Hum."]]
     sent_before = len(lm.received)
     [result] = inverter.search(
-        target, SearchConfig(budget=5, use_policy=False, retrieved_share=0.5), retrieved=retrieved
-    )
+        target, SearchConfig(budget=5, use_policy=False, retrieved_share=0.5, spend_all=False), retrieved=retrieved
+    )  # spend_all=False: the retrieved calls alone (the rest may take the final call too)
     assert calls == []  # the policy is never asked
     asked = [c.prompt for c in result.candidates if c.source == "retrieved" and not np.isnan(c.achieved_cosine)]
     assert asked == retrieved[0][:4]  # all 4 exploring calls, whatever retrieved_share says, nearest first

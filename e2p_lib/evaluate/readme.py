@@ -160,20 +160,18 @@ def results_markdown(reports: str | Path) -> str:
 
 
 def examples_markdown(reports: str | Path, count: int = 4) -> str:
-    """A few targets with e2p's clean prompt and its answer (05's examples), texts cut to keep the table short."""
+    """A few targets with e2p's clean prompt, its copied share and answer cosine, and its answer (05's examples),
+    texts cut to keep the table short."""
     rows = _read(Path(reports), "05_examples.json")[:count]
 
     def cut(text: str, most: int = 110) -> str:
         text = " ".join(str(text).split()).replace("|", "/")
         return text if len(text) <= most else text[: most - 1] + "…"
 
-    def prompt(text: str) -> str:  # the prompt cut, its "[copied share, cosine]" tag kept
-        body, tag = re.fullmatch(r"(.*?)\s*(\[[^\]]*\])?", " ".join(str(text).split())).groups()
-        return f"{cut(body, 140)} {tag}" if tag else cut(body, 160)
-
-    lines = ["| target | e2p's prompt [copied share, cosine] | its answer |", "|---|---|---|"]
+    lines = ["| target | e2p's prompt | copied share | answer cosine | its answer |", "|---|---|--:|--:|---|"]
     lines += [
-        f"| {cut(r['target'])} | {prompt(r['e2p prompt [copied share, cosine]'])} | {cut(r['its answer'])} |"
+        f"| {cut(r['target'])} | {cut(r['e2p prompt'], 160)} | {r['copied share']:.2f} | {r['answer cosine']:.2f} "
+        f"| {cut(r['its answer'])} |"
         for r in rows
     ]
     return "\n".join(lines)

@@ -45,6 +45,9 @@ class SearchConfig:
         temperature (`float`, defaults to `0.8`), top_p (`float`, defaults to `1.0`): how rewrites are sampled.
         max_prompt_tokens (`int` or `None`, defaults to `None`): the longest rewrite (None: the policy's own cap).
         seed (`int`, defaults to `0`): seeds the sampling; the same targets in the same order repeat exactly.
+        spend_all (`bool`, defaults to `True`): calls the rounds leave (where rewrites repeat known prompts) go to
+            the best-ranked candidates not answered yet, and the final call too when the final pick is known. If
+            `False`, those calls stay unspent.
         use_policy (`bool`, defaults to `True`): if `False`, no rewrites: every exploring call goes to retrieved
             prompts the index does not know (what 05 compares against, to show what the learned policy adds).
 
@@ -75,6 +78,7 @@ class SearchConfig:
     top_p: float = 1.0
     max_prompt_tokens: int | None = None
     seed: int = 0
+    spend_all: bool = True  # docs/experiments.md#unspent-calls
     use_policy: bool = True
     clean: bool = True
     max_copied_share: float | None = None

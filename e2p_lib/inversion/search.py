@@ -9,8 +9,11 @@
    does not know.
 4. corrector rounds: the policy reads the best known prompts with their real cosines (its hypotheses) and writes
    rewrites; the forward model ranks them at no environment cost and the best-ranked are answered. Each round's
-   answers join the hypotheses the next round reads (vec2text's corrector loop, with real answers).
-5. final pick: the prompt with the best real cosine. At `budget=1` nothing is answered before the final call: the
+   answers join the hypotheses the next round reads (vec2text's corrector loop, with real answers); a round that
+   could not spend its share (its rewrites repeated known prompts) hands it to the next.
+5. the rest (`spend_all`): calls still left go to the best-ranked candidates not answered yet, and the final call
+   too where the best known prompt was answered here (the final pick then costs nothing).
+6. final pick: the prompt with the best real cosine. At `budget=1` nothing is answered before the final call: the
    policy's greedy rewrite of the index's best prompts is that call (the best known prompt where it wrote a known
    one, or without the policy).
 
@@ -54,6 +57,7 @@ def run_search(
     search.pasting_calls()
     search.retrieved_calls()
     search.corrector_rounds()
+    search.spend_rest()
     return search.final_pick()
 
 
@@ -231,9 +235,8 @@ class _Search:
         if not config.use_policy:
             return
         rounds, samples = (config.rounds, config.samples) if config.budget > 1 else (1, 1)
-        exploring = list(self.left)
         for step in range(rounds):
-            quotas = [c // rounds + (step < c % rounds) for c in exploring]  # this round's share of the calls
+            quotas = [-(-c // (rounds - step)) for c in self.left]  # this round's share of the calls left, rounded up
             if config.budget > 1 and not any(quotas):
                 continue  # nothing of this round could be answered: write nothing
             shown = [
@@ -260,7 +263,28 @@ class _Search:
                 if best is not None:
                     self.trajectory[i].append(best)
 
-    # --- 5. final pick ----------------------------------------------------------------------------------------------
+    # --- 5. the rest ------------------------------------------------------------------------------------------------
+
+    def spend_rest(self) -> None:
+        """The calls the phases before left, on each target's best-ranked allowed candidates not answered yet; the
+        final call too where the best known prompt was answered here (the final pick is then a cache hit)."""
+        if not self.config.spend_all or self.config.budget == 1:
+            return
+        rows = [
+            sorted(
+                (c for c in row if self.allowed(c) and math.isnan(c.achieved_cosine)),
+                key=lambda c: -np.nan_to_num(c.predicted_cosine, nan=-np.inf),
+            )
+            for row in self.history
+        ]
+        self.spend(rows, [left + self.final_is_answered(i) for i, left in enumerate(self.left)])
+
+    def final_is_answered(self, i: int) -> bool:
+        """Whether target i's best known prompt was answered in this search (an indexed one is answered again)."""
+        best = self.best_known(i)
+        return best is not None and best.prompt in self.memo[i]
+
+    # --- 6. final pick ----------------------------------------------------------------------------------------------
 
     def final_pick(self) -> list[InversionResult]:
         """The best real cosine (budget > 1), or the one-call rules (budget 1); the final prompt is answered (a
