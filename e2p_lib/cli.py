@@ -59,6 +59,7 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
     return SearchConfig(
         budget=args.budget,
         answer_tokens=args.answer_tokens,
+        samples=args.samples,
         seed=args.seed,
         use_policy=not args.no_policy,
         clean=not args.pasting,
@@ -164,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=count(0, GROUND_CALL_COUNT),
         default=0,
         help="with --pasting: calls on known prompts with a composed text appended",
+    )
+    invert.add_argument(
+        "--samples",
+        type=count(1, 64),
+        default=DEFAULTS.samples,
+        help=f"rewrites the policy writes per round (default {DEFAULTS.samples}; more use more of the budget, slower)",
     )
     invert.add_argument("--seed", type=count(0, 2**32 - 1), default=DEFAULTS.seed, help="seed of the sampled rewrites")
     invert.add_argument(
