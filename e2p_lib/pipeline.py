@@ -1,6 +1,7 @@
 """The rows notebooks 02-05 train and score on, and the hypotheses each row is shown (never its own answer).
 
 >>> train = split_rows(frame, "train")                           # positions of the train split (add_split)
+>>> rows, targets, excluded = held_out(frame, vectors, "val", 40, 60)  # with the ids each must never be shown
 >>> val, choice = split_parts(frame, "val", 8, 32)               # disjoint: 8 pick PPO's step, 32 pick the policy
 >>> hypotheses = row_hypotheses(index, frame, train, vectors, k=3)   # never a row's own, or same-output, rows
 >>> answers = row_answers(store, frame, train, vectors, k=1)      # the nearest stored outputs, never its own
@@ -28,6 +29,16 @@ def split_rows(frame: pd.DataFrame, split: str, limit: int | None = None) -> np.
     if "split" not in frame:
         raise ValueError("The frame has no 'split' column: pass it through e2p_lib.data.add_split first.")
     return np.flatnonzero(frame["split"].to_numpy() == split)[:limit]
+
+
+def held_out(
+    frame: pd.DataFrame, vectors: np.ndarray, split: str, start: int = 0, count: int | None = None
+) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+    """Rows `start` to `start + count` of `split`, their target vectors, and per row the ids it must never be shown
+    (its own and those with the same output, `leave_out`): what scoring held-out targets starts from."""
+    rows = split_rows(frame, split)[start : None if count is None else start + count]
+    exclusions = leave_out(frame["id"].tolist(), frame["output"].tolist())
+    return rows, vectors[rows], [exclusions[r] for r in rows]
 
 
 def split_parts(frame: pd.DataFrame, split: str, *sizes: int) -> list[np.ndarray]:

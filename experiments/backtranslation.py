@@ -13,7 +13,6 @@ import argparse
 
 import numpy as np
 
-from e2p_lib.answer_index import leave_out
 from e2p_lib.data import add_split
 from e2p_lib.embed import embedder_from_name
 from e2p_lib.embed.cache import load_embedded_dataset
@@ -21,7 +20,7 @@ from e2p_lib.evaluate.quality import References
 from e2p_lib.inversion.api import open_answer_index
 from e2p_lib.inversion.pasting import composed_texts
 from e2p_lib.lm import make_lm
-from e2p_lib.pipeline import split_rows
+from e2p_lib.pipeline import held_out
 from e2p_lib.store import make_vector_store
 from e2p_lib.store.retrieval import nearest_rows
 from e2p_lib.train.rewards import AnswerCosineReward
@@ -43,10 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     dataset = load_embedded_dataset(model="local/all-MiniLM-L6-v2", dimensions=384)
     frame = add_split(dataset.frame)
-    rows = split_rows(frame, "val")[args.skip : args.skip + args.targets]
-    targets = dataset.vectors[rows]
-    exclusions = leave_out(frame["id"].tolist(), frame["output"].tolist())
-    excluded = [exclusions[r] for r in rows]
+    rows, targets, excluded = held_out(frame, dataset.vectors, "val", args.skip, args.targets)
     embedder = embedder_from_name(dataset.model, dataset.dimensions)
     lm = make_lm("local")
     store = make_vector_store("local", name="alpaca", dimensions=dataset.dimensions)

@@ -18,19 +18,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from e2p_lib import config as paths
-from e2p_lib.answer_index import leave_out
 from e2p_lib.data import add_split
 from e2p_lib.embed import embedder_from_name
 from e2p_lib.embed.cache import load_embedded_dataset
 from e2p_lib.evaluate.metrics import paired_difference
-from e2p_lib.evaluate.quality import load_clean_line
-from e2p_lib.inversion import Inverter, SearchConfig
-from e2p_lib.inversion.api import load_forward_model, open_answer_index
-from e2p_lib.lm import make_lm
-from e2p_lib.models.policy import PromptPolicy
-from e2p_lib.pipeline import split_rows
-from e2p_lib.store import make_vector_store
+from e2p_lib.inversion import SearchConfig
+from e2p_lib.inversion.api import load_inverter
+from e2p_lib.pipeline import held_out
 from e2p_lib.train.rewards import AnswerCosineReward
 
 VARIANTS = {
@@ -56,23 +50,9 @@ def main() -> None:
     args = parser.parse_args()
     dataset = load_embedded_dataset(model="local/all-MiniLM-L6-v2", dimensions=384)
     frame = add_split(dataset.frame)
-    rows = split_rows(frame, "val")[args.skip : args.skip + args.targets]
-    targets = dataset.vectors[rows]
-    exclusions = leave_out(frame["id"].tolist(), frame["output"].tolist())
-    excluded = [exclusions[r] for r in rows]
-    embedder = embedder_from_name(dataset.model, dataset.dimensions)
-    lm = make_lm("local")
-    store = make_vector_store("local", name="alpaca", dimensions=dataset.dimensions)
-    index = open_answer_index(store, lm, embedder)
-    inverter = Inverter(
-        PromptPolicy.load(args.policy),
-        embedder,
-        load_forward_model(paths.models_dir(), embedder),
-        lm,
-        index=index,
-        retrieval=store,
-        clean_line=load_clean_line(paths.data_dir()),
-    )
+    rows, targets, excluded = held_out(frame, dataset.vectors, "val", args.skip, args.targets)
+    inverter = load_inverter(args.policy, embedder=embedder_from_name(dataset.model, dataset.dimensions))
+    index, lm, embedder = inverter.index, inverter.environment, inverter.embedder
     reward = AnswerCosineReward(lm, embedder, max_new_tokens=SearchConfig().answer_tokens)
     scores = {
         "answer index, top 1": np.array(

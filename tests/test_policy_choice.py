@@ -12,7 +12,7 @@ import pytest
 
 from e2p_lib.data import add_split
 from e2p_lib.inversion.api import CHOICE_FILE, chosen_policy_run, save_policy_choice
-from e2p_lib.pipeline import split_parts
+from e2p_lib.pipeline import held_out, split_parts
 
 
 def saved_runs(models, *runs):
@@ -72,3 +72,17 @@ def test_the_choice_targets_are_val_rows_that_picked_no_checkpoint():
         split_parts(frame, "val", 3, len(val))
     with pytest.raises(ValueError, match="at least 1 row"):
         split_parts(frame, "val", 3, 0)
+
+
+def test_held_out_targets_come_with_the_rows_each_must_never_be_shown():
+    """The experiments' validation targets: a slice of the split, its vectors, and per row its own id and the ids of
+    rows with the same output (Alpaca repeats outputs)."""
+    ids = [f"alpaca-{i}" for i in range(400)]
+    frame = add_split(pd.DataFrame({"id": ids, "output": [f"out {i % 390}" for i in range(400)]}))
+    vectors = np.arange(400, dtype=float)[:, None]
+    val = np.flatnonzero(frame["split"].to_numpy() == "val")
+    rows, targets, excluded = held_out(frame, vectors, "val", 2, 5)
+    assert rows.tolist() == val[2:7].tolist() and targets[:, 0].tolist() == val[2:7].tolist()
+    for row, ex in zip(rows, excluded):
+        same = [ids[j] for j in range(400) if j % 390 == row % 390]
+        assert sorted(ex) == sorted(same)  # its own id, and the other row with its output where there is one
