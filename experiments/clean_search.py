@@ -7,7 +7,7 @@ policy. Targets are validation rows after the first 40 (04 chooses PPO's step an
         --variants one-call,search,search-4-48,without-policy,without-policy-64,pasting
 
 Prints, per variant: mean answer cosine, mean copied share, mean environment calls and seconds, then each variant's
-paired difference [95% bootstrap interval] to the index's top prompt and to the original prompt.
+paired difference [95% bootstrap interval] to the index's top prompt, to the original prompt and to the first variant.
 """
 
 from __future__ import annotations
@@ -70,8 +70,10 @@ def main() -> None:
             f"{np.mean([r.environment_calls for r in results]):.2f}  {time.perf_counter() - started:.0f} s",
             flush=True,
         )
+    first = args.variants.split(",")[0]  # the variants after it are paired with it too
     for name, values in scores.items():
-        for baseline in ("answer index, top 1", "original prompt"):
+        also = [first] if name in VARIANTS and name != first else []
+        for baseline in ("answer index, top 1", "original prompt", *also):
             if name != baseline:
                 mean, low, high = paired_difference(values, scores[baseline])
                 print(f"  {name} - {baseline}: {mean:+.3f} [{low:+.3f}, {high:+.3f}]")
