@@ -100,6 +100,11 @@ def real_or_lowest(candidate: Candidate) -> float:
     return -np.inf if math.isnan(candidate.achieved_cosine) else candidate.achieved_cosine
 
 
+def predicted_or_lowest(candidate: Candidate) -> float:
+    """The forward model's cosine, -inf when it gave none: the key that ranks candidates not answered yet."""
+    return -np.inf if math.isnan(candidate.predicted_cosine) else candidate.predicted_cosine
+
+
 def fill(candidates: list[Candidate], memo: dict[str, tuple[float, str]]) -> None:
     """Copy each answered prompt's cosine and answer onto every candidate that holds it."""
     for c in candidates:

@@ -29,7 +29,15 @@ import numpy as np
 
 from e2p_lib.evaluate.quality import References
 from e2p_lib.inversion.config import SearchConfig
-from e2p_lib.inversion.results import POLICY_SOURCES, Candidate, InversionResult, fill, known_best, real_or_lowest
+from e2p_lib.inversion.results import (
+    POLICY_SOURCES,
+    Candidate,
+    InversionResult,
+    fill,
+    known_best,
+    predicted_or_lowest,
+    real_or_lowest,
+)
 from e2p_lib.models.policy import Hypothesis
 from e2p_lib.pipeline import as_answers
 from e2p_lib.store.retrieval import nearest_rows
@@ -255,7 +263,7 @@ class _Search:
             )
             fresh = self.add(proposals, lambda j: POLICY_SOURCES[min(j, 1)], step)
             for i, row in enumerate(fresh):
-                row.sort(key=lambda c: -np.nan_to_num(c.predicted_cosine, nan=-np.inf))  # stable: greedy first on ties
+                row.sort(key=predicted_or_lowest, reverse=True)  # stable: greedy first on ties
                 self.rewrites[i] += [c for c in row if self.allowed(c)]
             self.spend(fresh, [min(q, c) for q, c in zip(quotas, self.left)])
             for i in range(self.n):
@@ -273,7 +281,8 @@ class _Search:
         rows = [
             sorted(
                 (c for c in row if self.allowed(c) and math.isnan(c.achieved_cosine)),
-                key=lambda c: -np.nan_to_num(c.predicted_cosine, nan=-np.inf),
+                key=predicted_or_lowest,
+                reverse=True,
             )
             for row in self.history
         ]
@@ -320,7 +329,7 @@ class _Search:
             return known
         return max(
             (c for c in self.history[i] if self.allowed(c)),
-            key=lambda c: np.nan_to_num(c.predicted_cosine, nan=-np.inf),
+            key=predicted_or_lowest,
             default=None,
         )
 
