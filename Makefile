@@ -52,6 +52,7 @@ bench: setup
 	$(BIN)/python bench/ct2_batching.py --prompts 64 --long 16 --one-by-one 8 --settings 32:anchor 64 64:w2
 	$(BIN)/python bench/torch_threads.py --steps 2
 	$(BIN)/python bench/rl_step.py --steps 1 --repeats 1 --prompts 8
+	$(BIN)/python bench/policy_sampling.py --targets 4 --samples 3 --repeats 1
 
 results: setup
 	$(BIN)/e2p results

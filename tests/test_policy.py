@@ -213,6 +213,34 @@ def test_hypotheses_change_the_prompt_distribution_and_padding_does_not(smollm2_
     torch.testing.assert_close(mixed[0] * mask[0], conditioned[0] * mask[0], atol=1e-4, rtol=1e-4)
 
 
+def test_samples_of_a_target_read_its_context_once_and_write_what_a_repeated_context_writes(smollm2_tokenizer):
+    policy = hypothesis_policy(smollm2_tokenizer)
+    targets = unit_vectors(2)
+    rows = [[Hypothesis("Write a long poem about the sea and the wind.", 0.4)], []]  # the second row left-padded
+    shared = policy.generate_ids(
+        targets,
+        temperature=1.0,
+        num_return_sequences=3,
+        max_new_tokens=6,
+        seed=3,
+        hypotheses=rows,
+        return_logprobs=True,
+    )
+    # the same sampling stream over each context written out three times (one sequence per row: no shared cache)
+    repeated = policy.generate_ids(
+        np.repeat(targets, 3, axis=0),
+        temperature=1.0,
+        max_new_tokens=6,
+        seed=3,
+        hypotheses=[row for row in rows for _ in range(3)],
+        return_logprobs=True,
+    )
+    assert torch.equal(shared[0], repeated[0])
+    mask = policy.completion_mask(shared[0]).bool()
+    # tight: a cache written at positions other than generate's (left padding) shifts these by about 4e-4
+    torch.testing.assert_close(shared[1][mask], repeated[1][mask], atol=1e-5, rtol=0)
+
+
 def test_hypotheses_must_match_the_targets(smollm2_tokenizer):
     policy = hypothesis_policy(smollm2_tokenizer)
     with pytest.raises(ValueError, match="one list"):

@@ -290,17 +290,22 @@ class PromptPolicy(nn.Module):
         if seed is not None:
             torch.manual_seed(seed)
         context, mask = self.context_embeddings(target_vectors, hypotheses)
-        context = context.repeat_interleave(num_return_sequences, dim=0)
-        mask = mask.repeat_interleave(num_return_sequences, dim=0)
-        sampling = (
-            {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
-        )
         was_training = self.training
         self.eval()
         try:
+            # A target's samples share its context: read it once, then repeat its key/value cache, not the context.
+            cache = self.context_cache(context, mask, num_return_sequences) if num_return_sequences > 1 else None
+            context = context.repeat_interleave(num_return_sequences, dim=0)
+            mask = mask.repeat_interleave(num_return_sequences, dim=0)
+            sampling = (
+                {"do_sample": True, "temperature": temperature, "top_p": top_p}
+                if temperature > 0
+                else {"do_sample": False}
+            )
             out = self.lm.generate(
                 inputs_embeds=context,
                 attention_mask=mask,
+                cache=cache,
                 max_new_tokens=max_new_tokens or self.config.max_prompt_tokens,
                 eos_token_id=self.end_id,
                 pad_token_id=self.tokenizer.pad_token_id,
@@ -315,6 +320,24 @@ class PromptPolicy(nn.Module):
             return out  # inputs_embeds without input_ids: generate returns only the new tokens
         logits = torch.stack(out.logits, dim=1).float()  # (B, T, V), before temperature and top-p
         return out.sequences, selective_log_softmax(logits, out.sequences)
+
+    def context_cache(self, context: torch.Tensor, mask: torch.Tensor, repeats: int):
+        """The key/value cache of each context but its last position, repeated `repeats` times per row: generation
+        restarts from it and reads only that last position, instead of reading every context `repeats` times."""
+        from transformers import DynamicCache
+
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as `generate` numbers left-padded rows
+        cache = DynamicCache(config=self.lm.config)
+        self.lm(
+            inputs_embeds=context[:, :-1],
+            attention_mask=mask[:, :-1],
+            position_ids=positions[:, :-1],
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache.batch_repeat_interleave(repeats)
+        return cache
 
     @contextlib.contextmanager
     def merged_lora(self) -> Iterator[None]:
