@@ -59,6 +59,7 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
     return SearchConfig(
         budget=args.budget,
         answer_tokens=args.answer_tokens,
+        rounds=args.rounds,
         samples=args.samples,
         seed=args.seed,
         use_policy=not args.no_policy,
@@ -165,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=count(0, GROUND_CALL_COUNT),
         default=0,
         help="with --pasting: calls on known prompts with a composed text appended",
+    )
+    invert.add_argument(
+        "--rounds",
+        type=count(1, 16),
+        default=DEFAULTS.rounds,
+        help=f"rounds of rewriting, each reading the last one's answers (default {DEFAULTS.rounds}; more: slower)",
     )
     invert.add_argument(
         "--samples",

@@ -68,7 +68,8 @@ def test_the_cli_builds_the_search_searchconfig_describes():
     parse = build_parser().parse_args
     assert search_config(parse(["invert", "x"])) == SearchConfig()  # no option: the method 05 reports
     argv = ["invert", "x", "--budget", "1", "--no-policy", "--seed", "4", "--answer-tokens", "32", "--samples", "10"]
-    expected = SearchConfig(budget=1, use_policy=False, seed=4, answer_tokens=32, samples=10)
+    argv += ["--rounds", "3"]
+    expected = SearchConfig(budget=1, use_policy=False, seed=4, answer_tokens=32, samples=10, rounds=3)
     assert search_config(parse(argv)) == expected
     pasting = ["invert", "x", "--pasting", "--echo", "3", "--ground", "7", "--budget", "256"]
     assert search_config(parse(pasting)) == SearchConfig(budget=256, clean=False, echo=3, ground=7)
@@ -91,6 +92,7 @@ def fail_if_loaded(*args, **kwargs):
         (["--ground", "8", "--pasting"], "argument --ground: 8 is out of range: give 0 to 7"),
         (["--seed", "-1"], "argument --seed: -1 is out of range"),
         (["--samples", "0"], "argument --samples: 0 is out of range: give 1 to 64"),
+        (["--rounds", "0"], "argument --rounds: 0 is out of range: give 1 to 16"),
         (["--answer-tokens", "0"], "argument --answer-tokens: 0 is out of range: give 1 to 4096"),
         (["--environment", "remote"], "argument --environment: invalid choice: 'remote'"),
         (["--echo", "1"], "e2p: error: --echo 1 pastes stored outputs' text into the prompt (the pasting track): add"),
