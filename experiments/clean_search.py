@@ -35,6 +35,8 @@ VARIANTS = {
     "search-hot": dict(temperature=1.2),
     "search-3-rounds": dict(rounds=3),
     "search-4-48": dict(samples=4, max_prompt_tokens=48),
+    "search-48": dict(max_prompt_tokens=48),
+    "one-call-48": dict(budget=1, max_prompt_tokens=48),
     "without-policy": dict(use_policy=False),
     "without-policy-64": dict(use_policy=False, neighbours=64),
     "pasting": dict(clean=False, ground=7, use_policy=False),

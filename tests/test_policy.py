@@ -34,6 +34,7 @@ def test_generation_shapes_masks_and_seeded_sampling(smollm2_tokenizer):
     assert torch.equal(ids, again), "sampling with a seed is reproducible"
     greedy = policy.generate(targets, max_new_tokens=6)
     assert len(greedy) == 2 and all(isinstance(p, str) for p in greedy)
+    assert policy.generate_ids(targets, max_new_tokens=100).shape[1] <= policy.config.max_prompt_tokens  # its cap
     with pytest.raises(ValueError, match="set temperature > 0"):
         policy.generate_ids(targets, temperature=0.0, num_return_sequences=2)
     with pytest.raises(ValueError, match=r"shape \(n, 12\)"):

@@ -43,7 +43,8 @@ class SearchConfig:
         samples (`int`, defaults to `6`): prompts the policy writes per target and round: greedy plus
             `samples - 1` sampled; the forward model ranks them and the best-ranked are answered (budget 1: greedy).
         temperature (`float`, defaults to `0.8`), top_p (`float`, defaults to `1.0`): how rewrites are sampled.
-        max_prompt_tokens (`int` or `None`, defaults to `None`): the longest rewrite (None: the policy's own cap).
+        max_prompt_tokens (`int` or `None`, defaults to `48`): the longest rewrite in tokens, at most the policy's
+            own cap (None: that cap). Rewrites that reach 48 tokens are mostly a prompt followed by other text.
         seed (`int`, defaults to `0`): seeds the sampling; the same targets in the same order repeat exactly.
         spend_all (`bool`, defaults to `True`): calls the rounds leave (where rewrites repeat known prompts) go to
             the best-ranked candidates not answered yet, and the final call too when the final pick is known. If
@@ -76,7 +77,7 @@ class SearchConfig:
     samples: int = 6
     temperature: float = 0.8
     top_p: float = 1.0
-    max_prompt_tokens: int | None = None
+    max_prompt_tokens: int | None = 48  # docs/experiments.md#rewrite-length
     seed: int = 0
     spend_all: bool = True  # docs/experiments.md#unspent-calls
     use_policy: bool = True

@@ -276,6 +276,7 @@ class PromptPolicy(nn.Module):
         """Prompt token ids (B * num_return_sequences, T), padded after `<|im_end|>` with the pad id.
 
         temperature 0 is greedy (and num_return_sequences must then be 1). Rows for one target are adjacent.
+        `max_new_tokens` is at most the policy's cap, `config.max_prompt_tokens` (it never learned longer prompts).
         With `return_logprobs`, also the (B * num_return_sequences, T) log-probability of each sampled token under
         the policy's own (untempered) distribution, from the logits generation computed anyway: what
         `token_logprobs` would recompute, without a second forward pass. Positions after `<|im_end|>` are not
@@ -290,6 +291,7 @@ class PromptPolicy(nn.Module):
         if seed is not None:
             torch.manual_seed(seed)
         context, mask = self.context_embeddings(target_vectors, hypotheses)
+        cap = self.config.max_prompt_tokens
         was_training = self.training
         self.eval()
         try:
@@ -306,7 +308,7 @@ class PromptPolicy(nn.Module):
                 inputs_embeds=context,
                 attention_mask=mask,
                 cache=cache,
-                max_new_tokens=max_new_tokens or self.config.max_prompt_tokens,
+                max_new_tokens=min(max_new_tokens or cap, cap),
                 eos_token_id=self.end_id,
                 pad_token_id=self.tokenizer.pad_token_id,
                 top_k=None,
