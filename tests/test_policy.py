@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from tiny import tiny_policy, unit_vectors
+from trl.trainer.utils import selective_log_softmax
 
 from e2p_lib.models.policy import Hypothesis, PolicyConfig, PromptPolicy
 from e2p_lib.train.sft import PolicyTrainingConfig, train_policy
@@ -240,6 +241,67 @@ def test_samples_of_a_target_read_its_context_once_and_write_what_a_repeated_con
     mask = policy.completion_mask(shared[0]).bool()
     # tight: a cache written at positions other than generate's (left padding) shifts these by about 4e-4
     torch.testing.assert_close(shared[1][mask], repeated[1][mask], atol=1e-5, rtol=0)
+
+
+def ending_hook(policy, sizes: list[int]):
+    """End each row where the tokens it has read so far are a multiple of 4 (so rows with contexts of other lengths
+    end at other steps); record the rows each forward pass computes."""
+
+    def hook(module, args, kwargs, out):
+        read = kwargs["attention_mask"].sum(-1)
+        sizes.append(len(read))
+        out.logits[..., policy.end_id] += 100.0 * (read % 4 == 0)[:, None]
+        return out
+
+    return policy.lm.register_forward_hook(hook, with_kwargs=True)
+
+
+def test_rows_leave_the_batch_when_they_end_and_write_what_transformers_generate_writes(smollm2_tokenizer):
+    policy = hypothesis_policy(smollm2_tokenizer)
+    targets = unit_vectors(4)
+    poem, fruit = Hypothesis("Write a long poem about the sea and the wind.", 0.4), Hypothesis("Name a fruit.", 0.6)
+    rows = [[poem], [fruit], [], [poem, fruit]]  # contexts of four lengths, left-padded
+    sizes: list[int] = []
+    handle = ending_hook(policy, sizes)
+    try:
+        ids, logprobs = policy.generate_ids(targets, hypotheses=rows, max_new_tokens=12, return_logprobs=True)
+        decoded = sizes[1:]  # after the context's pass
+        context, mask = policy.context_embeddings(targets, rows)
+        reference = policy.lm.generate(
+            inputs_embeds=context,
+            attention_mask=mask,
+            max_new_tokens=12,
+            eos_token_id=policy.end_id,
+            pad_token_id=policy.tokenizer.pad_token_id,
+            do_sample=False,
+            top_k=None,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    finally:
+        handle.remove()
+    lengths = policy.completion_mask(ids).sum(1)
+    assert len(set(lengths.tolist())) > 2, "the rows end at several steps"
+    assert decoded == sorted(decoded, reverse=True) and decoded[-1] < decoded[0] == 4, "finished rows leave"
+    assert torch.equal(ids, reference.sequences)
+    expected = selective_log_softmax(torch.stack(reference.logits, dim=1).float(), reference.sequences)
+    written = policy.completion_mask(ids).bool()
+    torch.testing.assert_close(logprobs[written], expected[written], atol=1e-5, rtol=0)
+    assert torch.all(logprobs[~written] == 0)
+
+
+def test_greedy_first_writes_the_greedy_prompt_then_samples_from_one_reading(smollm2_tokenizer):
+    policy = hypothesis_policy(smollm2_tokenizer)
+    targets = unit_vectors(3)
+    rows = [[Hypothesis("Name a fruit.", 0.5)], [], []]
+    greedy = policy.generate_ids(targets, hypotheses=rows, max_new_tokens=8)
+    mixed = policy.generate_ids(
+        targets, temperature=1.0, num_return_sequences=4, greedy_first=True, hypotheses=rows, max_new_tokens=8, seed=1
+    )
+    assert mixed.shape[0] == 12
+    assert policy.decode(mixed[::4]) == policy.decode(greedy)
+    sampled = [mixed[i] for i in range(12) if i % 4]
+    assert sum(policy.decode(row[None])[0] in policy.decode(greedy) for row in sampled) < len(sampled) // 2
 
 
 def test_hypotheses_must_match_the_targets(smollm2_tokenizer):

@@ -460,7 +460,8 @@ def test_sample_reads_the_index_s_hypotheses_and_refuses_a_hypotheses_policy_wit
     results = inverter.sample(targets, best_of=3, exclude_ids=exclude, max_prompt_tokens=6)
     assert len(results) == 2 and [len(r.candidates) for r in results] == [3, 3]
     expected = index.hypotheses(targets, k=inverter.policy.config.hypotheses, exclude_ids=exclude)
-    assert [rounded(c["hypotheses"]) for c in calls] == [rounded(expected)] * 2, "greedy and samples read them"
+    assert [rounded(c["hypotheses"]) for c in calls] == [rounded(expected)], "greedy and samples read them, once"
+    assert calls[0]["greedy_first"] and calls[0]["num_return_sequences"] == 3
     assert all(h.id != "row-2" for h in expected[0]) and len(expected[0]) == 2
 
     calls.clear()

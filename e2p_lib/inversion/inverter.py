@@ -253,25 +253,25 @@ class Inverter:
         hypotheses: Hypotheses = None,
     ) -> list[list[str]]:
         """For each row of `conditions` (n, d): [greedy prompt, best_of - 1 sampled prompts], each written with the
-        row's `hypotheses` in the policy's context when given."""
+        row's `hypotheses` in the policy's context when given; one reading of each context for all of them."""
         import torch
 
-        greedy = self._generate(conditions, max_new_tokens=max_prompt_tokens, hypotheses=hypotheses)
-        sampled = [[] for _ in conditions]
-        if best_of > 1:
-            # One stream for the whole call: reproducible for the same targets and order. Like
-            # PromptPolicy.generate(seed=...), this reseeds torch's global generator.
-            torch.manual_seed(seed)
-            rows = self._generate(
-                conditions,
-                temperature=temperature,
-                top_p=top_p,
-                num_return_sequences=best_of - 1,
-                max_new_tokens=max_prompt_tokens,
-                hypotheses=hypotheses,
-            )
-            sampled = [rows[i * (best_of - 1) : (i + 1) * (best_of - 1)] for i in range(len(conditions))]
-        return [[g, *s] for g, s in zip(greedy, sampled)]
+        if best_of == 1:
+            greedy = self._generate(conditions, max_new_tokens=max_prompt_tokens, hypotheses=hypotheses)
+            return [[g] for g in greedy]
+        # One stream for the whole call: reproducible for the same targets and order. Like
+        # PromptPolicy.generate(seed=...), this reseeds torch's global generator.
+        torch.manual_seed(seed)
+        rows = self._generate(
+            conditions,
+            temperature=temperature,
+            top_p=top_p,
+            num_return_sequences=best_of,
+            greedy_first=True,
+            max_new_tokens=max_prompt_tokens,
+            hypotheses=hypotheses,
+        )
+        return [rows[i * best_of : (i + 1) * best_of] for i in range(len(conditions))]
 
     def _generate(
         self, conditions: np.ndarray, num_return_sequences: int = 1, hypotheses: Hypotheses = None, **options

@@ -272,15 +272,17 @@ class PromptPolicy(nn.Module):
         seed: int | None = None,
         hypotheses: Hypotheses = None,
         return_logprobs: bool = False,
+        greedy_first: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Prompt token ids (B * num_return_sequences, T), padded after `<|im_end|>` with the pad id.
 
-        temperature 0 is greedy (and num_return_sequences must then be 1). Rows for one target are adjacent.
-        `max_new_tokens` is at most the policy's cap, `config.max_prompt_tokens` (it never learned longer prompts).
-        With `return_logprobs`, also the (B * num_return_sequences, T) log-probability of each sampled token under
-        the policy's own (untempered) distribution, from the logits generation computed anyway: what
-        `token_logprobs` would recompute, without a second forward pass. Positions after `<|im_end|>` are not
-        meaningful; callers mask them.
+        temperature 0 is greedy (and num_return_sequences must then be 1). Rows for one target are adjacent; with
+        `greedy_first`, the first of them is the greedy prompt and the rest are sampled, from one reading of the
+        context. `max_new_tokens` is at most the policy's cap, `config.max_prompt_tokens` (it never learned longer
+        prompts). With `return_logprobs`, also the (B * num_return_sequences, T) log-probability of each written
+        token under the policy's own (untempered) distribution, from the logits generation computed anyway: what
+        `token_logprobs` would recompute, without a second forward pass. Positions after `<|im_end|>` hold 0;
+        callers mask them.
         """
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}.")
@@ -291,41 +293,67 @@ class PromptPolicy(nn.Module):
         if seed is not None:
             torch.manual_seed(seed)
         context, mask = self.context_embeddings(target_vectors, hypotheses)
+        greedy = torch.full((len(context) * num_return_sequences,), temperature == 0, device=self.device)
+        if greedy_first:
+            greedy[::num_return_sequences] = True
         cap = self.config.max_prompt_tokens
         was_training = self.training
         self.eval()
         try:
-            # A target's samples share its context: read it once, then repeat its key/value cache, not the context.
-            cache = self.context_cache(context, mask, num_return_sequences) if num_return_sequences > 1 else None
-            context = context.repeat_interleave(num_return_sequences, dim=0)
-            mask = mask.repeat_interleave(num_return_sequences, dim=0)
-            sampling = (
-                {"do_sample": True, "temperature": temperature, "top_p": top_p}
-                if temperature > 0
-                else {"do_sample": False}
-            )
-            out = self.lm.generate(
-                inputs_embeds=context,
-                attention_mask=mask,
-                cache=cache,
-                max_new_tokens=min(max_new_tokens or cap, cap),
-                eos_token_id=self.end_id,
-                pad_token_id=self.tokenizer.pad_token_id,
-                top_k=None,
-                output_logits=return_logprobs,
-                return_dict_in_generate=return_logprobs,
-                **sampling,
+            ids, logprobs = self._decode(
+                context, mask, num_return_sequences, greedy, min(max_new_tokens or cap, cap), temperature, top_p
             )
         finally:
             self.train(was_training)
-        if not return_logprobs:
-            return out  # inputs_embeds without input_ids: generate returns only the new tokens
-        logits = torch.stack(out.logits, dim=1).float()  # (B, T, V), before temperature and top-p
-        return out.sequences, selective_log_softmax(logits, out.sequences)
+        return (ids, logprobs) if return_logprobs else ids
+
+    def _decode(self, context, mask, repeats: int, greedy, steps: int, temperature: float, top_p: float):
+        """Token by token from each context's key/value cache (read once per target); a row leaves the batch when
+        it writes `<|im_end|>`, so each step costs only the prompts still being written. By hand because
+        transformers' `generate` computes every row until the longest ends (prompts average well under half the
+        cap), and its continuous batching takes token ids, not the soft tokens' embeddings. Sampling is
+        `generate`'s: its temperature and top-p warpers, then one multinomial draw per sampled row."""
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+        warp = LogitsProcessorList()
+        if temperature > 0 and temperature != 1.0:
+            warp.append(TemperatureLogitsWarper(temperature))
+        if top_p < 1.0:
+            warp.append(TopPLogitsWarper(top_p))
+        cache = self.context_cache(context, mask, repeats)
+        inputs = context[:, -1:].repeat_interleave(repeats, dim=0)
+        mask = mask.repeat_interleave(repeats, dim=0)
+        position = mask.sum(-1, keepdim=True) - 1  # the last context position, as `generate` numbers left padding
+        rows = len(inputs)
+        ids = torch.full((rows, steps), self.tokenizer.pad_token_id, dtype=torch.long, device=self.device)
+        logprobs = torch.zeros((rows, steps), device=self.device)
+        live = torch.arange(rows, device=self.device)  # the rows still writing, by their place in `ids`
+        embed = self.lm.get_input_embeddings()
+        for step in range(steps):
+            out = self.lm(inputs_embeds=inputs, attention_mask=mask, position_ids=position, cache=cache, use_cache=True)
+            logits = out.logits[:, -1].float()
+            token = logits.argmax(-1)
+            sampled = ~greedy[live]
+            if sampled.any():
+                scores = warp(None, logits[sampled])
+                token[sampled] = torch.multinomial(scores.softmax(-1), num_samples=1).squeeze(1)
+            ids[live, step] = token
+            logprobs[live, step] = selective_log_softmax(logits, token)
+            going = token != self.end_id
+            if not going.any():
+                return ids[:, : step + 1], logprobs[:, : step + 1]
+            if not going.all():
+                keep = going.nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                live, token, mask, position = live[keep], token[keep], mask[keep], position[keep]
+            inputs = embed(token)[:, None]
+            mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
+            position = position + 1
+        return ids, logprobs
 
     def context_cache(self, context: torch.Tensor, mask: torch.Tensor, repeats: int):
-        """The key/value cache of each context but its last position, repeated `repeats` times per row: generation
-        restarts from it and reads only that last position, instead of reading every context `repeats` times."""
+        """The key/value cache of each context but its last position, repeated `repeats` times per row: decoding
+        starts from it at that last position, instead of reading every context `repeats` times."""
         from transformers import DynamicCache
 
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as `generate` numbers left-padded rows
@@ -338,7 +366,8 @@ class PromptPolicy(nn.Module):
             use_cache=True,
             logits_to_keep=1,
         )
-        cache.batch_repeat_interleave(repeats)
+        if repeats > 1:
+            cache.batch_repeat_interleave(repeats)
         return cache
 
     @contextlib.contextmanager
