@@ -54,6 +54,7 @@ bench: setup
 	$(BIN)/python bench/rl_step.py --steps 1 --repeats 1 --prompts 8
 	$(BIN)/python bench/policy_sampling.py --targets 4 --samples 3 --repeats 1
 	$(BIN)/python bench/policy_writing.py --targets 2 --samples 3 --repeats 1
+	$(BIN)/python bench/policy_scoring.py --targets 2 --samples 2 --minibatch 2 --repeats 1
 
 results: setup
 	$(BIN)/e2p results

@@ -304,6 +304,33 @@ def test_greedy_first_writes_the_greedy_prompt_then_samples_from_one_reading(smo
     assert sum(policy.decode(row[None])[0] in policy.decode(greedy) for row in sampled) < len(sampled) // 2
 
 
+def test_prompts_sharing_a_context_read_it_once_with_the_same_logprobs_and_gradients(smollm2_tokenizer):
+    policy = hypothesis_policy(smollm2_tokenizer)
+    policy.eval()  # no dropout: both readings must agree
+    targets = unit_vectors(3)
+    rows = [[Hypothesis("Write a long poem about the sea and the wind.", 0.4)], [], [Hypothesis("Name a fruit.", 0.6)]]
+    contexts = [2, 0, 0, 1, 2, 0]  # the prompts of a minibatch, from three contexts, in any order
+    ids = policy.generate_ids(
+        targets, temperature=1.0, num_return_sequences=2, max_new_tokens=8, seed=5, hypotheses=rows
+    )[[4, 0, 1, 2, 5, 0]]
+
+    def read(shared: bool):
+        policy.zero_grad()
+        if shared:
+            logprobs = policy.token_logprobs(targets, ids, hypotheses=rows, contexts=contexts)
+        else:
+            logprobs = policy.token_logprobs(targets[contexts], ids, hypotheses=[rows[c] for c in contexts])
+        mask = policy.completion_mask(ids)
+        (logprobs * mask).sum().backward()
+        return logprobs.detach() * mask, {n: p.grad.clone() for n, p in policy.named_parameters() if p.requires_grad}
+
+    (once, once_grads), (each, each_grads) = read(shared=True), read(shared=False)
+    torch.testing.assert_close(once, each, atol=1e-5, rtol=0)
+    for name, grad in once_grads.items():
+        torch.testing.assert_close(grad, each_grads[name], atol=1e-4, rtol=1e-3)
+    assert all(once_grads[n].abs().sum() > 0 for n in once_grads if n.startswith("mapper.")), "through the cache"
+
+
 def test_hypotheses_must_match_the_targets(smollm2_tokenizer):
     policy = hypothesis_policy(smollm2_tokenizer)
     with pytest.raises(ValueError, match="one list"):

@@ -303,9 +303,9 @@ def test_ppo_with_hypotheses_learns_and_conditions_every_log_prob(red_blue_polic
     seen = []
     original = type(policy).token_logprobs
 
-    def recording(self, vectors, ids, mask=None, with_entropy=False, hypotheses=None):
-        seen.append(hypotheses)
-        return original(self, vectors, ids, mask, with_entropy=with_entropy, hypotheses=hypotheses)
+    def recording(self, vectors, ids, mask=None, with_entropy=False, hypotheses=None, contexts=None):
+        seen.append((hypotheses, contexts))
+        return original(self, vectors, ids, mask, with_entropy=with_entropy, hypotheses=hypotheses, contexts=contexts)
 
     monkeypatch.setattr(type(policy), "token_logprobs", recording)
     _, history = train_ppo(
@@ -317,8 +317,9 @@ def test_ppo_with_hypotheses_learns_and_conditions_every_log_prob(red_blue_polic
         val_vectors=targets[:4],
         val_hypotheses=hypotheses[:4],
     )
-    assert seen and all(h is not None and len(h) == 0 or h is not None for h in seen)
-    assert all(len(h) in (4 * 4, 8) for h in seen)  # a rollout of 16 samples, or a minibatch of 8
+    assert seen and all(h is not None for h, _ in seen)
+    # a rollout of 16 samples (4 targets x 4) or a minibatch of 8, each target's context read once for its samples
+    assert all(len(c) in (4 * 4, 8) and len(h) == len(set(c.tolist())) <= 4 for h, c in seen)
     frame = history.to_frame().query("split == 'train'").pivot(index="step", columns="metric", values="value")
     assert frame["reward"].iloc[-3:].mean() > frame["reward"].iloc[:3].mean() + 0.1
     assert (tmp_path / "policy" / "policy_config.json").is_file()
@@ -389,12 +390,15 @@ def length_reward(prompts, targets):
 
 def test_fast_ppo_step_updates_as_the_old_path_does(smollm2_tokenizer):
     """Merged rollouts and trimmed minibatches change the time a step takes, not its update: the weights after two
-    steps (step 2 samples from the updated policy) are bit for bit the old path's. Reused log-probs differ from
-    recomputed ones by float rounding only, which Adam's first steps amplify on near-zero gradient coordinates, so
-    with them the update is the same in direction and metrics, not bitwise."""
+    steps (step 2 samples from the updated policy) are bit for bit the old path's. Reused log-probs and shared
+    contexts differ from recomputed ones by float rounding only (and LoRA dropout drawn once per context), which
+    Adam's first steps amplify on near-zero gradient coordinates, so with them the update is the same in direction
+    and metrics, not bitwise."""
     targets = unit_vectors(16)
-    old_path = dict(merge_lora_for_rollout=False, reuse_rollout_logprobs=False, trim_minibatches=False)
-    settings = {"old": old_path, "exact": dict(reuse_rollout_logprobs=False), "fast": {}}
+    old_path = dict(
+        merge_lora_for_rollout=False, reuse_rollout_logprobs=False, trim_minibatches=False, share_contexts=False
+    )
+    settings = {"old": old_path, "exact": dict(reuse_rollout_logprobs=False, share_contexts=False), "fast": {}}
     runs = {}
     for name, options in settings.items():
         policy = lora_policy(smollm2_tokenizer)

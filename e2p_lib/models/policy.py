@@ -414,20 +414,26 @@ class PromptPolicy(nn.Module):
         mask: torch.Tensor | None = None,
         with_entropy: bool = False,
         hypotheses: Hypotheses = None,
+        contexts=None,
     ):
         """Log-probability of each prompt token given the target (B, T) (and the per-token entropy, if asked).
 
         `ids` are prompt tokens as `generate_ids` returns them; positions where `mask` is 0 are padding and are
-        fed as `<|im_end|>` so they cost nothing but a few FLOPs; callers must mask them out.
+        fed as `<|im_end|>` so they cost nothing but a few FLOPs; callers must mask them out. `contexts` (B ints):
+        the row of `target_vectors` and `hypotheses` each prompt was written for, when several prompts share one:
+        each context is then read once (what RL's groups of samples per target save); None: one row each.
         """
         mask = self.completion_mask(ids) if mask is None else mask
         context, context_mask = self.context_embeddings(target_vectors, hypotheses)
         fed = torch.where(mask.bool(), ids, torch.full_like(ids, self.end_id))
-        inputs = torch.cat([context, self.lm.get_input_embeddings()(fed)], dim=1)
-        attention = torch.cat([context_mask, mask], dim=1)
-        # Logits only where they predict a prompt token: the LM head (a 49k-token vocabulary) skips the context.
-        logits = self.lm(inputs_embeds=inputs, attention_mask=attention, logits_to_keep=ids.shape[1] + 1).logits
-        logits = logits[:, :-1].float()  # (B, T, V): position t predicts token t
+        if contexts is not None:
+            logits = self._logits_after_shared_contexts(context, context_mask, fed, mask, contexts)
+        else:
+            inputs = torch.cat([context, self.lm.get_input_embeddings()(fed)], dim=1)
+            attention = torch.cat([context_mask, mask], dim=1)
+            # Logits only where they predict a prompt token: the LM head (a 49k-token vocabulary) skips the context.
+            logits = self.lm(inputs_embeds=inputs, attention_mask=attention, logits_to_keep=ids.shape[1] + 1).logits
+            logits = logits[:, :-1].float()  # (B, T, V): position t predicts token t
         # TRL's helpers avoid materialising a (B, T, V) log-softmax (49k-token vocabulary).
         chosen = selective_log_softmax(logits, fed)
         if not with_entropy:
@@ -435,6 +441,36 @@ class PromptPolicy(nn.Module):
         with torch.no_grad():
             entropy = entropy_from_logits(logits)
         return chosen, entropy
+
+    def _logits_after_shared_contexts(self, context, context_mask, fed, mask, contexts) -> torch.Tensor:
+        """`token_logprobs`' (B, T, V) logits with each distinct context read once: its key/value cache (and the
+        logits of its last position, which predict the first token) go to every row written from it, then the
+        rows read their own tokens. Gradients flow through the gathered cache into the context."""
+        from transformers import DynamicCache
+
+        index = torch.as_tensor(contexts, dtype=torch.long, device=self.device)
+        positions = (context_mask.cumsum(-1) - 1).clamp(min=0)  # as `generate` numbers left-padded rows
+        cache = DynamicCache(config=self.lm.config)
+        first = self.lm(
+            inputs_embeds=context,
+            attention_mask=context_mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[index]
+        if fed.shape[1] == 1:
+            return first.float()
+        cache.batch_select_indices(index)
+        steps = torch.arange(1, fed.shape[1], device=self.device)
+        rest = self.lm(
+            inputs_embeds=self.lm.get_input_embeddings()(fed[:, :-1]),
+            attention_mask=torch.cat([context_mask[index], mask[:, :-1]], dim=1),
+            position_ids=positions[index, -1:] + steps,
+            cache=cache,
+            use_cache=True,
+        ).logits
+        return torch.cat([first, rest], dim=1).float()
 
     def tokenize_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts as training targets: ids (B, T) ending in `<|im_end|>`, right-padded, and their mask."""

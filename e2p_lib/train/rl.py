@@ -110,6 +110,9 @@ class PPOConfig(TrainingConfig):
         whiten_advantages (`bool`, defaults to `True`).
         trim_minibatches (`bool`, defaults to `True`): feed each minibatch only up to its longest prompt, not the
             rollout's (causal attention: the cut padding never influenced a kept position).
+        share_contexts (`bool`, defaults to `True`): read each target's context once for all its samples in a
+            scoring pass or minibatch (`PromptPolicy.token_logprobs(contexts=...)`; the same log-probabilities and
+            gradients up to float rounding, LoRA dropout drawn once per context). If `False`, once per sample.
     """
 
     max_steps: int | None = 20
@@ -138,6 +141,7 @@ class PPOConfig(TrainingConfig):
     clip_range: float = 0.2
     whiten_advantages: bool = True
     trim_minibatches: bool = True
+    share_contexts: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -377,20 +381,31 @@ def train_ppo(
                 return_logprobs=config.reuse_rollout_logprobs,
             )
         ids, rollout_logprobs = rollout if config.reuse_rollout_logprobs else (rollout, None)
+
+        def reading(samples: np.ndarray):
+            """What `token_logprobs` reads for these samples: (vectors, hypotheses, contexts), each distinct target
+            once with `share_contexts`, else one row per sample."""
+            groups = samples // config.samples_per_target  # sample -> its target's place in `rows`
+            if not config.share_contexts:
+                return targets[samples], None if per_sample is None else [per_sample[j] for j in samples], None
+            distinct, contexts = np.unique(groups, return_inverse=True)
+            return train_vectors[rows[distinct]], None if shown is None else [shown[g] for g in distinct], contexts
+
         mask = policy.completion_mask(ids)
         prompts = policy.decode(ids)
         seconds["policy_generation"] = time.perf_counter() - started
 
         # 2. log-probs of what was sampled, under the policy (old) and the reference; zero after each prompt's end
         started = time.perf_counter()
+        vectors, shown_rows, contexts = reading(np.arange(len(ids)))
         with torch.no_grad():
             old_logprobs = rollout_logprobs
             if old_logprobs is None:
                 policy.eval()
-                old_logprobs = policy.token_logprobs(targets, ids, mask, hypotheses=per_sample)
+                old_logprobs = policy.token_logprobs(vectors, ids, mask, hypotheses=shown_rows, contexts=contexts)
                 policy.train()
             old_logprobs = old_logprobs.masked_fill(mask == 0, 0.0)
-            ref_logprobs = reference.token_logprobs(targets, ids, mask, hypotheses=per_sample)
+            ref_logprobs = reference.token_logprobs(vectors, ids, mask, hypotheses=shown_rows, contexts=contexts)
         seconds["scoring"] = time.perf_counter() - started
         kl_per_prompt = ((old_logprobs - ref_logprobs) * mask).sum(1)
 
@@ -449,12 +464,9 @@ def train_ppo(
                 picked = mb.cpu().numpy()
                 width = int(mask[mb].sum(1).max()) if config.trim_minibatches else ids.shape[1]
                 mb_mask = mask[mb, :width]
+                vectors, shown_rows, contexts = reading(picked)
                 new_logprobs, entropy = wrapped(
-                    targets[picked],
-                    ids[mb, :width],
-                    mb_mask,
-                    with_entropy=True,
-                    hypotheses=None if per_sample is None else [per_sample[j] for j in picked],
+                    vectors, ids[mb, :width], mb_mask, with_entropy=True, hypotheses=shown_rows, contexts=contexts
                 )
                 loss, stats = clipped_surrogate_loss(
                     new_logprobs, old_logprobs[mb, :width], advantages[mb], mb_mask, config.clip_range
