@@ -18,31 +18,15 @@ import time
 
 import numpy as np
 import torch
-
-from e2p_lib.data import load_alpaca
-from e2p_lib.models.policy import Hypothesis, PolicyConfig, PromptPolicy
+from policy_inputs import add_arguments, policy_inputs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--targets", type=int, default=12, help="targets per batch (05's chunk: 64 // (samples - 1))")
+    add_arguments(parser, 12, "targets per batch (05's chunk: 64 // (samples - 1))")
     parser.add_argument("--samples", type=int, default=5, help="sampled prompts per target (the search's 6 - greedy)")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per path, alternated")
-    parser.add_argument("--data", default=None, help="Alpaca file (default: $E2P_ALPACA_PATH, then load_alpaca's)")
-    parser.add_argument("--policy", help="a saved policy folder (default: SmolLM2 with an untrained mapper)")
     args = parser.parse_args()
-    if args.policy:
-        policy = PromptPolicy.load(args.policy)
-    else:
-        policy = PromptPolicy.from_pretrained_base(PolicyConfig(embedding_dim=384, hypotheses=2, answers=1))
-    rows = load_alpaca(args.data, download=False, limit=3 * args.targets)
-    reading = [
-        [Hypothesis(rows["prompt"].iloc[3 * i + j], 0.5 - 0.1 * j) for j in range(2)]
-        + [Hypothesis(rows["output"].iloc[3 * i + 2], 0.6, kind="answer")]
-        for i in range(args.targets)
-    ]
-    targets = np.random.default_rng(0).normal(size=(args.targets, policy.config.embedding_dim)).astype(np.float32)
-    targets /= np.linalg.norm(targets, axis=1, keepdims=True)
+    policy, reading, targets = policy_inputs(args)
     k = args.samples
 
     def once_per_target():

@@ -17,32 +17,16 @@ import time
 
 import numpy as np
 import torch
-
-from e2p_lib.data import load_alpaca
-from e2p_lib.models.policy import Hypothesis, PolicyConfig, PromptPolicy
+from policy_inputs import add_arguments, policy_inputs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--targets", type=int, default=4, help="targets per RL step (04's targets_per_step)")
+    add_arguments(parser, 4, "targets per RL step (04's targets_per_step)")
     parser.add_argument("--samples", type=int, default=4, help="prompts per target (04's samples_per_target)")
     parser.add_argument("--minibatch", type=int, default=8, help="prompts per update (PPOConfig.batch_size)")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per path, alternated")
-    parser.add_argument("--data", default=None, help="Alpaca file (default: $E2P_ALPACA_PATH, then load_alpaca's)")
-    parser.add_argument("--policy", help="a saved policy folder (default: SmolLM2 with an untrained mapper)")
     args = parser.parse_args()
-    if args.policy:
-        policy = PromptPolicy.load(args.policy, trainable=True)
-    else:
-        policy = PromptPolicy.from_pretrained_base(PolicyConfig(embedding_dim=384, hypotheses=2, answers=1))
-    rows = load_alpaca(args.data, download=False, limit=3 * args.targets)
-    reading = [
-        [Hypothesis(rows["prompt"].iloc[3 * i + j], 0.5 - 0.1 * j) for j in range(2)]
-        + [Hypothesis(rows["output"].iloc[3 * i + 2], 0.6, kind="answer")]
-        for i in range(args.targets)
-    ]
-    targets = np.random.default_rng(0).normal(size=(args.targets, policy.config.embedding_dim)).astype(np.float32)
-    targets /= np.linalg.norm(targets, axis=1, keepdims=True)
+    policy, reading, targets = policy_inputs(args, trainable=True)
     k = args.samples
     ids = policy.generate_ids(targets, temperature=0.7, num_return_sequences=k, seed=0, hypotheses=reading)
     mask = policy.completion_mask(ids)
