@@ -301,18 +301,28 @@ class PromptPolicy(nn.Module):
         self.eval()
         try:
             ids, logprobs = self._decode(
-                context, mask, num_return_sequences, greedy, min(max_new_tokens or cap, cap), temperature, top_p
+                context,
+                mask,
+                num_return_sequences,
+                greedy,
+                min(max_new_tokens or cap, cap),
+                temperature,
+                top_p,
+                return_logprobs,
             )
         finally:
             self.train(was_training)
         return (ids, logprobs) if return_logprobs else ids
 
-    def _decode(self, context, mask, repeats: int, greedy, steps: int, temperature: float, top_p: float):
+    def _decode(
+        self, context, mask, repeats: int, greedy, steps: int, temperature: float, top_p: float, with_logprobs: bool
+    ):
         """Token by token from each context's key/value cache (read once per target); a row leaves the batch when
         it writes `<|im_end|>`, so each step costs only the prompts still being written. By hand because
         transformers' `generate` computes every row until the longest ends (prompts average well under half the
         cap), and its continuous batching takes token ids, not the soft tokens' embeddings. Sampling is
-        `generate`'s: its temperature and top-p warpers, then one multinomial draw per sampled row."""
+        `generate`'s: its temperature and top-p warpers, then one multinomial draw per sampled row. Log-probabilities
+        (a log-softmax over the vocabulary per row and step) only `with_logprobs`."""
         from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
         warp = LogitsProcessorList()
@@ -338,7 +348,8 @@ class PromptPolicy(nn.Module):
                 scores = warp(None, logits[sampled])
                 token[sampled] = torch.multinomial(scores.softmax(-1), num_samples=1).squeeze(1)
             ids[live, step] = token
-            logprobs[live, step] = selective_log_softmax(logits, token)
+            if with_logprobs:
+                logprobs[live, step] = selective_log_softmax(logits, token)
             going = token != self.end_id
             if not going.any():
                 return ids[:, : step + 1], logprobs[:, : step + 1]
