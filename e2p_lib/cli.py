@@ -20,7 +20,13 @@ import argparse
 import math
 import sys
 
-from e2p_lib.inversion.config import ECHO_TEMPLATE_COUNT, GROUND_CALL_COUNT, MAX_BUDGET, SearchConfig
+from e2p_lib.inversion.config import (
+    ECHO_TEMPLATE_COUNT,
+    GROUND_CALL_COUNT,
+    MAX_BUDGET,
+    TOPIC_CALL_COUNT,
+    SearchConfig,
+)
 
 DEFAULTS = SearchConfig()
 MAX_ANSWER_TOKENS = 4096  # an answer cap above this is a typo on any environment e2p runs
@@ -63,6 +69,7 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
         samples=args.samples,
         seed=args.seed,
         use_policy=not args.no_policy,
+        topics=args.topics,
         clean=not args.pasting,
         echo=args.echo,
         ground=args.ground,
@@ -149,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     invert.add_argument(
         "--no-policy", action="store_true", help="search the answer index and stored prompts alone (no rewrites)"
+    )
+    invert.add_argument(
+        "--topics",
+        type=count(0, TOPIC_CALL_COUNT),
+        default=DEFAULTS.topics,
+        help=f"calls on known prompts with the text's topic words added, clean (default {DEFAULTS.topics})",
     )
     invert.add_argument(
         "--pasting",

@@ -68,8 +68,8 @@ def test_the_cli_builds_the_search_searchconfig_describes():
     parse = build_parser().parse_args
     assert search_config(parse(["invert", "x"])) == SearchConfig()  # no option: the method 05 reports
     argv = ["invert", "x", "--budget", "1", "--no-policy", "--seed", "4", "--answer-tokens", "32", "--samples", "10"]
-    argv += ["--rounds", "3"]
-    expected = SearchConfig(budget=1, use_policy=False, seed=4, answer_tokens=32, samples=10, rounds=3)
+    argv += ["--rounds", "3", "--topics", "5"]
+    expected = SearchConfig(budget=1, use_policy=False, seed=4, answer_tokens=32, samples=10, rounds=3, topics=5)
     assert search_config(parse(argv)) == expected
     pasting = ["invert", "x", "--pasting", "--echo", "3", "--ground", "7", "--budget", "256"]
     assert search_config(parse(pasting)) == SearchConfig(budget=256, clean=False, echo=3, ground=7)
@@ -90,6 +90,7 @@ def fail_if_loaded(*args, **kwargs):
         (["--budget", "2.5"], "argument --budget: '2.5' is not an integer"),
         (["--echo", "4", "--pasting"], "argument --echo: 4 is out of range: give 0 to 3"),
         (["--ground", "8", "--pasting"], "argument --ground: 8 is out of range: give 0 to 7"),
+        (["--topics", "8"], "argument --topics: 8 is out of range: give 0 to 7"),
         (["--seed", "-1"], "argument --seed: -1 is out of range"),
         (["--samples", "0"], "argument --samples: 0 is out of range: give 1 to 64"),
         (["--rounds", "0"], "argument --rounds: 0 is out of range: give 1 to 16"),
@@ -278,7 +279,7 @@ def test_invert_prints_the_prompt_its_copied_share_and_achieved_cosine(cli_dirs,
     with pytest.raises(SystemExit) as stop:
         main([*argv, "--pasting", "--echo", "1"])
     assert stop.value.code == 2
-    assert "echo=1 composes texts from the stored outputs" in capsys.readouterr().err
+    assert "echo=1 reads the stored outputs" in capsys.readouterr().err
     # without the policy there is nothing to answer: no index, no store
     with pytest.raises(SystemExit) as stop:
         main([*argv, "--no-policy"])

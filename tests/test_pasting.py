@@ -40,8 +40,9 @@ NEIGHBOURS = 3  # stored outputs each target's text is composed from
 
 
 def pasting(**options) -> SearchConfig:
-    """The pasting track's config: clean=False, NEIGHBOURS stored outputs, short rewrites."""
-    return SearchConfig(clean=False, neighbours=NEIGHBOURS, max_prompt_tokens=6, **options)
+    """The pasting track's config: clean=False, NEIGHBOURS stored outputs, short rewrites, no topic calls (their own
+    tests are in tests/test_topics.py)."""
+    return SearchConfig(clean=False, neighbours=NEIGHBOURS, max_prompt_tokens=6, **{"topics": 0, **options})
 
 
 def texts_of(store, targets, embedder, exclude_ids=None) -> list[ComposedText]:
@@ -190,7 +191,7 @@ def _spy_on_shown(inverter) -> list:
 def test_the_search_spends_its_echo_calls_first_within_the_budget_and_never_shows_them(pieces):  # noqa: F811
     inverter, embedder, lm = pieces["inverter"], pieces["embedder"], pieces["lm"]
     targets = np.stack([embedder.vector(t) for t in (OUTPUTS[4], OUTPUTS[2])])  # the echoes answer nearest
-    with pytest.raises(ValueError, match="echo=1 composes texts.*retrieval="):
+    with pytest.raises(ValueError, match="echo=1 reads the stored outputs.*retrieval=.*pass echo=0"):
         inverter.search(targets, pasting(budget=4, echo=1))  # no store of outputs to compose from
     inverter = _with_outputs(pieces)
     shown = _spy_on_shown(inverter)
@@ -233,7 +234,7 @@ def test_one_call_sends_the_echo_prompt_only_when_its_text_lies_its_margin_neare
 def test_the_search_spends_its_grounded_calls_within_the_budget_and_never_shows_them(pieces, budget, ground):  # noqa: F811
     embedder, lm = pieces["embedder"], pieces["lm"]
     targets = np.stack([embedder.vector(t) for t in (OUTPUTS[4], OUTPUTS[2])])
-    with pytest.raises(ValueError, match=f"ground={ground} composes texts"):
+    with pytest.raises(ValueError, match=f"ground={ground} reads the stored outputs"):
         pieces["inverter"].search(targets, pasting(budget=budget, ground=ground))
     inverter = _with_outputs(pieces)
     shown = _spy_on_shown(inverter)

@@ -509,7 +509,7 @@ def test_a_clean_search_never_sends_shows_nor_returns_a_prompt_above_the_line(pi
     assert min(share(p) for p in quoting) > 0.5 > LOW_LINE  # both paste RAIN
     # the quoting index prompt answers exactly at the first target: without the filter it is the best prompt known
     targets = np.stack([embedder.vector(f"Answer to: {QUOTING_INDEX_PROMPT}"), embedder.vector(RAIN)])
-    config = SearchConfig(budget=4, samples=2, max_prompt_tokens=6, retrieved_share=1.0)
+    config = SearchConfig(budget=4, samples=2, max_prompt_tokens=6, retrieved_share=1.0, topics=0)  # the policy's calls
     calls = spy_on_generate(inverter.policy, monkeypatch)
 
     sent_before = len(lm.received)

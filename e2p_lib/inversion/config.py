@@ -14,6 +14,7 @@ from e2p_lib.checks import check_int, check_positive_int
 ANSWER_TOKENS = 64  # the answer cap everywhere: 02's index, 04, 05, the CLI (docs/experiments.md#answer-length)
 ECHO_TEMPLATE_COUNT = 3  # len(pasting.ECHO_TEMPLATES), kept here so that checking a config imports no numpy
 GROUND_CALL_COUNT = 7  # len(pasting.GROUND_ORDER), likewise
+TOPIC_CALL_COUNT = 7  # len(topics.TOPIC_ORDER), likewise
 MAX_BUDGET = 256  # environment calls per target; more is almost surely a typo (each call is an LM answer)
 
 
@@ -36,6 +37,10 @@ class SearchConfig:
         retrieved_share (`float`, defaults to `0.5`): share of the exploring calls (`budget - 1`, rounded down) spent
             on the neighbours' prompts that the index does not know (indexed ones are known for free). If `0.0`,
             none; without the policy, all.
+        topics (`int`, defaults to `3`): calls on the best known prompts with the target's topic words added
+            (`e2p_lib.inversion.topics`: phrases of the neighbours' outputs, nearest the target; clean), before the
+            retrieved prompts and the rewrites (0 to 7; none at budget 1, whose call is the policy's). More take
+            calls from the policy's rewrites.
 
     Parameters that control the corrector rounds (the policy's rewrites):
         rounds (`int`, defaults to `2`): rounds of rewriting; each round's answered rewrites join the hypotheses
@@ -73,6 +78,7 @@ class SearchConfig:
     pool: int = 8
     neighbours: int = 8
     retrieved_share: float = 0.5
+    topics: int = 3  # docs/experiments.md#topic-prompts
     rounds: int = 2
     samples: int = 6
     temperature: float = 0.8
@@ -110,6 +116,8 @@ class SearchConfig:
                     f"{name}={count} pastes stored outputs' text into prompts, which a clean search never sends: "
                     f"pass clean=False as well (the pasting track), or {name}=0."
                 )
+        most = TOPIC_CALL_COUNT
+        check_int(self.topics, "topics", minimum=0, maximum=most, hint=f" ({most} topic prompts)")
         for name in ("echo_margin", "ground_margin"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a finite number.")

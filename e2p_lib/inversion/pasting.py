@@ -28,6 +28,7 @@ import numpy as np
 
 from e2p_lib.checks import check_positive_int
 from e2p_lib.embed.base import Embedder, l2_normalise
+from e2p_lib.inversion.templates import SCHEDULE, scheduled_prompts
 
 # Best first (docs/experiments.md#echo-prompts): the instruction after the text is the one SmolLM2 follows best.
 ECHO_TEMPLATES = (
@@ -41,8 +42,8 @@ GROUND_TEMPLATES = (
     "{prompt}\nWrite about: {text}",
     "{prompt}\nInclude these points: {text}",
 )
-# Per grounded call: (rank of the known prompt, best first; wording) (docs/experiments.md#seven-grounded-calls).
-GROUND_ORDER = ((0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0), (2, 1))
+# Per grounded call: (rank of the known prompt, wording) (docs/experiments.md#seven-grounded-calls).
+GROUND_ORDER = SCHEDULE
 DEFAULT_MAX_WORDS = 45  # a 64-token answer holds about 45 words: a longer text could not come back whole
 # Sentence ends or line breaks: the texts are short model outputs (lists and code split on their lines).
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -122,18 +123,5 @@ def echo_prompts(texts: Sequence[ComposedText], count: int = 1) -> list[list[str
 def grounded_prompts(ranked: Sequence[Sequence[str]], texts: Sequence[ComposedText], count: int = 1) -> list[list[str]]:
     """Per target, the first `count` entries of GROUND_ORDER made from its known prompts (`ranked`, best first) and
     its composed text; entries whose prompt rank is missing are skipped, and a target with no text gets none."""
-    check_positive_int(count, "count")
-    if count > len(GROUND_ORDER):
-        raise ValueError(f"count={count}: there are {len(GROUND_ORDER)} grounded prompts per target; at most that.")
-    if len(ranked) != len(texts):
-        raise ValueError(f"{len(ranked)} rows of prompts for {len(texts)} composed texts: pass one of each per target.")
-    return [
-        [
-            GROUND_TEMPLATES[wording].format(prompt=prompts[rank], text=e.text)
-            for rank, wording in GROUND_ORDER[:count]
-            if rank < len(prompts) and prompts[rank].strip()
-        ]
-        if e.text
-        else []
-        for prompts, e in zip(ranked, texts)
-    ]
+    fills = [{"text": e.text} if e.text else None for e in texts]
+    return scheduled_prompts(ranked, fills, GROUND_TEMPLATES, count, "grounded")

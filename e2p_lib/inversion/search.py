@@ -5,6 +5,7 @@
    holds their rows). Every candidate's copied share is measured against those outputs (and the target text, when
    the target is a text); under `clean` no candidate above the line is sent, shown to the policy or returned.
 2. pasting calls (`clean=False` only): echo and grounded prompts, each one call, before anything else.
+   Topic calls (`topics`): the best known prompts with the target's topic words added (clean), one call each.
 3. retrieved calls: `retrieved_share` of the exploring calls (rounded down) on the neighbours' prompts the index
    does not know.
 4. corrector rounds: the policy reads the best known prompts with their real cosines (its hypotheses) and writes
@@ -63,6 +64,7 @@ def run_search(
     search = _Search(inverter, targets, config, texts, exclude_ids, retrieved)
     search.pools()
     search.pasting_calls()
+    search.topic_calls()
     search.retrieved_calls()
     search.corrector_rounds()
     search.spend_rest()
@@ -83,7 +85,7 @@ class _Search:
         if (config.echo or config.ground) and inverter.retrieval is None:
             option, fix = (f"echo={config.echo}", "echo=0") if config.echo else (f"ground={config.ground}", "ground=0")
             raise ValueError(
-                f"{option} composes texts from the stored outputs nearest each target, and no store of them is "
+                f"{option} reads the stored outputs nearest each target, and no store of them is "
                 "loaded: run notebooks/02_pinecone.ipynb (load_inverter then opens its store), build the Inverter "
                 f"with retrieval=<a VectorStore of the outputs>, or pass {fix}."
             )
@@ -222,6 +224,21 @@ class _Search:
             rows = self.add(prompts, "grounded")
             self.firsts = [row[0] if row else None for row in prompts]
             self.spend(rows, [min(config.ground, c) for c in self.left])
+
+    def topic_calls(self) -> None:
+        """`topics` calls on the best known prompts with the target's topic words added, within the exploring calls;
+        none at budget 1 (its one call is the policy's rewrite), nor without a store of outputs to read topics from
+        (the calls go to the other pools). Never shown to the policy, like the pasting track's prompts."""
+        from e2p_lib.inversion.topics import choose_topics, topic_prompts
+
+        config = self.config
+        if not config.topics or config.budget == 1 or self.inverter.retrieval is None:
+            return
+        outputs = [[nb.output for nb in row] for row in self.neighbours]
+        found = choose_topics(self.targets, outputs, self.inverter.embedder)
+        ranked = [[c.prompt for c in known_best(row) if self.allowed(c)] for row in self.history]
+        rows = self.add(topic_prompts(ranked, found, config.topics), "topics")
+        self.spend(rows, [min(config.topics, c) for c in self.left])
 
     # --- 3. retrieved calls ------------------------------------------------------------------------------------------
 

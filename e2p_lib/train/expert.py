@@ -106,6 +106,7 @@ def expert_iteration(
                 samples=config.samples,
                 seed=config.seed + round_,
                 answer_tokens=config.answer_tokens,
+                topics=0,  # it learns the prompts the policy reads (docs/experiments.md#topic-prompts)
             ),
             exclude_ids=[exclude_ids[i] for i in rows],
         )
