@@ -40,9 +40,11 @@ VARIANTS = {
     "without-policy": dict(use_policy=False),
     "without-policy-64": dict(use_policy=False, neighbours=64),
     "pasting": dict(clean=False, ground=7, use_policy=False),
+    "search-topics-0": dict(topics=0),
     "search-topics-3": dict(topics=3),
     "search-topics-5": dict(topics=5),
     "search-topics-7": dict(topics=7),
+    "without-policy-64-topics-0": dict(use_policy=False, neighbours=64, topics=0),
     "without-policy-64-topics-3": dict(use_policy=False, neighbours=64, topics=3),
     "without-policy-64-topics-7": dict(use_policy=False, neighbours=64, topics=7),
 }
