@@ -188,6 +188,16 @@ def _spy_on_shown(inverter) -> list:
     return shown
 
 
+def search_counted(inverter, lm, targets, config) -> tuple[list, list[str]]:
+    """Search, and the prompts the environment received for it: every call counted, each target within the budget."""
+    sent_before = len(lm.received)
+    results = inverter.search(targets, config)
+    sent = lm.received[sent_before:]
+    assert len(sent) == sum(r.environment_calls for r in results)
+    assert all(1 <= r.environment_calls <= config.budget for r in results)
+    return results, sent
+
+
 def test_the_search_spends_its_echo_calls_first_within_the_budget_and_never_shows_them(pieces):  # noqa: F811
     inverter, embedder, lm = pieces["inverter"], pieces["embedder"], pieces["lm"]
     targets = np.stack([embedder.vector(t) for t in (OUTPUTS[4], OUTPUTS[2])])  # the echoes answer nearest
@@ -238,11 +248,7 @@ def test_the_search_spends_its_grounded_calls_within_the_budget_and_never_shows_
         pieces["inverter"].search(targets, pasting(budget=budget, ground=ground))
     inverter = _with_outputs(pieces)
     shown = _spy_on_shown(inverter)
-    sent_before = len(lm.received)
-    results = inverter.search(targets, pasting(budget=budget, samples=2, seed=2, ground=ground))
-    sent = lm.received[sent_before:]
-    assert len(sent) == sum(r.environment_calls for r in results)
-    assert all(1 <= r.environment_calls <= budget for r in results)
+    results, sent = search_counted(inverter, lm, targets, pasting(budget=budget, samples=2, seed=2, ground=ground))
     grounded = [[c for c in r.candidates if c.source == "grounded"] for r in results]
     texts = texts_of(inverter.retrieval, targets, embedder)
     if budget == 1:  # no call before the final answer: the first grounded prompt is sent instead, or not, unanswered

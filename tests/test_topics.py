@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_invert import ByteEmbedder, one_torch_thread  # noqa: F401 (autouse fixture)
-from test_pasting import OUTPUTS, _spy_on_shown, _with_outputs
+from test_pasting import OUTPUTS, _spy_on_shown, _with_outputs, search_counted
 from test_search import pieces  # noqa: F401 (fixture)
 
 from e2p_lib.evaluate.quality import copied_share
@@ -73,17 +73,13 @@ def test_topic_prompts_follow_the_schedule_and_skip_what_is_missing():
 def test_the_search_spends_its_topic_calls_clean_within_the_budget_and_never_shows_them(pieces, budget, topics):  # noqa: F811
     embedder, lm = pieces["embedder"], pieces["lm"]
     targets = np.stack([embedder.vector(t) for t in (OUTPUTS[4], OUTPUTS[2])])
-    sent_before = len(lm.received)  # no store of outputs: no topics to add, the calls go to the other pools
-    without = pieces["inverter"].search(targets, clean(budget=budget, samples=2, seed=2, topics=topics))
+    config = clean(budget=budget, samples=2, seed=2, topics=topics)
+    # no store of outputs: no topics to add, the calls go to the other pools
+    without, _ = search_counted(pieces["inverter"], lm, targets, config)
     assert not any(c.source == "topics" for r in without for c in r.candidates)
-    assert len(lm.received) - sent_before == sum(r.environment_calls for r in without)
     inverter = _with_outputs(pieces)
     shown = _spy_on_shown(inverter)
-    sent_before = len(lm.received)
-    results = inverter.search(targets, clean(budget=budget, samples=2, seed=2, topics=topics))
-    sent = lm.received[sent_before:]
-    assert len(sent) == sum(r.environment_calls for r in results)
-    assert all(1 <= r.environment_calls <= budget for r in results)
+    results, sent = search_counted(inverter, lm, targets, config)
     rows = [[c for c in r.candidates if c.source == "topics"] for r in results]
     if budget == 1:  # the one call is the policy's: no topic prompt is written
         assert rows == [[], []]
