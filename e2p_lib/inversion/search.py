@@ -165,6 +165,14 @@ class _Search:
         for i, row in enumerate(asked):
             self.left[i] -= len(row)
 
+    def outputs(self) -> list[list[str]]:
+        """Per target, its neighbours' outputs, nearest first: what pasting and topic prompts are made from."""
+        return [[nb.output for nb in row] for row in self.neighbours]
+
+    def ranked_known(self) -> list[list[str]]:
+        """Per target, its allowed dataset-style prompts with a real cosine, best first (`known_best`)."""
+        return [[c.prompt for c in known_best(row) if self.allowed(c)] for row in self.history]
+
     def best_known(self, i: int) -> Candidate | None:
         """Target i's allowed candidate with the best real cosine (None when none has one)."""
         known = [c for c in self.history[i] if self.allowed(c) and not math.isnan(c.achieved_cosine)]
@@ -211,15 +219,13 @@ class _Search:
         self.echoes = self.firsts = None
         if not (config.echo or config.ground):
             return
-        outputs = [[nb.output for nb in row] for row in self.neighbours]
-        self.texts = composed_texts(outputs, self.targets, self.inverter.embedder)
+        self.texts = composed_texts(self.outputs(), self.targets, self.inverter.embedder)
         if config.echo:
             rows = self.add(echo_prompts(self.texts, config.echo), "echo")
             self.echoes = [[c.prompt for c in row] for row in rows]
             self.spend(rows, [min(config.echo, c) for c in self.left])
         if config.ground:  # the best known prompts, grounded in the composed text, within the calls left
-            ranked = [[c.prompt for c in known_best(row) if self.allowed(c)] for row in self.history]
-            prompts = grounded_prompts(ranked, self.texts, config.ground)
+            prompts = grounded_prompts(self.ranked_known(), self.texts, config.ground)
             prompts = [row[:c] if config.budget > 1 else row[:1] for row, c in zip(prompts, self.left)]
             rows = self.add(prompts, "grounded")
             self.firsts = [row[0] if row else None for row in prompts]
@@ -234,10 +240,8 @@ class _Search:
         config = self.config
         if not config.topics or config.budget == 1 or self.inverter.retrieval is None:
             return
-        outputs = [[nb.output for nb in row] for row in self.neighbours]
-        found = choose_topics(self.targets, outputs, self.inverter.embedder)
-        ranked = [[c.prompt for c in known_best(row) if self.allowed(c)] for row in self.history]
-        rows = self.add(topic_prompts(ranked, found, config.topics), "topics")
+        found = choose_topics(self.targets, self.outputs(), self.inverter.embedder)
+        rows = self.add(topic_prompts(self.ranked_known(), found, config.topics), "topics")
         self.spend(rows, [min(config.topics, c) for c in self.left])
 
     # --- 3. retrieved calls ------------------------------------------------------------------------------------------
