@@ -49,7 +49,7 @@ def main() -> None:
     known = inverter.index.hypotheses(targets, k=3, exclude_ids=excluded)
     near = nearest_rows(inverter.retrieval, targets, SearchConfig().neighbours, excluded)
     references = [References({n.id: n.output for n in row}) for row in near]
-    topics = choose_topics(targets, [[n.output for n in row] for row in near], inverter.embedder)
+    topics = choose_topics(targets, [[n.output for n in row] for row in near], inverter.embed)
     line = inverter.max_copied_share
     top = np.array([row[0].cosine for row in known])
     original = reward(frame["prompt"].to_numpy()[rows].tolist(), targets).rewards

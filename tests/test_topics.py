@@ -42,7 +42,7 @@ def test_choose_topics_keeps_the_nearest_phrases_that_share_no_word_and_copy_no_
     embedder = ByteEmbedder()
     outputs = [["red green blue and cyan magenta", "deep red wine, green tea"]]
     target = embedder.vector("red green blue")[None]
-    [chosen] = choose_topics(target, outputs, embedder, count=4)
+    [chosen] = choose_topics(target, outputs, embedder.embed, count=4)
     assert chosen[0] == "red green blue"  # the phrase nearest the target comes first
     words = [w for phrase in chosen for w in phrase.split()]
     assert len(words) == len(set(words))  # no two phrases share a word: "deep red wine" and "green tea" are out
@@ -51,9 +51,9 @@ def test_choose_topics_keeps_the_nearest_phrases_that_share_no_word_and_copy_no_
     pool = phrases(outputs[0])
     cosines = {p: float(embedder.vector(p) @ target[0]) for p in pool}
     assert all(cosines[a] >= cosines[b] for a, b in zip(chosen, chosen[1:]))  # nearest first
-    assert choose_topics(np.stack([target[0], target[0]]), [outputs[0], []], embedder)[1] == []
+    assert choose_topics(np.stack([target[0], target[0]]), [outputs[0], []], embedder.embed)[1] == []
     with pytest.raises(ValueError, match="one row per target"):
-        choose_topics(target, outputs * 2, embedder)
+        choose_topics(target, outputs * 2, embedder.embed)
 
 
 def test_topic_prompts_follow_the_schedule_and_skip_what_is_missing():
@@ -86,7 +86,7 @@ def test_the_search_spends_its_topic_calls_clean_within_the_budget_and_never_sho
         return
     ranked = [[h.prompt for h in row] for row in pieces["index"].hypotheses(targets, k=3)]
     outputs = [[nb.output for nb in row] for row in nearest_rows(inverter.retrieval, targets, 3)]
-    found = choose_topics(targets, outputs, embedder)
+    found = choose_topics(targets, outputs, embedder.embed)
     spent = min(topics, budget - 1)  # the last call is the final answer's
     for row, prompts, topics_found, texts in zip(rows, ranked, found, outputs):
         assert [c.prompt for c in row] == topic_prompts([prompts], [topics_found], topics)[0]

@@ -169,6 +169,10 @@ class Inverter:
 
     # --- 1. targets --------------------------------------------------------------------------------------------------
 
+    def embed(self, texts) -> np.ndarray:
+        """(n, d) unit vectors of `texts` through the embedding cache: a text seen before is not embedded again."""
+        return embed_texts(texts, self.embedder, self.embedding_cache_dir, show_progress=False)
+
     def target_vectors(self, targets) -> np.ndarray:
         """(n, d) unit float32 targets from texts (embedded here), one (d,) vector, or (n, d) vectors.
 
@@ -178,7 +182,7 @@ class Inverter:
         """
         texts = _texts_of(targets)
         if texts is not None:
-            return embed_texts(texts, self.embedder, self.embedding_cache_dir, show_progress=False)
+            return self.embed(texts)
         if hasattr(targets, "detach"):  # a torch tensor, possibly on the GPU
             targets = targets.detach().cpu().numpy()
         vectors = np.asarray(targets, dtype=np.float32)

@@ -240,7 +240,7 @@ class _Search:
         config = self.config
         if not config.topics or config.budget == 1 or self.inverter.retrieval is None:
             return
-        found = choose_topics(self.targets, self.outputs(), self.inverter.embedder)
+        found = choose_topics(self.targets, self.outputs(), self.inverter.embed)  # cached: searches repeat phrases
         rows = self.add(topic_prompts(self.ranked_known(), found, config.topics), "topics")
         self.spend(rows, [min(config.topics, c) for c in self.left])
 

@@ -15,12 +15,12 @@ with the outputs, so the prompts stay under the clean line.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from e2p_lib.checks import check_positive_int
-from e2p_lib.embed.base import Embedder, l2_normalise
+from e2p_lib.embed.base import l2_normalise
 from e2p_lib.evaluate.quality import COPY_NGRAM, ngrams, words
 from e2p_lib.inversion.templates import SCHEDULE, scheduled_prompts
 
@@ -64,11 +64,14 @@ def joined(topics: Sequence[str]) -> str:
 
 
 def choose_topics(
-    targets: np.ndarray, outputs: Sequence[Sequence[str]], embedder: Embedder, count: int = TOPIC_PHRASES
+    targets: np.ndarray,
+    outputs: Sequence[Sequence[str]],
+    embed: Callable[[Sequence[str]], np.ndarray],
+    count: int = TOPIC_PHRASES,
 ) -> list[list[str]]:
     """Per target, at most `count` phrases of its stored outputs (`outputs[i]`), nearest the target first, no two
     sharing a word, and none that would make the joined list share a COPY_NGRAM-word run with those outputs. One
-    embedder call for every target's phrases."""
+    `embed` call (an embedder's `embed`, or `Inverter.embed`, which caches) for every target's phrases."""
     check_positive_int(count, "count")
     if len(outputs) != len(targets):
         raise ValueError(f"{len(outputs)} rows of outputs for {len(targets)} targets: pass one row per target.")
@@ -77,7 +80,7 @@ def choose_topics(
     if not distinct:
         return [[] for _ in pools]
     position = {p: i for i, p in enumerate(distinct)}
-    cosines = l2_normalise(embedder.embed(distinct)) @ l2_normalise(np.asarray(targets, dtype=np.float32)).T
+    cosines = l2_normalise(embed(distinct)) @ l2_normalise(np.asarray(targets, dtype=np.float32)).T
     chosen = []
     for i, (pool, row) in enumerate(zip(pools, outputs)):
         grams = set().union(*(ngrams(words(text), COPY_NGRAM) for text in row)) if row else set()
