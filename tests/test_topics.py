@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_invert import ByteEmbedder, one_torch_thread  # noqa: F401 (autouse fixture)
 from test_pasting import OUTPUTS, _spy_on_shown, _with_outputs, search_counted
-from test_search import pieces  # noqa: F401 (fixture)
+from test_search import PROMPTS, pieces  # noqa: F401 (fixture)
 
 from e2p_lib.evaluate.quality import copied_share
 from e2p_lib.inversion import SearchConfig
@@ -104,3 +104,25 @@ def test_topics_are_checked_with_the_config():
     with pytest.raises(ValueError, match="topics"):
         SearchConfig(topics=-1)
     assert SearchConfig(topics=3).clean  # topic prompts are clean: no need to leave the clean track
+
+
+def test_a_topic_prompt_is_judged_as_the_dataset_prompt_it_extends(pieces):  # noqa: F811
+    embedder, lm, store = pieces["embedder"], pieces["lm"], pieces["store"]
+    # each row's stored output quotes its prompt (the echo environment's answer): "Write a haiku about rain." is a
+    # 5-word run of row-2's output, as a dataset prompt whose input the output repeats
+    outputs = [f"Answer to: {p}" for p in PROMPTS]
+    store.upsert(
+        pieces["ids"],
+        np.stack([embedder.vector(o) for o in outputs]),
+        [{"prompt": p, "output": o} for p, o in zip(PROMPTS, outputs)],
+    )
+    inverter = pieces["inverter"]
+    inverter.retrieval = store
+    target = embedder.vector(outputs[2])[None]
+    [result], _ = search_counted(inverter, lm, target, clean(budget=4, samples=2, seed=2, topics=3))
+    made = [c for c in result.candidates if c.source == "topics"]
+    on_own = [c for c in made if c.prompt.startswith(PROMPTS[2])]
+    assert on_own and all(c.row_id == "row-2" for c in on_own)
+    for c in on_own:  # against every output it copies row-2's; without its own row's output it copies nothing
+        assert copied_share(c.prompt, outputs) > 0 and c.copied_share == 0.0
+    assert any(not np.isnan(c.achieved_cosine) for c in on_own)  # so it is sent, as the dataset prompt itself is

@@ -169,9 +169,9 @@ class _Search:
         """Per target, its neighbours' outputs, nearest first: what pasting and topic prompts are made from."""
         return [[nb.output for nb in row] for row in self.neighbours]
 
-    def ranked_known(self) -> list[list[str]]:
-        """Per target, its allowed dataset-style prompts with a real cosine, best first (`known_best`)."""
-        return [[c.prompt for c in known_best(row) if self.allowed(c)] for row in self.history]
+    def ranked_known(self) -> list[list[Candidate]]:
+        """Per target, its allowed dataset-style candidates with a real cosine, best first (`known_best`)."""
+        return [[c for c in known_best(row) if self.allowed(c)] for row in self.history]
 
     def best_known(self, i: int) -> Candidate | None:
         """Target i's allowed candidate with the best real cosine (None when none has one)."""
@@ -225,7 +225,7 @@ class _Search:
             self.echoes = [[c.prompt for c in row] for row in rows]
             self.spend(rows, [min(config.echo, c) for c in self.left])
         if config.ground:  # the best known prompts, grounded in the composed text, within the calls left
-            prompts = grounded_prompts(self.ranked_known(), self.texts, config.ground)
+            prompts = grounded_prompts(_prompts(self.ranked_known()), self.texts, config.ground)
             prompts = [row[:c] if config.budget > 1 else row[:1] for row, c in zip(prompts, self.left)]
             rows = self.add(prompts, "grounded")
             self.firsts = [row[0] if row else None for row in prompts]
@@ -234,14 +234,19 @@ class _Search:
     def topic_calls(self) -> None:
         """`topics` calls on the best known prompts with the target's topic words added, within the exploring calls;
         none at budget 1 (its one call is the policy's rewrite), nor without a store of outputs to read topics from
-        (the calls go to the other pools). Never shown to the policy, like the pasting track's prompts."""
+        (the calls go to the other pools). Never shown to the policy, like the pasting track's prompts. Each is
+        measured as the dataset prompt it extends is, without that row's output (`row_id`)."""
         from e2p_lib.inversion.topics import choose_topics, topic_prompts
 
         config = self.config
         if not config.topics or config.budget == 1 or self.inverter.retrieval is None:
             return
         found = choose_topics(self.targets, self.outputs(), self.inverter.embed)  # cached: searches repeat phrases
-        rows = self.add(topic_prompts(self.ranked_known(), found, config.topics), "topics")
+        known = self.ranked_known()
+        prompts = topic_prompts(_prompts(known), found, config.topics)
+        # judged as the dataset prompt it extends is: without that row's output, which the prompt's input may quote
+        row_ids = [[_extended(p, row).row_id for p in ps] for ps, row in zip(prompts, known)]
+        rows = self.add(prompts, "topics", row_ids=row_ids)
         self.spend(rows, [min(config.topics, c) for c in self.left])
 
     # --- 3. retrieved calls ------------------------------------------------------------------------------------------
@@ -385,3 +390,12 @@ def _check_index_fits(inverter, answer_tokens: int) -> None:
             f"answer_tokens={answer_tokens} (that index would be {expected!r}): pass the answer_tokens it was built "
             "with (02_pinecone's answer_tokens), or rebuild it with 02."
         )
+
+
+def _prompts(rows: list[list[Candidate]]) -> list[list[str]]:
+    return [[c.prompt for c in row] for row in rows]
+
+
+def _extended(prompt: str, known: list[Candidate]) -> Candidate:
+    """The known candidate `prompt` was made from: the longest it begins with (topic templates start with it)."""
+    return max((c for c in known if prompt.startswith(c.prompt)), key=lambda c: len(c.prompt))
