@@ -24,9 +24,12 @@ from e2p_lib.embed.cache import load_embedded_dataset
 from e2p_lib.evaluate.metrics import paired_difference
 from e2p_lib.inversion import SearchConfig
 from e2p_lib.inversion.api import load_inverter
+from e2p_lib.inversion.topics import TOPIC_TEMPLATES
 from e2p_lib.pipeline import held_out
 from e2p_lib.train.rewards import AnswerCosineReward
 
+# the words a topic template adds after the prompt ("Mention", "Topics:", "Focus on")
+TOPIC_WORDS = tuple(t.replace("{prompt}", "").split("{topics}")[0] for t in TOPIC_TEMPLATES)
 VARIANTS = {
     "one-call": dict(budget=1),
     "search": {},
@@ -56,6 +59,7 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=60)
     parser.add_argument("--skip", type=int, default=40, help="validation rows to skip (04's choice rows)")
     parser.add_argument("--variants", default="one-call,search,without-policy")
+    parser.add_argument("--save", help="a path prefix: each variant's cosines to <prefix>-<variant>.npy, to pair runs")
     args = parser.parse_args()
     dataset = load_embedded_dataset(model="local/all-MiniLM-L6-v2", dimensions=384)
     frame = add_split(dataset.frame)
@@ -76,9 +80,13 @@ def main() -> None:
         print(
             f"{name:20s} cosine {scores[name].mean():.3f}  copied share "
             f"{np.mean([r.copied_share for r in results]):.3f}  calls "
-            f"{np.mean([r.environment_calls for r in results]):.2f}  {time.perf_counter() - started:.0f} s",
+            f"{np.mean([r.environment_calls for r in results]):.2f}  topic-worded "
+            f"{np.mean([any(w in r.prompt for w in TOPIC_WORDS) for r in results]):.2f}  "
+            f"{time.perf_counter() - started:.0f} s",
             flush=True,
         )
+        if args.save:
+            np.save(f"{args.save}-{name}.npy", scores[name])
     first = args.variants.split(",")[0]  # the variants after it are paired with it too
     for name, values in scores.items():
         also = [first] if name in VARIANTS and name != first else []

@@ -75,10 +75,12 @@ def test_expert_iteration_needs_trainable_weights(tmp_path, smollm2_tokenizer):
         expert_iteration(inverter, np.ones((2, DIMS), dtype=np.float32), [[], []])
 
 
-def test_keep_rewrites_trains_only_on_targets_where_a_rewrite_beat_the_index(tmp_path, smollm2_tokenizer, monkeypatch):
+def _spied(tmp_path, tokenizer, monkeypatch) -> tuple:
+    """The search pieces over PROMPTS with a trainable policy, `train_policy` replaced by a record of the prompts it
+    was given (`trained`), and every search's results recorded (`searched`)."""
     import e2p_lib.train.expert as expert
 
-    pieces = search_pieces(tmp_path, smollm2_tokenizer, PROMPTS)
+    pieces = search_pieces(tmp_path, tokenizer, PROMPTS)
     embedder, ids, inverter = pieces["embedder"], pieces["ids"], pieces["inverter"]
     for p in inverter.policy.parameters():
         p.requires_grad_(True)
@@ -88,14 +90,44 @@ def test_keep_rewrites_trains_only_on_targets_where_a_rewrite_beat_the_index(tmp
     monkeypatch.setattr(expert, "train_policy", lambda vectors, prompts, *a, **k: trained.append(list(prompts)))
     real_search = inverter.search
     monkeypatch.setattr(inverter, "search", lambda *a, **k: searched.append(real_search(*a, **k)) or searched[-1])
-    settings = dict(targets_per_round=len(PROMPTS), budget=3, samples=2, steps_per_round=1)
-    log = expert_iteration(inverter, targets, exclusions, ExpertIterationConfig(keep="rewrites", **settings))
-    won = [r.prompt for r in searched[0] if expert._is_rewrite(r)]
-    indexed = [r.prompt for r in searched[0] if not expert._is_rewrite(r)]
+    return pieces, targets, exclusions, trained, searched
+
+
+SETTINGS = dict(targets_per_round=len(PROMPTS), budget=3, samples=2, steps_per_round=1)
+
+
+def test_keep_rewrites_trains_only_on_targets_where_a_rewrite_beat_the_index(tmp_path, smollm2_tokenizer, monkeypatch):
+    from e2p_lib.train.expert import _is_rewrite
+
+    pieces, targets, exclusions, trained, searched = _spied(tmp_path, smollm2_tokenizer, monkeypatch)
+    inverter = pieces["inverter"]
+    log = expert_iteration(inverter, targets, exclusions, ExpertIterationConfig(keep="rewrites", **SETTINGS))
+    won = [r.prompt for r in searched[0] if _is_rewrite(r)]
+    indexed = [r.prompt for r in searched[0] if not _is_rewrite(r)]
     assert won and indexed, "the synthetic search should let rewrites win some targets and the index others"
     assert trained == [won] and log["trained_on"].tolist() == [len(won)]
     trained.clear()
-    log = expert_iteration(inverter, targets, exclusions, ExpertIterationConfig(keep="all", **settings))
+    log = expert_iteration(inverter, targets, exclusions, ExpertIterationConfig(keep="all", **SETTINGS))
     assert len(trained[0]) == len(PROMPTS) and log["trained_on"].tolist() == [len(PROMPTS)]
     with pytest.raises(ValueError, match="keep="):
         ExpertIterationConfig(keep="best")
+
+
+def test_topics_puts_topic_calls_in_its_searches_and_trains_on_what_they_find(tmp_path, smollm2_tokenizer, monkeypatch):
+    pieces, targets, exclusions, trained, searched = _spied(tmp_path, smollm2_tokenizer, monkeypatch)
+    inverter, store, embedder = pieces["inverter"], pieces["store"], pieces["embedder"]
+    outputs = [f"The {p.lower()} answer covers waves, sea salt and tides." for p in PROMPTS]  # phrases to find
+    store.upsert(
+        pieces["ids"],
+        np.stack([embedder.vector(o) for o in outputs]),
+        [{"prompt": p, "output": o} for p, o in zip(PROMPTS, outputs)],
+    )
+    inverter.retrieval, inverter.clean_line = store, 0.0  # a clean search: nothing copied from the outputs
+    for topics in (0, 2):
+        searched.clear()
+        expert_iteration(inverter, targets, exclusions, ExpertIterationConfig(topics=topics, **SETTINGS))
+        made = [c for r in searched[0] for c in r.candidates if c.source == "topics"]
+        assert bool(made) == bool(topics)  # 0 (the default): none; 2: the searches spend topic calls
+    assert trained[-1] == [r.prompt for r in searched[0]]  # what the searches found, topic prompts included
+    with pytest.raises(ValueError, match="topics=8"):
+        ExpertIterationConfig(topics=8)

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from e2p_lib.checks import check_positive_int
+from e2p_lib.checks import check_int, check_positive_int
 from e2p_lib.config import POLICY_FOLDER
-from e2p_lib.inversion.config import ANSWER_TOKENS, SearchConfig
+from e2p_lib.inversion.config import ANSWER_TOKENS, TOPIC_CALL_COUNT, SearchConfig
 from e2p_lib.inversion.results import POLICY_SOURCES
 from e2p_lib.train.sft import PolicyTrainingConfig, train_policy
 
@@ -36,8 +36,8 @@ class ExpertIterationConfig:
     rewrites per search round, answers of `answer_tokens`: the answer index's), then `steps_per_round` SFT steps of
     `batch_size` on the best prompts at `learning_rate`. `keep`: "all" trains on every searched target's best
     prompt; "rewrites" only on the targets where one of the policy's own rewrites beat every indexed prompt (a policy
-    taught to improve on its hypotheses rather than to write the best of them back). `output_dir` None: the policy is
-    not saved."""
+    taught to improve on its hypotheses rather than to write the best of them back). `topics`: the searches' topic
+    calls (`SearchConfig.topics`), whose winners it then learns to write. `output_dir` None: the policy is not saved."""
 
     rounds: int = 1
     targets_per_round: int = 48
@@ -49,6 +49,7 @@ class ExpertIterationConfig:
     learning_rate: float = 1e-4
     seed: int = 0
     keep: str = "all"
+    topics: int = 0  # its searches' topic calls (docs/experiments.md#topic-prompts)
     output_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -64,6 +65,7 @@ class ExpertIterationConfig:
             "answer_tokens",
         ):
             check_positive_int(getattr(self, name), name)
+        check_int(self.topics, "topics", minimum=0, maximum=TOPIC_CALL_COUNT, hint=" (SearchConfig.topics)")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate={self.learning_rate!r} must be > 0.")
 
@@ -106,7 +108,7 @@ def expert_iteration(
                 samples=config.samples,
                 seed=config.seed + round_,
                 answer_tokens=config.answer_tokens,
-                topics=0,  # it learns the prompts the policy reads (docs/experiments.md#topic-prompts)
+                topics=config.topics,
             ),
             exclude_ids=[exclude_ids[i] for i in rows],
         )
