@@ -37,7 +37,7 @@ class ExpertIterationConfig:
     `batch_size` on the best prompts at `learning_rate`. `keep`: "all" trains on every searched target's best
     prompt; "rewrites" only on the targets where one of the policy's own rewrites beat every indexed prompt (a policy
     taught to improve on its hypotheses rather than to write the best of them back). `topics`: the searches' topic
-    calls (`SearchConfig.topics`), whose winners it then learns to write. `output_dir` None: the policy is not saved."""
+    calls (`SearchConfig.topics`, the clean search's). `output_dir` None: the policy is not saved."""
 
     rounds: int = 1
     targets_per_round: int = 48
@@ -49,7 +49,7 @@ class ExpertIterationConfig:
     learning_rate: float = 1e-4
     seed: int = 0
     keep: str = "all"
-    topics: int = 0  # its searches' topic calls (docs/experiments.md#topic-prompts)
+    topics: int = 3  # docs/experiments.md#expert-iteration-on-topic-winners
     output_dir: str | None = None
 
     def __post_init__(self) -> None:
