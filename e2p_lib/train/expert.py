@@ -49,7 +49,7 @@ class ExpertIterationConfig:
     learning_rate: float = 1e-4
     seed: int = 0
     keep: str = "all"
-    topics: int = 3  # docs/experiments.md#expert-iteration-on-topic-winners
+    topics: int = SearchConfig.topics  # the clean search's: docs/experiments.md#expert-iteration-on-topic-winners
     output_dir: str | None = None
 
     def __post_init__(self) -> None:
