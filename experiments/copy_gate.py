@@ -15,11 +15,11 @@ import argparse
 
 import numpy as np
 import torch
-from topic_prompts import report  # the same paired report, run from experiments/
 
 from e2p_lib.data import add_split
 from e2p_lib.embed import embedder_from_name
 from e2p_lib.embed.cache import load_embedded_dataset
+from e2p_lib.evaluate.metrics import paired_difference
 from e2p_lib.inversion import SearchConfig
 from e2p_lib.inversion.api import load_inverter
 from e2p_lib.pipeline import held_out
@@ -35,6 +35,11 @@ def sequence_logprob(policy, targets, prompts, readings) -> np.ndarray:
             chosen = policy.token_logprobs(targets[start:stop], ids, mask, hypotheses=readings[start:stop])
             out += (chosen * mask).sum(dim=1).tolist()
     return np.array(out)
+
+
+def report(name: str, values: np.ndarray, top: np.ndarray) -> None:
+    mean, low, high = paired_difference(values, top)
+    print(f"  {name:34s} {values.mean():.3f}  vs top 1 {mean:+.3f} [{low:+.3f}, {high:+.3f}]")
 
 
 def main() -> None:
@@ -68,8 +73,8 @@ def main() -> None:
     best = max(thresholds, key=lambda t: gated[t][choose].mean())
     for name, part in (("choose", choose), ("check", check)):
         print(f"{name} ({len(part)} targets):")
-        report("the policy's one call", sent[part], {"answer index, top 1": top[part]})
-        report(f"gated: an edit only where gap > {best:.2f}", gated[best][part], {"answer index, top 1": top[part]})
+        report("the policy's one call", sent[part], top[part])
+        report(f"gated: an edit only where gap > {best:.2f}", gated[best][part], top[part])
 
 
 if __name__ == "__main__":
