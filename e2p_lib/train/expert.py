@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from e2p_lib.checks import check_int, check_positive_int
+from e2p_lib.checks import check_positive_int
 from e2p_lib.config import POLICY_FOLDER
-from e2p_lib.inversion.config import ANSWER_TOKENS, TOPIC_CALL_COUNT, SearchConfig
+from e2p_lib.inversion.config import ANSWER_TOKENS, SearchConfig
 from e2p_lib.inversion.results import POLICY_SOURCES
 from e2p_lib.train.sft import PolicyTrainingConfig, train_policy
 
@@ -65,7 +65,7 @@ class ExpertIterationConfig:
             "answer_tokens",
         ):
             check_positive_int(getattr(self, name), name)
-        check_int(self.topics, "topics", minimum=0, maximum=TOPIC_CALL_COUNT, hint=" (SearchConfig.topics)")
+        SearchConfig(topics=self.topics)  # its searches' check of topics, here before any search runs
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate={self.learning_rate!r} must be > 0.")
 
