@@ -70,6 +70,7 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
         seed=args.seed,
         use_policy=not args.no_policy,
         topics=args.topics,
+        fluency_margin=args.fluency_margin,
         clean=not args.pasting,
         echo=args.echo,
         ground=args.ground,
@@ -93,9 +94,9 @@ def check_texts(texts: list[str]) -> list[str]:
 def prompt_perplexities(prompts: list[str], device: str) -> list[float]:
     """Each prompt's perplexity under the base LM (SmolLM2-Instruct, no adapters): its fluency, as 05 measures it."""
     from e2p_lib.evaluate.metrics import perplexity
-    from e2p_lib.lm.smollm import load_smollm2
+    from e2p_lib.inversion.inverter import base_lm
 
-    model, tokenizer = load_smollm2(device=device)
+    model, tokenizer = base_lm(device)
     return perplexity(prompts, model, tokenizer, show_progress=False).tolist()
 
 
@@ -162,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=count(0, TOPIC_CALL_COUNT),
         default=DEFAULTS.topics,
         help=f"calls on known prompts with the text's topic words added, clean (default {DEFAULTS.topics})",
+    )
+    invert.add_argument(
+        "--fluency-margin",
+        type=float,
+        default=DEFAULTS.fluency_margin,
+        help="return the most fluent prompt whose answer lands within this cosine of the best "
+        f"(default {DEFAULTS.fluency_margin}; 0: the best cosine alone)",
     )
     invert.add_argument(
         "--pasting",

@@ -398,7 +398,7 @@ def test_top_level_functions_take_the_right_kind_of_target(policy, tmp_path):
     inverter = FixedProposals(
         [text, "Write a haiku about rain."], policy, embedder, environment=environment, embedding_cache_dir=tmp_path
     )
-    config = SearchConfig(budget=3, samples=2, max_copied_share=0.5)
+    config = SearchConfig(budget=3, samples=2, max_copied_share=0.5, fluency_margin=0.0)  # the best cosine alone
     [by_text] = invert_strings([text], inverter, config)
     assert embedder.calls[0] == [text], "the text is embedded first"
     assert text not in environment.received and by_text.prompt == "Write a haiku about rain."

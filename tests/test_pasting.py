@@ -216,7 +216,10 @@ def test_the_search_spends_its_echo_calls_first_within_the_budget_and_never_show
             text_words = words(c.prompt.split("\n\n")[0])  # the text; the template's words are not copied
             assert c.copied_share > 0 and c.copied_share == pytest.approx(copied_share(c.prompt, OUTPUTS))
             assert c.copied_share * len(words(c.prompt)) <= len(text_words)
-        assert result.environment_calls <= 5 and result.achieved_cosine >= max(c.achieved_cosine for c in echoes)
+        margin = SearchConfig().fluency_margin  # a more fluent pick may land this much lower
+        assert (
+            result.environment_calls <= 5 and result.achieved_cosine >= max(c.achieved_cosine for c in echoes) - margin
+        )
     assert sent[:4] == [c.prompt for r in results for c in r.candidates if c.source == "echo"]  # echoes first
     assert len(sent) == sum(r.environment_calls for r in results)
     best = [max(r.candidates, key=lambda c: np.nan_to_num(c.achieved_cosine, nan=-1)) for r in results]

@@ -46,6 +46,8 @@ from e2p_lib.inversion.config import (
         ({"top_p": 1.5}, "top_p=1.5"),
         ({"max_copied_share": 1.5}, "max_copied_share=1.5"),
         ({"max_copied_share": -0.5}, "max_copied_share=-0.5"),
+        ({"fluency_margin": -0.01}, "fluency_margin=-0.01"),
+        ({"fluency_margin": math.nan}, "fluency_margin=nan"),
         ({"echo": 1}, "echo=1 pastes stored outputs' text"),  # clean=True by default
         ({"ground": 2}, "ground=2 pastes stored outputs' text"),
         ({"echo": ECHO_TEMPLATE_COUNT + 1, "clean": False}, "echo=4"),

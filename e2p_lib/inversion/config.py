@@ -62,6 +62,10 @@ class SearchConfig:
             quality`) is at most the clean line; pasting prompts (echo, ground) need `clean=False`.
         max_copied_share (`float` or `None`, defaults to `None`): the clean line. None: the line 02 recorded for
             the run (the original prompts' 90th percentile on validation targets).
+        fluency_margin (`float`, defaults to `0.02`): the final pick (budget > 1) is the most fluent (lowest
+            perplexity under the base LM) of the prompts whose answer lands within this cosine of the best one's;
+            a known prompt not answered in the search only while a call is left for its answer. If `0.0`, the best
+            cosine alone (ties still go to the more fluent).
 
     Parameters that control the pasting track (opt-in, `clean=False` only):
         echo (`int`, defaults to `0`): calls on prompts that ask the environment to repeat a text composed from the
@@ -89,6 +93,7 @@ class SearchConfig:
     use_policy: bool = True
     clean: bool = True
     max_copied_share: float | None = None
+    fluency_margin: float = 0.02  # docs/experiments.md#fluent-final-pick
     echo: int = 0
     echo_margin: float = 0.05  # docs/experiments.md#echo-prompts
     ground: int = 0
@@ -107,6 +112,11 @@ class SearchConfig:
             raise ValueError(f"temperature={self.temperature!r} must be a finite number > 0 (0.8 by default).")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p={self.top_p!r} must be in (0, 1].")
+        if not (math.isfinite(self.fluency_margin) and 0.0 <= self.fluency_margin <= 2.0):
+            raise ValueError(
+                f"fluency_margin={self.fluency_margin!r} must be a cosine difference between 0 and 2 (0: the best "
+                "cosine alone)."
+            )
         if self.max_copied_share is not None and not 0.0 <= self.max_copied_share <= 1.0:
             raise ValueError(f"max_copied_share={self.max_copied_share!r} must be between 0 and 1.")
         for name, most in (("echo", ECHO_TEMPLATE_COUNT), ("ground", GROUND_CALL_COUNT)):

@@ -14,6 +14,7 @@ prompt sent; a prompt already answered for the same target is not sent again, an
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -338,6 +339,13 @@ class Inverter:
             self.environment, self.embedder, max_new_tokens=answer_tokens, embedding_cache_dir=self.embedding_cache_dir
         )
 
+    def fluency(self, prompts: list[str]) -> np.ndarray:
+        """Each prompt's perplexity under the base LM (SmolLM2-Instruct, no adapters), as 05 measures fluency."""
+        from e2p_lib.evaluate.metrics import perplexity
+
+        model, tokenizer = base_lm(str(self.policy.device))
+        return perplexity(prompts, model, tokenizer, show_progress=False)
+
     def answer(self, candidates: list[list[Candidate]], targets: np.ndarray, memo: list[dict], reward) -> None:
         """Fill in the achieved cosine and answer of each candidate, asking the environment only for prompts not
         answered before for that target (`memo[i]`: prompt -> (cosine, answer)), in one batched call."""
@@ -355,6 +363,14 @@ class Inverter:
                 memo[i][prompt] = (float(cosine), answer)
         for i, row in enumerate(candidates):
             fill(row, memo[i])
+
+
+@functools.cache
+def base_lm(device: str):
+    """SmolLM2-Instruct without adapters, loaded once per process and device: what fluency is measured under."""
+    from e2p_lib.lm.smollm import load_smollm2
+
+    return load_smollm2(device=device)
 
 
 def _texts_of(targets) -> list[str] | None:

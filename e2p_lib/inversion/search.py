@@ -14,7 +14,8 @@
    could not spend its share (its rewrites repeated known prompts) hands it to the next.
 5. the rest (`spend_all`): calls still left go to the best-ranked candidates not answered yet, and the final call
    too where the best known prompt was answered here (the final pick then costs nothing).
-6. final pick: the prompt with the best real cosine. At `budget=1` nothing is answered before the final call: the
+6. final pick: the prompt with the best real cosine, or a more fluent one whose answer lands within `fluency_margin`
+   of it (a prompt is judged by both). At `budget=1` nothing is answered before the final call: the
    policy's greedy rewrite of the index's best prompts is that call (the best known prompt where it wrote a known
    one, or without the policy).
 
@@ -325,6 +326,8 @@ class _Search:
         """The best real cosine (budget > 1), or the one-call rules (budget 1); the final prompt is answered (a
         cache hit unless it is the one call) and the results are made."""
         finals = [self.one_call(i) if self.config.budget == 1 else self.best(i) for i in range(self.n)]
+        if self.config.budget > 1 and not any(f is None for f in finals):
+            finals = self.fluent(finals)
         if any(f is None for f in finals):
             missing = [i for i, f in enumerate(finals) if f is None]
             held = sum(len(self.history[i]) for i in missing)
@@ -358,6 +361,32 @@ class _Search:
             key=predicted_or_lowest,
             default=None,
         )
+
+    def fluent(self, finals: list[Candidate]) -> list[Candidate]:
+        """Per target, the most fluent (`Inverter.fluency`) allowed prompt whose real cosine lies within
+        `fluency_margin` of the final's; a known prompt not answered here only while a call is left for its answer.
+        Perplexities are computed once, for the targets with a choice."""
+        margin, budget = self.config.fluency_margin, self.config.budget
+        windows = [
+            [
+                c
+                for c in self.history[i]
+                if self.allowed(c)
+                and c.achieved_cosine >= final.achieved_cosine - margin
+                and (c.prompt in self.memo[i] or len(self.memo[i]) < budget)
+            ]
+            if not math.isnan(final.achieved_cosine)
+            else []
+            for i, final in enumerate(finals)
+        ]
+        asked = sorted({c.prompt for window in windows if len(window) > 1 for c in window})
+        if not asked:
+            return finals
+        perplexity = dict(zip(asked, self.inverter.fluency(asked)))
+        return [
+            min(window, key=lambda c: (perplexity[c.prompt], -c.achieved_cosine)) if len(window) > 1 else final
+            for window, final in zip(windows, finals)
+        ]
 
     def one_call(self, i: int) -> Candidate | None:
         """Budget 1: the policy's greedy rewrite; where it wrote a prompt already known (a copy adds nothing), or
