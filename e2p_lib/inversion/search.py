@@ -323,8 +323,8 @@ class _Search:
     # --- 6. final pick ----------------------------------------------------------------------------------------------
 
     def final_pick(self) -> list[InversionResult]:
-        """The best real cosine (budget > 1), or the one-call rules (budget 1); the final prompt is answered (a
-        cache hit unless it is the one call) and the results are made."""
+        """The best real cosine, made fluent (`fluent`, budget > 1), or the one-call rules (budget 1); the final prompt
+        is answered (a cache hit unless it is the one call) and the results are made."""
         finals = [self.one_call(i) if self.config.budget == 1 else self.best(i) for i in range(self.n)]
         if self.config.budget > 1 and not any(f is None for f in finals):
             finals = self.fluent(finals)
