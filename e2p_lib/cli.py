@@ -93,10 +93,11 @@ def check_texts(texts: list[str]) -> list[str]:
 
 def prompt_perplexities(prompts: list[str], device: str) -> list[float]:
     """Each prompt's perplexity under the base LM (SmolLM2-Instruct, no adapters): its fluency, as 05 measures it."""
+    from e2p_lib.devices import resolve_device
     from e2p_lib.evaluate.metrics import perplexity
     from e2p_lib.inversion.inverter import base_lm
 
-    model, tokenizer = base_lm(device)
+    model, tokenizer = base_lm(str(resolve_device(device)))  # the one the search's final pick loaded
     return perplexity(prompts, model, tokenizer, show_progress=False).tolist()
 
 
