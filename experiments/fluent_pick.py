@@ -8,7 +8,8 @@ Needs a data folder where 01-03 ran and a saved policy. Validation rows after th
 the default search with and without the policy once, then picks offline from each target's answered candidates: a
 prompt answered in the search, or a known one (the index's) while the search has a call left for its answer. Prints
 per margin: mean cosine, median perplexity and its ratio to the original prompts', words, the share of targets whose
-pick changed, and the paired difference [95% bootstrap interval] to margin 0.
+pick changed, and the paired difference [95% bootstrap interval] to margin 0. `--save <prefix>` keeps each margin's
+picks (cosines and perplexities) to pair runs of two library versions.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=60)
     parser.add_argument("--skip", type=int, default=40, help="validation rows to skip (04's choice rows)")
     parser.add_argument("--margins", default="0,0.005,0.01,0.02,0.03")
+    parser.add_argument(
+        "--save", help="a path prefix: each search's picks' cosines and perplexities per margin, to pair runs"
+    )
     args = parser.parse_args()
     dataset = load_embedded_dataset(model="local/all-MiniLM-L6-v2", dimensions=384)
     frame = add_split(dataset.frame)
@@ -77,6 +81,8 @@ def main() -> None:
                 mean, low, high = paired_difference(cosines, first)
                 text += f"  vs margin 0 {mean:+.3f} [{low:+.3f}, {high:+.3f}]"
             print(text, flush=True)
+            if args.save:
+                np.save(f"{args.save}-{name.replace(' ', '-')}-{margin}.npy", np.stack([cosines, ppl]))
             first = cosines if first is None else first
 
 
