@@ -38,6 +38,9 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=40, help="validation rows to skip (04's choice rows)")
     parser.add_argument("--margins", default="0,0.005,0.01,0.02,0.03")
     parser.add_argument(
+        "--searches", default="with,without", help="the searches to run: with and/or without the policy"
+    )
+    parser.add_argument(
         "--save", help="a path prefix: each search's picks' cosines and perplexities per margin, to pair runs"
     )
     args = parser.parse_args()
@@ -53,6 +56,8 @@ def main() -> None:
         ("with the policy", SearchConfig()),
         ("without the policy", replace(SearchConfig(), use_policy=False, neighbours=64)),
     ):
+        if name.split()[0] not in args.searches.split(","):
+            continue
         results = inverter.search(targets, config, exclude_ids=excluded)
         line = inverter.max_copied_share + 1e-9
         pools = []
