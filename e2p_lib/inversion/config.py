@@ -64,8 +64,8 @@ class SearchConfig:
             the run (the original prompts' 90th percentile on validation targets).
         fluency_margin (`float`, defaults to `0.02`): the final pick (budget > 1) is the most fluent (lowest
             perplexity under the base LM) of the prompts whose answer lands within this cosine of the best one's;
-            a known prompt not answered in the search only while a call is left for its answer. If `0.0`, the best
-            cosine alone (ties still go to the more fluent).
+            a known prompt (the index's) only while a call is left for its answer, and `spend_all` keeps the final
+            call where the pick so far is one. If `0.0`, the best cosine alone (ties still go to the more fluent).
 
     Parameters that control the pasting track (opt-in, `clean=False` only):
         echo (`int`, defaults to `0`): calls on prompts that ask the environment to repeat a text composed from the

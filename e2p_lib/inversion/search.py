@@ -13,7 +13,7 @@
    answers join the hypotheses the next round reads (vec2text's corrector loop, with real answers); a round that
    could not spend its share (its rewrites repeated known prompts) hands it to the next.
 5. the rest (`spend_all`): calls still left go to the best-ranked candidates not answered yet, and the final call
-   too where the best known prompt was answered here (the final pick then costs nothing).
+   too where the final pick so far was answered here (it then costs nothing); a known prompt keeps it for its answer.
 6. final pick: the prompt with the best real cosine, or a more fluent one whose answer lands within `fluency_margin`
    of it (a prompt is judged by both). At `budget=1` nothing is answered before the final call: the
    policy's greedy rewrite of the index's best prompts is that call (the best known prompt where it wrote a known
@@ -123,6 +123,7 @@ class _Search:
         self.memo: list[dict[str, tuple[float, str]]] = [{} for _ in range(n)]
         self.trajectory: list[list[Candidate]] = [[] for _ in range(n)]
         self.left = [config.budget - 1] * n  # calls for exploring; the last call is kept for the final answer
+        self.perplexity: dict[str, float] = {}  # prompt -> its perplexity under the base LM, once measured
 
     # --- candidates ------------------------------------------------------------------------------------------------
 
@@ -302,7 +303,7 @@ class _Search:
 
     def spend_rest(self) -> None:
         """The calls the phases before left, on each target's best-ranked allowed candidates not answered yet; the
-        final call too where the best known prompt was answered here (the final pick is then a cache hit)."""
+        final call too where the pick so far (`picks`) was answered here (the final pick is then a cache hit)."""
         if not self.config.spend_all or self.config.budget == 1:
             return
         rows = [
@@ -313,21 +314,15 @@ class _Search:
             )
             for row in self.history
         ]
-        self.spend(rows, [left + self.final_is_answered(i) for i, left in enumerate(self.left)])
-
-    def final_is_answered(self, i: int) -> bool:
-        """Whether target i's best known prompt was answered in this search (an indexed one is answered again)."""
-        best = self.best_known(i)
-        return best is not None and best.prompt in self.memo[i]
+        picks = self.picks()  # a pick answered here frees the final call; a known one keeps it for its answer
+        self.spend(rows, [left + (p is not None and p.prompt in m) for left, p, m in zip(self.left, picks, self.memo)])
 
     # --- 6. final pick ----------------------------------------------------------------------------------------------
 
     def final_pick(self) -> list[InversionResult]:
         """The best real cosine, made fluent (`fluent`, budget > 1), or the one-call rules (budget 1); the final prompt
         is answered (a cache hit unless it is the one call) and the results are made."""
-        finals = [self.one_call(i) if self.config.budget == 1 else self.best(i) for i in range(self.n)]
-        if self.config.budget > 1 and not any(f is None for f in finals):
-            finals = self.fluent(finals)
+        finals = [self.one_call(i) for i in range(self.n)] if self.config.budget == 1 else self.picks()
         if any(f is None for f in finals):
             missing = [i for i, f in enumerate(finals) if f is None]
             held = sum(len(self.history[i]) for i in missing)
@@ -350,6 +345,11 @@ class _Search:
                 )
             )
         return results
+
+    def picks(self) -> list[Candidate | None]:
+        """Per target, what the search would return now (budget > 1): the best real cosine, made fluent."""
+        finals = [self.best(i) for i in range(self.n)]
+        return finals if any(f is None for f in finals) else self.fluent(finals)
 
     def best(self, i: int) -> Candidate | None:
         """The allowed candidate with the best real cosine; with none known, the best-ranked allowed rewrite."""
@@ -379,10 +379,10 @@ class _Search:
             else []
             for i, final in enumerate(finals)
         ]
-        asked = sorted({c.prompt for window in windows if len(window) > 1 for c in window})
-        if not asked:
-            return finals
-        perplexity = dict(zip(asked, self.inverter.fluency(asked)))
+        asked = sorted({c.prompt for window in windows if len(window) > 1 for c in window} - set(self.perplexity))
+        if asked:
+            self.perplexity.update(zip(asked, self.inverter.fluency(asked)))
+        perplexity = self.perplexity
         return [
             min(window, key=lambda c: (perplexity[c.prompt], -c.achieved_cosine)) if len(window) > 1 else final
             for window, final in zip(windows, finals)
