@@ -91,21 +91,13 @@ def check_texts(texts: list[str]) -> list[str]:
     return texts
 
 
-def prompt_perplexities(prompts: list[str], device: str) -> list[float]:
-    """Each prompt's perplexity under the base LM (SmolLM2-Instruct, no adapters): its fluency, as 05 measures it."""
-    from e2p_lib.devices import resolve_device
-    from e2p_lib.evaluate.metrics import perplexity
-    from e2p_lib.inversion.inverter import base_lm
-
-    model, tokenizer = base_lm(str(resolve_device(device)))  # the one the search's final pick loaded
-    return perplexity(prompts, model, tokenizer, show_progress=False).tolist()
-
-
 def invert_command(args: argparse.Namespace) -> int:
     """Print one block per text: the prompt, its copied share, the achieved cosine, the answer and the calls."""
     texts = check_texts(args.texts)
     config = search_config(args)  # every option is checked before anything loads
+    from e2p_lib.devices import resolve_device
     from e2p_lib.inversion.api import load_inverter
+    from e2p_lib.inversion.inverter import base_lm_perplexity
 
     inverter = load_inverter(
         args.policy,
@@ -115,7 +107,8 @@ def invert_command(args: argparse.Namespace) -> int:
         answer_tokens=config.answer_tokens,
     )
     results = inverter.search(texts, config)
-    fluency = prompt_perplexities([r.prompt for r in results], args.device)
+    # the base LM the search's final pick loaded, loaded here when the search had no pick to make
+    fluency = base_lm_perplexity([r.prompt for r in results], str(resolve_device(args.device)))
     if config.clean and inverter.max_copied_share is not None:
         print(f"clean line:        copied share <= {inverter.max_copied_share:.3f}\n")
     for text, result, ppl in zip(texts, results, fluency):

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 import e2p_lib.inversion.api
-from e2p_lib.cli import build_parser, main, prompt_perplexities, search_config
+from e2p_lib.cli import build_parser, main, search_config
 from e2p_lib.inversion import InversionResult, SearchConfig
+from e2p_lib.inversion.inverter import base_lm_perplexity
 
 E2P = Path(sys.executable).parent / "e2p"  # the console script pyproject's [project.scripts] installs
 MINILM_DIMS = 384
@@ -184,7 +185,7 @@ def test_invert_searches_the_texts_with_the_options_config_and_prints_each_resul
         "answer_tokens": SearchConfig().answer_tokens,
     }
     out = capsys.readouterr().out
-    fluency = prompt_perplexities(["Write about rain."], "cpu")  # under the base LM, as 05 measures fluency
+    fluency = base_lm_perplexity(["Write about rain."], "cpu")  # under the base LM, as 05 measures fluency
     assert out.startswith("clean line:        copied share <= 0.125\n")
     blocks = [block.splitlines() for block in out.split("\n\n")[1:] if block.strip()]
     assert blocks[0] == [

@@ -340,11 +340,8 @@ class Inverter:
         )
 
     def fluency(self, prompts: list[str]) -> np.ndarray:
-        """Each prompt's perplexity under the base LM (SmolLM2-Instruct, no adapters), as 05 measures fluency."""
-        from e2p_lib.evaluate.metrics import perplexity
-
-        model, tokenizer = base_lm(str(self.policy.device))
-        return perplexity(prompts, model, tokenizer, show_progress=False)
+        """Each prompt's perplexity under the base LM on the policy's device (`base_lm_perplexity`)."""
+        return base_lm_perplexity(prompts, str(self.policy.device))
 
     def answer(self, candidates: list[list[Candidate]], targets: np.ndarray, memo: list[dict], reward) -> None:
         """Fill in the achieved cosine and answer of each candidate, asking the environment only for prompts not
@@ -371,6 +368,14 @@ def base_lm(device: str):
     from e2p_lib.lm.smollm import load_smollm2
 
     return load_smollm2(device=device)
+
+
+def base_lm_perplexity(prompts: list[str], device: str) -> np.ndarray:
+    """Each prompt's perplexity under `base_lm`: its fluency, as 05 measures it (the search's pick and the CLI's)."""
+    from e2p_lib.evaluate.metrics import perplexity
+
+    model, tokenizer = base_lm(device)
+    return perplexity(prompts, model, tokenizer, show_progress=False)
 
 
 def _texts_of(targets) -> list[str] | None:

@@ -382,9 +382,8 @@ class _Search:
         asked = sorted({c.prompt for window in windows if len(window) > 1 for c in window} - set(self.perplexity))
         if asked:
             self.perplexity.update(zip(asked, self.inverter.fluency(asked)))
-        perplexity = self.perplexity
         return [
-            min(window, key=lambda c: (perplexity[c.prompt], -c.achieved_cosine)) if len(window) > 1 else final
+            min(window, key=lambda c: (self.perplexity[c.prompt], -c.achieved_cosine)) if len(window) > 1 else final
             for window, final in zip(windows, finals)
         ]
 
