@@ -162,6 +162,32 @@ def test_the_final_pick_is_the_most_fluent_prompt_within_the_margin_and_the_budg
         assert any(r.achieved_cosine < max(c.achieved_cosine for c in r.candidates) for r in results)
 
 
+@pytest.mark.parametrize("margin", [0.0, 0.05])
+def test_a_known_prompt_is_picked_only_while_a_call_is_left_to_answer_it(pieces, margin):
+    """The index's best prompt carries the index's cosine, but returning it costs the call that answers it: with
+    every call spent, the pick is the best answered prompt (the search once returned the known one, budget + 1)."""
+    from e2p_lib.inversion.results import Candidate
+    from e2p_lib.inversion.search import _Search
+
+    inverter, lm = pieces["inverter"], pieces["lm"]
+    target = pieces["embedder"].vector("A poem about rain.")[None]
+    search = _Search(inverter, target, SearchConfig(budget=2, fluency_margin=margin), None, None, None)
+    known = Candidate(PROMPTS[2], 0, "index", 1.0, achieved_cosine=0.90, copied_share=0.0)
+    answered = [
+        Candidate(prompt, 0, "greedy", 1.0, achieved_cosine=cosine, copied_share=0.0)
+        for prompt, cosine in (("Write about rain.", 0.89), ("Rain?", 0.50))
+    ]
+    search.history[0] = [known, *answered]
+    search.memo[0] = {c.prompt: (c.achieved_cosine, f"Answer to: {c.prompt}") for c in answered}  # both calls spent
+    assert search.picks()[0] is answered[0]
+    sent_before = len(lm.received)
+    [result] = search.final_pick()
+    assert result.prompt == "Write about rain." and result.environment_calls == 2 and len(lm.received) == sent_before
+    if margin == 0.0:  # a call left: the known prompt, the best cosine, is returned and answered
+        search.memo[0].pop("Rain?")
+        assert search.picks()[0] is known
+
+
 def test_excluded_rows_never_become_candidates(pieces):
     inverter = pieces["inverter"]
     target = pieces["embedder"].vector(f"Answer to: {PROMPTS[4]}")[None]

@@ -334,6 +334,9 @@ class _Search:
             )
             raise ValueError(f"Targets {missing[:5]} have no prompt to answer: {cause}.")
         self.inverter.answer([[f] for f in finals], self.targets, self.memo, self.reward)
+        over = [i for i, answered in enumerate(self.memo) if len(answered) > self.config.budget]
+        if over:  # a bug, not a user's error: every phase spends within `left` and the final pick is payable
+            raise RuntimeError(f"Targets {over[:5]} spent more than budget={self.config.budget} environment calls.")
         results = []
         for i, final in enumerate(finals):
             fill(self.history[i], self.memo[i])
@@ -352,28 +355,28 @@ class _Search:
         return finals if any(f is None for f in finals) else self.fluent(finals)
 
     def best(self, i: int) -> Candidate | None:
-        """The allowed candidate with the best real cosine; with none known, the best-ranked allowed rewrite."""
-        known = self.best_known(i)
-        if known is not None:
-            return known
-        return max(
-            (c for c in self.history[i] if self.allowed(c)),
-            key=predicted_or_lowest,
-            default=None,
-        )
+        """The allowed, `payable` candidate with the best real cosine; with none known, the best-ranked such rewrite."""
+        payable = [c for c in self.history[i] if self.allowed(c) and self.payable(i, c)]
+        known = [c for c in payable if not math.isnan(c.achieved_cosine)]
+        if known:
+            return max(known, key=real_or_lowest)
+        return max(payable, key=predicted_or_lowest, default=None)
+
+    def payable(self, i: int, candidate: Candidate) -> bool:
+        """Whether target i can return `candidate` within its budget: answered already, or a call left to answer it
+        (a known prompt's cosine is the index's, but returning it costs the call that answers it)."""
+        return candidate.prompt in self.memo[i] or len(self.memo[i]) < self.config.budget
 
     def fluent(self, finals: list[Candidate]) -> list[Candidate]:
         """Per target, the most fluent (`Inverter.fluency`) allowed prompt whose real cosine lies within
-        `fluency_margin` of the final's; a known prompt not answered here only while a call is left for its answer.
-        Perplexities are computed once, for the targets with a choice."""
-        margin, budget = self.config.fluency_margin, self.config.budget
+        `fluency_margin` of the final's, among the `payable` ones. Perplexities are computed once, for the targets
+        with a choice."""
+        margin = self.config.fluency_margin
         windows = [
             [
                 c
                 for c in self.history[i]
-                if self.allowed(c)
-                and c.achieved_cosine >= final.achieved_cosine - margin
-                and (c.prompt in self.memo[i] or len(self.memo[i]) < budget)
+                if self.allowed(c) and self.payable(i, c) and c.achieved_cosine >= final.achieved_cosine - margin
             ]
             if not math.isnan(final.achieved_cosine)
             else []
