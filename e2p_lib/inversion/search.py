@@ -176,8 +176,11 @@ class _Search:
         return [[c for c in known_best(row) if self.allowed(c)] for row in self.history]
 
     def best_known(self, i: int) -> Candidate | None:
-        """Target i's allowed candidate with the best real cosine (None when none has one)."""
-        known = [c for c in self.history[i] if self.allowed(c) and not math.isnan(c.achieved_cosine)]
+        """Target i's allowed, `payable` candidate with the best real cosine (None when none has one). Before the
+        final pick every candidate is payable: the final call is kept until `spend_rest`."""
+        known = [
+            c for c in self.history[i] if self.allowed(c) and self.payable(i, c) and not math.isnan(c.achieved_cosine)
+        ]
         return max(known, key=real_or_lowest, default=None)
 
     # --- 1. candidate pools ------------------------------------------------------------------------------------------
@@ -355,12 +358,15 @@ class _Search:
         return finals if any(f is None for f in finals) else self.fluent(finals)
 
     def best(self, i: int) -> Candidate | None:
-        """The allowed, `payable` candidate with the best real cosine; with none known, the best-ranked such rewrite."""
-        payable = [c for c in self.history[i] if self.allowed(c) and self.payable(i, c)]
-        known = [c for c in payable if not math.isnan(c.achieved_cosine)]
-        if known:
-            return max(known, key=real_or_lowest)
-        return max(payable, key=predicted_or_lowest, default=None)
+        """`best_known`; with none known, the best-ranked allowed, `payable` rewrite."""
+        known = self.best_known(i)
+        if known is not None:
+            return known
+        return max(
+            (c for c in self.history[i] if self.allowed(c) and self.payable(i, c)),
+            key=predicted_or_lowest,
+            default=None,
+        )
 
     def payable(self, i: int, candidate: Candidate) -> bool:
         """Whether target i can return `candidate` within its budget: answered already, or a call left to answer it
