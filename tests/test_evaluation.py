@@ -148,6 +148,24 @@ def test_perplexity_equals_exp_mean_nll_by_hand(smollm2_tokenizer):
         assert got[i] == pytest.approx(math.exp(np.mean(nll)), rel=1e-4)
 
 
+def test_perplexity_rows_score_each_distinct_prompt_once_with_each_rows_values(smollm2_tokenizer):
+    from tiny import tiny_policy
+
+    model = tiny_policy(smollm2_tokenizer).lm
+    rows = {"a": ["Name three colours.", "Hi", ""], "b": ["Hi", "Name three colours."], "none": []}
+    scored = []  # the rows of every forward pass
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: scored.append(len(kwargs["input_ids"])), with_kwargs=True
+    )
+    got = ev.perplexity_rows(rows, model, smollm2_tokenizer)
+    hook.remove()
+
+    assert sum(scored) == 2  # two distinct non-empty prompts among five
+    assert list(got) == ["a", "b", "none"] and len(got["none"]) == 0
+    for name, prompts in rows.items():
+        np.testing.assert_allclose(got[name], ev.perplexity(prompts, model, smollm2_tokenizer), rtol=1e-5)
+
+
 def test_identical_prompts_have_minimal_diversity():
     prompt = "name three primary colours ."
     assert ev.distinct_n([prompt], 1) == 1.0

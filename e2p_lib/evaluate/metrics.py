@@ -10,6 +10,7 @@ answer vectors into numbers; `e2p_lib.evaluate.plots` turns them into figures.
     >>> noise_ceiling(oracle_seed_a, oracle_seed_b, targets).summary()   # how much of a gap is sampling noise
     >>> prompt_overlap(prompts["SFT"], prompts["original prompt"])      # BLEU and ROUGE-L per pair
     >>> perplexity(prompts["SFT"], model, tokenizer)                    # fluency under SmolLM2 (NaN: empty)
+    >>> perplexity_rows(prompts, model, tokenizer)                      # every method's, each distinct prompt once
     >>> distinct_n(prompts["SFT"], 2), mean_pairwise_cosine(answer_vectors["SFT"])          # diversity
     >>> table = results_table(targets, answer_vectors, prompts=prompts, reference_prompts=prompts["original prompt"],
     ...                       perplexities=ppl, eval_env_calls=calls)   # everything, one row per method
@@ -363,10 +364,10 @@ def perplexity(
     context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
     if not context_ids:
         raise ValueError(f"context={context!r} has no tokens; the first prompt token needs one to be predicted from.")
-    result = np.full(len(prompts), np.nan)
-    rows = {i: tokenizer(p, add_special_tokens=False)["input_ids"] for i, p in enumerate(prompts) if p.strip()}
-    rows = {i: ids for i, ids in rows.items() if ids}
-    order = sorted(rows, key=lambda i: len(rows[i]), reverse=True)
+    rows = {p: tokenizer(p, add_special_tokens=False)["input_ids"] for p in dict.fromkeys(prompts) if p.strip()}
+    rows = {p: ids for p, ids in rows.items() if ids}  # each distinct prompt scored once
+    order = sorted(rows, key=lambda p: len(rows[p]), reverse=True)
+    values = {}
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     was_training = model.training
@@ -390,10 +391,17 @@ def perplexity(
             ).cpu()
             mask = scored[:, 1:]
             mean_nll = (nll * mask).sum(dim=1) / mask.sum(dim=1)
-            result[batch] = torch.exp(mean_nll).numpy()
+            values.update(zip(batch, torch.exp(mean_nll).tolist()))
     finally:
         model.train(was_training)
-    return result
+    return np.array([values.get(p, np.nan) for p in prompts], dtype=float)
+
+
+def perplexity_rows(rows: dict[str, Sequence[str]], model, tokenizer, **options) -> dict[str, np.ndarray]:
+    """`perplexity` of every row's prompts in one pass: rows share many prompts (a policy's one-call row and e2p's)."""
+    values = perplexity([p for prompts in rows.values() for p in prompts], model, tokenizer, **options)
+    ends = np.cumsum([len(prompts) for prompts in rows.values()])
+    return dict(zip(rows, np.split(values, ends[:-1])))
 
 
 # --- diversity ---------------------------------------------------------------------------------------------------
