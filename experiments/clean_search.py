@@ -6,15 +6,19 @@ policy. Targets are validation rows after the first 40 (04 chooses PPO's step an
     E2P_DATA_DIR=<data folder> python experiments/clean_search.py --policy <folder>/policy --targets 60 \\
         --variants one-call,search,search-4-48,without-policy,without-policy-64,pasting
 
-Prints, per variant: mean answer cosine, mean copied share, mean environment calls and seconds, then each variant's
-paired difference [95% bootstrap interval] to the index's top prompt, to the original prompt and to the first variant.
+Prints, per variant: mean answer cosine, mean copied share, the prompts' median perplexity under the base LM (and the
+original prompts'), mean environment calls and seconds, then each variant's paired difference [95% bootstrap interval]
+to the index's top prompt, to the original prompt and to the first variant. `--save` keeps each variant's cosines
+(.npy) and prompts (.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +28,7 @@ from e2p_lib.embed.cache import load_embedded_dataset
 from e2p_lib.evaluate.metrics import paired_difference
 from e2p_lib.inversion import SearchConfig
 from e2p_lib.inversion.api import load_inverter
+from e2p_lib.inversion.inverter import base_lm_perplexity
 from e2p_lib.inversion.topics import TOPIC_TEMPLATES
 from e2p_lib.pipeline import held_out
 from e2p_lib.train.rewards import AnswerCosineReward
@@ -73,13 +78,17 @@ def main() -> None:
         ),
         "original prompt": reward(frame["prompt"].to_numpy()[rows].tolist(), targets).rewards,
     }
+    original = np.median(base_lm_perplexity(frame["prompt"].to_numpy()[rows].tolist(), "cpu"))
+    print(f"original prompts' median perplexity {original:.1f}")
     for name in args.variants.split(","):
         started = time.perf_counter()
         results = inverter.search(targets, replace(SearchConfig(), **VARIANTS[name]), exclude_ids=excluded)
         scores[name] = np.array([r.achieved_cosine for r in results])
+        fluency = np.median(base_lm_perplexity([r.prompt for r in results], "cpu"))
         print(
             f"{name:20s} cosine {scores[name].mean():.3f}  copied share "
-            f"{np.mean([r.copied_share for r in results]):.3f}  calls "
+            f"{np.mean([r.copied_share for r in results]):.3f}  perplexity {fluency:.1f} "
+            f"({fluency / original:.2f}x)  calls "
             f"{np.mean([r.environment_calls for r in results]):.2f}  topic-worded "
             f"{np.mean([any(w in r.prompt for w in TOPIC_WORDS) for r in results]):.2f}  "
             f"{time.perf_counter() - started:.0f} s",
@@ -87,6 +96,7 @@ def main() -> None:
         )
         if args.save:
             np.save(f"{args.save}-{name}.npy", scores[name])
+            Path(f"{args.save}-{name}.json").write_text(json.dumps([r.prompt for r in results], indent=1))
     first = args.variants.split(",")[0]  # the variants after it are paired with it too
     for name, values in scores.items():
         also = [first] if name in VARIANTS and name != first else []
