@@ -1,5 +1,6 @@
 """Which three topic calls, on validation targets: the best answer of the index's top prompt and three topic prompts,
-for schedules that vary the wording, the phrases or the known prompt each call extends.
+for schedules that vary the wording, the phrases, the known prompt each call extends, or put the phrases alone
+("Describe a, b, c and d.", docs/experiments.md#phrase-prompts).
 
     E2P_DATA_DIR=<data folder> python experiments/topic_schedule.py --targets 120
 
@@ -27,21 +28,31 @@ from e2p_lib.pipeline import held_out
 from e2p_lib.store.retrieval import nearest_rows
 from e2p_lib.train.rewards import AnswerCosineReward
 
-# pool entries: (rank of the known prompt, phrase sets, wording)
+# pool entries: (rank of the known prompt, phrase set, template: a wording of TOPIC_TEMPLATES or one standing alone)
 POOL = {
-    "r0 A w0": (0, "A", 0),
-    "r0 A w1": (0, "A", 1),
-    "r0 A w2": (0, "A", 2),
-    "r0 B w0": (0, "B", 0),
-    "r0 C w0": (0, "C", 0),
-    "r1 A w0": (1, "A", 0),
-    "r0 AB w0": (0, "AB", 0),
+    "r0 A w0": (0, "A", TOPIC_TEMPLATES[0]),
+    "r0 A w1": (0, "A", TOPIC_TEMPLATES[1]),
+    "r0 A w2": (0, "A", TOPIC_TEMPLATES[2]),
+    "r0 B w0": (0, "B", TOPIC_TEMPLATES[0]),
+    "r0 C w0": (0, "C", TOPIC_TEMPLATES[0]),
+    "r1 A w0": (1, "A", TOPIC_TEMPLATES[0]),
+    "r0 AB w0": (0, "AB", TOPIC_TEMPLATES[0]),
+    "explain A1": (0, "A1", "Explain {topics}."),
+    "write about A2": (0, "A2", "Write about {topics}."),
+    "describe A": (0, "A", "Describe {topics}."),
 }
 SCHEDULES = {
     "three wordings of A (the default)": ["r0 A w0", "r0 A w1", "r0 A w2"],
     "sets A, B, C": ["r0 A w0", "r0 B w0", "r0 C w0"],
     "A, B, A on the second prompt": ["r0 A w0", "r0 B w0", "r1 A w0"],
     "A, A on the second prompt, A's second wording": ["r0 A w0", "r1 A w0", "r0 A w1"],
+    "two wordings of A, explain A1": ["r0 A w0", "r0 A w1", "explain A1"],
+    "two wordings of A, write about A2": ["r0 A w0", "r0 A w1", "write about A2"],
+    "two wordings of A, describe A": ["r0 A w0", "r0 A w1", "describe A"],
+    "one wording of A, explain A1, write about A2": ["r0 A w0", "explain A1", "write about A2"],
+    "wordings 0 and 2 of A, describe A": ["r0 A w0", "r0 A w2", "describe A"],
+    "one wording of A, describe A, write about A2": ["r0 A w0", "describe A", "write about A2"],
+    "one wording of A, describe A, explain A1": ["r0 A w0", "describe A", "explain A1"],
 }
 
 
@@ -59,22 +70,27 @@ def main() -> None:
     near = nearest_rows(inverter.retrieval, targets, SearchConfig().neighbours, excluded)
     references = [References({n.id: n.output for n in row}) for row in near]
     found = choose_topics(targets, [[n.output for n in row] for row in near], inverter.embed, 3 * TOPIC_PHRASES)
-    sets = [{"A": f[:4], "B": f[4:8], "C": f[8:12], "AB": f[:8]} for f in found]
+    sets = [{"A": f[:4], "B": f[4:8], "C": f[8:12], "AB": f[:8], "A1": f[:1], "A2": f[:2]} for f in found]
     top = np.array([row[0].cosine for row in known])
     answers = {}
-    for name, (rank, part, wording) in POOL.items():
+    for name, (rank, part, template) in POOL.items():
         prompts = [
-            TOPIC_TEMPLATES[wording].format(prompt=row[rank].prompt, topics=joined(s[part]))
-            if len(row) > rank and s[part]
-            else ""
+            template.format(prompt=row[rank].prompt, topics=joined(s[part])) if len(row) > rank and s[part] else ""
             for row, s in zip(known, sets)
         ]
-        own = [row[rank].id if len(row) > rank else None for row in known]
+        # measured as the prompt it extends is (without its own row's output); one standing alone against every output
+        own = [row[rank].id if len(row) > rank and "{prompt}" in template else None for row in known]
         shares = np.array([r.copied_share(p, own_row=o) for r, p, o in zip(references, prompts, own)])
         sent = np.array([bool(p) for p in prompts]) & (shares <= inverter.max_copied_share + 1e-9)
         cosines = reward([p if s else "x" for p, s in zip(prompts, sent)], targets).rewards
         answers[name] = np.where(sent, cosines, -1.0)
-        print(f"{name:10s} alone {np.where(sent, cosines, top).mean():.3f}  sent {sent.mean():.2f}", flush=True)
+        alone = np.where(sent, cosines, top)
+        mean, low, high = paired_difference(alone, top)
+        print(
+            f"{name:14s} alone {alone.mean():.3f}  vs the top prompt {mean:+.3f} [{low:+.3f}, {high:+.3f}]  sent "
+            f"{sent.mean():.2f}",
+            flush=True,
+        )
     print(f"answer index, top 1: {top.mean():.3f}")
     first = None
     for schedule, names in SCHEDULES.items():
