@@ -28,7 +28,6 @@ from e2p_lib.embed.cache import load_embedded_dataset
 from e2p_lib.evaluate.metrics import paired_difference
 from e2p_lib.inversion import SearchConfig
 from e2p_lib.inversion.api import load_inverter
-from e2p_lib.inversion.inverter import base_lm_perplexity
 from e2p_lib.inversion.topics import TOPIC_TEMPLATES
 from e2p_lib.pipeline import held_out
 from e2p_lib.train.rewards import AnswerCosineReward
@@ -78,13 +77,13 @@ def main() -> None:
         ),
         "original prompt": reward(frame["prompt"].to_numpy()[rows].tolist(), targets).rewards,
     }
-    original = np.median(base_lm_perplexity(frame["prompt"].to_numpy()[rows].tolist(), "cpu"))
+    original = np.median(inverter.fluency(frame["prompt"].to_numpy()[rows].tolist()))
     print(f"original prompts' median perplexity {original:.1f}")
     for name in args.variants.split(","):
         started = time.perf_counter()
         results = inverter.search(targets, replace(SearchConfig(), **VARIANTS[name]), exclude_ids=excluded)
         scores[name] = np.array([r.achieved_cosine for r in results])
-        fluency = np.median(base_lm_perplexity([r.prompt for r in results], "cpu"))
+        fluency = np.median(inverter.fluency([r.prompt for r in results]))
         print(
             f"{name:20s} cosine {scores[name].mean():.3f}  copied share "
             f"{np.mean([r.copied_share for r in results]):.3f}  perplexity {fluency:.1f} "
