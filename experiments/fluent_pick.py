@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections import Counter
 from dataclasses import replace
 
 import numpy as np
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument(
         "--searches", default="with,without", help="the searches to run: with and/or without the policy"
     )
+    parser.add_argument("--line", type=float, default=1.5, help="the fluency line, times the originals' median")
     parser.add_argument(
         "--save", help="a path prefix: each search's picks' cosines and perplexities per margin, to pair runs"
     )
@@ -89,6 +91,20 @@ def main() -> None:
             if args.save:
                 np.save(f"{args.save}-{name.replace(' ', '-')}-{margin}.npy", np.stack([cosines, ppl]))
             first = cosines if first is None else first
+        line_ppl = args.line * reference
+        above = [(r, pool) for r, pool in zip(results, pools) if fluency[r.prompt] > line_ppl]
+        gaps = [
+            r.achieved_cosine - max((c.achieved_cosine for c in pool if fluency[c.prompt] <= line_ppl), default=math.nan)
+            for r, pool in above
+        ]
+        sources = Counter(next(c.source for c in pool if c.prompt == r.prompt) for r, pool in above)
+        print(
+            f"{name:18s} returned above {args.line}x: {len(above)} of {len(results)} ({dict(sources)}); the best "
+            f"candidate under the line lies {np.nanmedian(gaps):.3f} below (median; quartiles "
+            f"{np.nanpercentile(gaps, 25):.3f}, {np.nanpercentile(gaps, 75):.3f}; none under: "
+            f"{int(np.isnan(gaps).sum())})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
