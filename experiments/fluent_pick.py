@@ -93,10 +93,8 @@ def main() -> None:
             first = cosines if first is None else first
         line_ppl = args.line * reference
         above = [(r, pool) for r, pool in zip(results, pools) if fluency[r.prompt] > line_ppl]
-        gaps = [
-            r.achieved_cosine - max((c.achieved_cosine for c in pool if fluency[c.prompt] <= line_ppl), default=math.nan)
-            for r, pool in above
-        ]
+        fluent = [[c.achieved_cosine for c in pool if fluency[c.prompt] <= line_ppl] for _, pool in above]
+        gaps = [r.achieved_cosine - max(under, default=math.nan) for (r, _), under in zip(above, fluent)]
         sources = Counter(next(c.source for c in pool if c.prompt == r.prompt) for r, pool in above)
         print(
             f"{name:18s} returned above {args.line}x: {len(above)} of {len(results)} ({dict(sources)}); the best "
