@@ -40,6 +40,8 @@ POOL = {
     "explain A1": (0, "A1", "Explain {topics}."),
     "write about A2": (0, "A2", "Write about {topics}."),
     "describe A": (0, "A", "Describe {topics}."),
+    # the phrases in place of the known prompt's input (sent only where it has one)
+    "r0 A input": (0, "A", "{instruction}\n\n{topics}"),
 }
 SCHEDULES = {
     "three wordings of A (the default)": ["r0 A w0", "r0 A w1", "r0 A w2"],
@@ -53,7 +55,16 @@ SCHEDULES = {
     "wordings 0 and 2 of A, describe A": ["r0 A w0", "r0 A w2", "describe A"],
     "one wording of A, describe A, write about A2": ["r0 A w0", "describe A", "write about A2"],
     "one wording of A, describe A, explain A1": ["r0 A w0", "describe A", "explain A1"],
+    "two wordings of A, A as the input": ["r0 A w0", "r0 A w1", "r0 A input"],
 }
+
+
+INPUT = "\n\n"  # between an Alpaca prompt's instruction and its input
+
+
+def _instruction(prompt: str) -> str:
+    """The prompt without its input."""
+    return prompt.split(INPUT)[0]
 
 
 def main() -> None:
@@ -75,11 +86,14 @@ def main() -> None:
     answers = {}
     for name, (rank, part, template) in POOL.items():
         prompts = [
-            template.format(prompt=row[rank].prompt, topics=joined(s[part])) if len(row) > rank and s[part] else ""
+            template.format(prompt=row[rank].prompt, topics=joined(s[part]), instruction=_instruction(row[rank].prompt))
+            if len(row) > rank and s[part] and ("{instruction}" not in template or INPUT in row[rank].prompt)
+            else ""
             for row, s in zip(known, sets)
         ]
         # measured as the prompt it extends is (without its own row's output); one standing alone against every output
-        own = [row[rank].id if len(row) > rank and "{prompt}" in template else None for row in known]
+        extends = "{prompt}" in template or "{instruction}" in template
+        own = [row[rank].id if len(row) > rank and extends else None for row in known]
         shares = np.array([r.copied_share(p, own_row=o) for r, p, o in zip(references, prompts, own)])
         sent = np.array([bool(p) for p in prompts]) & (shares <= inverter.max_copied_share + 1e-9)
         cosines = reward([p if s else "x" for p, s in zip(prompts, sent)], targets).rewards
@@ -92,6 +106,8 @@ def main() -> None:
             flush=True,
         )
     print(f"answer index, top 1: {top.mean():.3f}")
+    # the halves: targets whose original prompt carries an input, and the rest
+    with_input = np.array([INPUT in p for p in frame["prompt"].to_numpy()[rows]])
     first = None
     for schedule, names in SCHEDULES.items():
         best = np.max([top, *(answers[n] for n in names)], axis=0)
@@ -99,6 +115,9 @@ def main() -> None:
         if first is not None:
             mean, low, high = paired_difference(best, first)
             line += f"  vs the first {mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+            for half, mask in (("input", with_input), ("no input", ~with_input)):
+                mean, low, high = paired_difference(best[mask], first[mask])
+                line += f"  {half} ({mask.sum()}) {mean:+.3f} [{low:+.3f}, {high:+.3f}]"
         print(line)
         first = best if first is None else first
     # adaptive: A; then A and B together where A beat the top prompt, else B; then C
