@@ -1,13 +1,14 @@
 """Which three topic calls, on validation targets: the best answer of the index's top prompt and three topic prompts,
-for schedules that vary the wording, the phrases, the known prompt each call extends, or put the phrases alone
-("Describe a, b, c and d.", docs/experiments.md#phrase-prompts).
+for schedules that vary the wording, the phrases, the known prompt each call extends, put the phrases alone
+("Describe a, b, c and d.", docs/experiments.md#phrase-prompts) or in place of the known prompt's input.
 
     E2P_DATA_DIR=<data folder> python experiments/topic_schedule.py --targets 120
 
 Needs a data folder where 01-03 ran (the answer index, the store, the clean line). Validation rows after the first 40
 (04 chooses PPO's step and the policy on those). Phrases: `choose_topics`' 12 nearest the target, in sets of 4 (A the
 nearest, then B, C). Each prompt of the pool is answered once; a prompt above the clean line is not sent. Prints per
-schedule the mean best cosine after its calls and the paired difference [95% bootstrap interval] to the first.
+schedule the mean best cosine after its calls and the paired difference [95% bootstrap interval] to the first, also
+on the targets whose original prompt carries an input and on the rest.
 """
 
 from __future__ import annotations
